@@ -1,0 +1,129 @@
+"""Single source of truth for the `.nq` v1 document: names, dtypes, op table, limits.
+
+The normative text is formats/nq-v1.md; this module is its machine-readable twin.  The
+reader enforces exactly what is declared here, the writer emits only what is declared
+here, and the converter and runtime import op names from here (never spell them again).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+FORMAT_NAME = "nqrt.nq"
+VERSION_MAJOR = 1
+VERSION_MINOR = 0
+CHECKSUM_ALGO = "sha256"
+
+# ---------------------------------------------------------------------------------------
+# Limits (a reader rejects documents beyond them; they bound memory and int32 accumulation)
+# ---------------------------------------------------------------------------------------
+MAX_FILE_BYTES = 4 * 2**30          # 4 GiB
+MAX_TENSORS = 1_000_000
+MAX_NODES = 1_000_000
+MAX_RANK = 8
+MAX_DIM = 2**31 - 1
+MAX_NAME_LEN = 4096
+MAX_NODE_INPUTS = 4096              # Concat fan-in
+# Dot-product length bound: K * 255 * 127 < 2**31 so the int32 dot product cannot overflow.
+MAX_DOT_LENGTH = 66_000
+
+# ---------------------------------------------------------------------------------------
+# Tensor dtypes: name -> (numpy dtype string, little-endian itemsize)
+# ---------------------------------------------------------------------------------------
+DTYPES = {
+    "float32": ("<f4", 4),
+    "uint8": ("u1", 1),
+    "int8": ("i1", 1),
+    "int32": ("<i4", 4),
+    "int64": ("<i8", 8),
+}
+
+# ---------------------------------------------------------------------------------------
+# Op table
+# ---------------------------------------------------------------------------------------
+# Attribute kinds: "int", "float", "ints", "floats", "str".
+# Input roles: "act" = an activation computed at run time (or a graph input);
+#              "const" = a tensor with constant data in the document.
+
+@dataclass(frozen=True)
+class OpSpec:
+    name: str
+    inputs: tuple[tuple[str, str, str], ...]   # (role name, "act"|"const", dtype) in order
+    outputs: tuple[str, ...]                   # output dtypes
+    attrs: dict = field(default_factory=dict)  # attr name -> (kind, required: bool)
+    variadic: bool = False                     # last input role repeats >= 1 times
+    optional_inputs: int = 0                   # trailing inputs that may be omitted
+    quantized: bool = True                     # integer op between Quantize and Dequantize
+
+
+_ACT = {"act_min": ("int", True), "act_max": ("int", True)}
+
+OPS: dict[str, OpSpec] = {}
+
+
+def _op(spec: OpSpec) -> None:
+    OPS[spec.name] = spec
+
+
+# Float boundary ---------------------------------------------------------------------------
+_op(OpSpec("Quantize", (("x", "act", "float32"),), ("uint8",), {}, quantized=False))
+_op(OpSpec("Dequantize", (("x", "act", "uint8"),), ("float32",), {}, quantized=False))
+# Float ops (after Dequantize): computed in float32.
+_op(OpSpec("Softmax", (("x", "act", "float32"),), ("float32",), {"axis": ("int", True)}, quantized=False))
+
+# Integer compute ops ---------------------------------------------------------------------
+_op(OpSpec(
+    "QConv",
+    (("x", "act", "uint8"), ("w", "const", "int8"), ("bias", "const", "int32"),
+     ("multiplier", "const", "int32"), ("shift", "const", "int32")),
+    ("uint8",),
+    {"strides": ("ints", True), "pads": ("ints", True), "dilations": ("ints", True),
+     "group": ("int", True), **_ACT},
+))
+_op(OpSpec(
+    "QGemm",
+    (("x", "act", "uint8"), ("w", "const", "int8"), ("bias", "const", "int32"),
+     ("multiplier", "const", "int32"), ("shift", "const", "int32")),
+    ("uint8",),
+    dict(_ACT),
+))
+_op(OpSpec(
+    "QAdd",
+    (("a", "act", "uint8"), ("b", "act", "uint8")),
+    ("uint8",),
+    {"multiplier_a": ("int", True), "multiplier_b": ("int", True), "shift": ("int", True), **_ACT},
+))
+_op(OpSpec(
+    "QConcat",
+    (("x", "act", "uint8"),),
+    ("uint8",),
+    {"axis": ("int", True), "multipliers": ("ints", True), "shifts": ("ints", True)},
+    variadic=True,
+))
+_op(OpSpec(
+    "QAveragePool",
+    (("x", "act", "uint8"), ("multiplier", "const", "int32"), ("shift", "const", "int32")),
+    ("uint8",),
+    {"kernel_shape": ("ints", True), "strides": ("ints", True), "pads": ("ints", True),
+     "ceil_mode": ("int", True), "count_include_pad": ("int", True), **_ACT},
+))
+_op(OpSpec(
+    "QReduceMean",
+    (("x", "act", "uint8"), ("multiplier", "const", "int32"), ("shift", "const", "int32")),
+    ("uint8",),
+    {"axes": ("ints", True), "keepdims": ("int", True), "count": ("int", True), **_ACT},
+))
+# Same-scale ops: output quantization parameters equal the input's.
+_op(OpSpec(
+    "MaxPool",
+    (("x", "act", "uint8"),),
+    ("uint8",),
+    {"kernel_shape": ("ints", True), "strides": ("ints", True), "pads": ("ints", True),
+     "dilations": ("ints", True), "ceil_mode": ("int", True), **_ACT},
+))
+_op(OpSpec("QClip", (("x", "act", "uint8"),), ("uint8",), dict(_ACT)))
+_op(OpSpec("Reshape", (("x", "act", "uint8"),), ("uint8",), {"shape": ("ints", True)}))
+_op(OpSpec("Flatten", (("x", "act", "uint8"),), ("uint8",), {"axis": ("int", True)}))
+_op(OpSpec("Transpose", (("x", "act", "uint8"),), ("uint8",), {"perm": ("ints", True)}))
+
+SAME_SCALE_OPS = frozenset({"MaxPool", "QClip", "Reshape", "Flatten", "Transpose"})
