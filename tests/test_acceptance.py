@@ -26,7 +26,7 @@ EXAMPLES = Path(nqrt.__file__).parent / "examples"
 
 def _models():
     with open(EXAMPLES / "models.json") as f:
-        return json.load(f)
+        return [dict(entry, name=name) for name, entry in json.load(f)["models"].items()]
 
 
 def sqnr_db(reference: np.ndarray, approx: np.ndarray) -> float:
@@ -78,8 +78,7 @@ def test_digits_model_int8_accuracy_and_sqnr(entry, tmp_path):
     out_path = tmp_path / (model_path.stem + ".nq")
     nqrt.convert(str(model_path), str(out_path), calibration=str(EXAMPLES / entry["calib"]))
     sess = nqrt.load(str(out_path))
-    output_name = sess.outputs[0].name
-    int8 = sess.run({input_name: x})[output_name]
+    int8 = sess.run({input_name: x})[entry["output"]]
     assert int8.shape == fp32.shape and int8.dtype == np.float32
 
     acc_fp32 = float(np.mean(fp32.argmax(1) == labels))
