@@ -1,0 +1,66 @@
+"""Small graph-editing helpers shared by the passes (names, rewiring, bypassing)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from nqrt.graph.ir import Graph, Node
+
+
+def all_names(graph: Graph) -> set[str]:
+    names = {v.name for v in graph.inputs} | set(graph.constants) | set(graph.output_names())
+    for n in graph.nodes:
+        names.update(n.inputs)
+        names.update(n.outputs)
+    return names
+
+
+class NameGen:
+    """Fresh tensor names that collide with nothing in the graph (or given out before)."""
+
+    def __init__(self, graph: Graph):
+        self.taken = all_names(graph)
+
+    def __call__(self, base: str) -> str:
+        i = 0
+        while True:
+            name = f"{base}__{i}" if i else base
+            if name not in self.taken:
+                self.taken.add(name)
+                return name
+            i += 1
+
+
+def add_constant(graph: Graph, names: NameGen, base: str, value: np.ndarray) -> str:
+    name = names(base)
+    graph.constants[name] = value
+    return name
+
+
+def replace_uses(graph: Graph, old: str, new: str) -> None:
+    """Every node input reading `old` reads `new` instead (graph outputs untouched)."""
+    for n in graph.nodes:
+        if old in n.inputs:
+            n.inputs = [new if i == old else i for i in n.inputs]
+
+
+def bypass(graph: Graph, node: Node) -> bool:
+    """Remove a pass-through node y = node(x) (x = its first input), keeping tensor names the
+    user sees: graph outputs keep their names.  Return False (graph unchanged) if impossible,
+    i.e. both x and y are graph-visible (x a graph input/output and y a graph output)."""
+    x, y = node.inputs[0], node.outputs[0]
+    outputs = set(graph.output_names())
+    if y not in outputs:
+        graph.nodes.remove(node)
+        replace_uses(graph, y, x)
+        return True
+    if x in outputs or x in {v.name for v in graph.inputs}:
+        return False
+    graph.nodes.remove(node)
+    if x in graph.constants:
+        graph.constants[y] = graph.constants.pop(x)
+    else:
+        for p in graph.nodes:
+            p.outputs = [y if o == x else o for o in p.outputs]
+    replace_uses(graph, x, y)
+    return True

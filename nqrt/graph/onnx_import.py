@@ -1,0 +1,552 @@
+"""ONNX -> float IR (`load_onnx`).
+
+The result satisfies the IR invariants (nqrt/graph/ir.py):
+  * initializers and `Constant` node values are `graph.constants` (initializers also listed
+    as graph inputs, as IR-3 exporters do, are constants, not inputs);
+  * every node has all its attributes, ONNX spec defaults filled in (shape-dependent ones such
+    as Conv kernel_shape or auto_pad SAME_* pads once shapes are known);
+  * attribute-like inputs (shapes.ATTR_INPUTS: Reshape shape, Clip min/max, Squeeze/Unsqueeze/
+    ReduceMean axes, Pad pads, Slice starts/ends/axes/steps, ...) are attributes when constant;
+    a run-time one keeps its input slot and the attribute is None until fold_constants;
+  * Clip min/max are floats (+-inf when absent); Sum becomes a chain of Add; Softmax has
+    opset-13 semantics (opset < 13 softmax over a non-last axis becomes Flatten/Softmax/Reshape);
+    BatchNormalization and Dropout keep only their first output; Cast `to` is a numpy dtype
+    name; ConstantOfShape `value` is a numpy array.
+`graph.opset` is the model's default-domain opset (9..21); graph.metadata["source_sha256"] is
+the sha256 of the serialized model bytes.
+
+Errors: unreadable / malformed input -> FormatError; operators outside IMPORTERS (all of them
+collected first) or unsupported attribute values -> UnsupportedOpError.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from nqrt.errors import FormatError, UnsupportedOpError
+from nqrt.graph.ir import Graph, Node, ValueInfo
+from nqrt.graph.normalize import fill_shape_attrs, promote_const_inputs
+from nqrt.graph.shapes import annotate
+
+MIN_OPSET, MAX_OPSET = 9, 21
+
+
+@dataclass
+class _Src:
+    """One ONNX node as seen by an importer function."""
+    op: str
+    inputs: list[str]
+    outputs: list[str]
+    name: str
+
+
+class _Ctx:
+    def __init__(self, opset: int, constants: dict[str, np.ndarray], used: set[str]):
+        self.opset = opset
+        self.constants = constants
+        self.used = used              # tensors read by some node or a graph output
+        self.counter = 0
+
+    def node(self, n: _Src, op: str | None = None, attrs: dict | None = None,
+             inputs: list[str] | None = None, outputs: list[str] | None = None) -> Node:
+        node = Node(op or n.op, list(n.inputs if inputs is None else inputs),
+                    list(n.outputs if outputs is None else outputs), dict(attrs or {}), n.name)
+        promote_const_inputs(node, self.constants)
+        return node
+
+    def fresh(self, base: str) -> str:
+        self.counter += 1
+        return f"{base}__nqrt{self.counter}"
+
+    def unsupported(self, n: _Src, what: str) -> UnsupportedOpError:
+        return UnsupportedOpError(f"unsupported {n.op} node {n.name}: {what}", {n.op: [n.name]})
+
+    def only_first_output(self, n: _Src, what: str) -> list[str]:
+        extra = [o for o in n.outputs[1:] if o and o in self.used]
+        if extra:
+            raise self.unsupported(n, f"{what} output {extra[0]!r} is used")
+        return n.outputs[:1]
+
+
+# -- importers: one per ONNX op, attributes as keyword arguments with the spec defaults ------
+
+_AUTO_PADS = ("NOTSET", "VALID", "SAME_UPPER", "SAME_LOWER")
+
+
+def _window_attrs(ctx, n, auto_pad, kernel_shape, strides, pads, dilations):
+    if auto_pad not in _AUTO_PADS:
+        raise ctx.unsupported(n, f"attribute auto_pad={auto_pad!r}")
+    if kernel_shape is not None and len(kernel_shape) not in (1, 2):
+        raise ctx.unsupported(n, f"attribute kernel_shape={kernel_shape} ({len(kernel_shape)}-D; only 1-D and 2-D)")
+    nk = len(kernel_shape) if kernel_shape is not None else None
+    return {
+        "auto_pad": auto_pad,
+        "kernel_shape": kernel_shape,
+        "strides": strides or ([1] * nk if nk else None),
+        "pads": pads or ([0] * (2 * nk) if nk else None),
+        "dilations": dilations or ([1] * nk if nk else None),
+    }
+
+
+def Conv(ctx, n, auto_pad="NOTSET", dilations=None, group=1, kernel_shape=None, pads=None, strides=None):
+    attrs = _window_attrs(ctx, n, auto_pad, kernel_shape, strides, pads, dilations)
+    w = ctx.constants.get(n.inputs[1])
+    if w is not None and w.ndim not in (3, 4):
+        raise ctx.unsupported(n, f"weight of rank {w.ndim} (only 1-D and 2-D convolution)")
+    attrs["group"] = group
+    return [ctx.node(n, attrs=attrs)]
+
+
+def Gemm(ctx, n, alpha=1.0, beta=1.0, transA=0, transB=0):
+    if transA and n.inputs[0] not in ctx.constants:
+        raise ctx.unsupported(n, "attribute transA=1 with a non-constant A")
+    return [ctx.node(n, attrs=dict(alpha=alpha, beta=beta, transA=transA, transB=transB))]
+
+
+def _plain(ctx, n):
+    return [ctx.node(n)]
+
+
+def MatMul(ctx, n):
+    return _plain(ctx, n)
+
+
+def Add(ctx, n):
+    return _plain(ctx, n)
+
+
+def Sub(ctx, n):
+    return _plain(ctx, n)
+
+
+def Mul(ctx, n):
+    return _plain(ctx, n)
+
+
+def Div(ctx, n):
+    return _plain(ctx, n)
+
+
+def Relu(ctx, n):
+    return _plain(ctx, n)
+
+
+def GlobalAveragePool(ctx, n):
+    return _plain(ctx, n)
+
+
+def GlobalMaxPool(ctx, n):
+    return _plain(ctx, n)
+
+
+def Identity(ctx, n):
+    return _plain(ctx, n)
+
+
+def Sum(ctx, n):
+    """Sum(x) -> Identity; Sum(a, b, c, ...) -> Add(Add(a, b), c) ..."""
+    xs = [x for x in n.inputs if x]
+    if len(xs) == 1:
+        return [ctx.node(n, op="Identity", inputs=xs)]
+    nodes, acc = [], xs[0]
+    for i, x in enumerate(xs[1:], start=1):
+        out = n.outputs[0] if i == len(xs) - 1 else ctx.fresh(n.outputs[0])
+        nodes.append(Node("Add", [acc, x], [out], {}, n.name if len(xs) == 2 else f"{n.name}/add{i}"))
+        acc = out
+    return nodes
+
+
+def Concat(ctx, n, axis=None):
+    if axis is None:
+        raise FormatError(f"Concat node {n.name} has no axis attribute")
+    return [ctx.node(n, attrs={"axis": axis})]
+
+
+def MaxPool(ctx, n, auto_pad="NOTSET", ceil_mode=0, dilations=None, kernel_shape=None, pads=None,
+            storage_order=0, strides=None):
+    if kernel_shape is None:
+        raise FormatError(f"MaxPool node {n.name} has no kernel_shape attribute")
+    if storage_order != 0:
+        raise ctx.unsupported(n, f"attribute storage_order={storage_order}")
+    attrs = _window_attrs(ctx, n, auto_pad, kernel_shape, strides, pads, dilations)
+    attrs.update(ceil_mode=ceil_mode, storage_order=0)
+    return [ctx.node(n, attrs=attrs, outputs=ctx.only_first_output(n, "Indices"))]
+
+
+def AveragePool(ctx, n, auto_pad="NOTSET", ceil_mode=0, count_include_pad=0, dilations=None,
+                kernel_shape=None, pads=None, strides=None):
+    if kernel_shape is None:
+        raise FormatError(f"AveragePool node {n.name} has no kernel_shape attribute")
+    attrs = _window_attrs(ctx, n, auto_pad, kernel_shape, strides, pads, dilations)
+    attrs.update(ceil_mode=ceil_mode, count_include_pad=count_include_pad)
+    return [ctx.node(n, attrs=attrs)]
+
+
+def ReduceMean(ctx, n, axes=None, keepdims=1, noop_with_empty_axes=0):
+    node = ctx.node(n, attrs={"axes": axes, "keepdims": keepdims,
+                              "noop_with_empty_axes": noop_with_empty_axes})
+    if node.attrs["axes"] == [] and not noop_with_empty_axes:
+        node.attrs["axes"] = None          # empty axes = reduce all (filled once rank is known)
+    return [node]
+
+
+def Clip(ctx, n, min=None, max=None):     # noqa: A002 - ONNX attribute names
+    node = ctx.node(n, attrs={"min": min, "max": max})
+    if node.attrs["min"] is None and len(node.inputs) > 1 or node.attrs["max"] is None and len(node.inputs) > 2:
+        raise ctx.unsupported(n, "min/max given as run-time tensors")
+    node.attrs["min"] = float("-inf") if node.attrs["min"] is None else float(node.attrs["min"])
+    node.attrs["max"] = float("inf") if node.attrs["max"] is None else float(node.attrs["max"])
+    return [node]
+
+
+def Flatten(ctx, n, axis=1):
+    return [ctx.node(n, attrs={"axis": axis})]
+
+
+def Reshape(ctx, n, allowzero=0, shape=None):
+    # opset < 5 had a `shape` attribute; opsets 9+ pass it as input 1.
+    return [ctx.node(n, attrs={"allowzero": allowzero} | ({"shape": shape} if shape is not None else {}))]
+
+
+def Transpose(ctx, n, perm=None):
+    return [ctx.node(n, attrs={"perm": perm})]
+
+
+def Softmax(ctx, n, axis=None):
+    if ctx.opset >= 13:
+        return [ctx.node(n, attrs={"axis": -1 if axis is None else axis})]
+    # opset < 13: softmax over the 2-D coercion [prod(:axis), prod(axis:)]; decided in _finish
+    return [ctx.node(n, attrs={"axis": 1 if axis is None else axis, "_coerce_2d": True})]
+
+
+def BatchNormalization(ctx, n, epsilon=1e-5, momentum=0.9, spatial=1, training_mode=0):
+    if spatial != 1:
+        raise ctx.unsupported(n, f"attribute spatial={spatial}")
+    if training_mode:
+        raise ctx.unsupported(n, "attribute training_mode=1")
+    return [ctx.node(n, attrs={"epsilon": epsilon, "momentum": momentum, "training_mode": 0},
+                     inputs=n.inputs[:5], outputs=ctx.only_first_output(n, "training"))]
+
+
+def Dropout(ctx, n, ratio=0.5, seed=None, is_test=None):
+    node = ctx.node(n, attrs={"ratio": ratio, "training_mode": False},
+                    outputs=ctx.only_first_output(n, "mask"))
+    if node.attrs.get("training_mode") is None or node.attrs["training_mode"]:
+        raise ctx.unsupported(n, "training_mode is true or computed at run time")
+    node.attrs.pop("seed", None)
+    return [node]
+
+
+def Shape(ctx, n, start=0, end=None):
+    return [ctx.node(n, attrs={"start": start, "end": end})]
+
+
+def Gather(ctx, n, axis=0):
+    return [ctx.node(n, attrs={"axis": axis})]
+
+
+def Unsqueeze(ctx, n, axes=None):
+    node = ctx.node(n, attrs={"axes": axes})
+    if node.attrs["axes"] is None and len(node.inputs) < 2:
+        raise FormatError(f"Unsqueeze node {n.name} has no axes")
+    return [node]
+
+
+def Squeeze(ctx, n, axes=None):
+    return [ctx.node(n, attrs={"axes": axes})]
+
+
+def Cast(ctx, n, to=None, saturate=1):
+    if to is None:
+        raise FormatError(f"Cast node {n.name} has no 'to' attribute")
+    try:
+        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(to)).name
+    except Exception:
+        raise ctx.unsupported(n, f"attribute to={to}") from None
+    if dtype not in ("float32", "float64", "float16", "int64", "int32", "int8", "uint8", "bool"):
+        raise ctx.unsupported(n, f"cast to {dtype}")
+    return [ctx.node(n, attrs={"to": dtype})]
+
+
+def Slice(ctx, n, starts=None, ends=None, axes=None):
+    attrs = {"starts": starts, "ends": ends, "axes": axes, "steps": None}
+    node = ctx.node(n, attrs=attrs)
+    if node.attrs["steps"] is None and len(node.inputs) < 5 and node.attrs["starts"] is not None:
+        node.attrs["steps"] = [1] * len(node.attrs["starts"])
+    return [node]
+
+
+def ConstantOfShape(ctx, n, value=None):
+    value = np.zeros(1, np.float32) if value is None else np.asarray(value).reshape(1)
+    return [ctx.node(n, attrs={"value": value})]
+
+
+def Pad(ctx, n, mode="constant", pads=None, value=0.0):
+    if mode != "constant":
+        raise ctx.unsupported(n, f"attribute mode={mode!r} (only 'constant')")
+    node = ctx.node(n, attrs={"mode": "constant", "pads": pads, "constant_value": value, "axes": None})
+    if node.attrs["constant_value"] is None:
+        node.attrs["constant_value"] = 0.0
+    return [node]
+
+
+IMPORTERS = {
+    "Conv": Conv, "Gemm": Gemm, "MatMul": MatMul,
+    "Add": Add, "Sub": Sub, "Mul": Mul, "Div": Div, "Sum": Sum, "Concat": Concat,
+    "MaxPool": MaxPool, "AveragePool": AveragePool,
+    "GlobalAveragePool": GlobalAveragePool, "GlobalMaxPool": GlobalMaxPool,
+    "ReduceMean": ReduceMean, "Relu": Relu, "Clip": Clip,
+    "Flatten": Flatten, "Reshape": Reshape, "Transpose": Transpose, "Softmax": Softmax,
+    "BatchNormalization": BatchNormalization, "Dropout": Dropout, "Identity": Identity,
+    "Shape": Shape, "Gather": Gather, "Unsqueeze": Unsqueeze, "Squeeze": Squeeze,
+    "Cast": Cast, "Slice": Slice, "ConstantOfShape": ConstantOfShape, "Pad": Pad,
+}
+_KWARGS = {op: set(inspect.signature(fn).parameters) - {"ctx", "n"} for op, fn in IMPORTERS.items()}
+
+
+# -- reading ---------------------------------------------------------------------------------
+
+def _parse(data: bytes) -> onnx.ModelProto:
+    model = onnx.ModelProto()
+    try:
+        model.ParseFromString(data)
+    except Exception as e:
+        raise FormatError(f"not an ONNX model: protobuf parse failed ({type(e).__name__})") from None
+    return model
+
+
+def _read(model) -> tuple[onnx.ModelProto, bytes, str | None]:
+    if isinstance(model, onnx.ModelProto):
+        return model, model.SerializeToString(), None
+    if isinstance(model, (bytes, bytearray, memoryview)):
+        data = bytes(model)
+        return _parse(data), data, None
+    if isinstance(model, (str, os.PathLike)):
+        try:
+            with open(model, "rb") as f:
+                data = f.read()
+        except OSError as e:
+            raise FormatError(f"cannot read model file {os.fspath(model)!r}: {e.strerror}") from None
+        return _parse(data), data, os.path.dirname(os.path.abspath(model))
+    raise FormatError(f"expected a path, bytes or onnx.ModelProto, got {type(model).__name__}")
+
+
+def _check_model(m: onnx.ModelProto) -> int:
+    if m.ir_version <= 0 or not m.HasField("graph"):
+        raise FormatError("not an ONNX model: missing ir_version or graph")
+    opsets = {o.domain: o.version for o in m.opset_import}
+    opset = opsets.get("", opsets.get("ai.onnx"))
+    if opset is None:
+        if m.ir_version >= 3:
+            raise FormatError("ONNX model declares no opset for the default domain")
+        opset = 1
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise UnsupportedOpError(f"unsupported ONNX opset {opset} (supported: {MIN_OPSET}..{MAX_OPSET})")
+    if not m.graph.output:
+        raise FormatError("ONNX graph has no outputs")
+    return opset
+
+
+def _tensor(t: onnx.TensorProto, base_dir: str | None) -> np.ndarray:
+    if t.data_location == onnx.TensorProto.EXTERNAL:
+        if base_dir is None:
+            raise FormatError(f"tensor {t.name!r} uses external data; load the model from its file path")
+        try:
+            onnx.external_data_helper.load_external_data_for_tensor(t, base_dir)
+        except (OSError, ValueError) as e:
+            raise FormatError(f"cannot load external data of tensor {t.name!r}: {e}") from None
+        t.data_location = onnx.TensorProto.DEFAULT
+        del t.external_data[:]
+    try:
+        arr = numpy_helper.to_array(t)
+    except Exception as e:
+        raise FormatError(f"malformed tensor {t.name!r}: {e}") from None
+    return np.array(arr, copy=True)
+
+
+def _sparse(s: onnx.SparseTensorProto, base_dir) -> np.ndarray:
+    values = _tensor(s.values, base_dir)
+    idx = _tensor(s.indices, base_dir).astype(np.int64)
+    dense = np.zeros(tuple(s.dims), values.dtype)
+    if idx.ndim == 1:
+        dense.reshape(-1)[idx] = values
+    else:
+        dense[tuple(idx.T)] = values
+    return dense
+
+
+def _constant_value(n: onnx.NodeProto, base_dir) -> np.ndarray:
+    a = n.attribute[0] if len(n.attribute) == 1 else None
+    if a is None:
+        raise FormatError(f"Constant node {n.name or n.output[0]} must have exactly one value attribute")
+    if a.name == "value":
+        return _tensor(a.t, base_dir)
+    if a.name == "sparse_value":
+        return _sparse(a.sparse_tensor, base_dir)
+    if a.name == "value_float":
+        return np.array(a.f, np.float32)
+    if a.name == "value_floats":
+        return np.array(list(a.floats), np.float32)
+    if a.name == "value_int":
+        return np.array(a.i, np.int64)
+    if a.name == "value_ints":
+        return np.array(list(a.ints), np.int64)
+    if a.name in ("value_string", "value_strings"):
+        raise UnsupportedOpError(f"unsupported Constant node {n.name or n.output[0]}: string value", {"Constant": [n.name]})
+    raise FormatError(f"Constant node {n.name or n.output[0]} has unknown attribute {a.name!r}")
+
+
+def _attr(a: onnx.AttributeProto, base_dir):
+    if a.type == onnx.AttributeProto.TENSOR:
+        return _tensor(a.t, base_dir)
+    v = helper.get_attribute_value(a)
+    if isinstance(v, bytes):
+        return v.decode("utf-8", "replace")
+    if isinstance(v, list):
+        return [x.decode("utf-8", "replace") if isinstance(x, bytes) else x for x in v]
+    return v
+
+
+def _value_info(v: onnx.ValueInfoProto) -> ValueInfo:
+    tt = v.type.tensor_type
+    dtype = "float32"
+    if tt.elem_type:
+        try:
+            dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tt.elem_type)).name
+        except Exception:
+            dtype = f"onnx:{tt.elem_type}"
+    shape = None
+    if tt.HasField("shape"):
+        shape = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tt.shape.dim)
+    return ValueInfo(v.name, shape, dtype)
+
+
+def _topological(nodes: list[onnx.NodeProto], available: set[str]) -> list[onnx.NodeProto]:
+    done, order, pending = set(available), [], list(nodes)
+    while pending:
+        rest = []
+        for n in pending:
+            if all((not i) or i in done for i in n.input):
+                order.append(n)
+                done.update(o for o in n.output if o)
+            else:
+                rest.append(n)
+        if len(rest) == len(pending):
+            bad = rest[0]
+            missing = [i for i in bad.input if i and i not in done]
+            raise FormatError(f"node {bad.name or bad.op_type} reads undefined tensor {missing[0]!r} (or the graph has a cycle)")
+        pending = rest
+    return order
+
+
+# -- the importer ------------------------------------------------------------------------------
+
+def _node_name(n: onnx.NodeProto, i: int) -> str:
+    return n.name or (n.output[0] if n.output and n.output[0] else f"{n.op_type}_{i}")
+
+
+def _check_supported(nodes: list[onnx.NodeProto]) -> None:
+    bad: dict[str, list[str]] = {}
+    for i, n in enumerate(nodes):
+        key = n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}.{n.op_type}"
+        if key not in IMPORTERS and key != "Constant":
+            bad.setdefault(key, []).append(_node_name(n, i))
+    if bad:
+        parts = [f"{op} ({len(v)} node{'s' if len(v) != 1 else ''}: {', '.join(v)})" for op, v in bad.items()]
+        raise UnsupportedOpError(f"unsupported operators: {'; '.join(parts)}", bad)
+
+
+def load_onnx(model: str | os.PathLike | bytes | onnx.ModelProto) -> Graph:
+    """Import an ONNX model (path, serialized bytes or ModelProto) into the float IR."""
+    proto, data, base_dir = _read(model)
+    opset = _check_model(proto)
+    g = proto.graph
+    _check_supported(list(g.node))
+
+    constants: dict[str, np.ndarray] = {t.name: _tensor(t, base_dir) for t in g.initializer}
+    for s in g.sparse_initializer:
+        constants[s.values.name] = _sparse(s, base_dir)
+    inputs = []
+    for v in g.input:
+        if v.name in constants:
+            continue                  # IR 3 lists initializers as inputs: they are constants
+        vi = _value_info(v)
+        if vi.dtype != "float32":
+            raise UnsupportedOpError(f"graph input {v.name!r} has dtype {vi.dtype}; only float32 inputs are supported")
+        inputs.append(vi)
+    order = _topological(list(g.node), {v.name for v in inputs} | set(constants))
+    used = {i for n in order for i in n.input if i} | {o.name for o in g.output}
+    ctx = _Ctx(opset, constants, used)
+
+    nodes: list[Node] = []
+    for i, on in enumerate(order):
+        name = _node_name(on, i)
+        if on.op_type == "Constant":
+            constants[on.output[0]] = _constant_value(on, base_dir)
+            continue
+        attrs = {a.name: _attr(a, base_dir) for a in on.attribute}
+        unknown = sorted(set(attrs) - _KWARGS[on.op_type])
+        if unknown:
+            raise UnsupportedOpError(f"unsupported {on.op_type} node {name}: unknown attribute {unknown[0]!r}",
+                                     {on.op_type: [name]})
+        src = _Src(on.op_type, list(on.input), list(on.output), name)
+        nodes.extend(IMPORTERS[on.op_type](ctx, src, **attrs))
+
+    outputs = [_value_info(v) for v in g.output]
+    graph = Graph(nodes, inputs, outputs, constants, opset=opset,
+                  metadata={"source_sha256": hashlib.sha256(data).hexdigest(),
+                            "producer": proto.producer_name, "ir_version": proto.ir_version})
+    _finish(graph)
+    return graph
+
+
+def _finish(graph: Graph) -> None:
+    """Shape-dependent normalization: fill attrs, rewrite opset<13 Softmax, output shapes."""
+    inf = annotate(graph)
+    fill_shape_attrs(graph, inf)
+    nodes = []
+    for n in graph.nodes:
+        if n.op == "Softmax" and n.attrs.pop("_coerce_2d", False):
+            x = inf.shapes.get(n.inputs[0])
+            axis = n.attrs["axis"]
+            if x is not None and (axis + len(x) if axis < 0 else axis) == len(x) - 1:
+                n.attrs["axis"] = -1
+            else:
+                nodes.extend(_legacy_softmax(n, graph))
+                continue
+        nodes.append(n)
+    graph.nodes = nodes
+    inf = annotate(graph)
+    for n in graph.nodes:
+        if n.op == "Conv" and n.attrs.get("kernel_shape") is None:
+            raise UnsupportedOpError(f"unsupported Conv node {n.name}: kernel shape unknown (weight shape not inferable)",
+                                     {"Conv": [n.name]})
+    for v in graph.outputs:
+        if (v.shape is None or any(d is None for d in v.shape)) and v.name in inf.shapes:
+            v.shape = inf.shapes[v.name]
+    try:
+        graph.validate()
+    except ValueError as e:
+        raise FormatError(f"invalid ONNX graph: {e}") from None
+
+
+def _legacy_softmax(n: Node, graph: Graph) -> list[Node]:
+    """Opset<13 Softmax(axis) = Reshape(Softmax(Flatten(x, axis), -1), Shape(x))."""
+    x, y = n.inputs[0], n.outputs[0]
+    flat, sm, shp = (f"{y}__nqrt_{s}" for s in ("flat", "softmax", "shape"))
+    return [
+        Node("Flatten", [x], [flat], {"axis": n.attrs["axis"]}, f"{n.name}/flatten"),
+        Node("Softmax", [flat], [sm], {"axis": -1}, n.name),
+        Node("Shape", [x], [shp], {"start": 0, "end": None}, f"{n.name}/shape"),
+        Node("Reshape", [sm, shp], [y], {"allowzero": 0, "shape": None}, f"{n.name}/reshape"),
+    ]
+
+
+__all__ = ["load_onnx", "IMPORTERS"]

@@ -1,0 +1,63 @@
+"""Graph passes over the float IR; `optimize` runs them to a fixed point.
+
+Each pass is one module with `run(graph) -> graph` (it may mutate its argument):
+  remove_identity  Identity / Dropout / same-dtype Cast removed
+  fold_constants   constant subgraphs evaluated, symbolic Shape->Reshape chains folded
+  canonicalize     Gemm/MatMul -> canonical Gemm, Conv bias always present, Sum -> Add
+  fold_batchnorm   BN / per-channel Mul/Add folded into Conv/Gemm, or -> depthwise 1x1 Conv
+  fuse_activation  Relu / Clip -> producer attrs["act"]
+  dead_code        unused nodes and constants removed
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from nqrt.errors import UnsupportedOpError
+from nqrt.graph.ir import Graph
+from nqrt.graph.passes import (canonicalize, dead_code, fold_batchnorm, fold_constants,
+                               fuse_activation, remove_identity)
+from nqrt.graph.shapes import annotate
+
+PIPELINE = (remove_identity, fold_constants, canonicalize, fold_batchnorm, fuse_activation, dead_code)
+MAX_ROUNDS = 10
+
+
+def _signature(graph: Graph):
+    return (tuple((n.op, tuple(n.inputs), tuple(n.outputs), repr(sorted(n.attrs.items(), key=lambda kv: kv[0])))
+                  for n in graph.nodes), tuple(sorted(graph.constants)))
+
+
+def optimize(graph: Graph, input_shapes: dict[str, tuple] | None = None) -> Graph:
+    """Run PIPELINE until the graph stops changing; return the optimized graph.
+
+    `input_shapes` ({input name: shape}) overrides graph input shapes first (dims: int,
+    symbol str, or None).  Afterwards `graph.value_info` holds the inferred shapes, the graph
+    validates, and no Shape node remains (else UnsupportedOpError: dynamic shape computation
+    not foldable).
+    """
+    if input_shapes:
+        unknown = set(input_shapes) - {v.name for v in graph.inputs}
+        if unknown:
+            raise UnsupportedOpError(f"input_shapes names unknown graph inputs: {', '.join(sorted(unknown))}")
+        graph.inputs = [replace(v, shape=tuple(input_shapes[v.name])) if v.name in input_shapes else v
+                        for v in graph.inputs]
+    before = None
+    for _ in range(MAX_ROUNDS):
+        for p in PIPELINE:
+            graph = p.run(graph)
+        sig = _signature(graph)
+        if sig == before:
+            break
+        before = sig
+    shape_nodes = [n.name or n.outputs[0] for n in graph.nodes if n.op == "Shape"]
+    if shape_nodes:
+        raise UnsupportedOpError(
+            f"unsupported operators: Shape (dynamic shape computation not foldable; nodes: {', '.join(shape_nodes)})",
+            {"Shape": shape_nodes})
+    graph.validate()
+    annotate(graph)
+    return graph
+
+
+__all__ = ["PIPELINE", "optimize"]

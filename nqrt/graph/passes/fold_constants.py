@@ -1,0 +1,80 @@
+"""Constant folding, including symbolic shape folding.
+
+* A node whose inputs are all constants is evaluated with the reference executor and its
+  outputs become constants (ConstantOfShape gives a read-only broadcast view: no memory).
+* A shape-like tensor (shapes.infer `values`) whose entries are all ints becomes a constant:
+  `Shape(x)` of a fully known x, and whatever Gather/Unsqueeze/Concat/Slice/Cast derive from it.
+* Reshape whose shape is computed at run time from symbolic entries gets a constant shape:
+  an entry equal to the input's dim at the same index becomes 0 (ONNX "copy"), ints stay, and
+  at most one remaining unknown becomes -1.  `x.view(x.size(0), -1)` (Shape -> Gather ->
+  Unsqueeze -> Concat -> Reshape) thus becomes Reshape(shape=[0, -1]) with the batch symbolic;
+  the dead Shape chain is removed by dead_code.
+* Attribute inputs that became constants move into attributes (normalize.promote_const_inputs).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from nqrt.graph.ir import Graph, Node
+from nqrt.graph.normalize import promote_const_inputs
+from nqrt.graph.reference import eval_node
+from nqrt.graph.shapes import Inference, infer, is_int
+
+# Nodes whose output is a shape-like value that may become a constant once its entries are ints.
+_SHAPE_VALUE_OPS = frozenset({"Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Slice", "Cast",
+                              "Identity", "Reshape", "Flatten", "Add", "Sub", "Mul", "Div"})
+
+
+def _symbolic_reshape(node: Node, inf: Inference) -> list[int] | None:
+    target = inf.values.get(node.inputs[1])
+    x = inf.shapes.get(node.inputs[0])
+    if target is None or x is None:
+        return None
+    out, unknown = [], 0
+    for i, t in enumerate(target):
+        if is_int(t):
+            out.append(int(t))
+            unknown += int(t) == -1
+        elif t is not None and i < len(x) and x[i] == t and not node.attrs.get("allowzero", 0):
+            out.append(0)
+        else:
+            out.append(-1)
+            unknown += 1
+    return out if unknown <= 1 else None
+
+
+def _evaluate(node: Node, graph: Graph) -> list[np.ndarray]:
+    if node.op == "ConstantOfShape":
+        value = np.asarray(node.attrs["value"]).reshape(-1)[:1]
+        shape = [int(d) for d in graph.constants[node.inputs[0]]]
+        return [np.broadcast_to(value.reshape(()), shape)]
+    return eval_node(node, [graph.constants[i] if i else None for i in node.inputs])
+
+
+def run(graph: Graph) -> Graph:
+    inf = infer(graph)
+    kept = []
+    for node in graph.nodes:
+        promote_const_inputs(node, graph.constants)
+        if node.op == "Reshape" and node.attrs.get("shape") is None and len(node.inputs) > 1 \
+                and node.inputs[1] not in graph.constants:
+            shape = _symbolic_reshape(node, inf)
+            if shape is not None:
+                node.attrs["shape"] = shape
+                node.inputs = node.inputs[:1]
+        if node.outputs and all(i in graph.constants for i in node.inputs if i):
+            for name, arr in zip(node.outputs, _evaluate(node, graph)):
+                if name:
+                    graph.constants[name] = arr
+            continue
+        val = inf.values.get(node.outputs[0]) if len(node.outputs) == 1 else None
+        if node.op in _SHAPE_VALUE_OPS and val is not None and all(is_int(v) for v in val):
+            shape = inf.shapes.get(node.outputs[0])
+            dtype = inf.dtypes.get(node.outputs[0], "int64")
+            if shape is not None and len(shape) <= 1:
+                graph.constants[node.outputs[0]] = np.array(val, dtype=dtype).reshape(shape)
+                continue
+        kept.append(node)
+    graph.nodes = kept
+    return graph
