@@ -245,12 +245,19 @@ def ort_quantize_qdq(model_path, out_path, input_name: str, calib, preprocess: b
         def get_next(self):
             return next(self._it, None)
 
-    ortq.quantize_static(
-        str(src), str(out_path), _Reader(),
-        quant_format=ortq.QuantFormat.QDQ, per_channel=True,
-        activation_type=ortq.QuantType.QUInt8, weight_type=ortq.QuantType.QInt8,
-        calibrate_method=ortq.CalibrationMethod.MinMax,
-    )
+    import logging
+
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)  # ORT's quantizer logs "consider pre-processing" on the root logger
+    try:
+        ortq.quantize_static(
+            str(src), str(out_path), _Reader(),
+            quant_format=ortq.QuantFormat.QDQ, per_channel=True,
+            activation_type=ortq.QuantType.QUInt8, weight_type=ortq.QuantType.QInt8,
+            calibrate_method=ortq.CalibrationMethod.MinMax,
+        )
+    finally:
+        logging.disable(previous)
     return out_path
 
 
