@@ -156,8 +156,8 @@ class PercentileCalibrator(Calibrator):
         if self.percentile >= 100.0:
             return self.min, self.max
         q = self.percentile / 100.0
-        lo = max(self.min, self.hist.quantile(1.0 - q))
-        hi = min(self.max, self.hist.quantile(q))
+        lo = min(max(self.min, self.hist.quantile(1.0 - q)), self.max)
+        hi = max(min(self.max, self.hist.quantile(q)), self.min)
         if lo > hi:                                     # only possible on ~empty histograms
             lo = hi = 0.5 * (lo + hi)
         return lo, hi
