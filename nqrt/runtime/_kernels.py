@@ -1,0 +1,65 @@
+"""The import seam between the runtime and `nqrt.kernels` (CONTRACT.md names only).
+
+Every kernel the interpreter calls is a module global here; `FINGERPRINT` hashes the sources
+the compiled interpreter depends on so that Numba's on-disk cache of the interpreter (which
+inlines the kernels and would otherwise only notice changes of interpreter.py) is invalidated
+when any of them changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import pkgutil
+import warnings
+from pathlib import Path
+
+import nqrt.kernels as _pkg   # sets NUMBA_CACHE_DIR before anything is decorated
+
+# Kernels that must come from one source together (a packer and the kernel reading its layout).
+GROUPS = (
+    ("pack_conv_weights", "conv2d_u8", "conv_scratch_size"),
+    ("pack_gemm_weights", "gemm_u8"),
+    ("add_u8",), ("requant_copy_u8",), ("clip_u8",), ("maxpool_u8",), ("avgpool_u8",),
+    ("reduce_mean_u8",), ("transpose_u8",), ("transpose_f32",), ("quantize_f32",),
+    ("dequantize_u8",), ("softmax_f32",),
+)
+
+
+def _kernel_modules():
+    mods = [_pkg]
+    for info in pkgutil.iter_modules(_pkg.__path__):
+        if not info.name.startswith("_"):
+            mods.append(importlib.import_module(f"{_pkg.__name__}.{info.name}"))
+    return mods
+
+
+def _resolve():
+    found, sources = {}, []
+    mods = _kernel_modules()
+    standin = None
+    for group in GROUPS:
+        impl = {}
+        for name in group:
+            for m in mods:
+                if hasattr(m, name):
+                    impl[name] = getattr(m, name)
+                    break
+        if len(impl) != len(group):
+            if standin is None:
+                from nqrt.runtime import _standin_kernels as standin
+                sources.append(Path(standin.__file__))
+            warnings.warn(f"nqrt.kernels lacks {', '.join(group)}: using serial stand-ins", stacklevel=3)
+            impl = {name: getattr(standin, name) for name in group}
+        found.update(impl)
+    sources += sorted(Path(_pkg.__file__).parent.glob("*.py"))
+    sources.append(Path(__file__).parent / "encoding.py")      # opcodes are frozen in too
+    h = hashlib.sha256()
+    for p in sources:
+        h.update(p.name.encode())
+        h.update(p.read_bytes())
+    return found, h.hexdigest()
+
+
+_found, FINGERPRINT = _resolve()
+globals().update(_found)

@@ -1,0 +1,96 @@
+"""The instruction encoding shared by the planner (writer) and the interpreter (reader).
+
+A plan is a program for one @njit interpreter loop:
+
+* ``code``: int64[n_instr, WIDTH]. Row i is one instruction: ``code[i, 0]`` is the opcode,
+  ``code[i, 1:]`` its fields in the order of ``FIELDS[opcode]`` (unused tail = 0).
+* Operand fields ``x``, ``y``, ``a``, ``b`` are element offsets into an *arena*: the uint8
+  arena for uint8 tensors, the float32 arena for float32 tensors (which one is fixed by the
+  opcode).  Tensors are C-contiguous in their physical layout (see layout.py); dims fields
+  give that physical shape.  Scratch space for kernels is a separate uint8 arena.
+* Constant fields name offsets into the load-time pools: ``wpack`` into the int8 pool
+  (packed weights; ``wpack_len`` bytes), ``wsum``/``bias``/``mult``/``shift`` into the int32
+  pool (length M, or K+1 for average pooling), ``scale`` into the float32 pool.
+* Fields ``shape``, ``perm``, ``a_strides``, ``b_strides`` are offsets of 6 int64 values in
+  the plan's int64 parameter pool ``lpool`` (shapes left-padded with 1 to rank 6).
+* Everything else is a scalar (zero points, clamps, kernel sizes, M0 ``m0`` and shift ``n``).
+
+Extending: a new operator is a new opcode, a new FIELDS entry and one branch in the
+interpreter. Float fallbacks use float32-arena operands and float32-pool constants
+(e.g. ``OP_GEMM_F32: x, y, P, K, M, w, bias`` with w/bias offsets into the float pool).
+Dynamic quantization is two opcodes: ``OP_MINMAX_F32: x, size, q`` writing the computed
+scale to float32-arena slot q and the zero point (as float) to q+1, then
+``OP_QUANTIZE_DYN: x, y, size, q`` reading them at run time; consumers whose (s, z) is
+dynamic would read multipliers from such slots too. Neither needs a new table layout.
+"""
+
+from __future__ import annotations
+
+WIDTH = 32
+
+# Float boundary and float ops
+OP_QUANTIZE = 1
+OP_DEQUANTIZE = 2
+OP_SOFTMAX = 3
+OP_TRANSPOSE_F32 = 4
+# Integer ops
+OP_CONV = 10
+OP_GEMM = 11
+OP_ADD = 12
+OP_REQUANT_COPY = 13
+OP_CLIP = 14
+OP_MAXPOOL = 15
+OP_AVGPOOL = 16
+OP_REDUCE_MEAN = 17
+OP_TRANSPOSE_U8 = 18
+
+FIELDS: dict[int, tuple[str, ...]] = {
+    OP_QUANTIZE: ("x", "y", "size", "scale", "z"),
+    OP_DEQUANTIZE: ("x", "y", "size", "scale", "z"),
+    OP_SOFTMAX: ("x", "y", "O", "A", "I"),
+    OP_TRANSPOSE_F32: ("x", "y", "size", "shape", "perm"),
+    OP_CONV: ("x", "y", "N", "H", "W", "C", "OH", "OW", "M", "kh", "kw", "sh", "sw", "dh", "dw",
+              "pad_t", "pad_l", "group", "z_x", "z_y", "act_min", "act_max",
+              "wpack", "wpack_len", "wsum", "bias", "mult", "shift"),
+    OP_GEMM: ("x", "y", "P", "K", "M", "z_x", "z_y", "act_min", "act_max",
+              "wpack", "wpack_len", "wsum", "bias", "mult", "shift"),
+    OP_ADD: ("a", "b", "y", "a_size", "b_size", "y_size", "shape", "a_strides", "b_strides",
+             "z_a", "z_b", "m_a", "m_b", "shift", "z_y", "act_min", "act_max"),
+    OP_REQUANT_COPY: ("x", "y", "R", "Cx", "Cy", "col_offset", "z_x", "m0", "n", "z_y",
+                      "act_min", "act_max"),
+    OP_CLIP: ("x", "y", "size", "act_min", "act_max"),
+    OP_MAXPOOL: ("x", "y", "N", "H", "W", "C", "OH", "OW", "kh", "kw", "sh", "sw", "dh", "dw",
+                 "pad_t", "pad_l", "act_min", "act_max"),
+    OP_AVGPOOL: ("x", "y", "N", "H", "W", "C", "OH", "OW", "kh", "kw", "sh", "sw",
+                 "pad_t", "pad_l", "pad_b", "pad_r", "count_include_pad", "mult", "shift", "K1",
+                 "z_x", "z_y", "act_min", "act_max"),
+    OP_REDUCE_MEAN: ("x", "y", "O", "R", "I", "z_x", "m0", "n", "z_y", "act_min", "act_max"),
+    OP_TRANSPOSE_U8: ("x", "y", "size", "shape", "perm"),
+}
+
+OP_NAMES = {v: k for k, v in globals().items() if k.startswith("OP_") and isinstance(v, int)}
+
+# Fields that hold arena offsets, per arena, for each opcode (the planner patches them).
+U8_OPERANDS = {
+    OP_QUANTIZE: ("y",), OP_DEQUANTIZE: ("x",), OP_CONV: ("x", "y"), OP_GEMM: ("x", "y"),
+    OP_ADD: ("a", "b", "y"), OP_REQUANT_COPY: ("x", "y"), OP_CLIP: ("x", "y"),
+    OP_MAXPOOL: ("x", "y"), OP_AVGPOOL: ("x", "y"), OP_REDUCE_MEAN: ("x", "y"),
+    OP_TRANSPOSE_U8: ("x", "y"),
+}
+F32_OPERANDS = {
+    OP_QUANTIZE: ("x",), OP_DEQUANTIZE: ("y",), OP_SOFTMAX: ("x", "y"),
+    OP_TRANSPOSE_F32: ("x", "y"),
+}
+
+assert max(len(f) for f in FIELDS.values()) < WIDTH
+
+
+def encode_row(opcode: int, fields: dict) -> list[int]:
+    """One table row; `fields` must name exactly FIELDS[opcode]."""
+    names = FIELDS[opcode]
+    if set(fields) != set(names):
+        missing = set(names) - set(fields)
+        extra = set(fields) - set(names)
+        raise KeyError(f"{OP_NAMES[opcode]}: missing {sorted(missing)}, unexpected {sorted(extra)}")
+    row = [opcode] + [int(fields[n]) for n in names]
+    return row + [0] * (WIDTH - len(row))

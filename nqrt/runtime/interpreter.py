@@ -1,0 +1,101 @@
+"""The interpreter: one @njit loop over a plan's instruction table (encoding.py).
+
+`execute` makes array views into the arenas and pools (slices of 1-D arrays, reshaped;
+no copies, no allocation) and dispatches on integer opcodes to the kernels, whose parallel
+loops use Numba's current thread count (Session sets it).  No Python runs per op.
+
+The function is created by `_make(FINGERPRINT)`: the fingerprint of the kernel and
+encoding sources is a closure constant and hence part of Numba's cache key, so the cached
+machine code (which inlines the kernels) is rebuilt whenever any of them changes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from nqrt.runtime import _kernels as _k
+from nqrt.runtime._kernels import (FINGERPRINT, add_u8, avgpool_u8, clip_u8, conv2d_u8,
+                                   dequantize_u8, gemm_u8, maxpool_u8, quantize_f32,
+                                   reduce_mean_u8, requant_copy_u8, softmax_f32,
+                                   transpose_f32, transpose_u8)
+from nqrt.runtime.encoding import (OP_ADD, OP_AVGPOOL, OP_CLIP, OP_CONV, OP_DEQUANTIZE, OP_GEMM,
+                                   OP_MAXPOOL, OP_QUANTIZE, OP_REDUCE_MEAN, OP_REQUANT_COPY,
+                                   OP_SOFTMAX, OP_TRANSPOSE_F32, OP_TRANSPOSE_U8)
+
+_ = _k
+
+
+def _make(fingerprint: str):
+    @njit(cache=True, nogil=True)
+    def execute(code, lpool, wpool, ipool, fpool, u8, f32, scratch):
+        """Run every instruction of `code` in order (see encoding.FIELDS for the fields)."""
+        _fp = fingerprint  # noqa: F841  (cache key)
+        for i in range(code.shape[0]):
+            c = code[i]
+            op = c[0]
+            if op == OP_CONV:
+                x, y, N, H, W, C, OH, OW, M = c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9]
+                wp, wl, ws, bi, mu, sh = c[23], c[24], c[25], c[26], c[27], c[28]
+                conv2d_u8(u8[x:x + N * H * W * C].reshape((N, H, W, C)), c[19],
+                          wpool[wp:wp + wl], ipool[ws:ws + M], ipool[bi:bi + M],
+                          ipool[mu:mu + M], ipool[sh:sh + M], c[20], c[21], c[22],
+                          c[10], c[11], c[12], c[13], c[14], c[15], c[16], c[17], c[18],
+                          u8[y:y + N * OH * OW * M].reshape((N, OH, OW, M)), scratch)
+            elif op == OP_GEMM:
+                x, y, P, K, M = c[1], c[2], c[3], c[4], c[5]
+                wp, wl, ws, bi, mu, sh = c[10], c[11], c[12], c[13], c[14], c[15]
+                gemm_u8(u8[x:x + P * K].reshape((P, K)), c[6], wpool[wp:wp + wl],
+                        ipool[ws:ws + M], ipool[bi:bi + M], ipool[mu:mu + M], ipool[sh:sh + M],
+                        c[7], c[8], c[9], u8[y:y + P * M].reshape((P, M)))
+            elif op == OP_ADD:
+                a, b, y = c[1], c[2], c[3]
+                add_u8(u8[a:a + c[4]], u8[b:b + c[5]], lpool[c[7]:c[7] + 6], lpool[c[8]:c[8] + 6],
+                       lpool[c[9]:c[9] + 6], c[10], c[11], c[12], c[13], c[14], c[15], c[16], c[17],
+                       u8[y:y + c[6]])
+            elif op == OP_REQUANT_COPY:
+                x, y, R, Cx, Cy = c[1], c[2], c[3], c[4], c[5]
+                requant_copy_u8(u8[x:x + R * Cx].reshape((R, Cx)), c[7], c[8], c[9], c[10], c[11],
+                                c[12], u8[y:y + R * Cy].reshape((R, Cy)), c[6])
+            elif op == OP_CLIP:
+                x, y, n = c[1], c[2], c[3]
+                clip_u8(u8[x:x + n], c[4], c[5], u8[y:y + n])
+            elif op == OP_MAXPOOL:
+                x, y, N, H, W, C, OH, OW = c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8]
+                maxpool_u8(u8[x:x + N * H * W * C].reshape((N, H, W, C)), c[9], c[10], c[11], c[12],
+                           c[13], c[14], c[15], c[16], c[17], c[18],
+                           u8[y:y + N * OH * OW * C].reshape((N, OH, OW, C)))
+            elif op == OP_AVGPOOL:
+                x, y, N, H, W, C, OH, OW = c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8]
+                mu, sh, k1 = c[18], c[19], c[20]
+                avgpool_u8(u8[x:x + N * H * W * C].reshape((N, H, W, C)), c[21], c[9], c[10], c[11],
+                           c[12], c[13], c[14], c[15], c[16], c[17], ipool[mu:mu + k1],
+                           ipool[sh:sh + k1], c[22], c[23], c[24],
+                           u8[y:y + N * OH * OW * C].reshape((N, OH, OW, C)))
+            elif op == OP_REDUCE_MEAN:
+                x, y, O, R, I = c[1], c[2], c[3], c[4], c[5]
+                reduce_mean_u8(u8[x:x + O * R * I].reshape((O, R, I)), c[6], c[7], c[8], c[9], c[10],
+                               c[11], u8[y:y + O * I].reshape((O, I)))
+            elif op == OP_TRANSPOSE_U8:
+                x, y, n = c[1], c[2], c[3]
+                transpose_u8(u8[x:x + n], lpool[c[4]:c[4] + 6], lpool[c[5]:c[5] + 6], u8[y:y + n])
+            elif op == OP_QUANTIZE:
+                x, y, n = c[1], c[2], c[3]
+                quantize_f32(f32[x:x + n], fpool[c[4]], c[5], u8[y:y + n])
+            elif op == OP_DEQUANTIZE:
+                x, y, n = c[1], c[2], c[3]
+                dequantize_u8(u8[x:x + n], fpool[c[4]], c[5], f32[y:y + n])
+            elif op == OP_SOFTMAX:
+                x, y, O, A, I = c[1], c[2], c[3], c[4], c[5]
+                softmax_f32(f32[x:x + O * A * I].reshape((O, A, I)), f32[y:y + O * A * I].reshape((O, A, I)))
+            elif op == OP_TRANSPOSE_F32:
+                x, y, n = c[1], c[2], c[3]
+                transpose_f32(f32[x:x + n], lpool[c[4]:c[4] + 6], lpool[c[5]:c[5] + 6], f32[y:y + n])
+            else:
+                raise ValueError("unknown opcode")
+
+    return execute
+
+
+execute = _make(FINGERPRINT)
+_ = np

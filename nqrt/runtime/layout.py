@@ -1,0 +1,88 @@
+"""Physical layouts of run-time tensors.
+
+A tensor has a *logical* shape (the spec's, NCHW for images) and a *physical permutation*
+`perm`: physical dim j holds logical dim perm[j], and the bytes are C-ordered over the
+physical shape `[shape[p] for p in perm]`.  Identity = logical order; channels-last is
+(0, 2, 3, 1) for rank 4 (NHWC) and (0, 2, 1) for rank 3 (N, L, C, run as NHWC with H = 1).
+
+Two perms describe the same bytes when they order the dims of size > 1 identically
+(`same_bytes`); the planner then aliases instead of transposing.
+"""
+
+from __future__ import annotations
+
+import math
+
+Perm = tuple[int, ...]
+KERNEL_RANK = 6   # transpose/add kernels take shapes left-padded to rank 6
+
+
+def identity(rank: int) -> Perm:
+    return tuple(range(rank))
+
+
+def channels_last(rank: int) -> Perm:
+    """NHWC for rank 4, (N, L, C) for rank 3; identity for other ranks."""
+    if rank < 3:
+        return identity(rank)
+    return (0, *range(2, rank), 1)
+
+
+def physical_shape(shape, perm: Perm) -> tuple[int, ...]:
+    return tuple(int(shape[p]) for p in perm)
+
+
+def same_bytes(shape, p: Perm, q: Perm) -> bool:
+    """True when layouts p and q of a tensor of logical `shape` have identical bytes."""
+    return [d for d in p if shape[d] != 1] == [d for d in q if shape[d] != 1]
+
+
+def logical_strides(shape, perm: Perm) -> tuple[int, ...]:
+    """Element stride of each *logical* dim in the physical layout `perm`."""
+    strides = [0] * len(shape)
+    step = 1
+    for p in reversed(perm):
+        strides[p] = step
+        step *= int(shape[p])
+    return tuple(strides)
+
+
+def inverse(perm: Perm) -> Perm:
+    inv = [0] * len(perm)
+    for i, p in enumerate(perm):
+        inv[p] = i
+    return tuple(inv)
+
+
+def numel(shape) -> int:
+    return int(math.prod(int(d) for d in shape))
+
+
+def transpose_args(shape, src: Perm, dst: Perm) -> tuple[list[int], list[int]]:
+    """Arguments (input shape, perm) of the rank-6 transpose kernel that turns the bytes of
+    layout `src` into layout `dst` (numpy semantics: y = x.reshape(shape).transpose(perm)).
+
+    Dims of size 1 are dropped first (they do not move bytes); raises ValueError if more
+    than 6 non-trivial dims remain.
+    """
+    keep = [d for d in src if shape[d] != 1]
+    dst_keep = [d for d in dst if shape[d] != 1]
+    in_shape = [int(shape[d]) for d in keep]
+    tperm = [keep.index(d) for d in dst_keep]
+    if len(in_shape) > KERNEL_RANK:
+        raise ValueError(f"transpose of rank {len(in_shape)} > {KERNEL_RANK}")
+    pad = KERNEL_RANK - len(in_shape)
+    return [1] * pad + in_shape, list(range(pad)) + [pad + t for t in tperm]
+
+
+def broadcast_shapes(a, b) -> tuple[int, ...]:
+    """ONNX multidirectional broadcasting; ValueError if incompatible."""
+    r = max(len(a), len(b))
+    a = (1,) * (r - len(a)) + tuple(a)
+    b = (1,) * (r - len(b)) + tuple(b)
+    out = []
+    for x, y in zip(a, b):
+        if x != y and x != 1 and y != 1:
+            raise ValueError(f"shapes {a} and {b} do not broadcast")
+        out.append(y if x == 1 else x)
+    return tuple(out)

@@ -1,0 +1,589 @@
+"""Planner: NqModel + concrete input shapes -> an executable `Plan` (see encoding.py).
+
+Two stages, following "prepare vs eval":
+
+* `prepare(model)` (once per model load, shape-independent): packs every QConv/QGemm
+  weight with the kernels' packers, expands per-tensor multiplier/shift [1] to [M], and
+  places every constant in three pools (int8 packed weights, int32, float32).
+* `plan(model, consts, input_shapes)` (once per input-shape tuple): infers every tensor's
+  logical shape (spec section 4), chooses physical layouts (layout.py), inserts transposes
+  where a producer's layout differs from what a consumer accepts, lowers each node to
+  instructions, assigns every run-time tensor a slot in the uint8 / float32 arenas (greedy
+  first-fit by offset over instruction lifetimes) and sizes the shared scratch arena.
+
+Layout policy (each op declares what it accepts; `_ensure` transposes otherwise):
+
+| op | input layout accepted | output layout |
+|---|---|---|
+| QConv, MaxPool, QAveragePool | channels-last | channels-last |
+| QReduceMean | any in which the reduced axes are adjacent | input's, reduced dims dropped |
+| QGemm | any with the last logical dim physically last | input's |
+| QAdd, QClip | any (QAdd reads each input through strides) | a full-shape input's |
+| QConcat | the first input's (others transposed to it) | the first input's |
+| Quantize | logical (graph input) | input's |
+| Dequantize, Softmax, Reshape, Flatten, graph outputs | logical | logical |
+| Transpose | any | input's bytes relabelled: no instruction |
+
+Reshape, Flatten and Transpose never copy: their output aliases the input's storage (no
+kernel ever writes into its input, so aliasing is always safe; lifetimes are per storage).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from nqrt import qmath
+from nqrt.errors import FormatError, InputError
+from nqrt.format import schema
+from nqrt.format.model import NqModel, NqNode
+from nqrt.runtime import _kernels as K
+from nqrt.runtime import encoding as E
+from nqrt.runtime import layout as L
+
+U8_ALIGN = 64          # bytes
+F32_ALIGN = 16         # elements (64 bytes)
+SCRATCH_MIN = 64
+
+
+# ---------------------------------------------------------------------------------------
+# Load time: constant pools
+# ---------------------------------------------------------------------------------------
+
+@dataclass
+class Consts:
+    """Shape-independent constants of a model, laid out in pools for the interpreter."""
+    wpool: np.ndarray                 # int8: packed weights
+    ipool: np.ndarray                 # int32: wsum, bias, multipliers, shifts
+    fpool: np.ndarray                 # float32: scales
+    node: list[dict]                  # per node: pool offsets of its constants
+
+
+class _Pools:
+    def __init__(self):
+        self.parts = {"w": [], "i": [], "f": []}
+        self.size = {"w": 0, "i": 0, "f": 0}
+
+    def add(self, kind: str, arr) -> int:
+        arr = np.ascontiguousarray(arr).ravel()
+        off = self.size[kind]
+        self.parts[kind].append(arr)
+        self.size[kind] += arr.size
+        return off
+
+    def array(self, kind: str, dtype) -> np.ndarray:
+        parts = [p.astype(dtype, copy=False) for p in self.parts[kind]]
+        return np.concatenate(parts) if parts else np.zeros(1, dtype)
+
+
+def _per_channel(arr, m: int, what: str, node: NqNode) -> np.ndarray:
+    a = np.asarray(arr, dtype=np.int32).ravel()
+    if a.size == 1:
+        return np.full(m, a[0], dtype=np.int32)
+    if a.size != m:
+        raise FormatError(f"node {node.name!r} ({node.op}): {what} has {a.size} values, expected 1 or {m}")
+    return a
+
+
+def prepare(model: NqModel) -> Consts:
+    """Pack weights and pool every constant (once per model load)."""
+    pools = _Pools()
+    per_node = []
+    for node in model.nodes:
+        if node.op not in _HANDLERS:
+            raise FormatError(f"op {node.op!r} (node {node.name!r}) is not supported by this runtime")
+        c: dict = {}
+        const = lambda k: model.tensor(node.inputs[k]).data  # noqa: E731
+        if node.op in ("QConv", "QGemm"):
+            w = np.asarray(const(1), dtype=np.int8)
+            m = w.shape[0]
+            if node.op == "QConv":
+                w4 = w[:, :, None, :] if w.ndim == 3 else w
+                wpack, wsum = K.pack_conv_weights(np.ascontiguousarray(w4), int(node.attrs["group"]))
+            else:
+                wpack, wsum = K.pack_gemm_weights(np.ascontiguousarray(w))
+            c["wpack"] = pools.add("w", np.asarray(wpack, dtype=np.int8))
+            c["wpack_len"] = int(np.asarray(wpack).size)
+            c["wsum"] = pools.add("i", np.asarray(wsum, dtype=np.int32))
+            if np.asarray(const(2)).size != m:
+                raise FormatError(f"node {node.name!r} ({node.op}): bias must have {m} values")
+            c["bias"] = pools.add("i", np.asarray(const(2), np.int32))
+            c["mult"] = pools.add("i", _per_channel(const(3), m, "multiplier", node))
+            c["shift"] = pools.add("i", _per_channel(const(4), m, "shift", node))
+        elif node.op == "QAveragePool":
+            k1 = math.prod(node.attrs["kernel_shape"]) + 1
+            mult, shift = np.asarray(const(1), np.int32).ravel(), np.asarray(const(2), np.int32).ravel()
+            if mult.size != k1 or shift.size != k1:
+                raise FormatError(f"node {node.name!r} (QAveragePool): multiplier/shift need {k1} values")
+            c["mult"], c["shift"], c["K1"] = pools.add("i", mult), pools.add("i", shift), k1
+        elif node.op == "QReduceMean":
+            c["m0"] = int(np.asarray(const(1)).ravel()[0])
+            c["n"] = int(np.asarray(const(2)).ravel()[0])
+        elif node.op in ("Quantize", "Dequantize"):
+            qname = node.outputs[0] if node.op == "Quantize" else node.inputs[0]
+            s, z = model.qparams(qname)
+            c["scale"] = pools.add("f", np.array([s], np.float32))
+            c["z"] = z
+        per_node.append(c)
+    return Consts(pools.array("w", np.int8), pools.array("i", np.int32),
+                  pools.array("f", np.float32), per_node)
+
+
+# ---------------------------------------------------------------------------------------
+# Plan time
+# ---------------------------------------------------------------------------------------
+
+@dataclass
+class Value:
+    """A run-time tensor as planned: logical shape, physical layout, storage."""
+    kind: str                          # "u8" | "f32"
+    shape: tuple[int, ...]
+    perm: tuple[int, ...]
+    storage: int
+    scale: float = 1.0
+    zp: int = 0
+
+
+@dataclass
+class Slot:
+    """One storage: a contiguous region of an arena, live over instructions [first, last]
+    (-1 = before the first instruction, n_instr = after the last)."""
+    arena: str                         # "u8" | "f32"
+    size: int                          # elements
+    names: list[str] = field(default_factory=list)
+    first: int = 10**18
+    last: int = -(10**18)
+    offset: int = -1
+
+
+@dataclass
+class Plan:
+    code: np.ndarray                   # int64 [n_instr, encoding.WIDTH]
+    lpool: np.ndarray                  # int64 shape/perm/stride parameters
+    u8_size: int
+    f32_size: int
+    scratch_size: int
+    inputs: list[tuple[str, int, tuple[int, ...]]]      # (name, f32 offset, shape)
+    outputs: dict[str, tuple[int, tuple[int, ...]]]     # name -> (f32 offset, shape)
+    shapes: dict[str, tuple[int, ...]]                  # logical shape of every run-time tensor
+    layouts: dict[str, tuple[int, ...]]                 # physical perm of every run-time tensor
+    slots: list[Slot]
+
+    def describe(self) -> str:
+        """Human-readable listing of the program (for debugging and tests)."""
+        lines = []
+        for row in self.code:
+            op = int(row[0])
+            names = E.FIELDS[op]
+            args = ", ".join(f"{n}={int(v)}" for n, v in zip(names, row[1:]))
+            lines.append(f"{E.OP_NAMES[op]}({args})")
+        return "\n".join(lines)
+
+
+def _norm_axis(axis: int, rank: int, node: NqNode) -> int:
+    a = axis + rank if axis < 0 else axis
+    if not 0 <= a < rank:
+        raise FormatError(f"node {node.name!r} ({node.op}): axis {axis} out of range for rank {rank}")
+    return a
+
+
+def _window_out(size, k, stride, dil, pb, pe, ceil_mode, node) -> int:
+    """Spec section 4 output size, with the ONNX ceil_mode rule."""
+    span = size + pb + pe - dil * (k - 1) - 1
+    if span < 0:
+        raise InputError(f"node {node.name!r} ({node.op}): input size {size} is smaller than the window")
+    out = (-(-span // stride) if ceil_mode else span // stride) + 1
+    if ceil_mode and (out - 1) * stride >= size + pb:
+        out -= 1
+    return out
+
+
+class _Builder:
+    def __init__(self, model: NqModel, consts: Consts, input_shapes: dict, nthreads: int):
+        self.model, self.consts, self.nthreads = model, consts, nthreads
+        self.values: dict[str, Value] = {}
+        self.slots: list[Slot] = []
+        self.instrs: list[tuple[int, dict]] = []
+        self.lpool: list[int] = []
+        self.scratch = SCRATCH_MIN
+        self._transposed: dict = {}
+        for io in model.graph_inputs:
+            shape = tuple(int(d) for d in input_shapes[io.name])
+            v = self._new(io.name, "f32", shape, L.identity(len(shape)))
+            self.slots[v.storage].first = -1
+            self.slots[v.storage].last = -1
+
+    # -- helpers ---------------------------------------------------------------------
+    def _new(self, name, kind, shape, perm, scale=1.0, zp=0) -> Value:
+        if any(d <= 0 for d in shape):
+            raise InputError(f"tensor {name!r} would have an empty shape {list(shape)}")
+        self.slots.append(Slot(kind, L.numel(shape), [name]))
+        v = Value(kind, tuple(shape), tuple(perm), len(self.slots) - 1, scale, zp)
+        self.values[name] = v
+        return v
+
+    def _out_u8(self, name, shape, perm) -> Value:
+        s, z = self.model.qparams(name)
+        return self._new(name, "u8", shape, perm, s, z)
+
+    def _alias(self, name, v: Value, shape, perm) -> Value:
+        a = Value(v.kind, tuple(shape), tuple(perm), v.storage, v.scale, v.zp)
+        self.slots[v.storage].names.append(name)
+        if v.kind == "u8":
+            a.scale, a.zp = self.model.qparams(name)
+        self.values[name] = a
+        return a
+
+    def _lp(self, values) -> int:
+        off = len(self.lpool)
+        self.lpool.extend(int(x) for x in values)
+        return off
+
+    def emit(self, opcode, **fields):
+        self.instrs.append((opcode, fields))
+
+    def _ensure(self, v: Value, perm) -> Value:
+        """`v` stored in layout `perm`: itself (relabelled) or a transposed copy."""
+        perm = tuple(perm)
+        if L.same_bytes(v.shape, v.perm, perm):
+            return v if v.perm == perm else replace(v, perm=perm)
+        key = (v.storage, v.perm, perm)
+        if key not in self._transposed:
+            shape6, perm6 = L.transpose_args(v.shape, v.perm, perm)
+            name = f"{self.slots[v.storage].names[0]}@{''.join(map(str, perm))}"
+            t = self._new(name, v.kind, v.shape, perm, v.scale, v.zp)
+            op = E.OP_TRANSPOSE_U8 if v.kind == "u8" else E.OP_TRANSPOSE_F32
+            self.emit(op, x=v.storage, y=t.storage, size=L.numel(v.shape),
+                      shape=self._lp(shape6), perm=self._lp(perm6))
+            self._transposed[key] = t
+        return self._transposed[key]
+
+    def _input(self, node, k=0, kind="u8") -> Value:
+        v = self.values[node.inputs[k]]
+        if v.kind != kind:
+            raise FormatError(f"node {node.name!r} ({node.op}): input {node.inputs[k]!r} must be {kind}")
+        return v
+
+    # -- ops -------------------------------------------------------------------------
+    def _spatial_args(self, node, x: Value, k, strides, dil, pads, ceil_mode):
+        """Common QConv/MaxPool/QAveragePool geometry: NHWC dims and the output shape."""
+        rank = len(x.shape)
+        if rank not in (3, 4):
+            raise FormatError(f"node {node.name!r} ({node.op}): input rank must be 3 or 4, got {rank}")
+        sp = rank - 2
+        if not (len(k) == len(strides) == len(dil) == sp and len(pads) == 2 * sp):
+            raise FormatError(f"node {node.name!r} ({node.op}): attributes do not match spatial rank {sp}")
+        S = x.shape[2:]
+        So = tuple(_window_out(S[i], k[i], strides[i], dil[i], pads[i], pads[sp + i], ceil_mode, node)
+                   for i in range(sp))
+        if sp == 1:
+            g = dict(H=1, W=S[0], kh=1, kw=k[0], sh=1, sw=strides[0], dh=1, dw=dil[0],
+                     pad_t=0, pad_l=pads[0], pad_b=0, pad_r=pads[1], OH=1, OW=So[0])
+        else:
+            g = dict(H=S[0], W=S[1], kh=k[0], kw=k[1], sh=strides[0], sw=strides[1],
+                     dh=dil[0], dw=dil[1], pad_t=pads[0], pad_l=pads[1], pad_b=pads[2],
+                     pad_r=pads[3], OH=So[0], OW=So[1])
+        return g, So
+
+    def QConv(self, node, i):
+        x = self._input(node)
+        w = self.model.tensor(node.inputs[1]).data
+        a = node.attrs
+        group = int(a["group"])
+        N, C = x.shape[:2]
+        M = w.shape[0]
+        if C != w.shape[1] * group:
+            raise InputError(f"node {node.name!r} (QConv): input has {C} channels, "
+                             f"weights expect {w.shape[1] * group}")
+        g, So = self._spatial_args(node, x, list(w.shape[2:]), a["strides"], a["dilations"], a["pads"], 0)
+        cl = L.channels_last(len(x.shape))
+        xv = self._ensure(x, cl)
+        y = self._out_u8(node.outputs[0], (N, M, *So), cl)
+        c = self.consts.node[i]
+        self.scratch = max(self.scratch, int(K.conv_scratch_size(
+            N, g["H"], g["W"], C, M, g["kh"], g["kw"], g["OH"], g["OW"], group, self.nthreads)))
+        self.emit(E.OP_CONV, x=xv.storage, y=y.storage, N=N, C=C, M=M, group=group,
+                  **{k: g[k] for k in ("H", "W", "OH", "OW", "kh", "kw", "sh", "sw", "dh", "dw",
+                                       "pad_t", "pad_l")},
+                  z_x=x.zp, z_y=y.zp, act_min=a["act_min"], act_max=a["act_max"],
+                  **{k: c[k] for k in ("wpack", "wpack_len", "wsum", "bias", "mult", "shift")})
+
+    def QGemm(self, node, i):
+        x = self._input(node)
+        w = self.model.tensor(node.inputs[1]).data
+        M, Kw = w.shape
+        r = len(x.shape)
+        if x.shape[-1] != Kw:
+            raise InputError(f"node {node.name!r} (QGemm): input has K = {x.shape[-1]}, weights expect {Kw}")
+        perm = x.perm if x.perm[-1] == r - 1 else L.identity(r)
+        xv = self._ensure(x, perm)
+        y = self._out_u8(node.outputs[0], (*x.shape[:-1], M), perm)
+        c = self.consts.node[i]
+        self.emit(E.OP_GEMM, x=xv.storage, y=y.storage, P=L.numel(x.shape[:-1]), K=Kw, M=M,
+                  z_x=x.zp, z_y=y.zp, act_min=node.attrs["act_min"], act_max=node.attrs["act_max"],
+                  **{k: c[k] for k in ("wpack", "wpack_len", "wsum", "bias", "mult", "shift")})
+
+    def QAdd(self, node, i):
+        a, b = self._input(node, 0), self._input(node, 1)
+        try:
+            out = L.broadcast_shapes(a.shape, b.shape)
+        except ValueError as e:
+            raise InputError(f"node {node.name!r} (QAdd): {e}") from None
+        perm = a.perm if a.shape == out else b.perm if b.shape == out else L.identity(len(out))
+        y = self._out_u8(node.outputs[0], out, perm)
+        r = len(out)
+
+        def strides(v):
+            ls, off = L.logical_strides(v.shape, v.perm), r - len(v.shape)
+            return [0 if d - off < 0 or v.shape[d - off] == 1 else ls[d - off] for d in perm]
+
+        keep = [j for j, d in enumerate(perm) if out[d] != 1]
+        if len(keep) > L.KERNEL_RANK:
+            raise FormatError(f"node {node.name!r} (QAdd): more than {L.KERNEL_RANK} non-unit dims")
+        pad = L.KERNEL_RANK - len(keep)
+        shape6 = [1] * pad + [out[perm[j]] for j in keep]
+        sa, sb = strides(a), strides(b)
+        at = node.attrs
+        self.emit(E.OP_ADD, a=a.storage, b=b.storage, y=y.storage, a_size=L.numel(a.shape),
+                  b_size=L.numel(b.shape), y_size=L.numel(out), shape=self._lp(shape6),
+                  a_strides=self._lp([0] * pad + [sa[j] for j in keep]),
+                  b_strides=self._lp([0] * pad + [sb[j] for j in keep]),
+                  z_a=a.zp, z_b=b.zp, m_a=at["multiplier_a"], m_b=at["multiplier_b"], shift=at["shift"],
+                  z_y=y.zp, act_min=at["act_min"], act_max=at["act_max"])
+
+    def QConcat(self, node, i):
+        vs = [self._input(node, k) for k in range(len(node.inputs))]
+        r = len(vs[0].shape)
+        axis = _norm_axis(int(node.attrs["axis"]), r, node)
+        mults, shifts = node.attrs["multipliers"], node.attrs["shifts"]
+        if len(mults) != len(vs) or len(shifts) != len(vs):
+            raise FormatError(f"node {node.name!r} (QConcat): need {len(vs)} multipliers and shifts")
+        for v in vs[1:]:
+            if len(v.shape) != r or any(v.shape[d] != vs[0].shape[d] for d in range(r) if d != axis):
+                raise InputError(f"node {node.name!r} (QConcat): input shapes {[list(u.shape) for u in vs]} "
+                                 f"differ outside axis {axis}")
+        perm = vs[0].perm
+        vs = [self._ensure(v, perm) for v in vs]
+        out = list(vs[0].shape)
+        out[axis] = sum(v.shape[axis] for v in vs)
+        y = self._out_u8(node.outputs[0], tuple(out), perm)
+        j = perm.index(axis)
+        phys = L.physical_shape(out, perm)
+        R, Cy, col = L.numel(phys[:j]), L.numel(phys[j:]), 0
+        for v, m0, n in zip(vs, mults, shifts):
+            cx = L.numel(L.physical_shape(v.shape, perm)[j:])
+            self.emit(E.OP_REQUANT_COPY, x=v.storage, y=y.storage, R=R, Cx=cx, Cy=Cy, col_offset=col,
+                      z_x=v.zp, m0=m0, n=n, z_y=y.zp, act_min=0, act_max=255)
+            col += cx
+
+    def MaxPool(self, node, i):
+        x = self._input(node)
+        a = node.attrs
+        g, So = self._spatial_args(node, x, a["kernel_shape"], a["strides"], a["dilations"],
+                                   a["pads"], a["ceil_mode"])
+        cl = L.channels_last(len(x.shape))
+        xv = self._ensure(x, cl)
+        y = self._out_u8(node.outputs[0], (*x.shape[:2], *So), cl)
+        self.emit(E.OP_MAXPOOL, x=xv.storage, y=y.storage, N=x.shape[0], C=x.shape[1],
+                  **{k: g[k] for k in ("H", "W", "OH", "OW", "kh", "kw", "sh", "sw", "dh", "dw",
+                                       "pad_t", "pad_l")},
+                  act_min=a["act_min"], act_max=a["act_max"])
+
+    def QAveragePool(self, node, i):
+        x = self._input(node)
+        a = node.attrs
+        k = a["kernel_shape"]
+        g, So = self._spatial_args(node, x, k, a["strides"], [1] * len(k), a["pads"], a["ceil_mode"])
+        cl = L.channels_last(len(x.shape))
+        xv = self._ensure(x, cl)
+        y = self._out_u8(node.outputs[0], (*x.shape[:2], *So), cl)
+        c = self.consts.node[i]
+        self.emit(E.OP_AVGPOOL, x=xv.storage, y=y.storage, N=x.shape[0], C=x.shape[1],
+                  **{k: g[k] for k in ("H", "W", "OH", "OW", "kh", "kw", "sh", "sw",
+                                       "pad_t", "pad_l", "pad_b", "pad_r")},
+                  count_include_pad=a["count_include_pad"], mult=c["mult"], shift=c["shift"],
+                  K1=c["K1"], z_x=x.zp, z_y=y.zp, act_min=a["act_min"], act_max=a["act_max"])
+
+    def QReduceMean(self, node, i):
+        x = self._input(node)
+        r = len(x.shape)
+        a = node.attrs
+        axes = sorted({_norm_axis(int(ax), r, node) for ax in a["axes"]})
+        kept = [d for d in range(r) if d not in axes]
+
+        def adjacent(perm):
+            pos = [perm.index(d) for d in axes]
+            return pos == list(range(pos[0], pos[0] + len(pos)))
+
+        perm = x.perm if adjacent(x.perm) else L.identity(r) if adjacent(L.identity(r)) \
+            else tuple(kept + axes)
+        xv = self._ensure(x, perm)
+        j0 = perm.index(axes[0])
+        phys = L.physical_shape(x.shape, perm)
+        O, R, I = L.numel(phys[:j0]), L.numel(phys[j0:j0 + len(axes)]), L.numel(phys[j0 + len(axes):])
+        if a["keepdims"]:
+            shape = tuple(1 if d in axes else x.shape[d] for d in range(r))
+            out_perm = perm
+        else:
+            shape = tuple(x.shape[d] for d in kept)
+            out_perm = tuple(d - sum(ax < d for ax in axes) for d in perm if d not in axes)
+        y = self._out_u8(node.outputs[0], shape, out_perm)
+        c = self.consts.node[i]
+        m0, n = c["m0"], c["n"]
+        if R != int(a["count"]):
+            if R * 255 >= 2**31:
+                raise InputError(f"node {node.name!r} (QReduceMean): {R} reduced positions exceed the int32 bound")
+            m0, n = qmath.quantize_multiplier(x.scale / (y.scale * R))
+        self.emit(E.OP_REDUCE_MEAN, x=xv.storage, y=y.storage, O=O, R=R, I=I, z_x=x.zp, m0=m0, n=n,
+                  z_y=y.zp, act_min=a["act_min"], act_max=a["act_max"])
+
+    def QClip(self, node, i):
+        x = self._input(node)
+        y = self._out_u8(node.outputs[0], x.shape, x.perm)
+        self.emit(E.OP_CLIP, x=x.storage, y=y.storage, size=L.numel(x.shape),
+                  act_min=node.attrs["act_min"], act_max=node.attrs["act_max"])
+
+    def Reshape(self, node, i):
+        x = self.values[node.inputs[0]]
+        spec = [int(d) for d in node.attrs["shape"]]
+        shape = [x.shape[k] if d == 0 else d for k, d in enumerate(spec)]
+        if any(d == 0 for d in spec[len(x.shape):]) or sum(d == -1 for d in shape) > 1:
+            raise FormatError(f"node {node.name!r} (Reshape): invalid shape {spec}")
+        total = L.numel(x.shape)
+        if -1 in shape:
+            rest = L.numel(d for d in shape if d != -1)
+            if rest == 0 or total % rest:
+                raise InputError(f"node {node.name!r} (Reshape): cannot reshape {list(x.shape)} to {spec}")
+            shape[shape.index(-1)] = total // rest
+        if L.numel(shape) != total or any(d < 1 for d in shape):
+            raise InputError(f"node {node.name!r} (Reshape): cannot reshape {list(x.shape)} to {spec}")
+        xv = self._ensure(x, L.identity(len(x.shape)))
+        self._alias(node.outputs[0], xv, shape, L.identity(len(shape)))
+
+    def Flatten(self, node, i):
+        x = self.values[node.inputs[0]]
+        r = len(x.shape)
+        axis = int(node.attrs["axis"])
+        axis = axis + r if axis < 0 else axis
+        if not 0 <= axis <= r:
+            raise FormatError(f"node {node.name!r} (Flatten): axis out of range")
+        xv = self._ensure(x, L.identity(r))
+        self._alias(node.outputs[0], xv, (L.numel(x.shape[:axis]), L.numel(x.shape[axis:])), (0, 1))
+
+    def Transpose(self, node, i):
+        x = self.values[node.inputs[0]]
+        perm = [int(p) for p in node.attrs["perm"]]
+        if sorted(perm) != list(range(len(x.shape))):
+            raise FormatError(f"node {node.name!r} (Transpose): perm {perm} invalid for rank {len(x.shape)}")
+        inv = L.inverse(perm)
+        # Output logical dim i = input logical dim perm[i]; the bytes stay, relabelled.
+        self._alias(node.outputs[0], x, tuple(x.shape[p] for p in perm), tuple(inv[d] for d in x.perm))
+
+    def Quantize(self, node, i):
+        x = self._input(node, 0, "f32")
+        y = self._out_u8(node.outputs[0], x.shape, x.perm)
+        c = self.consts.node[i]
+        self.emit(E.OP_QUANTIZE, x=x.storage, y=y.storage, size=L.numel(x.shape), scale=c["scale"], z=c["z"])
+
+    def Dequantize(self, node, i):
+        x = self._input(node)
+        r = len(x.shape)
+        xv = self._ensure(x, L.identity(r))
+        y = self._new(node.outputs[0], "f32", x.shape, L.identity(r))
+        c = self.consts.node[i]
+        self.emit(E.OP_DEQUANTIZE, x=xv.storage, y=y.storage, size=L.numel(x.shape), scale=c["scale"], z=c["z"])
+
+    def Softmax(self, node, i):
+        x = self._input(node, 0, "f32")
+        r = len(x.shape)
+        axis = _norm_axis(int(node.attrs["axis"]), r, node)
+        xv = self._ensure(x, L.identity(r))
+        y = self._new(node.outputs[0], "f32", x.shape, L.identity(r))
+        self.emit(E.OP_SOFTMAX, x=xv.storage, y=y.storage, O=L.numel(x.shape[:axis]), A=x.shape[axis],
+                  I=L.numel(x.shape[axis + 1:]))
+
+    # -- whole graph -----------------------------------------------------------------
+    def build(self) -> Plan:
+        for i, node in enumerate(self.model.nodes):
+            _HANDLERS[node.op](self, node, i)
+        outputs = {}
+        for io in self.model.graph_outputs:
+            v = self.values[io.name]
+            if v.kind != "f32":
+                raise FormatError(f"graph output {io.name!r} must be float32")
+            v = self._ensure(v, L.identity(len(v.shape)))
+            outputs[io.name] = v
+        n = len(self.instrs)
+        for k, (op, f) in enumerate(self.instrs):
+            for fname in E.U8_OPERANDS.get(op, ()) + E.F32_OPERANDS.get(op, ()):
+                s = self.slots[f[fname]]
+                if fname == "y":
+                    s.first = min(s.first, k)
+                s.last = max(s.last, k)
+        for v in outputs.values():
+            self.slots[v.storage].last = n
+        live = [s for s in self.slots if s.first <= s.last]   # drop never-produced transients
+        u8_size = _allocate([s for s in live if s.arena == "u8"], U8_ALIGN, n)
+        f32_size = _allocate([s for s in live if s.arena == "f32"], F32_ALIGN, n)
+        rows = []
+        for op, f in self.instrs:
+            f = dict(f)
+            for fname in E.U8_OPERANDS.get(op, ()) + E.F32_OPERANDS.get(op, ()):
+                f[fname] = self.slots[f[fname]].offset
+            rows.append(E.encode_row(op, f))
+        code = np.array(rows, dtype=np.int64).reshape(len(rows), E.WIDTH)
+        lpool = np.array(self.lpool or [0], dtype=np.int64)
+        model_names = set(self.model.tensors) | {io.name for io in self.model.graph_inputs}
+        named = {k: v for k, v in self.values.items() if k in model_names}
+        return Plan(
+            code=code, lpool=lpool, u8_size=max(u8_size, 1), f32_size=max(f32_size, 1),
+            scratch_size=self.scratch,
+            inputs=[(io.name, self.slots[self.values[io.name].storage].offset, self.values[io.name].shape)
+                    for io in self.model.graph_inputs],
+            outputs={k: (self.slots[v.storage].offset, v.shape) for k, v in outputs.items()},
+            shapes={k: v.shape for k, v in named.items()},
+            layouts={k: v.perm for k, v in named.items()},
+            slots=live,
+        )
+
+
+_HANDLERS = {name: getattr(_Builder, name) for name in schema.OPS if hasattr(_Builder, name)}
+assert set(_HANDLERS) == set(schema.OPS), "runtime handlers must cover the schema's op table"
+
+
+def _allocate(slots: list[Slot], align: int, n_instr: int) -> int:
+    """Greedy first-fit by offset in order of definition; returns the arena size.
+
+    A slot defined by instruction t is placed before slots last used at t are freed, so an
+    instruction's output never overlaps its inputs.
+    """
+    by_first: dict[int, list[Slot]] = {}
+    by_last: dict[int, list[Slot]] = {}
+    for s in slots:
+        by_first.setdefault(s.first, []).append(s)
+        by_last.setdefault(s.last, []).append(s)
+    live: list[Slot] = []
+    top = 0
+    for t in range(-1, n_instr + 1):
+        for s in by_first.get(t, ()):
+            off = 0
+            for b in sorted(live, key=lambda b: b.offset):
+                if off + s.size <= b.offset:
+                    break
+                off = max(off, -(-(b.offset + b.size) // align) * align)
+            s.offset = off
+            live.append(s)
+            top = max(top, off + s.size)
+        for s in by_last.get(t, ()):
+            live.remove(s)
+    return top
+
+
+def plan(model: NqModel, consts: Consts, input_shapes: dict, nthreads: int) -> Plan:
+    """Plan `model` for concrete `input_shapes` (graph input name -> tuple of ints).
+
+    `nthreads` is the largest thread count the plan will run with (sizes the scratch).
+    """
+    return _Builder(model, consts, input_shapes, nthreads).build()

@@ -1,0 +1,171 @@
+"""Session: load a `.nq` model (or an NqModel), validate feeds, plan per input shapes, run.
+
+    sess = Session.load("model.nq", threads=None, mode="integer")
+    out = sess.run({"x": x})                  # dict name -> float32 array
+
+mode "integer" runs the planned program in the @njit interpreter (the reference semantics
+of formats/nq-v1.md); mode "simulate" runs the same model in numpy float64 fake-quant
+(simulate.py).  Plans, and their arenas, are cached per tuple of input shapes.  A session
+runs one call at a time (the arenas are reused; concurrent `run` calls serialize on a lock).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+
+from nqrt.errors import InputError
+from nqrt.format.model import NqModel
+from nqrt.runtime import planner as _planner
+from nqrt.runtime import simulate as _simulate
+
+MODES = ("integer", "simulate")
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    shape: tuple          # ints and str symbols
+    dtype: str = "float32"
+
+
+class _Bound:
+    """A plan plus its arenas (allocated once per plan, reused by every run)."""
+
+    def __init__(self, plan: _planner.Plan):
+        self.plan = plan
+        self.u8 = _aligned(plan.u8_size, np.uint8)
+        self.f32 = _aligned(plan.f32_size, np.float32)
+        self.scratch = _aligned(plan.scratch_size, np.uint8)
+
+
+def _aligned(n: int, dtype, align: int = 64) -> np.ndarray:
+    itemsize = np.dtype(dtype).itemsize
+    raw = np.zeros(n * itemsize + align, dtype=np.uint8)
+    start = (-raw.ctypes.data) % align
+    return raw[start:start + n * itemsize].view(dtype)
+
+
+class Session:
+    def __init__(self, model: NqModel, threads: int | None = None, mode: str = "integer"):
+        if mode not in MODES:
+            raise InputError(f"mode must be one of {MODES}, got {mode!r}")
+        max_threads = numba.config.NUMBA_NUM_THREADS
+        if threads is not None and not (isinstance(threads, int) and 1 <= threads <= max_threads):
+            raise InputError(f"threads must be an int in [1, {max_threads}], got {threads!r}")
+        self.model = model
+        self.mode = mode
+        self.threads = threads
+        self.inputs = [TensorInfo(io.name, tuple(io.shape), io.dtype) for io in model.graph_inputs]
+        self.outputs = [TensorInfo(io.name, tuple(io.shape), io.dtype) for io in model.graph_outputs]
+        self._consts = _planner.prepare(model) if mode == "integer" else None
+        self._plans: dict[tuple, _Bound] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(cls, path_or_model, threads: int | None = None, mode: str = "integer") -> "Session":
+        """Open a `.nq` file (str / PathLike) or wrap an in-memory NqModel."""
+        if isinstance(path_or_model, NqModel):
+            model = path_or_model
+        elif isinstance(path_or_model, (str, os.PathLike)):
+            from nqrt.format.reader import read_nq
+            model = read_nq(path_or_model)
+        else:
+            raise InputError(f"expected a path or an NqModel, got {type(path_or_model).__name__}")
+        return cls(model, threads=threads, mode=mode)
+
+    # -- feeds -----------------------------------------------------------------------
+    def _check_feeds(self, feeds) -> dict[str, tuple[int, ...]]:
+        if not isinstance(feeds, dict):
+            raise InputError(f"feeds must be a dict of input name -> numpy array, got {type(feeds).__name__}")
+        expected = [i.name for i in self.inputs]
+        unknown = [k for k in feeds if k not in expected]
+        if unknown:
+            raise InputError(f"unknown input {unknown[0]!r}; the model's inputs are {expected}")
+        missing = [k for k in expected if k not in feeds]
+        if missing:
+            raise InputError(f"missing input {missing[0]!r}; the model's inputs are {expected}")
+        bound: dict[str, tuple[int, str]] = {}
+        shapes = {}
+        for info in self.inputs:
+            a = feeds[info.name]
+            if not isinstance(a, np.ndarray):
+                raise InputError(f"input {info.name!r}: expected a numpy array, got {type(a).__name__}")
+            if a.dtype != np.float32:
+                raise InputError(f"input {info.name!r}: expected dtype float32, got {a.dtype}")
+            want = [d if isinstance(d, str) else int(d) for d in info.shape]
+            if a.ndim != len(want):
+                raise InputError(f"input {info.name!r}: expected rank {len(want)} {want}, got shape {list(a.shape)}")
+            for axis, (d, got) in enumerate(zip(want, a.shape)):
+                if isinstance(d, str):
+                    if got < 1:
+                        raise InputError(f"input {info.name!r}: dim {axis} ({d!r}) must be >= 1, got {got}")
+                    if d in bound and bound[d][0] != got:
+                        raise InputError(f"input {info.name!r}: dim {axis} ({d!r}) is {got} but {d!r} = "
+                                         f"{bound[d][0]} from input {bound[d][1]!r}")
+                    bound.setdefault(d, (got, info.name))
+                elif d != got:
+                    raise InputError(f"input {info.name!r}: expected shape {want}, got {list(a.shape)}")
+            shapes[info.name] = tuple(int(s) for s in a.shape)
+        return shapes
+
+    def _check_output_names(self, output_names) -> list[str]:
+        names = [o.name for o in self.outputs]
+        if output_names is None:
+            return names
+        if isinstance(output_names, str):
+            output_names = [output_names]
+        for n in output_names:
+            if n not in names:
+                raise InputError(f"unknown output {n!r}; the model's outputs are {names}")
+        return list(output_names)
+
+    # -- planning --------------------------------------------------------------------
+    def plan_for(self, shapes: dict[str, tuple[int, ...]]) -> _planner.Plan:
+        """The (cached) plan for these input shapes."""
+        return self._bound(shapes).plan
+
+    def _bound(self, shapes) -> _Bound:
+        key = tuple(tuple(shapes[i.name]) for i in self.inputs)
+        b = self._plans.get(key)
+        if b is None:
+            p = _planner.plan(self.model, self._consts, shapes, numba.config.NUMBA_NUM_THREADS)
+            b = self._plans[key] = _Bound(p)
+        return b
+
+    @property
+    def plan_cache_size(self) -> int:
+        return len(self._plans)
+
+    # -- running ---------------------------------------------------------------------
+    def run(self, feeds: dict, output_names=None) -> dict[str, np.ndarray]:
+        shapes = self._check_feeds(feeds)
+        names = self._check_output_names(output_names)
+        if self.mode == "simulate":
+            out = _simulate.run(self.model, feeds)
+            return {n: out[n] for n in names}
+        from nqrt.runtime.interpreter import execute   # compiles (or loads) on first use
+        with self._lock:
+            b = self._bound(shapes)
+            p = b.plan
+            for name, off, shape in p.inputs:
+                n = int(np.prod(shape))
+                b.f32[off:off + n].reshape(shape)[...] = feeds[name]     # copies any strides
+            c = self._consts
+            prev = numba.get_num_threads()
+            if self.threads is not None:
+                numba.set_num_threads(self.threads)
+            try:
+                execute(p.code, p.lpool, c.wpool, c.ipool, c.fpool, b.u8, b.f32, b.scratch)
+            finally:
+                numba.set_num_threads(prev)
+            result = {}
+            for name in names:
+                off, shape = p.outputs[name]
+                n = int(np.prod(shape))
+                result[name] = b.f32[off:off + n].reshape(shape).copy()
+        return result

@@ -1,0 +1,236 @@
+"""Simulated (fake-quant) execution of an NqModel in numpy float64, logical NCHW.
+
+Every uint8 tensor is carried as its integer codes q (with its own (s, z)); an op reads the
+real values r = s·(q − z), computes in float64 from the *real scales* (weights q_w·s_w,
+biases q_b·s_x·s_w; never M0/n), and re-quantizes its result with the output's (s, z):
+q = clamp(round_half_even(r / s_y) + z_y, act_min, act_max) (clamping q is the spec's clamp
+in real terms).  Quantize, Dequantize and Softmax follow the spec in float32 exactly as the
+integer mode does.
+
+How far it may differ from the integer mode (paragraph for the README/spec):
+
+    Simulated mode computes each operator's exact real-valued result and rounds it once to
+    the output grid, while the integer mode multiplies the same integer accumulator by the
+    fixed-point multiplier M0·2^-n (relative error <= 2^-31 vs. the real multiplier; for
+    QAdd the smaller of the two multipliers is rounded at the shared shift) and rounds half
+    toward +inf, where simulation rounds half to even in float64.  So each requantized tensor
+    agrees code for code except where the real value lies within about 2^-31 (relative) of a
+    rounding tie, or exactly on a tie: there the two modes differ by one quantization step.
+    For one operator with identical inputs, |q_int - q_sim| <= 1; MaxPool, QClip, Reshape,
+    Flatten, Transpose, Quantize and Dequantize are exact.  Across layers the differences
+    propagate (a one-step input difference can move later outputs by more than one step),
+    so whole-model outputs agree closely but not bit for bit; the integer mode is the
+    reference semantics.  Softmax may differ in the last float32 bits (exp implementations).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from nqrt import qmath
+from nqrt.format import schema
+from nqrt.format.model import NqModel
+
+
+def run(model: NqModel, feeds: dict) -> dict[str, np.ndarray]:
+    """Graph outputs (float32) for `feeds` (graph input name -> float32 array)."""
+    env = run_all(model, feeds)
+    return {io.name: np.asarray(env[io.name], dtype=np.float32) for io in model.graph_outputs}
+
+
+def run_all(model: NqModel, feeds: dict) -> dict[str, np.ndarray]:
+    """Every run-time tensor: uint8 codes for quantized tensors, float32 for float ones."""
+    env: dict[str, np.ndarray] = {io.name: np.asarray(feeds[io.name], np.float32) for io in model.graph_inputs}
+    for node in model.nodes:
+        env[node.outputs[0]] = _OPS[node.op](model, node, env)
+    return env
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+def _real(model, name, env) -> np.ndarray:
+    s, z = model.qparams(name)
+    return (env[name].astype(np.float64) - z) * s
+
+
+def _requant(model, name, r, lo=0, hi=255) -> np.ndarray:
+    s, z = model.qparams(name)
+    q = np.rint(r / s) + z
+    return np.clip(q, lo, hi).astype(np.uint8)
+
+
+def _act(node):
+    return node.attrs["act_min"], node.attrs["act_max"]
+
+
+def _weight_real(model, name) -> np.ndarray:
+    t = model.tensor(name)
+    s = np.asarray(t.quant.scale, np.float64)
+    w = t.data.astype(np.float64)
+    return w * (s.reshape((-1,) + (1,) * (w.ndim - 1)) if s.size > 1 else s[0])
+
+
+def _bias_real(model, node, s_x) -> np.ndarray:
+    s_w = np.asarray(model.tensor(node.inputs[1]).quant.scale, np.float64)
+    return model.tensor(node.inputs[2]).data.astype(np.float64) * s_x * s_w
+
+
+def _as2d(x):
+    """View rank-3 [N,C,L] as [N,C,1,L]."""
+    return x[:, :, None, :] if x.ndim == 3 else x
+
+
+def _geom(a, x, k):
+    sp = x.ndim - 2
+    pads = list(a["pads"])
+    st = list(a["strides"])
+    dil = list(a.get("dilations") or [1] * sp)
+    if sp == 1:
+        return [1, k[0]], [1, st[0]], [1, dil[0]], [0, pads[0]], [0, pads[1]]
+    return list(k), st, dil, pads[:2], pads[2:]
+
+
+def _out_size(S, k, s, d, pb, pe, ceil):
+    span = S + pb + pe - d * (k - 1) - 1
+    o = (-(-span // s) if ceil else span // s) + 1
+    if ceil and (o - 1) * s >= S + pb:
+        o -= 1
+    return o
+
+
+def _windows(x4, k, st, dil, pb, pe, ceil, fill):
+    """Yield, for each kernel offset, the [N,C,OH,OW] slice of the padded input."""
+    N, C, H, W = x4.shape
+    O = [_out_size((H, W)[i], k[i], st[i], dil[i], pb[i], pe[i], ceil) for i in range(2)]
+    ext = [max(pe[i], (O[i] - 1) * st[i] + dil[i] * (k[i] - 1) + 1 - (H, W)[i] - pb[i]) for i in range(2)]
+    xp = np.pad(x4, ((0, 0), (0, 0), (pb[0], ext[0]), (pb[1], ext[1])), constant_values=fill)
+    for i in range(k[0]):
+        for j in range(k[1]):
+            h0, w0 = i * dil[0], j * dil[1]
+            yield (i, j), xp[:, :, h0:h0 + st[0] * (O[0] - 1) + 1:st[0], w0:w0 + st[1] * (O[1] - 1) + 1:st[1]]
+
+
+def _restore(y4, x):
+    return y4[:, :, 0, :] if x.ndim == 3 else y4
+
+
+# -- ops -------------------------------------------------------------------------------------
+
+def _quantize(model, node, env):
+    s, z = model.qparams(node.outputs[0])
+    return qmath.quantize_float_ref(env[node.inputs[0]], s, z)
+
+
+def _dequantize(model, node, env):
+    s, z = model.qparams(node.inputs[0])
+    return qmath.dequantize_ref(env[node.inputs[0]], s, z)
+
+
+def _softmax(model, node, env):
+    x = env[node.inputs[0]].astype(np.float32)
+    e = np.exp(x - x.max(axis=node.attrs["axis"], keepdims=True))
+    return (e / e.sum(axis=node.attrs["axis"], keepdims=True, dtype=np.float32)).astype(np.float32)
+
+
+def _qconv(model, node, env):
+    x_name = node.inputs[0]
+    s_x, _ = model.qparams(x_name)
+    x = _real(model, x_name, env)
+    w = _weight_real(model, node.inputs[1])
+    w4 = w[:, :, None, :] if w.ndim == 3 else w
+    k, st, dil, pb, pe = _geom(node.attrs, x, w4.shape[2:] if x.ndim == 4 else w.shape[2:])
+    group = node.attrs["group"]
+    M, cg = w4.shape[:2]
+    mg = M // group
+    x4 = _as2d(x)
+    y = None
+    for (i, j), patch in _windows(x4, k, st, dil, pb, pe, 0, 0.0):
+        for g in range(group):
+            part = np.einsum("nchw,mc->nmhw", patch[:, g * cg:(g + 1) * cg], w4[g * mg:(g + 1) * mg, :, i, j])
+            if y is None:
+                y = np.zeros((x4.shape[0], M) + part.shape[2:])
+            y[:, g * mg:(g + 1) * mg] += part
+    y += _bias_real(model, node, s_x)[None, :, None, None]
+    return _requant(model, node.outputs[0], _restore(y, x), *_act(node))
+
+
+def _qgemm(model, node, env):
+    s_x, _ = model.qparams(node.inputs[0])
+    x = _real(model, node.inputs[0], env)
+    w = _weight_real(model, node.inputs[1])
+    y = x @ w.T + _bias_real(model, node, s_x)
+    return _requant(model, node.outputs[0], y, *_act(node))
+
+
+def _qadd(model, node, env):
+    y = _real(model, node.inputs[0], env) + _real(model, node.inputs[1], env)
+    return _requant(model, node.outputs[0], y, *_act(node))
+
+
+def _qconcat(model, node, env):
+    y = np.concatenate([_real(model, n, env) for n in node.inputs], axis=node.attrs["axis"])
+    return _requant(model, node.outputs[0], y)
+
+
+def _maxpool(model, node, env):
+    x = _real(model, node.inputs[0], env)
+    k, st, dil, pb, pe = _geom(node.attrs, x, node.attrs["kernel_shape"])
+    y = None
+    for _, patch in _windows(_as2d(x), k, st, dil, pb, pe, node.attrs["ceil_mode"], -np.inf):
+        y = patch.copy() if y is None else np.maximum(y, patch)
+    return _requant(model, node.outputs[0], _restore(y, x), *_act(node))
+
+
+def _qaveragepool(model, node, env):
+    x = _real(model, node.inputs[0], env)
+    a = node.attrs
+    k, st, dil, pb, pe = _geom(a, x, a["kernel_shape"])
+    x4 = _as2d(x)
+    ones = np.ones((1, 1) + x4.shape[2:])
+    # count_include_pad: padded positions count (ones padded with ones), ceil extras do not.
+    inside = np.pad(ones, ((0, 0), (0, 0), (pb[0], pe[0]), (pb[1], pe[1])), constant_values=1.0) \
+        if a["count_include_pad"] else ones
+    pb_c, pe_c = ([0, 0], [0, 0]) if a["count_include_pad"] else (pb, pe)
+    total = cnt = None
+    for _, patch in _windows(x4, k, st, dil, pb, pe, a["ceil_mode"], 0.0):
+        total = patch.copy() if total is None else total + patch
+    for _, patch in _windows(inside, k, st, dil, pb_c, pe_c, a["ceil_mode"], 0.0):
+        cnt = patch.copy() if cnt is None else cnt + patch
+    return _requant(model, node.outputs[0], _restore(total / cnt, x), *_act(node))
+
+
+def _qreducemean(model, node, env):
+    x = _real(model, node.inputs[0], env)
+    axes = tuple(int(a) % x.ndim for a in node.attrs["axes"])
+    y = x.mean(axis=axes, keepdims=bool(node.attrs["keepdims"]))
+    return _requant(model, node.outputs[0], y, *_act(node))
+
+
+def _qclip(model, node, env):
+    return np.clip(env[node.inputs[0]], *_act(node)).astype(np.uint8)
+
+
+def _reshape(model, node, env):
+    x = env[node.inputs[0]]
+    shape = [x.shape[i] if d == 0 else d for i, d in enumerate(node.attrs["shape"])]
+    return x.reshape(shape)
+
+
+def _flatten(model, node, env):
+    x = env[node.inputs[0]]
+    axis = node.attrs["axis"]
+    axis = axis + x.ndim if axis < 0 else axis
+    return x.reshape(int(np.prod(x.shape[:axis])), -1)
+
+
+def _transpose(model, node, env):
+    return np.ascontiguousarray(env[node.inputs[0]].transpose(node.attrs["perm"]))
+
+
+_OPS = {
+    "Quantize": _quantize, "Dequantize": _dequantize, "Softmax": _softmax,
+    "QConv": _qconv, "QGemm": _qgemm, "QAdd": _qadd, "QConcat": _qconcat,
+    "MaxPool": _maxpool, "QAveragePool": _qaveragepool, "QReduceMean": _qreducemean,
+    "QClip": _qclip, "Reshape": _reshape, "Flatten": _flatten, "Transpose": _transpose,
+}
+assert set(_OPS) == set(schema.OPS), "simulated mode must cover the schema's op table"
