@@ -26,6 +26,15 @@ MAX_NAME_LEN = 4096
 MAX_NODE_INPUTS = 4096              # Concat fan-in
 # Dot-product length bound: K * 255 * 127 < 2**31 so the int32 dot product cannot overflow.
 MAX_DOT_LENGTH = 66_000
+# Window/reduction count bound (QAveragePool, QReduceMean): count * 255 < 2**31.
+MAX_POOL_COUNT = 8_421_504
+# msgpack decoding limits (section 6): nesting depth (the outermost map is depth 1) and the
+# number of items of any one array or map.
+MAX_MSGPACK_DEPTH = 16
+MAX_CONTAINER_LEN = 10_000_000
+MAX_MULTIPLIER = 2**31 - 1          # fixed-point M0 (section 3.2)
+SHIFT_RANGE = (1, 62)               # fixed-point right shift n (section 3.2)
+ACT_RANGE = (0, 255)                # act_min / act_max
 
 # ---------------------------------------------------------------------------------------
 # Tensor dtypes: name -> (numpy dtype string, little-endian itemsize)
@@ -37,6 +46,29 @@ DTYPES = {
     "int32": ("<i4", 4),
     "int64": ("<i8", 8),
 }
+
+# Integer value range of each integer dtype (zero points must lie in it).
+DTYPE_RANGES = {
+    "uint8": (0, 255),
+    "int8": (-128, 127),
+    "int32": (-(2**31), 2**31 - 1),
+    "int64": (-(2**63), 2**63 - 1),
+}
+QUANTIZABLE_DTYPES = ("uint8", "int8", "int32")
+
+# ---------------------------------------------------------------------------------------
+# Document layout: map keys in the order writers emit them (sections 1 and 2)
+# ---------------------------------------------------------------------------------------
+ENVELOPE_KEYS = ("format", "version", "checksum", "body")
+CHECKSUM_KEYS = ("algo", "digest")
+DOCUMENT_KEYS = ("producer", "graph_inputs", "graph_outputs", "tensors", "nodes", "metadata")
+PRODUCER_KEYS = ("name", "version")
+IO_KEYS = ("name", "dtype", "shape")
+TENSOR_KEYS = ("name", "dtype", "shape", "quant", "data")
+QUANT_KEYS = ("scale", "zero_point", "axis")
+NODE_KEYS = ("op", "name", "inputs", "outputs", "attrs")
+# Maps whose unknown keys a reader ignores in files of a higher minor version (section 1).
+EXTENSIBLE_MAPS = frozenset({"document", "tensor", "node"})
 
 # ---------------------------------------------------------------------------------------
 # Op table
@@ -127,3 +159,31 @@ _op(OpSpec("Flatten", (("x", "act", "uint8"),), ("uint8",), {"axis": ("int", Tru
 _op(OpSpec("Transpose", (("x", "act", "uint8"),), ("uint8",), {"perm": ("ints", True)}))
 
 SAME_SCALE_OPS = frozenset({"MaxPool", "QClip", "Reshape", "Flatten", "Transpose"})
+
+# ---------------------------------------------------------------------------------------
+# Attribute value ranges (section 5): int attributes, and every element of ints attributes,
+# must lie in [lo, hi].  Rank-dependent attributes (axis, axes, perm, shape) and list
+# lengths are checked per op by nqrt.format.validate.
+# ---------------------------------------------------------------------------------------
+ATTR_RANGES: dict[str, tuple[int, int]] = {
+    "act_min": ACT_RANGE,
+    "act_max": ACT_RANGE,
+    "strides": (1, MAX_DIM),
+    "dilations": (1, MAX_DIM),
+    "pads": (0, MAX_DIM),
+    "kernel_shape": (1, MAX_DIM),
+    "group": (1, MAX_DIM),
+    "ceil_mode": (0, 1),
+    "count_include_pad": (0, 1),
+    "keepdims": (0, 1),
+    "count": (1, MAX_POOL_COUNT),
+    "multiplier_a": (0, MAX_MULTIPLIER),
+    "multiplier_b": (0, MAX_MULTIPLIER),
+    "multipliers": (0, MAX_MULTIPLIER),
+    "shift": SHIFT_RANGE,
+    "shifts": SHIFT_RANGE,
+    "axis": (-MAX_RANK, MAX_RANK),
+    "axes": (-MAX_RANK, MAX_RANK - 1),
+    "perm": (0, MAX_RANK - 1),
+    "shape": (-1, MAX_DIM),
+}
