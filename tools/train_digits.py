@@ -12,8 +12,8 @@ Data: `sklearn.datasets.load_digits()` -- 1797 8x8 images with integer pixels 0.
           distribution, as in a real deployment)
 
 Writes, all small (< 1 MB together):
-    digits_cnn.onnx, digits_resnet.onnx, digits_mlp.onnx    opset 13, input "input", output "logits",
-                                                            dynamic batch axis "N"
+    digits_cnn.onnx, digits_resnet.onnx, digits_mlp.onnx
+                           opset 13, input "input", output "logits", dynamic batch axis "N"
     digits_calib.npz       {input: [200,1,8,8] f32}
     digits_calib_flat.npz  {input: [200,64] f32}            same images, flattened row-major
     digits_test.npz        {input: [540,1,8,8] f32, label: [540] i64}
@@ -136,7 +136,8 @@ class DigitsResNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.pool(self.mix(self.block(self.stem(x))))
-        return self.head(x.view(x.size(0), -1))   # exports Shape->Gather->Unsqueeze->Concat->Reshape
+        # exports as Shape->Gather->Unsqueeze->Concat->Reshape
+        return self.head(x.view(x.size(0), -1))
 
 
 class DigitsMLP(nn.Module):
