@@ -26,7 +26,7 @@ EXAMPLES = Path(nqrt.__file__).parent / "examples"
 
 def _models():
     with open(EXAMPLES / "models.json") as f:
-        return [dict(entry, name=name) for name, entry in json.load(f)["models"].items()]
+        return json.load(f)
 
 
 def sqnr_db(reference: np.ndarray, approx: np.ndarray) -> float:

@@ -19,7 +19,7 @@ EXAMPLES = Path(__file__).parent
 
 def bundled_models() -> dict[str, dict]:
     with open(EXAMPLES / "models.json") as f:
-        return json.load(f)["models"]
+        return {entry["name"]: entry for entry in json.load(f)}
 
 
 def _npz(path: Path) -> dict[str, np.ndarray]:
