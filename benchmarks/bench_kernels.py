@@ -289,6 +289,7 @@ def run(threads, repeats, warmup, cache_dir: Path, only=None, max_seconds=None, 
         for r in rs:
             for n in r["notes"]:
                 echo(f"- {r['case'].label}: {n}")
+    echo(common.load_line("end"))
     return out
 
 

@@ -310,6 +310,7 @@ def run(models: list[str], batches: list[int], threads: int, repeats: int, warmu
             echo(f"- {r.name}: {n}")
         if r.info:
             echo(f"- {r.name}: " + "; ".join(r.info))
+    echo(common.load_line("end"))
     return results
 
 

@@ -88,7 +88,18 @@ def environment_line(threads: int) -> str:
             parts.append(f"git {rev}")
     except Exception:  # noqa: BLE001
         pass
-    return "# " + ", ".join(parts)
+    return "# " + ", ".join(parts) + "\n" + load_line("start")
+
+
+def load_line(when: str) -> str:
+    """The 1-minute load average: above the core count, other processes are competing for CPU."""
+    try:
+        one, five, _ = os.getloadavg()
+    except OSError:
+        return f"# load average at {when}: unknown"
+    cores = os.cpu_count() or 1
+    busy = "  <- busy machine: timings are noisy, trust ratios only" if one > 0.5 * cores else ""
+    return f"# load average at {when}: {one:.2f} (1 min), {five:.2f} (5 min) on {cores} cores{busy}"
 
 
 # ----------------------------------------------------------------------------------------------
