@@ -360,8 +360,9 @@ def _tensor(t: onnx.TensorProto, base_dir: str | None) -> np.ndarray:
             raise FormatError(f"tensor {t.name!r} uses external data; load the model from its file path")
         try:
             onnx.external_data_helper.load_external_data_for_tensor(t, base_dir)
-        except (OSError, ValueError) as e:
-            raise FormatError(f"cannot load external data of tensor {t.name!r}: {e}") from None
+        except Exception as e:        # OSError, onnx ValidationError (missing/irregular file), ...
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise FormatError(f"cannot load external data of tensor {t.name!r}: {reason}") from None
         t.data_location = onnx.TensorProto.DEFAULT
         del t.external_data[:]
     try:

@@ -1,0 +1,188 @@
+"""Structure checks after each pass (op counts, rewired tensors), plus numerics where cheap."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from nqrt import UnsupportedOpError
+from nqrt.graph import reference
+from nqrt.graph.onnx_import import load_onnx
+from nqrt.graph.passes import (canonicalize, dead_code, fold_batchnorm, fold_constants,
+                               fuse_activation, optimize, remove_identity)
+
+from _graph_helpers import Builder, assert_matches_ort, op_counts
+
+
+def _bn(b, x, c):
+    return b.op("BatchNormalization", [x] + [b.weight(c, low=0.5, high=1.5) for _ in range(4)])
+
+
+def test_remove_identity_keeps_output_names():
+    b = Builder(opset=13)
+    c = b.op("Conv", ["x", b.weight(2, 3, 1, 1)])
+    i = b.op("Identity", [c])
+    d = b.op("Dropout", [i])
+    k = b.op("Cast", [d], to=1)                       # float32 -> float32
+    i2 = b.op("Identity", ["x"])                      # graph input -> graph output: must stay
+    g = load_onnx(b.model([("x", [1, 3, 2, 2])], [k, i2]))
+    g = remove_identity.run(g)
+    assert op_counts(g) == {"Conv": 1, "Identity": 1}
+    assert g.nodes[0].outputs == [k]
+    g.validate()
+
+
+def test_fold_constants_constant_of_shape_and_unsqueeze():
+    b = Builder(opset=9)
+    w = b.op("ConstantOfShape", [b.const([4], np.int64)], value=__import__("onnx").helper.make_tensor("v", 1, [1], [0.5]))
+    s = b.op("Unsqueeze", [w], axes=[1, 2])
+    m = b.op("Mul", [s, b.const(2.0)])
+    y = b.op("Mul", ["x", m])
+    g = fold_constants.run(load_onnx(b.model([("x", [1, 4, 3, 3])], [y])))
+    assert op_counts(g) == {"Mul": 1}
+    c = g.constants[g.nodes[0].inputs[1]]
+    assert c.shape == (4, 1, 1) and np.all(c == 1.0)
+
+
+def test_fold_constants_shape_chain_with_symbolic_batch():
+    b = Builder()
+    s = b.op("Shape", ["x"])
+    n = b.op("Gather", [s, b.const(0, np.int64)], axis=0)
+    c1 = b.op("Gather", [s, b.const(1, np.int64)], axis=0)
+    u = b.op("Unsqueeze", [n, b.const([0], np.int64)])
+    u1 = b.op("Unsqueeze", [c1, b.const([0], np.int64)])
+    shape = b.op("Concat", [u, u1, b.const([-1], np.int64)], axis=0)
+    r = b.op("Reshape", ["x", shape])
+    g = load_onnx(b.model([("x", ["N", 3, 4, 5])], [r]))
+    g = dead_code.run(fold_constants.run(g))
+    assert op_counts(g) == {"Reshape": 1}
+    assert g.nodes[0].attrs["shape"] == [0, 3, -1]       # 3 is known: it stays an int
+
+
+def test_unresolvable_shape_computation_reports_shape():
+    b = Builder()
+    s = b.op("Shape", ["x"])
+    n = b.op("Gather", [s, b.const([1, 0], np.int64)], axis=0)   # [M, N]: neither copies x
+    shape = b.op("Concat", [n, b.const([-1], np.int64)], axis=0)
+    r = b.op("Reshape", ["x", shape])
+    g = load_onnx(b.model([("x", ["N", "M", 4])], [b.op("Transpose", [r], perm=[2, 1, 0])]))
+    with pytest.raises(UnsupportedOpError, match=r"Shape \(dynamic shape computation not foldable"):
+        optimize(g)
+
+
+def test_canonicalize_matmul_and_gemm():
+    b = Builder()
+    w1 = b.weight(6, 4)
+    m = b.op("MatMul", ["x", w1])
+    g1 = b.op("Gemm", [m, b.weight(4, 3), b.const([1.0, 2.0, 3.0])], alpha=2.0, beta=0.5)
+    g = canonicalize.run(load_onnx(b.model([("x", ["N", 6])], [g1])))
+    assert op_counts(g) == {"Gemm": 2}
+    for n, (nn, k) in zip(g.nodes, [(4, 6), (3, 4)]):
+        assert n.attrs == {"alpha": 1.0, "beta": 1.0, "transA": 0, "transB": 1}
+        assert g.constants[n.inputs[1]].shape == (nn, k) and g.constants[n.inputs[2]].shape == (nn,)
+    np.testing.assert_allclose(g.constants[g.nodes[1].inputs[2]], [0.5, 1.0, 1.5])
+    np.testing.assert_array_equal(g.constants[g.nodes[0].inputs[2]], np.zeros(4))
+
+
+def test_canonicalize_conv_gets_zero_bias():
+    b = Builder()
+    y = b.op("Conv", ["x", b.weight(2, 3, 1, 1)])
+    g = canonicalize.run(load_onnx(b.model([("x", [1, 3, 2, 2])], [y])))
+    (n,) = g.nodes
+    assert len(n.inputs) == 3 and g.constants[n.inputs[2]].tolist() == [0.0, 0.0]
+
+
+@pytest.mark.parametrize("op", ["MatMul", "Gemm"])
+def test_two_runtime_inputs_unsupported(op):
+    b = Builder()
+    y = b.op(op, ["x", "x2"], name="mm")
+    g = load_onnx(b.model([("x", [2, 3]), ("x2", [3, 2])], [y]))
+    with pytest.raises(UnsupportedOpError, match=f"{op} with two run-time inputs") as ei:
+        optimize(g)
+    assert ei.value.ops == {op: ["mm"]}
+
+
+def test_fold_batchnorm_into_conv_and_gemm():
+    b = Builder()
+    c = _bn(b, b.op("Conv", ["x", b.weight(4, 3, 3, 3)]), 4)
+    f = b.op("Flatten", [c])
+    y = _bn(b, b.op("Gemm", [f, b.weight(5, 16), b.weight(5)], transB=1), 5)
+    m = b.model([("x", ["N", 3, 4, 4])], [y])
+    g = canonicalize.run(load_onnx(m))
+    assert op_counts(g)["BatchNormalization"] == 2
+    g = fold_batchnorm.run(g)
+    assert op_counts(g) == {"Conv": 1, "Flatten": 1, "Gemm": 1}
+    assert g.nodes[-1].outputs == [y]
+    assert_matches_ort(m, {"x": (3, 4, 4)})
+
+
+def test_batchnorm_with_shared_producer_becomes_depthwise_conv():
+    b = Builder()
+    c = b.op("Conv", ["x", b.weight(4, 3, 1, 1)])
+    y1 = _bn(b, c, 4)
+    y2 = b.op("Add", [c, y1])                          # c has two consumers: no fold
+    m = b.model([("x", ["N", 3, 3, 3])], [y2])
+    g = fold_batchnorm.run(canonicalize.run(load_onnx(m)))
+    assert op_counts(g) == {"Conv": 2, "Add": 1}
+    dw = g.nodes[1]
+    assert dw.attrs["group"] == 4 and dw.attrs["kernel_shape"] == [1, 1]
+    assert g.constants[dw.inputs[1]].shape == (4, 1, 1, 1)
+    assert_matches_ort(m, {"x": (3, 3, 3)})
+
+
+def test_batchnorm_rank2_standalone_stays():
+    b = Builder()
+    y = _bn(b, "x", 3)
+    g = optimize(load_onnx(b.model([("x", ["N", 3])], [y])))
+    assert op_counts(g) == {"BatchNormalization": 1}
+
+
+def test_fuse_activation_rules():
+    b = Builder(opset=13)
+    c1 = b.op("Conv", ["x", b.weight(2, 3, 1, 1)])
+    r1 = b.op("Relu", [c1])                                       # fuses
+    r2 = b.op("Clip", [r1, b.const(-1.0), b.const(6.0)])          # intersects: (0, 6)
+    c2 = b.op("Conv", ["x", b.weight(2, 3, 1, 1)])
+    r3 = b.op("Relu", [c2])                                       # c2 also an output: no fusion
+    cat = b.op("Concat", [r2, r3], axis=1)
+    r4 = b.op("Relu", [cat])                                      # Concat: not fusable
+    g = load_onnx(b.model([("x", [1, 3, 2, 2])], [r4, c2]))
+    g = fuse_activation.run(g)
+    assert op_counts(g) == {"Conv": 2, "Relu": 2, "Concat": 1}
+    assert g.nodes[0].attrs["act"] == (0.0, 6.0) and g.nodes[0].outputs == [r2]
+    assert "act" not in g.nodes[1].attrs
+
+
+def test_dead_code_removes_unused_nodes_and_constants():
+    b = Builder()
+    c = b.op("Conv", ["x", b.weight(2, 3, 1, 1)])
+    b.op("Conv", [c, b.weight(2, 2, 1, 1)])                      # unused
+    b.const([1.0, 2.0])                                           # unused
+    g = dead_code.run(load_onnx(b.model([("x", [1, 3, 2, 2])], [c])))
+    assert op_counts(g) == {"Conv": 1} and len(g.constants) == 1
+
+
+def test_optimize_input_shapes_override_and_value_info():
+    b = Builder()
+    y = b.op("Conv", ["x", b.weight(2, 3, 3, 3)], auto_pad="SAME_UPPER")
+    g = load_onnx(b.model([("x", ["N", 3, "H", "W"])], [y]))
+    assert g.nodes[0].attrs["auto_pad"] == "SAME_UPPER"            # spatial dims unknown at import
+    g = optimize(g, {"x": ("N", 3, 6, 6)})
+    assert g.nodes[0].attrs["auto_pad"] == "NOTSET" and g.nodes[0].attrs["pads"] == [1, 1, 1, 1]
+    assert g.value_info[y].shape == ("N", 2, 6, 6)
+
+
+def test_reference_observe_sees_every_tensor_and_act_clamps():
+    b = Builder()
+    c = b.op("Conv", ["x", b.weight(2, 3, 1, 1)])
+    y = b.op("Clip", [c], min=-0.25, max=0.25)
+    g = optimize(load_onnx(b.model([("x", [1, 3, 4, 4])], [y])))
+    assert op_counts(g) == {"Conv": 1} and g.nodes[0].attrs["act"] == (-0.25, 0.25)
+    seen = {}
+    out = reference.run(g, {"x": np.random.default_rng(1).standard_normal((1, 3, 4, 4)).astype(np.float32)},
+                        observe=lambda n, a: seen.__setitem__(n, a.shape))
+    assert seen == {"x": (1, 3, 4, 4), y: (1, 2, 4, 4)}
+    assert out[y].max() <= 0.25 and out[y].min() >= -0.25 and np.abs(out[y]).max() == 0.25
+    assert math.isclose(float(np.abs(out[y]).max()), 0.25)
