@@ -20,16 +20,15 @@ from nqrt.converter import ConversionReport, build_model, convert, load_graph
 from nqrt.errors import FormatError, InputError, NqrtError, UnsupportedOpError
 from nqrt.graph import reference
 
-RNG = np.random.default_rng(11)
-
 
 # -- model builders ----------------------------------------------------------------------
 
 class B:
     """Tiny onnx.helper wrapper: collects nodes and initializers."""
 
-    def __init__(self):
+    def __init__(self, seed=0):
         self.nodes, self.inits, self.k = [], [], 0
+        self.rng = np.random.default_rng(seed)
 
     def const(self, arr, name=None):
         self.k += 1
@@ -45,8 +44,8 @@ class B:
 
     def conv(self, x, cin, cout, k=3, pad=1, stride=1, group=1, wscale=None, bias=True):
         wscale = wscale or 1.0 / np.sqrt(cin // group * k * k)
-        w = self.const((RNG.normal(size=(cout, cin // group, k, k)) * wscale).astype(np.float32))
-        ins = [x, w] + ([self.const((RNG.normal(size=cout) * 0.1).astype(np.float32))] if bias else [])
+        w = self.const((self.rng.normal(size=(cout, cin // group, k, k)) * wscale).astype(np.float32))
+        ins = [x, w] + ([self.const((self.rng.normal(size=cout) * 0.1).astype(np.float32))] if bias else [])
         return self.op("Conv", ins, kernel_shape=[k, k], pads=[pad] * 4, strides=[stride] * 2, group=group)
 
     def model(self, inputs, outputs, opset=13):
@@ -62,13 +61,13 @@ class B:
 
 def conv_relu_model():
     """Conv+ReLU, MaxPool, strided Conv+ReLU, GAP, Flatten, Gemm, Softmax (output)."""
-    b = B()
+    b = B(seed=1)
     t = b.op("Relu", [b.conv("x", 3, 8)])
     t = b.op("MaxPool", [t], kernel_shape=[2, 2], strides=[2, 2])
     t = b.op("Relu", [b.conv(t, 8, 16, stride=2)])
     t = b.op("GlobalAveragePool", [t])
     t = b.op("Flatten", [t], axis=1)
-    w = b.const((RNG.normal(size=(10, 16)) * 0.5).astype(np.float32))
+    w = b.const((b.rng.normal(size=(10, 16)) * 0.5).astype(np.float32))
     t = b.op("Gemm", [t, w, b.const(np.zeros(10, np.float32))], transB=1)
     b.op("Softmax", [t], "probs", axis=-1)
     return b.model([("x", ["N", 3, 12, 12])], ["probs"])
@@ -76,38 +75,38 @@ def conv_relu_model():
 
 def conv_bn_relu6_model():
     """Conv -> BatchNorm -> Clip(0, 6); depthwise conv + BN + ReLU6; AveragePool; Reshape; Gemm."""
-    b = B()
+    b = B(seed=2)
 
     def bn(x, c):
-        return b.op("BatchNormalization", [x, b.const(RNG.uniform(0.5, 2, c).astype(np.float32)),
-                                            b.const(RNG.normal(size=c).astype(np.float32) * 0.2),
-                                            b.const(RNG.normal(size=c).astype(np.float32) * 0.1),
-                                            b.const(RNG.uniform(0.5, 2, c).astype(np.float32))])
+        return b.op("BatchNormalization", [x, b.const(b.rng.uniform(0.5, 2, c).astype(np.float32)),
+                                            b.const(b.rng.normal(size=c).astype(np.float32) * 0.2),
+                                            b.const(b.rng.normal(size=c).astype(np.float32) * 0.1),
+                                            b.const(b.rng.uniform(0.5, 2, c).astype(np.float32))])
 
     lo, hi = b.const(np.float32(0.0)), b.const(np.float32(6.0))
     t = b.op("Clip", [bn(b.conv("x", 4, 8, bias=False), 8), lo, hi])
     t = b.op("Clip", [bn(b.conv(t, 8, 8, group=8), 8), lo, hi])
     t = b.op("AveragePool", [t], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
     t = b.op("Reshape", [t, b.const(np.array([0, -1], np.int64))])
-    w = b.const((RNG.normal(size=(8 * 5 * 5, 6)) * 0.05).astype(np.float32))
+    w = b.const((b.rng.normal(size=(8 * 5 * 5, 6)) * 0.05).astype(np.float32))
     b.op("Gemm", [t, w, b.const(np.zeros(6, np.float32))], "out")
     return b.model([("x", ["N", 4, 10, 10])], ["out"])
 
 
 def residual_model():
     """conv1+relu -> conv2 -> Add(conv2, conv1 branch) -> relu -> conv 1x1 (output)."""
-    b = B()
+    b = B(seed=3)
     a = b.op("Relu", [b.conv("x", 3, 8)])
     c = b.conv(b.op("Relu", [b.conv(a, 8, 8)]), 8, 8)
     s = b.op("Relu", [b.op("Add", [c, a])])
-    b.op("Conv", [s, b.const((RNG.normal(size=(4, 8, 1, 1)) * 0.3).astype(np.float32))], "y",
+    b.op("Conv", [s, b.const((b.rng.normal(size=(4, 8, 1, 1)) * 0.3).astype(np.float32))], "y",
          kernel_shape=[1, 1])
     return b.model([("x", ["N", 3, 8, 8])], ["y"])
 
 
 def concat_model():
     """Two branches with ranges ~100x apart, concatenated on channels, then a 1x1 conv."""
-    b = B()
+    b = B(seed=4)
     big = b.op("Relu", [b.conv("x", 3, 4, wscale=2.0)])
     small = b.conv("x", 3, 4, wscale=0.02)
     t = b.op("Concat", [big, small], axis=1)
@@ -117,13 +116,13 @@ def concat_model():
 
 
 def conv1d_model():
-    b = B()
-    w = b.const((RNG.normal(size=(6, 4, 3)) * 0.3).astype(np.float32))
+    b = B(seed=5)
+    w = b.const((b.rng.normal(size=(6, 4, 3)) * 0.3).astype(np.float32))
     t = b.op("Relu", [b.op("Conv", ["x", w, b.const(np.zeros(6, np.float32))], kernel_shape=[3], pads=[1, 1])])
     t = b.op("MaxPool", [t], kernel_shape=[2], strides=[2])
     t = b.op("Transpose", [t], perm=[0, 2, 1])
     t = b.op("Flatten", [t], axis=1)
-    w = b.const((RNG.normal(size=(48, 3)) * 0.2).astype(np.float32))
+    w = b.const((b.rng.normal(size=(48, 3)) * 0.2).astype(np.float32))
     b.op("Gemm", [t, w, b.const(np.zeros(3, np.float32))], "y")
     return b.model([("x", ["N", 4, 16])], ["y"])
 
@@ -292,7 +291,7 @@ def test_bad_calibration_data(tmp_path):
 
 
 def test_unsupported_ops_listed_together(tmp_path):
-    b = B()
+    b = B(seed=100)
     t = b.op("Relu", [b.conv("x", 3, 4)])
     t = b.op("GlobalMaxPool", [t])
     t = b.op("Softmax", [t], axis=1)
@@ -309,8 +308,8 @@ def test_unsupported_ops_listed_together(tmp_path):
 
 def test_bias_overflow_guard_end_to_end(tmp_path):
     """Tiny input range and weights with a huge bias: enlarged weight scale, warning, int32 fits."""
-    b = B()
-    w = b.const((RNG.normal(size=(4, 2, 3, 3)) * 1e-4).astype(np.float32))
+    b = B(seed=100)
+    w = b.const((b.rng.normal(size=(4, 2, 3, 3)) * 1e-4).astype(np.float32))
     bias = b.const(np.array([3e5, 1e-6, -2e5, 0.0], np.float32))
     b.op("Conv", ["x", w, bias], "y", kernel_shape=[3, 3], pads=[1, 1, 1, 1])
     model = b.model([("x", ["N", 2, 5, 5])], ["y"])
