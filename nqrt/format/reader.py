@@ -96,7 +96,7 @@ def _envelope(data: bytes) -> tuple[tuple[int, int], bytes]:
         raise FormatError(f"not a .nq file: envelope format is {fmt!r}, expected {schema.FORMAT_NAME!r}")
     version = env.get("version")
     if (type(version) is not list or len(version) != 2
-            or any(type(v) is not int or not 0 <= v <= 2**32 for v in version)):
+            or any(type(v) is not int or v < 0 for v in version)):
         raise FormatError(f"envelope: version must be [major, minor] (two ints >= 0), got {version!r}"[:200])
     major, minor = version
     if major != schema.VERSION_MAJOR:
