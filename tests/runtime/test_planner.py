@@ -1,0 +1,106 @@
+"""Planner structure: shapes, layouts, transposes, aliasing, arena reuse and non-overlap."""
+
+from __future__ import annotations
+
+import numpy as np
+from runtime_builder import Builder
+
+from nqrt.runtime import encoding as E
+from nqrt.runtime import planner
+
+
+def _plan(b: Builder, shapes=None):
+    m = b.model()
+    shapes = shapes or {io.name: b.env[io.name].shape for io in m.graph_inputs}
+    return m, planner.plan(m, planner.prepare(m), shapes, nthreads=2)
+
+
+def _ops(p):
+    return [E.OP_NAMES[int(r[0])] for r in p.code]
+
+
+def _chain(depth=6):
+    b = Builder(31)
+    t = b.quantize(b.input((1, 4, 6, 6)))
+    for _ in range(depth):
+        t = b.conv(t, 4, (3, 3), pads=[1, 1, 1, 1])
+    b.output(b.dequantize(t))
+    return b
+
+
+def test_no_live_overlap_and_reuse():
+    b = _chain(6)
+    m, p = _plan(b)
+    u8 = [s for s in p.slots if s.arena == "u8"]
+    for i, s in enumerate(u8):
+        for t in u8[i + 1:]:
+            if s.first <= t.last and t.first <= s.last:          # live at the same time
+                assert s.offset + s.size <= t.offset or t.offset + t.size <= s.offset, (s, t)
+    # 8 u8 tensors of 144 bytes (quantized input, its NHWC copy, 6 convs) fit in 2-3 slots
+    assert sum(s.size for s in u8) >= 8 * 144
+    assert p.u8_size <= 3 * 192
+    offsets = {s.offset for s in u8}
+    assert len(offsets) < len(u8)                                # reuse happened
+
+
+def test_layouts_and_inserted_transposes():
+    b = Builder(32)
+    x = b.quantize(b.input((2, 3, 5, 5)))
+    c = b.conv(x, 4, (3, 3))
+    f = b.flatten(c)
+    b.output(b.dequantize(b.gemm(f, 2)))
+    m, p = _plan(b)
+    assert _ops(p) == ["OP_QUANTIZE", "OP_TRANSPOSE_U8", "OP_CONV", "OP_TRANSPOSE_U8", "OP_GEMM", "OP_DEQUANTIZE"]
+    assert p.layouts[c] == (0, 2, 3, 1) and p.shapes[c] == (2, 4, 3, 3)
+    assert p.layouts[f] == (0, 1) and p.shapes[f] == (2, 36)
+    # Flatten aliases its (transposed) input: same slot, no copy
+    names = {n: s for s in p.slots for n in s.names}
+    assert names[f] is names[f"{c}@0123"]
+
+
+def test_global_pool_keepdims_then_flatten_needs_no_transpose():
+    b = Builder(33)
+    x = b.quantize(b.input((2, 3, 4, 4)))
+    c = b.conv(x, 6, (1, 1))
+    g = b.reducemean(c, [2, 3], keepdims=1)
+    b.output(b.dequantize(b.flatten(g)))
+    m, p = _plan(b)
+    assert _ops(p).count("OP_TRANSPOSE_U8") == 1           # only the graph input to NHWC
+    assert p.shapes[g] == (2, 6, 1, 1)
+
+
+def test_transpose_op_is_free_and_concat_axis_maps_to_physical():
+    b = Builder(34)
+    x = b.quantize(b.input((1, 3, 4, 4)))
+    c1, c2 = b.conv(x, 2, (1, 1)), b.conv(x, 3, (1, 1))
+    y = b.concat([c1, c2], axis=1)
+    t = b.transpose(y, [0, 2, 3, 1])
+    b.output(b.dequantize(t))
+    m, p = _plan(b)
+    ops = _ops(p)
+    assert ops.count("OP_TRANSPOSE_U8") == 1 and ops.count("OP_REQUANT_COPY") == 2
+    rc = [r for r in p.code if r[0] == E.OP_REQUANT_COPY]
+    f = E.FIELDS[E.OP_REQUANT_COPY]
+    get = lambda r, n: int(r[1 + f.index(n)])  # noqa: E731
+    # channels-last concat of C=2 and C=3 over R = N*H*W rows
+    assert [(get(r, "R"), get(r, "Cx"), get(r, "Cy"), get(r, "col_offset")) for r in rc] == [(16, 2, 5, 0), (16, 3, 5, 2)]
+    assert p.layouts[t] == (0, 1, 2, 3)                    # NHWC bytes are logical order for t
+
+
+def test_conv_multiplier_per_tensor_is_expanded():
+    b = Builder(35)
+    x = b.quantize(b.input((1, 2, 3, 3)))
+    b.output(b.dequantize(b.conv(x, 5, (1, 1), per_channel=False)))
+    m = b.model()
+    c = planner.prepare(m)
+    node = next(i for i, n in enumerate(m.nodes) if n.op == "QConv")
+    mult = c.ipool[c.node[node]["mult"]:c.node[node]["mult"] + 5]
+    assert mult.size == 5 and np.all(mult == m.tensor(m.nodes[node].inputs[3]).data[0])
+
+
+def test_encoding_rows_are_complete():
+    for op, names in E.FIELDS.items():
+        row = E.encode_row(op, {n: i + 1 for i, n in enumerate(names)})
+        assert row[0] == op and row[1:1 + len(names)] == list(range(1, len(names) + 1)) and len(row) == E.WIDTH
+        for n in E.U8_OPERANDS.get(op, ()) + E.F32_OPERANDS.get(op, ()):
+            assert n in names
