@@ -558,6 +558,10 @@ def _check_pool(graph: Graph, node: Node, consumers) -> str | None:
         return "MaxPool with an Indices output"
     if node.op == "AveragePool" and any(int(d) != 1 for d in (a.get("dilations") or [])):
         return "AveragePool with dilations"
+    k = _ints(a["kernel_shape"])
+    pads = _ints(a.get("pads") or [])
+    if any(p >= k[i % len(k)] for i, p in enumerate(pads)):
+        return f"{node.op} with a pad not smaller than the kernel"
     return _spatial_rank_ok(node, len(a["kernel_shape"]))
 
 
@@ -677,11 +681,16 @@ def quantize_graph(graph: Graph, ranges: dict, per_channel: bool = True, *,
         QUANTIZERS[node.op](ctx, node)
     outputs = []
     for v in graph.outputs:
+        if v.name in ctx.input_names:
+            raise ConversionError(f"graph output {v.name!r} is a graph input passed through; "
+                                  "a .nq graph output must be produced by a node")
         if v.name not in ctx.tensors or ctx.tensors[v.name].dtype != "float32":
             if v.name not in ctx.qname:
                 raise ConversionError(f"graph output {v.name!r} is not produced by a quantized node")
             ctx.dequantized(v.name)
-        outputs.append(NqIO(v.name, _io_shape(v, ctx.batch_symbol)))
+        io = NqIO(v.name, _io_shape(v, ctx.batch_symbol))
+        ctx.tensors[v.name].shape = io.shape          # spec 2.1: same shape as the io entry
+        outputs.append(io)
     # The document order puts graph inputs first; keep the build order otherwise.
     metadata = {
         "weights": {"granularity": "per-channel" if per_channel else "per-tensor"},
