@@ -24,7 +24,7 @@ import numpy as np
 from nqrt.errors import FormatError
 from nqrt.format import schema
 from nqrt.format.model import NqIO, NqModel, NqNode, NqTensor, Quant
-from nqrt.format.validate import check_msgpack, validate_document
+from nqrt.format.validate import check_msgpack, short_repr, validate_document
 
 _MAP_HEADS = frozenset(range(0x80, 0x90)) | {0xde, 0xdf}
 
@@ -93,11 +93,13 @@ def _envelope(data: bytes) -> tuple[tuple[int, int], bytes]:
     env = _unpack(data, "envelope")
     fmt = env.get("format")
     if fmt != schema.FORMAT_NAME or type(fmt) is not str:
-        raise FormatError(f"not a .nq file: envelope format is {fmt!r}, expected {schema.FORMAT_NAME!r}")
+        raise FormatError(f"not a .nq file: envelope format is {short_repr(fmt)}, "
+                          f"expected {schema.FORMAT_NAME!r}")
     version = env.get("version")
     if (type(version) is not list or len(version) != 2
             or any(type(v) is not int or v < 0 for v in version)):
-        raise FormatError(f"envelope: version must be [major, minor] (two ints >= 0), got {version!r}"[:200])
+        raise FormatError(f"envelope: version must be [major, minor] (two ints >= 0), "
+                          f"got {short_repr(version)}"[:200])
     major, minor = version
     if major != schema.VERSION_MAJOR:
         raise FormatError(f"unsupported .nq major version {major} "
@@ -107,14 +109,14 @@ def _envelope(data: bytes) -> tuple[tuple[int, int], bytes]:
             raise FormatError(f"envelope: missing key {k!r}")
     for k in env:
         if k not in schema.ENVELOPE_KEYS:
-            raise FormatError(f"envelope: unknown key {k[:64]!r}")
+            raise FormatError(f"envelope: unknown key {short_repr(k)}")
     if tuple(env) != schema.ENVELOPE_KEYS:
         raise FormatError(f"envelope: keys must be in the order {', '.join(schema.ENVELOPE_KEYS)}")
     checksum = env["checksum"]
     if type(checksum) is not dict or set(checksum) != set(schema.CHECKSUM_KEYS):
         raise FormatError("envelope: checksum must be a map with exactly the keys 'algo' and 'digest'")
     if checksum["algo"] != schema.CHECKSUM_ALGO:
-        raise FormatError(f"envelope: unsupported checksum algorithm {str(checksum['algo'])[:64]!r} "
+        raise FormatError(f"envelope: unsupported checksum algorithm {short_repr(checksum['algo'])} "
                           f"(expected {schema.CHECKSUM_ALGO!r})")
     digest = checksum["digest"]
     if type(digest) is not bytes or len(digest) != 32:

@@ -37,11 +37,14 @@ def _fail(message: str):
     raise FormatError(message)
 
 
-def _q(name) -> str:
+def short_repr(name) -> str:
     """repr of a (possibly hostile) name, kept short and on one line."""
     if isinstance(name, str) and len(name) > 64:
         name = name[:61] + "..."
     return repr(name)
+
+
+_q = short_repr
 
 
 def _kind(value) -> str:
@@ -351,7 +354,8 @@ def _check_nodes(value, tensors: dict, graph_inputs: set, version, newer: bool) 
         _map(node, schema.NODE_KEYS, f"nodes[{i}]", tolerant=newer)
         op = _str(node["op"], f"nodes[{i}].op", nonempty=True)
         name = _str(node["name"], f"nodes[{i}].name")
-        where = f"node {_q(name)} ({op})" if name else f"nodes[{i}] ({op})"
+        shown = op if op.isprintable() and len(op) <= 64 else _q(op)
+        where = f"node {_q(name)} ({shown})" if name else f"nodes[{i}] ({shown})"
         spec = OPS.get(op)
         if spec is None:
             if newer:
