@@ -326,3 +326,31 @@ def test_bias_overflow_guard_end_to_end(tmp_path):
     assert bq.data.dtype == np.int32
     deq = bq.data.astype(np.float64) * np.asarray(bq.quant.scale, np.float64)
     np.testing.assert_allclose(deq, [3e5, 1e-6, -2e5, 0.0], rtol=1e-6, atol=max(bq.quant.scale))
+
+
+def test_calibration_sources_and_fixed_batch(tmp_path):
+    """A dict of arrays (first axis = samples) and a model whose batch dim is fixed at 1."""
+    b = B(seed=7)
+    b.op("Relu", [b.conv("x", 2, 4)], "y")
+    model = b.model([("x", [1, 2, 6, 6])], ["y"])
+    calib = {"x": np.random.default_rng(1).normal(size=(5, 2, 6, 6)).astype(np.float32)}
+    report = convert(model, tmp_path / "f.nq", calib, batch_size=2)
+    assert report.calibration_samples == 5
+    report = convert(model, tmp_path / "g.nq", [calib])           # split into batches of 1
+    assert report.calibration_samples == 5
+    from nqrt.format.reader import read_nq
+
+    nq = read_nq(str(tmp_path / "g.nq"))
+    assert nq.graph_inputs[0].shape == (1, 2, 6, 6)
+    lo, hi = nq.metadata["ranges"]["x"]
+    assert (lo, hi) == (float(calib["x"].min()), float(calib["x"].max()))
+    assert nq.metadata["ranges"]["y"][0] == 0.0
+
+
+def test_unknown_method_and_bad_arguments(tmp_path):
+    model = residual_model()
+    for kwargs, msg in [({"calibration_method": "entropy"}, "unknown calibration method"),
+                        ({"calibration_method": "percentile", "percentile": 10.0}, "percentile"),
+                        ({"batch_size": 0}, "batch_size")]:
+        with pytest.raises(InputError, match=msg):
+            convert(model, tmp_path / "m.nq", [data(model, 2)], **kwargs)

@@ -266,3 +266,23 @@ def test_missing_range_is_a_conversion_error():
     del ranges["c2"]
     with pytest.raises(ConversionError, match="no calibration range for tensor 'c2'"):
         quantize_graph(g, ranges, shapes=shapes)
+
+
+def test_softmax_input_also_an_output_and_passthrough_output():
+    g = _fill_kernel(Graph(
+        nodes=[conv("x", "w", "b", "logits", "conv", pads=(0, 0, 0, 0)),
+               Node("Flatten", ["logits"], ["flat"], {"axis": 1}, "flatten"),
+               Node("Softmax", ["flat"], ["probs"], {"axis": -1}, "softmax")],
+        inputs=[ValueInfo("x", ("N", 2, 3, 3))],
+        outputs=[ValueInfo("flat", ("N", 3)), ValueInfo("probs", ("N", 3))],
+        constants={"w": weights(3, 2, 3, 3), "b": weights(3)}))
+    ranges, shapes = calibrate(g)
+    m = quantize_graph(g, ranges, shapes=shapes)
+    ops = [n.op for n in m.nodes]
+    assert ops.count("Dequantize") == 1                      # shared by the output and Softmax
+    sm = next(n for n in m.nodes if n.op == "Softmax")
+    assert sm.inputs == ["flat"] and m.tensors["flat"].dtype == "float32"
+    assert m.tensors["probs"].shape == ("N", 3)
+    g.outputs.append(ValueInfo("x", ("N", 2, 3, 3)))
+    with pytest.raises(ConversionError, match="graph input passed through"):
+        quantize_graph(g, ranges, shapes=shapes)
