@@ -64,3 +64,85 @@ def qgemm(x, z_x, w, bias, mult, shift, z_y, act_min, act_max):
     """QGemm, x uint8 [P, K], w int8 [M, K] -> y uint8 [P, M]."""
     acc = (x.astype(np.int64) - z_x) @ w.astype(np.int64).T + np.asarray(bias, np.int64)
     return _finish(acc, np.asarray(mult)[None], np.asarray(shift)[None], z_y, act_min, act_max)
+
+
+def quantize(x, scale, z):
+    """Spec 3.1: clamp(round_half_even(float32(x) / float32(s)) + z, 0, 255); NaN -> z."""
+    x = np.asarray(x, np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        q = np.rint(x / np.float32(scale)).astype(np.float64)  # float32 division, then exact
+    q = np.where(np.isnan(q), 0.0, q) + z
+    return np.clip(q, 0, 255).astype(np.uint8)
+
+
+def dequantize(q, scale, z):
+    """Spec 3.1: float32(q − z) × float32(s)."""
+    return (q.astype(np.int64) - z).astype(np.float32) * np.float32(scale)
+
+
+def qadd(a, b, z_a, z_b, m_a, m_b, shift, z_y, act_min, act_max):
+    """Spec 4.3 with numpy broadcasting of a and b."""
+    da = a.astype(np.int64) - z_a
+    db = b.astype(np.int64) - z_b
+    v = ((da * m_a + db * m_b + (1 << (shift - 1))) >> shift) + z_y
+    return np.clip(v, act_min, act_max).astype(np.uint8)
+
+
+def requant_copy(x, z_x, m0, n, z_y, act_min, act_max):
+    """Spec 4.4 for one input: clamp(requantize(x − z_x) + z_y)."""
+    return _finish(x.astype(np.int64) - z_x, m0, n, z_y, act_min, act_max)
+
+
+def _windows(S, k, stride, dilation, pad_begin, OS):
+    """Per output index: the input positions of its window that lie inside [0, S)."""
+    out = []
+    for o in range(OS):
+        pos = [o * stride - pad_begin + i * dilation for i in range(k)]
+        out.append([p for p in pos if 0 <= p < S])
+    return out
+
+
+def maxpool(x, kernel, strides, pads, dilations, act_min, act_max, out_hw):
+    """Spec 4.5, x uint8 [N, C, H, W]; an empty window gives 0 before the clamp."""
+    N, C, H, W = x.shape
+    rows = _windows(H, kernel[0], strides[0], dilations[0], pads[0], out_hw[0])
+    cols = _windows(W, kernel[1], strides[1], dilations[1], pads[1], out_hw[1])
+    y = np.zeros((N, C, *out_hw), np.int64)
+    for a, rr in enumerate(rows):
+        for b, cc in enumerate(cols):
+            if rr and cc:
+                y[:, :, a, b] = x[:, :, rr][:, :, :, cc].max(axis=(2, 3))
+    return np.clip(y, act_min, act_max).astype(np.uint8)
+
+
+def avgpool(x, z_x, kernel, strides, pads, count_include_pad, mult, shift, z_y, act_min,
+            act_max, out_hw):
+    """Spec 4.6, x uint8 [N, C, H, W], pads = (top, left, bottom, right); ONNX count rule:
+    with count_include_pad the window is clipped by the end of the padded input only."""
+    N, C, H, W = x.shape
+    y = np.zeros((N, C, *out_hw), np.uint8)
+    for a in range(out_hw[0]):
+        for b in range(out_hw[1]):
+            hs, ws = a * strides[0] - pads[0], b * strides[1] - pads[1]
+            rr = [p for p in range(hs, hs + kernel[0]) if 0 <= p < H]
+            cc = [p for p in range(ws, ws + kernel[1]) if 0 <= p < W]
+            if count_include_pad:
+                count = (min(hs + kernel[0], H + pads[2]) - hs) * (min(ws + kernel[1], W + pads[3]) - ws)
+            else:
+                count = len(rr) * len(cc)
+            s = (x[:, :, rr][:, :, :, cc].astype(np.int64) - z_x).sum(axis=(2, 3))
+            y[:, :, a, b] = _finish(s, mult[count], shift[count], z_y, act_min, act_max)
+    return y
+
+
+def reduce_mean(x, axes, z_x, m0, n, z_y, act_min, act_max):
+    """Spec 4.7 (keepdims 0): sum of (x − z_x) over axes, requantized."""
+    s = (x.astype(np.int64) - z_x).sum(axis=tuple(axes))
+    return _finish(s, m0, n, z_y, act_min, act_max)
+
+
+def softmax(x, axis):
+    """Float64 softmax (the accuracy reference for the float32 kernel)."""
+    x = x.astype(np.float64)
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)

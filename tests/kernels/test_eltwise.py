@@ -1,0 +1,181 @@
+import itertools
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+from nqrt import qmath
+from nqrt.kernels.eltwise import (add_u8, clip_u8, dequantize_u8, quantize_f32, requant_copy_u8,
+                                  transpose_f32, transpose_u8)
+import naive
+from kernels._util import assert_same, with_threads
+
+
+# ---- Quantize / Dequantize (spec 3.1) ---------------------------------------------------
+
+def _quantize(x, scale, z):
+    y = np.zeros(x.size, np.uint8)
+    quantize_f32(x.ravel(), np.float32(scale), z, y)
+    return y.reshape(x.shape)
+
+
+@pytest.mark.parametrize("z", [0, 128, 255])
+def test_quantize_ties_to_even(z):
+    s = np.float32(0.25)                         # power of two: x / s is exact
+    k = np.arange(-300, 300, dtype=np.float32)
+    x = (k + np.float32(0.5)) * s                # x / s = k + 0.5 exactly
+    y = _quantize(x, s, z)
+    want = np.clip(np.where(k.astype(np.int64) % 2 == 0, k, k + 1).astype(np.int64) + z, 0, 255)
+    assert_same(y, want.astype(np.uint8), 0, 255)
+    assert_same(y, naive.quantize(x, s, z))
+
+
+@pytest.mark.parametrize("z", [0, 128, 255])
+def test_quantize_specials_and_random(z):
+    rng = np.random.default_rng(z)
+    s = np.float32(0.0371)
+    x = (rng.standard_normal(40_000) * 6).astype(np.float32)       # > 2 parallel chunks
+    x[:8] = [np.nan, np.inf, -np.inf, 0.0, -0.0, 3e38, -3e38, np.float32(1e-45)]
+    y = _quantize(x, s, z)
+    assert_same(y, naive.quantize(x, s, z), 0, 255)
+    assert y[0] == z and y[1] == 255 and y[2] == 0 and y[3] == z and y[4] == z
+    finite = np.isfinite(x)
+    with np.errstate(over="ignore"):
+        assert_same(y[finite], qmath.quantize_float_ref(x[finite], float(s), z))
+    y1 = np.zeros_like(y)
+    with_threads(1, quantize_f32, x, s, z, y1)
+    assert np.array_equal(y, y1)
+
+
+def test_quantize_uses_float32_division():
+    """x / s is an IEEE float32 division: here it gives exactly 10.5 (-> 10, ties to even)
+    although the exact quotient is just above 10.5 (-> 11)."""
+    s = np.float32(0.6405921)
+    x = np.array([6.7262173], np.float32)
+    assert x[0] / s == np.float32(10.5) and Fraction(float(x[0])) / Fraction(float(s)) > 10.5
+    assert _quantize(x, s, 0)[0] == 10
+    assert_same(_quantize(x, s, 0), naive.quantize(x, s, 0))
+
+
+@pytest.mark.parametrize("z", [0, 128, 255])
+def test_dequantize(z):
+    q = np.arange(256, dtype=np.uint8).repeat(80)
+    s = np.float32(0.0123)
+    y = np.zeros(q.size, np.float32)
+    dequantize_u8(q, s, z, y)
+    assert np.array_equal(y, naive.dequantize(q, s, z))
+    assert np.array_equal(y, qmath.dequantize_ref(q, float(s), z))
+
+
+# ---- QAdd (spec 4.3) ---------------------------------------------------------------------
+
+def _bcast_strides(shape, out_shape):
+    """Rank-6 element strides of a contiguous array `shape` broadcast to `out_shape`."""
+    shape = (1,) * (len(out_shape) - len(shape)) + tuple(shape)
+    st = np.zeros(len(shape), np.int64)
+    acc = 1
+    for d in range(len(shape) - 1, -1, -1):
+        st[d] = acc if shape[d] != 1 else 0
+        acc *= shape[d]
+    return np.concatenate([np.zeros(6 - len(shape), np.int64), st])
+
+
+ADD_CASES = [  # a shape, b shape, z_a, z_b, z_y, act
+    ((2, 3, 4, 5), (2, 3, 4, 5), 128, 128, 128, (0, 255)),
+    ((2, 3, 4, 5), (3, 1, 5), 0, 255, 100, (100, 255)),
+    ((1, 4, 1), (3, 1, 6), 255, 0, 10, (0, 255)),
+    ((7, 1, 1, 1, 1, 9), (1,), 40, 200, 128, (20, 220)),
+    ((5, 1), (1, 6), 128, 3, 250, (0, 255)),
+]
+
+
+@pytest.mark.parametrize("case", ADD_CASES)
+def test_add_broadcasting(case):
+    sa, sb, z_a, z_b, z_y, (lo, hi) = case
+    rng = np.random.default_rng(len(sa) * 10 + len(sb))
+    a = rng.integers(0, 256, sa, dtype=np.uint8)
+    b = rng.integers(0, 256, sb, dtype=np.uint8)
+    out = np.broadcast_shapes(sa, sb)
+    ma, mb, shift = qmath.quantize_multiplier_pair(0.9, 0.55)
+    shape6 = np.array((1,) * (6 - len(out)) + out, np.int64)
+    y = np.zeros(int(np.prod(out)), np.uint8)
+    args = (a.ravel(), b.ravel(), shape6, _bcast_strides(sa, out), _bcast_strides(sb, out), z_a,
+            z_b, ma, mb, shift, z_y, lo, hi)
+    add_u8(*args, y)
+    want = naive.qadd(a, b, z_a, z_b, ma, mb, shift, z_y, lo, hi)
+    assert_same(y.reshape(out), want, *((lo, hi) if want.size >= 100 else (None, None)))
+    y1 = np.zeros_like(y)
+    with_threads(1, add_u8, *args, y1)
+    assert np.array_equal(y, y1)
+
+
+def test_add_rounding_ties():
+    """da·Ma + db·Mb = k·2^n ± 2^(n−1): half rounds toward +inf (2.5 -> 3, −2.5 -> −2)."""
+    n = 4
+    a = np.array([133, 123, 131, 125], np.uint8)       # da = 5, −5, 3, −3
+    b = np.full(4, 128, np.uint8)
+    one = np.array([1, 1, 1, 1, 1, 4], np.int64)
+    st = np.array([0, 0, 0, 0, 0, 1], np.int64)
+    y = np.zeros(4, np.uint8)
+    add_u8(a, b, one, st, st, 128, 128, 8, 0, n, 128, 0, 255, y)   # da·8/16 = da/2
+    assert y.tolist() == [128 + 3, 128 - 2, 128 + 2, 128 - 1]
+    assert_same(y, naive.qadd(a, b, 128, 128, 8, 0, n, 128, 0, 255))
+
+
+# ---- QConcat input, QClip ----------------------------------------------------------------
+
+@pytest.mark.parametrize("z_x,z_y,real", [(128, 128, None), (100, 120, 1.3), (200, 140, 2.5)])
+def test_requant_copy(z_x, z_y, real):
+    rng = np.random.default_rng(z_x)
+    x = rng.integers(0, 256, (37, 11), dtype=np.uint8)
+    m0, n = (1 << 30, 30) if real is None else qmath.quantize_multiplier(real)
+    y = np.full((37, 20), 7, np.uint8)
+    requant_copy_u8(x, z_x, m0, n, z_y, 0, 255, y, 5)
+    want = naive.requant_copy(x, z_x, m0, n, z_y, 0, 255)
+    assert_same(y[:, 5:16], want, *((None, None) if real is None else (0, 255)))
+    assert (y[:, :5] == 7).all() and (y[:, 16:] == 7).all()
+    if real is None:
+        assert np.array_equal(y[:, 5:16], x)          # the identity pair copies exactly
+
+
+def test_clip():
+    x = np.arange(256, dtype=np.uint8).repeat(3)
+    y = np.zeros_like(x)
+    clip_u8(x, 17, 200, y)
+    assert np.array_equal(y, np.clip(x, 17, 200))
+
+
+# ---- Transpose ---------------------------------------------------------------------------
+
+def _perms(rank):
+    rng = np.random.default_rng(rank)
+    all_p = list(itertools.permutations(range(rank)))
+    idx = rng.choice(len(all_p), size=min(len(all_p), 6), replace=False)
+    return [all_p[i] for i in idx]
+
+
+@pytest.mark.parametrize("rank", [2, 3, 4, 5, 6])
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32])
+def test_transpose(rank, dtype):
+    rng = np.random.default_rng(rank)
+    shape = tuple(int(s) for s in rng.integers(1, 5, rank))
+    x = rng.integers(0, 256, shape).astype(dtype)
+    fn = transpose_u8 if dtype == np.uint8 else transpose_f32
+    pad = 6 - rank
+    shape6 = np.array((1,) * pad + shape, np.int64)
+    for perm in _perms(rank):
+        perm6 = np.array(tuple(range(pad)) + tuple(p + pad for p in perm), np.int64)
+        y = np.zeros(x.size, dtype)
+        fn(x.ravel(), shape6, perm6, y)
+        assert np.array_equal(y, x.transpose(perm).ravel()), perm
+
+
+def test_transpose_nchw_nhwc_threads():
+    x = np.random.default_rng(0).integers(0, 256, (2, 5, 6, 7), dtype=np.uint8)
+    shape6 = np.array([1, 1, 2, 5, 6, 7], np.int64)
+    perm6 = np.array([0, 1, 2, 4, 5, 3], np.int64)
+    y1 = np.zeros(x.size, np.uint8)
+    y2 = np.zeros(x.size, np.uint8)
+    with_threads(1, transpose_u8, x.ravel(), shape6, perm6, y1)
+    with_threads(2, transpose_u8, x.ravel(), shape6, perm6, y2)
+    assert np.array_equal(y1, x.transpose(0, 2, 3, 1).ravel()) and np.array_equal(y1, y2)
