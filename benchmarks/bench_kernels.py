@@ -289,6 +289,8 @@ def run(threads, repeats, warmup, cache_dir: Path, only=None, max_seconds=None, 
         for r in rs:
             for n in r["notes"]:
                 echo(f"- {r['case'].label}: {n}")
+    for w in common.warnings_lines():
+        echo(w)
     echo(common.load_line("end"))
     return out
 
@@ -303,6 +305,7 @@ def main(argv=None) -> int:
                    help="stop timing a candidate after this many seconds (>= 3 samples kept)")
     p.add_argument("--cache-dir", type=Path, default=common.DEFAULT_CACHE)
     a = p.parse_args(argv)
+    common.collect_warnings()
     for note in common.apply_threads(a.threads):
         print(f"# {note}")
     run(a.threads, a.repeats, a.warmup, a.cache_dir, only=a.only, max_seconds=a.max_seconds)

@@ -310,6 +310,8 @@ def run(models: list[str], batches: list[int], threads: int, repeats: int, warmu
             echo(f"- {r.name}: {n}")
         if r.info:
             echo(f"- {r.name}: " + "; ".join(r.info))
+    for w in common.warnings_lines():
+        echo(w)
     echo(common.load_line("end"))
     return results
 
@@ -337,6 +339,7 @@ def main(argv=None) -> int:
     unknown = [m for m in models if m not in ALL_MODELS]
     if unknown:
         p.error(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(ALL_MODELS)}")
+    common.collect_warnings()
     for note in common.apply_threads(a.threads):
         print(f"# {note}")
     a.cache_dir.mkdir(parents=True, exist_ok=True)

@@ -102,6 +102,27 @@ def load_line(when: str) -> str:
     return f"# load average at {when}: {one:.2f} (1 min), {five:.2f} (5 min) on {cores} cores{busy}"
 
 
+_WARNINGS: dict = {}
+
+
+def collect_warnings() -> None:
+    """Record Python warnings (e.g. nqrt falling back to slow stand-in kernels) instead of printing
+    them mid-table; `warnings_lines()` lists each distinct one once, with a count."""
+    import warnings
+
+    warnings.simplefilter("always")
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        key = f"{category.__name__}: {str(message).splitlines()[0]} ({Path(filename).name}:{lineno})"
+        _WARNINGS[key] = _WARNINGS.get(key, 0) + 1
+
+    warnings.showwarning = show
+
+
+def warnings_lines() -> list[str]:
+    return [f"# warning seen {n}x: {k}" for k, n in _WARNINGS.items()]
+
+
 # ----------------------------------------------------------------------------------------------
 # timing
 
