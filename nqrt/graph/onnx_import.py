@@ -529,6 +529,9 @@ def _finish(graph: Graph) -> None:
         if n.op == "Conv" and n.attrs.get("kernel_shape") is None:
             raise UnsupportedOpError(f"unsupported Conv node {n.name}: kernel shape unknown (weight shape not inferable)",
                                      {"Conv": [n.name]})
+        if n.op == "Conv" and len(n.attrs["kernel_shape"]) not in (1, 2):
+            raise UnsupportedOpError(f"unsupported Conv node {n.name}: {len(n.attrs['kernel_shape'])}-D convolution "
+                                     "(only 1-D and 2-D)", {"Conv": [n.name]})
     for v in graph.outputs:
         if (v.shape is None or any(d is None for d in v.shape)) and v.name in inf.shapes:
             v.shape = inf.shapes[v.name]

@@ -25,7 +25,8 @@ from numpy.lib.stride_tricks import as_strided
 from nqrt.errors import InputError, UnsupportedOpError
 from nqrt.graph.ir import Graph, Node
 from nqrt.graph.normalize import attr_from_tensor
-from nqrt.graph.shapes import ATTR_INPUTS, norm_axis, resolve_auto_pad, window_output_dim, _slice_params
+from nqrt.graph.shapes import (ATTR_INPUTS, norm_axis, resolve_auto_pad, shape_range, slice_params,
+                               window_output_dim)
 
 # -- windows --------------------------------------------------------------------------------
 
@@ -181,9 +182,7 @@ def flatten(attrs, x):
 
 
 def shape(attrs, x):
-    from nqrt.graph.shapes import _shape_range
-
-    start, end = _shape_range(attrs, x.ndim)
+    start, end = shape_range(attrs, x.ndim)
     return np.asarray(x.shape[start:end], dtype=np.int64)
 
 
@@ -203,7 +202,7 @@ def squeeze(attrs, x):
 
 def slice_(attrs, x):
     idx = [slice(None)] * x.ndim
-    for st, en, ax, sp in zip(*_slice_params(attrs, x.ndim)):
+    for st, en, ax, sp in zip(*slice_params(attrs, x.ndim)):
         idx[ax] = slice(st, en, sp)
     return x[tuple(idx)]
 

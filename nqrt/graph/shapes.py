@@ -331,11 +331,11 @@ def _shape(n, s, inf):
     x = s[0]
     if x is None:
         return [None]
-    start, end = _shape_range(n.attrs, len(x))
+    start, end = shape_range(n.attrs, len(x))
     return [(end - start,)]
 
 
-def _shape_range(attrs, rank):
+def shape_range(attrs, rank):
     start = attrs.get("start", 0) or 0
     end = attrs.get("end")
     end = rank if end is None else end
@@ -395,12 +395,12 @@ def _slice(n, s, inf):
             return [tuple(None if i in axes else d for i, d in enumerate(x))]
         return [(None,) * len(x)]
     out = list(x)
-    for st, en, ax, sp in zip(*_slice_params(a, len(x))):
+    for st, en, ax, sp in zip(*slice_params(a, len(x))):
         out[ax] = len(range(*slice(st, en, sp).indices(x[ax])))
     return [tuple(out)]
 
 
-def _slice_params(a, rank):
+def slice_params(a, rank):
     starts, ends = list(a["starts"]), list(a["ends"])
     axes = a.get("axes")
     axes = list(range(len(starts))) if axes is None else [norm_axis(v, rank) for v in axes]
@@ -474,7 +474,7 @@ def _node_values(n: Node, inf: Inference) -> list[Dim] | None:
         x = inf.shapes.get(n.inputs[0])
         if x is None:
             return None
-        start, end = _shape_range(a, len(x))
+        start, end = shape_range(a, len(x))
         return list(x[start:end])
     if op in ("Identity", "Cast", "Unsqueeze", "Squeeze", "Reshape", "Flatten") and v[0] is not None:
         out_shape = inf.shapes.get(n.outputs[0])
@@ -486,7 +486,7 @@ def _node_values(n: Node, inf: Inference) -> list[Dim] | None:
     if op == "Concat" and all(x is not None for x in v):
         return [d for x in v for d in x]
     if op == "Slice" and v[0] is not None and a.get("starts") is not None and a.get("ends") is not None:
-        starts, ends, axes, steps = _slice_params(a, 1)
+        starts, ends, axes, steps = slice_params(a, 1)
         if axes != [0]:
             return None
         return list(v[0])[slice(starts[0], ends[0], steps[0])]

@@ -202,3 +202,21 @@ def test_unknown_attribute_is_unsupported():
     m.graph.node[0].attribute.append(helper.make_attribute("fancy", 1))
     with pytest.raises(UnsupportedOpError, match="unknown attribute 'fancy'"):
         load_onnx(m)
+
+
+def test_dropout_opset13_ratio_input_and_training_mode():
+    b = Builder(opset=13)
+    d = b.op("Dropout", ["x", b.const(0.2)])
+    (n,) = load_onnx(b.model([("x", [2])], [d])).nodes
+    assert n.op == "Dropout" and n.inputs == ["x"] and n.attrs == {"ratio": pytest.approx(0.2), "training_mode": False}
+    b = Builder(opset=13)
+    d = b.op("Dropout", ["x", b.const(0.2), b.const(True, np.bool_)], name="drop")
+    with pytest.raises(UnsupportedOpError, match="Dropout node drop: training_mode"):
+        load_onnx(b.model([("x", [2])], [d]))
+
+
+def test_conv3d_unsupported():
+    b = Builder()
+    y = b.op("Conv", ["x", b.weight(2, 1, 1, 1, 1)], name="c3")
+    with pytest.raises(UnsupportedOpError, match="c3"):
+        load_onnx(b.model([("x", [1, 1, 2, 2, 2])], [y]))

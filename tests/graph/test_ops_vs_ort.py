@@ -328,3 +328,12 @@ def test_add_mul_sub_div_fold_structure():
     # Add(x,[3,1,1]) and Mul(.,0.5) -> one depthwise conv; Sub/Div fold into the 1x1 conv.
     # Sub(1, z) of a run-time z is an affine with a = -1: a third (depthwise) conv.
     assert op_counts(g) == {"Conv": 3, "Relu": 1, "Add": 1}
+
+
+def test_matmul_rank3_becomes_canonical_gemm_with_folded_bias():
+    m, shapes = MODELS["matmul_const_rank3"]()
+    g = assert_matches_ort(m, shapes)
+    assert op_counts(g) == {"Gemm": 1}
+    (n,) = g.nodes
+    assert g.constants[n.inputs[1]].shape == (5, 8) and np.any(g.constants[n.inputs[2]] != 0)
+    assert g.value_info[n.outputs[0]].shape == ("N", 4, 5)
