@@ -19,11 +19,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from nqrt.errors import ConversionError, FormatError, InputError, NqrtError
+from nqrt.errors import FormatError, InputError, NqrtError
 from nqrt.format.model import NqModel
 from nqrt.graph.ir import Graph
 from nqrt.quant.calibrate import CALIBRATORS, RangeCollector
-from nqrt.quant.quantizers import check_supported, op_counts, quantize_graph
+from nqrt.quant.quantize import op_counts, quantize_graph
+from nqrt.quant.quantizers import check_supported
 
 __all__ = ["ConversionReport", "convert", "quantize_graph", "calibrate_graph"]
 

@@ -6,7 +6,8 @@
 """
 
 from nqrt.quant.calibrate import CALIBRATORS, MinMaxCalibrator, PercentileCalibrator, RangeCollector
-from nqrt.quant.quantizers import QUANTIZERS, check_supported, find_unsupported, op_counts, quantize_graph
+from nqrt.quant.quantize import op_counts, quantize_graph
+from nqrt.quant.quantizers import QUANTIZERS, check_supported, find_unsupported
 
 __all__ = [
     "CALIBRATORS", "MinMaxCalibrator", "PercentileCalibrator", "RangeCollector",

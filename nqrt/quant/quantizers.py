@@ -6,16 +6,13 @@ picks its output's parameters (own calibrated range, or the input's for same-sca
 computes every float-derived constant (weights, biases, multipliers, lookup tables) and
 emits integer nodes with `ctx.emit`.  Kernels never see a float scale.
 
-`quantize_graph(graph, ranges)` walks an optimized float graph in order: `Quantize` for each
-graph input, the op quantizers, then `Dequantize` for each graph output (the float output
-keeps the user's name; the uint8 tensor behind it gets a derived name).  Unsupported ops are
-found *before* any work and reported together in one `UnsupportedOpError`.
+`CHECKS` holds, per op, the reasons a node of a supported type still cannot be converted;
+`check_supported` reports every unsupported node at once, before any work.
 """
 
 from __future__ import annotations
 
 import math
-from collections import Counter
 from typing import Callable
 
 import numpy as np
@@ -23,214 +20,15 @@ import numpy as np
 from nqrt import qmath
 from nqrt.errors import ConversionError, UnsupportedOpError
 from nqrt.format import schema
-from nqrt.format.model import NqIO, NqModel, NqNode, NqTensor, Quant
+from nqrt.format.model import Quant
 from nqrt.graph.ir import Graph, Node
 from nqrt.quant import qparams as qp
+from nqrt.quant.context import (
+    FLATTEN, IDENTITY_PAIR, MAXPOOL, Q_ADD, Q_AVGPOOL, Q_CLIP, Q_CONCAT, Q_CONV, Q_GEMM, Q_REDUCEMEAN,
+    RESHAPE, SOFTMAX, TRANSPOSE, QContext, as_ints, fused_act, node_label, str_attr,
+)
 
-OPS = schema.OPS
-IDENTITY_PAIR = (1 << 30, 30)      # spec 4.4: rescale by exactly 1
-
-
-def _op(name: str) -> str:
-    """An `.nq` op name, checked against the schema (never respelled)."""
-    if name not in OPS:
-        raise KeyError(name)
-    return name
-
-
-Q_CONV, Q_GEMM, Q_ADD, Q_CONCAT = _op("QConv"), _op("QGemm"), _op("QAdd"), _op("QConcat")
-Q_AVGPOOL, Q_REDUCEMEAN, Q_CLIP = _op("QAveragePool"), _op("QReduceMean"), _op("QClip")
-MAXPOOL, RESHAPE, FLATTEN, TRANSPOSE = _op("MaxPool"), _op("Reshape"), _op("Flatten"), _op("Transpose")
-QUANTIZE, DEQUANTIZE, SOFTMAX = _op("Quantize"), _op("Dequantize"), _op("Softmax")
-
-
-def _node_label(node: Node) -> str:
-    return node.name or (node.outputs[0] if node.outputs else node.op)
-
-
-def _str_attr(v) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
-
-
-# ---------------------------------------------------------------------------------------
-# Conversion context
-# ---------------------------------------------------------------------------------------
-
-class QContext:
-    """State of one conversion: the float graph in, the `.nq` tensors and nodes out.
-
-    `qname[t]` is the uint8 tensor standing for float tensor t; `qrange[u]` the real range
-    its (s, z) were chosen from (propagated through same-scale ops, unioned by Concat).
-    """
-
-    def __init__(self, graph: Graph, ranges: dict, per_channel: bool = True, shapes: dict | None = None):
-        self.graph = graph
-        self.ranges = ranges
-        self.per_channel = per_channel
-        self.shapes = shapes or {}
-        self.tensors: dict[str, NqTensor] = {}
-        self.nodes: list[NqNode] = []
-        self.qname: dict[str, str] = {}
-        self.qrange: dict[str, tuple[float, float]] = {}
-        self.warnings: list[str] = []
-        self._deq: dict[str, str] = {}
-        self.output_names = set(graph.output_names())
-        self.input_names = {v.name for v in graph.inputs}
-        self._used = set(graph.constants) | self.input_names | self.output_names
-        for n in graph.nodes:
-            self._used.update(o for o in n.outputs if o)
-            self._used.update(i for i in n.inputs if i)
-        batch_dims = [v.shape[0] if v.shape else None for v in graph.inputs]
-        self.batch_symbol = ("N" if batch_dims and all(not isinstance(d, int) for d in batch_dims)
-                             else None)
-
-    # -- names -------------------------------------------------------------------------
-    def unique(self, base: str) -> str:
-        name, i = base, 1
-        while name in self._used:
-            name = f"{base}_{i}"
-            i += 1
-        self._used.add(name)
-        return name
-
-    # -- shapes ------------------------------------------------------------------------
-    def known_shape(self, t: str) -> list | None:
-        """Best known shape of float tensor t: declared dims, completed by observed ones."""
-        vi = self.graph.value_info.get(t)
-        if vi is None:
-            vi = next((v for v in list(self.graph.inputs) + list(self.graph.outputs) if v.name == t), None)
-        obs = self.shapes.get(t)
-        if vi is None or vi.shape is None:
-            return list(obs) if obs is not None else None
-        dims = list(vi.shape)
-        if obs is not None and len(obs) == len(dims):
-            dims = [d if isinstance(d, int) else (obs[i] if i > 0 else d) for i, d in enumerate(dims)]
-        return dims
-
-    def rank(self, t: str, what: str) -> int:
-        s = self.known_shape(t)
-        if s is None:
-            raise ConversionError(f"{what}: rank of tensor {t!r} is unknown")
-        return len(s)
-
-    def tensor_shape(self, t: str) -> tuple:
-        """Shape recorded in the document for run-time tensor t (informative)."""
-        s = self.known_shape(t)
-        if s is None:
-            return ()
-        out = []
-        for i, d in enumerate(s):
-            if i == 0 and self.batch_symbol is not None and (d is None or t not in self.graph.value_info):
-                out.append(self.batch_symbol)
-            elif isinstance(d, (int, np.integer)):
-                out.append(int(d))
-            elif isinstance(d, str) and d:
-                out.append(d)
-            else:
-                out.append(f"{t}:{i}")
-        return tuple(out)
-
-    # -- quantization parameters ---------------------------------------------------------
-    def range_of(self, t: str, what: str) -> tuple[float, float]:
-        r = self.ranges.get(t)
-        if r is None:
-            raise ConversionError(f"{what}: no calibration range for tensor {t!r}")
-        return float(r[0]), float(r[1])
-
-    def qparams(self, t: str) -> tuple[float, int]:
-        """(s, z) of the uint8 tensor standing for float tensor t."""
-        q = self.tensors[self.qname[t]].quant
-        return float(q.scale[0]), int(q.zero_point[0])
-
-    def x(self, t: str) -> str:
-        return self.qname[t]
-
-    # -- building ------------------------------------------------------------------------
-    def _u8_name(self, t: str) -> str:
-        # Graph inputs/outputs keep their names for the float tensors the user sees.
-        if t in self.output_names or t in self.input_names:
-            return self.unique(t + ".q")
-        self._used.add(t)
-        return t
-
-    def new_u8(self, t: str, s: float, z: int, rng: tuple[float, float]) -> str:
-        """Declare the uint8 tensor for float tensor t with (s, z) chosen from range rng."""
-        u = self._u8_name(t)
-        self.tensors[u] = NqTensor(u, "uint8", self.tensor_shape(t),
-                                   Quant([float(np.float32(s))], [int(z)], None))
-        self.qname[t] = u
-        self.qrange[u] = rng
-        return u
-
-    def new_u8_from_range(self, t: str, act, what: str) -> str:
-        lo, hi = self.range_of(t, what)
-        if act is not None:                         # the fused clamp bounds the output too
-            lo, hi = max(lo, float(act[0])), min(hi, float(act[1]))
-            if lo > hi:
-                lo = hi = min(max(0.0, float(act[0])), float(act[1]))
-        s, z = qp.activation_qparams(lo, hi, what=f"{what} output {t!r}")
-        return self.new_u8(t, s, z, (lo, hi))
-
-    def same_scale_u8(self, t: str, src: str) -> str:
-        """Declare t's uint8 tensor with exactly the (s, z) of float tensor src."""
-        s, z = self.qparams(src)
-        return self.new_u8(t, s, z, self.qrange[self.qname[src]])
-
-    def const(self, base: str, data: np.ndarray, dtype: str, quant: Quant | None = None) -> str:
-        name = self.unique(base)
-        arr = np.ascontiguousarray(data, dtype=schema.DTYPES[dtype][0])
-        self.tensors[name] = NqTensor(name, dtype, tuple(int(d) for d in arr.shape), quant, arr)
-        return name
-
-    def float_tensor(self, name: str, shape: tuple) -> str:
-        self._used.add(name)
-        self.tensors[name] = NqTensor(name, "float32", shape)
-        return name
-
-    def emit(self, op: str, inputs: list[str], outputs: list[str], attrs: dict | None = None,
-             name: str = "") -> NqNode:
-        node = NqNode(op, list(inputs), list(outputs), dict(attrs or {}), name)
-        self.nodes.append(node)
-        return node
-
-    def dequantized(self, t: str) -> str:
-        """Float tensor holding Dequantize(t): the user's name for a graph output, else derived."""
-        if t in self._deq:
-            return self._deq[t]
-        name = t if t in self.output_names and t not in self.tensors else self.unique(t + ".float")
-        self.float_tensor(name, self.tensor_shape(t))
-        self.emit(DEQUANTIZE, [self.qname[t]], [name], {}, name + ".dequantize")
-        self._deq[t] = name
-        return name
-
-    def clip_after(self, node: Node, t: str, act) -> None:
-        """Fused activation on an op without act_min/act_max: a QClip on its output."""
-        if act is None:
-            return
-        inner = self.qname[t]
-        s, z = self.qparams(t)
-        act_min, act_max = qp.act_clamp(act, s, z)
-        if (act_min, act_max) == (qmath.UINT8_MIN, qmath.UINT8_MAX):
-            return
-        renamed = self.unique(inner + ".preact")
-        self.tensors[renamed] = self.tensors.pop(inner)
-        self.tensors[renamed].name = renamed
-        self.qrange[renamed] = self.qrange[inner]
-        self.nodes[-1].outputs = [renamed if o == inner else o for o in self.nodes[-1].outputs]
-        self.tensors[inner] = NqTensor(inner, "uint8", self.tensors[renamed].shape,
-                                       Quant([float(np.float32(s))], [z], None))
-        self.emit(Q_CLIP, [renamed], [inner], {"act_min": act_min, "act_max": act_max},
-                  _node_label(node) + ".act")
-
-
-def _act(node: Node):
-    act = node.attrs.get("act")
-    return None if act is None else (float(act[0]), float(act[1]))
-
-
-def _ints(v) -> list[int]:
-    return [int(a) for a in v]
-
+__all__ = ["IDENTITY_PAIR", "QUANTIZERS", "CHECKS", "check_supported", "find_unsupported"]
 
 # ---------------------------------------------------------------------------------------
 # Window geometry
@@ -240,18 +38,18 @@ def _window(ctx: QContext, node: Node, x: str, kernel: list[int]) -> tuple[list,
     """(strides, pads [begin..., end...], dilations) with auto_pad resolved."""
     a = node.attrs
     r = len(kernel)
-    strides = _ints(a.get("strides") or [1] * r)
-    dilations = _ints(a.get("dilations") or [1] * r)
-    mode = _str_attr(a.get("auto_pad", "NOTSET"))
+    strides = as_ints(a.get("strides") or [1] * r)
+    dilations = as_ints(a.get("dilations") or [1] * r)
+    mode = str_attr(a.get("auto_pad", "NOTSET"))
     if mode in ("NOTSET", ""):
-        pads = _ints(a.get("pads") or [0] * (2 * r))
+        pads = as_ints(a.get("pads") or [0] * (2 * r))
     elif mode == "VALID":
         pads = [0] * (2 * r)
     else:
         shape = ctx.known_shape(x)
         spatial = shape[2:] if shape is not None else None
         if spatial is None or len(spatial) != r or not all(isinstance(d, int) for d in spatial):
-            raise ConversionError(f"{_node_label(node)}: auto_pad {mode} needs the input's spatial shape")
+            raise ConversionError(f"{node_label(node)}: auto_pad {mode} needs the input's spatial shape")
         begins, ends = [], []
         for i, size in enumerate(spatial):
             out = -(-size // strides[i])
@@ -262,7 +60,7 @@ def _window(ctx: QContext, node: Node, x: str, kernel: list[int]) -> tuple[list,
             ends.append(e)
         pads = begins + ends
     if len(strides) != r or len(dilations) != r or len(pads) != 2 * r:
-        raise ConversionError(f"{_node_label(node)}: window attributes do not match kernel rank {r}")
+        raise ConversionError(f"{node_label(node)}: window attributes do not match kernel rank {r}")
     return strides, pads, dilations
 
 
@@ -273,9 +71,9 @@ def _window(ctx: QContext, node: Node, x: str, kernel: list[int]) -> tuple[list,
 def _weighted(ctx: QContext, node: Node, op: str, w: np.ndarray, b: np.ndarray | None,
               attrs: dict) -> None:
     """Shared tail of QConv / QGemm: weights, bias, multipliers, output, node."""
-    label = _node_label(node)
+    label = node_label(node)
     x, y = node.inputs[0], node.outputs[0]
-    act = _act(node)
+    act = fused_act(node)
     s_x, _ = ctx.qparams(x)
     wq = qp.quantize_weights_and_bias(w, b, s_x, ctx.per_channel, what=label)
     for msg in wq.warnings:
@@ -298,7 +96,7 @@ def _weighted(ctx: QContext, node: Node, op: str, w: np.ndarray, b: np.ndarray |
 
 def _dot_length(node: Node, k: int) -> None:
     if k > schema.MAX_DOT_LENGTH:
-        raise ConversionError(f"{_node_label(node)}: dot-product length {k} exceeds the v1 limit "
+        raise ConversionError(f"{node_label(node)}: dot-product length {k} exceeds the v1 limit "
                               f"{schema.MAX_DOT_LENGTH}")
 
 
@@ -329,10 +127,10 @@ def quantize_gemm(ctx: QContext, node: Node) -> None:
 
 
 def quantize_add(ctx: QContext, node: Node) -> None:
-    label = _node_label(node)
+    label = node_label(node)
     a, b = node.inputs[:2]
     y = node.outputs[0]
-    act = _act(node)
+    act = fused_act(node)
     ctx.new_u8_from_range(y, act, label)
     (s_a, _), (s_b, _), (s_y, z_y) = ctx.qparams(a), ctx.qparams(b), ctx.qparams(y)
     try:
@@ -347,7 +145,7 @@ def quantize_add(ctx: QContext, node: Node) -> None:
 
 def quantize_concat(ctx: QContext, node: Node) -> None:
     """Output range = union of the inputs' ranges; identity pairs where qparams agree."""
-    label = _node_label(node)
+    label = node_label(node)
     xs, y = node.inputs, node.outputs[0]
     params = [ctx.qparams(t) for t in xs]
     if all(p == params[0] for p in params):
@@ -368,17 +166,17 @@ def quantize_concat(ctx: QContext, node: Node) -> None:
         shifts.append(int(n))
     ctx.emit(Q_CONCAT, [ctx.x(t) for t in xs], [ctx.x(y)],
              {"axis": int(node.attrs.get("axis", 1)), "multipliers": mults, "shifts": shifts}, label)
-    ctx.clip_after(node, y, _act(node))
+    ctx.clip_after(node, y, fused_act(node))
 
 
 def quantize_maxpool(ctx: QContext, node: Node) -> None:
-    label = _node_label(node)
+    label = node_label(node)
     x, y = node.inputs[0], node.outputs[0]
-    kernel = _ints(node.attrs["kernel_shape"])
+    kernel = as_ints(node.attrs["kernel_shape"])
     strides, pads, dilations = _window(ctx, node, x, kernel)
     ctx.same_scale_u8(y, x)
     s, z = ctx.qparams(y)
-    act_min, act_max = qp.act_clamp(_act(node), s, z)
+    act_min, act_max = qp.act_clamp(fused_act(node), s, z)
     ctx.emit(MAXPOOL, [ctx.x(x)], [ctx.x(y)],
              {"kernel_shape": kernel, "strides": strides, "pads": pads, "dilations": dilations,
               "ceil_mode": int(node.attrs.get("ceil_mode", 0)),
@@ -386,10 +184,10 @@ def quantize_maxpool(ctx: QContext, node: Node) -> None:
 
 
 def quantize_averagepool(ctx: QContext, node: Node) -> None:
-    label = _node_label(node)
+    label = node_label(node)
     x, y = node.inputs[0], node.outputs[0]
-    act = _act(node)
-    kernel = _ints(node.attrs["kernel_shape"])
+    act = fused_act(node)
+    kernel = as_ints(node.attrs["kernel_shape"])
     strides, pads, _ = _window(ctx, node, x, kernel)
     ctx.new_u8_from_range(y, act, label)
     (s_x, _), (s_y, z_y) = ctx.qparams(x), ctx.qparams(y)
@@ -406,9 +204,9 @@ def quantize_averagepool(ctx: QContext, node: Node) -> None:
 
 
 def _reduce_mean(ctx: QContext, node: Node, axes: list[int], keepdims: int) -> None:
-    label = _node_label(node)
+    label = node_label(node)
     x, y = node.inputs[0], node.outputs[0]
-    act = _act(node)
+    act = fused_act(node)
     shape = ctx.known_shape(x)
     dims = [shape[a] for a in axes] if shape is not None else []
     # The count the converter assumes; the runtime recomputes (M0, n) if the shape differs.
@@ -427,30 +225,30 @@ def _reduce_mean(ctx: QContext, node: Node, axes: list[int], keepdims: int) -> N
 
 
 def quantize_globalaveragepool(ctx: QContext, node: Node) -> None:
-    rank = ctx.rank(node.inputs[0], _node_label(node))
+    rank = ctx.rank(node.inputs[0], node_label(node))
     _reduce_mean(ctx, node, list(range(2, rank)), 1)
 
 
 def quantize_reducemean(ctx: QContext, node: Node) -> None:
-    rank = ctx.rank(node.inputs[0], _node_label(node))
-    axes = sorted(a % rank for a in _ints(node.attrs["axes"]))
+    rank = ctx.rank(node.inputs[0], node_label(node))
+    axes = sorted(a % rank for a in as_ints(node.attrs["axes"]))
     if axes[0] < 2:
-        raise UnsupportedOpError(f"ReduceMean over batch/channel axes (node {_node_label(node)}); "
-                                 "only spatial axes are supported", {"ReduceMean": [_node_label(node)]})
+        raise UnsupportedOpError(f"ReduceMean over batch/channel axes (node {node_label(node)}); "
+                                 "only spatial axes are supported", {"ReduceMean": [node_label(node)]})
     _reduce_mean(ctx, node, axes, int(node.attrs.get("keepdims", 1)))
 
 
 def _standalone_clip(ctx: QContext, node: Node, lo: float, hi: float) -> None:
     """Relu / Clip not fused into a producer: QClip at the input's (s, z)."""
     x, y = node.inputs[0], node.outputs[0]
-    act = _act(node)
+    act = fused_act(node)
     if act is not None:
         lo, hi = max(lo, act[0]), min(hi, act[1])
     ctx.same_scale_u8(y, x)
     s, z = ctx.qparams(y)
     act_min, act_max = qp.act_clamp((lo, hi), s, z)
     ctx.emit(Q_CLIP, [ctx.x(x)], [ctx.x(y)], {"act_min": act_min, "act_max": act_max},
-             _node_label(node))
+             node_label(node))
 
 
 def quantize_relu(ctx: QContext, node: Node) -> None:
@@ -466,8 +264,8 @@ def _same_scale(op: str, attrs_of: Callable[[QContext, Node], dict]):
     def quantize(ctx: QContext, node: Node) -> None:
         x, y = node.inputs[0], node.outputs[0]
         ctx.same_scale_u8(y, x)
-        ctx.emit(op, [ctx.x(x)], [ctx.x(y)], attrs_of(ctx, node), _node_label(node))
-        ctx.clip_after(node, y, _act(node))
+        ctx.emit(op, [ctx.x(x)], [ctx.x(y)], attrs_of(ctx, node), node_label(node))
+        ctx.clip_after(node, y, fused_act(node))
     quantize.__name__ = f"quantize_{op.lower()}"
     return quantize
 
@@ -475,12 +273,12 @@ def _same_scale(op: str, attrs_of: Callable[[QContext, Node], dict]):
 def _transpose_perm(ctx: QContext, node: Node) -> dict:
     perm = node.attrs.get("perm")
     if perm is None:
-        perm = list(reversed(range(ctx.rank(node.inputs[0], _node_label(node)))))
-    return {"perm": _ints(perm)}
+        perm = list(reversed(range(ctx.rank(node.inputs[0], node_label(node)))))
+    return {"perm": as_ints(perm)}
 
 
 quantize_flatten = _same_scale(FLATTEN, lambda ctx, n: {"axis": int(n.attrs.get("axis", 1))})
-quantize_reshape = _same_scale(RESHAPE, lambda ctx, n: {"shape": _ints(n.attrs["shape"])})
+quantize_reshape = _same_scale(RESHAPE, lambda ctx, n: {"shape": as_ints(n.attrs["shape"])})
 quantize_transpose = _same_scale(TRANSPOSE, _transpose_perm)
 
 
@@ -489,7 +287,7 @@ def quantize_softmax(ctx: QContext, node: Node) -> None:
     x, y = node.inputs[0], node.outputs[0]
     xf = ctx.dequantized(x)
     ctx.float_tensor(y, ctx.tensor_shape(y))
-    ctx.emit(SOFTMAX, [xf], [y], {"axis": int(node.attrs.get("axis", -1))}, _node_label(node))
+    ctx.emit(SOFTMAX, [xf], [y], {"axis": int(node.attrs.get("axis", -1))}, node_label(node))
 
 
 
@@ -558,8 +356,8 @@ def _check_pool(graph: Graph, node: Node, consumers) -> str | None:
         return "MaxPool with an Indices output"
     if node.op == "AveragePool" and any(int(d) != 1 for d in (a.get("dilations") or [])):
         return "AveragePool with dilations"
-    k = _ints(a["kernel_shape"])
-    pads = _ints(a.get("pads") or [])
+    k = as_ints(a["kernel_shape"])
+    pads = as_ints(a.get("pads") or [])
     if any(p >= k[i % len(k)] for i, p in enumerate(pads)):
         return f"{node.op} with a pad not smaller than the kernel"
     return _spatial_rank_ok(node, len(a["kernel_shape"]))
@@ -581,7 +379,7 @@ def _check_reshape(graph: Graph, node: Node, consumers) -> str | None:
     a = node.attrs
     if "shape" not in a:
         return "Reshape with a run-time shape"
-    if int(a.get("allowzero", 0)) and 0 in _ints(a["shape"]):
+    if int(a.get("allowzero", 0)) and 0 in as_ints(a["shape"]):
         return "Reshape with allowzero=1"
     return None
 
@@ -617,7 +415,7 @@ def find_unsupported(graph: Graph) -> dict[str, list[str]]:
             check = CHECKS.get(node.op)
             reason = check(graph, node, consumers) if check else None
         if reason is not None:
-            bad.setdefault(reason, []).append(_node_label(node))
+            bad.setdefault(reason, []).append(node_label(node))
     for v in graph.inputs:
         if v.dtype != "float32":
             bad.setdefault(f"{v.dtype} graph input", []).append(v.name)
@@ -631,74 +429,10 @@ def check_supported(graph: Graph) -> None:
         return
     parts = [f"{reason} (nodes: {', '.join(names)})" for reason, names in bad.items()]
     by_op: dict[str, list[str]] = {}
-    labels = {_node_label(n): n.op for n in graph.nodes}
+    labels = {node_label(n): n.op for n in graph.nodes}
     for reason, names in bad.items():
         for nm in names:
             by_op.setdefault(labels.get(nm, reason), []).append(nm)
     raise UnsupportedOpError(
         f"cannot convert {sum(len(v) for v in bad.values())} node(s); unsupported: " + "; ".join(parts),
         by_op)
-
-
-# ---------------------------------------------------------------------------------------
-# The graph walk
-# ---------------------------------------------------------------------------------------
-
-def _io_shape(v, batch_symbol: str | None) -> tuple:
-    out = []
-    for i, d in enumerate(v.shape or ()):
-        if isinstance(d, (int, np.integer)):
-            out.append(int(d))
-        elif isinstance(d, str) and d:
-            out.append(d)
-        else:
-            out.append("N" if i == 0 else f"{v.name}:{i}")
-    return tuple(out)
-
-
-def quantize_graph(graph: Graph, ranges: dict, per_channel: bool = True, *,
-                   shapes: dict | None = None) -> NqModel:
-    """Build the integer model of an optimized float graph.
-
-    ranges: {float tensor name: (lo, hi)} for graph inputs and every non-same-scale node
-    output; shapes: optional observed shapes {name: tuple} (fill in unknown dims).
-    Metadata gets `weights`, `ranges` (the ranges used) and `warnings`.
-    """
-    check_supported(graph)
-    ctx = QContext(graph, ranges, per_channel, shapes)
-    used_inputs = {t for n in graph.nodes for t in n.inputs} | ctx.output_names
-    inputs = [NqIO(v.name, _io_shape(v, ctx.batch_symbol)) for v in graph.inputs]
-    for io in inputs:
-        ctx.float_tensor(io.name, io.shape)
-    for v in graph.inputs:
-        if v.name not in used_inputs:
-            continue
-        lo, hi = ctx.range_of(v.name, "graph input")
-        s, z = qp.activation_qparams(lo, hi, what=f"graph input {v.name!r}")
-        u = ctx.new_u8(v.name, s, z, (lo, hi))
-        ctx.emit(QUANTIZE, [v.name], [u], {}, v.name + ".quantize")
-    for node in graph.nodes:
-        QUANTIZERS[node.op](ctx, node)
-    outputs = []
-    for v in graph.outputs:
-        if v.name in ctx.input_names:
-            raise ConversionError(f"graph output {v.name!r} is a graph input passed through; "
-                                  "a .nq graph output must be produced by a node")
-        if v.name not in ctx.tensors or ctx.tensors[v.name].dtype != "float32":
-            if v.name not in ctx.qname:
-                raise ConversionError(f"graph output {v.name!r} is not produced by a quantized node")
-            ctx.dequantized(v.name)
-        io = NqIO(v.name, _io_shape(v, ctx.batch_symbol))
-        ctx.tensors[v.name].shape = io.shape          # spec 2.1: same shape as the io entry
-        outputs.append(io)
-    # The document order puts graph inputs first; keep the build order otherwise.
-    metadata = {
-        "weights": {"granularity": "per-channel" if per_channel else "per-tensor"},
-        "ranges": {k: [float(r[0]), float(r[1])] for k, r in ranges.items()},
-        "warnings": list(ctx.warnings),
-    }
-    return NqModel(inputs, outputs, ctx.tensors, ctx.nodes, metadata)
-
-
-def op_counts(model: NqModel) -> dict[str, int]:
-    return dict(Counter(n.op for n in model.nodes))

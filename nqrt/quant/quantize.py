@@ -1,0 +1,83 @@
+"""The graph walk: optimized float IR + activation ranges -> `NqModel`.
+
+`quantize_graph` emits `Quantize` for each graph input, runs the op quantizers in graph
+order, then `Dequantize` for each graph output (the float output keeps the user's name; the
+uint8 tensor behind it gets a derived name).  Unsupported ops are found before any work and
+reported together in one `UnsupportedOpError`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+
+from nqrt.errors import ConversionError
+from nqrt.format.model import NqIO, NqModel
+from nqrt.graph.ir import Graph
+from nqrt.quant import qparams as qp
+from nqrt.quant.context import QUANTIZE, QContext
+from nqrt.quant.quantizers import QUANTIZERS, check_supported
+
+# ---------------------------------------------------------------------------------------
+# The graph walk
+# ---------------------------------------------------------------------------------------
+
+def _io_shape(v, batch_symbol: str | None) -> tuple:
+    out = []
+    for i, d in enumerate(v.shape or ()):
+        if isinstance(d, (int, np.integer)):
+            out.append(int(d))
+        elif isinstance(d, str) and d:
+            out.append(d)
+        else:
+            out.append("N" if i == 0 else f"{v.name}:{i}")
+    return tuple(out)
+
+
+def quantize_graph(graph: Graph, ranges: dict, per_channel: bool = True, *,
+                   shapes: dict | None = None) -> NqModel:
+    """Build the integer model of an optimized float graph.
+
+    ranges: {float tensor name: (lo, hi)} for graph inputs and every non-same-scale node
+    output; shapes: optional observed shapes {name: tuple} (fill in unknown dims).
+    Metadata gets `weights`, `ranges` (the ranges used) and `warnings`.
+    """
+    check_supported(graph)
+    ctx = QContext(graph, ranges, per_channel, shapes)
+    used_inputs = {t for n in graph.nodes for t in n.inputs} | ctx.output_names
+    inputs = [NqIO(v.name, _io_shape(v, ctx.batch_symbol)) for v in graph.inputs]
+    for io in inputs:
+        ctx.float_tensor(io.name, io.shape)
+    for v in graph.inputs:
+        if v.name not in used_inputs:
+            continue
+        lo, hi = ctx.range_of(v.name, "graph input")
+        s, z = qp.activation_qparams(lo, hi, what=f"graph input {v.name!r}")
+        u = ctx.new_u8(v.name, s, z, (lo, hi))
+        ctx.emit(QUANTIZE, [v.name], [u], {}, v.name + ".quantize")
+    for node in graph.nodes:
+        QUANTIZERS[node.op](ctx, node)
+    outputs = []
+    for v in graph.outputs:
+        if v.name in ctx.input_names:
+            raise ConversionError(f"graph output {v.name!r} is a graph input passed through; "
+                                  "a .nq graph output must be produced by a node")
+        if v.name not in ctx.tensors or ctx.tensors[v.name].dtype != "float32":
+            if v.name not in ctx.qname:
+                raise ConversionError(f"graph output {v.name!r} is not produced by a quantized node")
+            ctx.dequantized(v.name)
+        io = NqIO(v.name, _io_shape(v, ctx.batch_symbol))
+        ctx.tensors[v.name].shape = io.shape          # spec 2.1: same shape as the io entry
+        outputs.append(io)
+    # The document order puts graph inputs first; keep the build order otherwise.
+    metadata = {
+        "weights": {"granularity": "per-channel" if per_channel else "per-tensor"},
+        "ranges": {k: [float(r[0]), float(r[1])] for k, r in ranges.items()},
+        "warnings": list(ctx.warnings),
+    }
+    return NqModel(inputs, outputs, ctx.tensors, ctx.nodes, metadata)
+
+
+def op_counts(model: NqModel) -> dict[str, int]:
+    return dict(Counter(n.op for n in model.nodes))
