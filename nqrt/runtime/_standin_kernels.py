@@ -5,8 +5,6 @@ warns).  Plain loops straight from formats/nq-v1.md; delete this file once every
 has landed.
 """
 
-import math
-
 import numpy as np
 from numba import njit
 
@@ -216,5 +214,3 @@ def softmax_f32(x, y):
             for a in range(x.shape[1]):
                 y[o, a, i] = y[o, a, i] / s
 
-
-_ = math

@@ -11,10 +11,8 @@ machine code (which inlines the kernels) is rebuilt whenever any of them changes
 
 from __future__ import annotations
 
-import numpy as np
 from numba import njit
 
-from nqrt.runtime import _kernels as _k
 from nqrt.runtime._kernels import (FINGERPRINT, add_u8, avgpool_u8, clip_u8, conv2d_u8,
                                    dequantize_u8, gemm_u8, maxpool_u8, quantize_f32,
                                    reduce_mean_u8, requant_copy_u8, softmax_f32,
@@ -22,8 +20,6 @@ from nqrt.runtime._kernels import (FINGERPRINT, add_u8, avgpool_u8, clip_u8, con
 from nqrt.runtime.encoding import (OP_ADD, OP_AVGPOOL, OP_CLIP, OP_CONV, OP_DEQUANTIZE, OP_GEMM,
                                    OP_MAXPOOL, OP_QUANTIZE, OP_REDUCE_MEAN, OP_REQUANT_COPY,
                                    OP_SOFTMAX, OP_TRANSPOSE_F32, OP_TRANSPOSE_U8)
-
-_ = _k
 
 
 def _make(fingerprint: str):
@@ -98,4 +94,3 @@ def _make(fingerprint: str):
 
 
 execute = _make(FINGERPRINT)
-_ = np

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numba
@@ -24,6 +25,7 @@ from nqrt.runtime import planner as _planner
 from nqrt.runtime import simulate as _simulate
 
 MODES = ("integer", "simulate")
+MAX_PLANS = 16        # plans (and their arenas) kept per session, least recently used dropped
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,7 @@ def _aligned(n: int, dtype, align: int = 64) -> np.ndarray:
 
 class Session:
     def __init__(self, model: NqModel, threads: int | None = None, mode: str = "integer"):
+        """`threads`: kernel threads per run (None = all of Numba's threads, i.e. all cores)."""
         if mode not in MODES:
             raise InputError(f"mode must be one of {MODES}, got {mode!r}")
         max_threads = numba.config.NUMBA_NUM_THREADS
@@ -63,7 +66,7 @@ class Session:
         self.inputs = [TensorInfo(io.name, tuple(io.shape), io.dtype) for io in model.graph_inputs]
         self.outputs = [TensorInfo(io.name, tuple(io.shape), io.dtype) for io in model.graph_outputs]
         self._consts = _planner.prepare(model) if mode == "integer" else None
-        self._plans: dict[tuple, _Bound] = {}
+        self._plans: OrderedDict[tuple, _Bound] = OrderedDict()
         self._lock = threading.Lock()
 
     @classmethod
@@ -135,6 +138,9 @@ class Session:
         if b is None:
             p = _planner.plan(self.model, self._consts, shapes, numba.config.NUMBA_NUM_THREADS)
             b = self._plans[key] = _Bound(p)
+            if len(self._plans) > MAX_PLANS:
+                self._plans.popitem(last=False)
+        self._plans.move_to_end(key)
         return b
 
     @property
@@ -157,8 +163,7 @@ class Session:
                 b.f32[off:off + n].reshape(shape)[...] = feeds[name]     # copies any strides
             c = self._consts
             prev = numba.get_num_threads()
-            if self.threads is not None:
-                numba.set_num_threads(self.threads)
+            numba.set_num_threads(self.threads or numba.config.NUMBA_NUM_THREADS)
             try:
                 execute(p.code, p.lpool, c.wpool, c.ipool, c.fpool, b.u8, b.f32, b.scratch)
             finally:
