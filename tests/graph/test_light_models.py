@@ -42,6 +42,8 @@ def test_light_model_optimizes_to_allowed_ops(name):
     assert ops <= ALLOWED, f"left over: {sorted(ops - ALLOWED)}"
     assert "Conv" in ops
     g.validate()
+    before = [(n.op, n.inputs, n.outputs, n.attrs) for n in g.nodes]
+    assert [(n.op, n.inputs, n.outputs, n.attrs) for n in optimize(g).nodes] == before   # fixed point
 
 
 def _with_logits(model: onnx.ModelProto) -> onnx.ModelProto:

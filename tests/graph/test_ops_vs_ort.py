@@ -297,6 +297,17 @@ def initializers_as_inputs_ir3():
     return b.model([("x", ["N", 3, 6, 6])], [z], ir_version=3, initializers_as_inputs=True), {"x": (3, 6, 6)}
 
 
+@model
+def opset21_pad_axes_reduce_mean_noop():
+    b = Builder(opset=21)
+    p = b.op("Pad", ["x", b.const([1, 2, 0, 1], np.int64), b.const(0.25), b.const([2, -1], np.int64)])
+    c = b.op("Conv", [p, b.weight(4, 3, 3, 3)], auto_pad="SAME_LOWER", strides=[2, 2])
+    r = b.op("ReduceMean", [c, b.const([2, 3], np.int64)], keepdims=1)
+    r2 = b.op("ReduceMean", [c], keepdims=0)                                # axes absent: all axes
+    s = b.op("Softmax", [b.op("Flatten", [r])])
+    return b.model([("x", ["N", 3, 5, 6])], [s, r2]), {"x": (3, 5, 6)}
+
+
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_reference_matches_onnxruntime(name):
     m, shapes = MODELS[name]()
@@ -337,3 +348,4 @@ def test_matmul_rank3_becomes_canonical_gemm_with_folded_bias():
     (n,) = g.nodes
     assert g.constants[n.inputs[1]].shape == (5, 8) and np.any(g.constants[n.inputs[2]] != 0)
     assert g.value_info[n.outputs[0]].shape == ("N", 4, 5)
+

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from nqrt.errors import UnsupportedOpError
+from nqrt.errors import InputError, UnsupportedOpError
 from nqrt.graph.ir import Graph
 from nqrt.graph.passes import (canonicalize, dead_code, fold_batchnorm, fold_constants,
                                fuse_activation, remove_identity)
@@ -39,7 +39,7 @@ def optimize(graph: Graph, input_shapes: dict[str, tuple] | None = None) -> Grap
     if input_shapes:
         unknown = set(input_shapes) - {v.name for v in graph.inputs}
         if unknown:
-            raise UnsupportedOpError(f"input_shapes names unknown graph inputs: {', '.join(sorted(unknown))}")
+            raise InputError(f"input_shapes names unknown graph inputs: {', '.join(sorted(unknown))}")
         graph.inputs = [replace(v, shape=tuple(input_shapes[v.name])) if v.name in input_shapes else v
                         for v in graph.inputs]
     before = None
