@@ -1,0 +1,475 @@
+"""Packed u8 x s8 -> s32 GEMM with a fused requantize epilogue: SIMD micro-kernels + drivers.
+
+Two SIMD back ends share one packed layout and one driver structure:
+
+  "vnni512"  llvm.x86.avx512.vpdpbusd.512: acc(16 x i32) += sum of 4 (u8 x s8) per lane.
+             Group G = 4 k, vector = 16 output channels, register tile MR x NR = 6 x 64.
+  "avx2"     llvm.x86.avx2.pmadd.wd on int16-widened operands (x zero-extended, w sign-extended):
+             acc(8 x i32) += sum of 2 (s16 x s16) per lane; exact (no vpmaddubsw saturation).
+             Group G = 2 k, vector = 8 output channels, register tile 6 x 16 (16 ymm registers).
+
+Both compute the exact int32 dot product sum_k x[p,k] * w[m,k] (spec section 3.5: |dot| < 2^31
+for K <= 66 000, w in [-127, 127]), so results are bit-identical to the naive reference and to
+each other, independent of thread count.
+
+Packed layouts (private; "group" = G consecutive k, 4 bytes per (group, row/column)):
+  B (weights, plan time):  [panel = NR output channels][group][NR][4 bytes]
+        vnni512: 4 x int8 w[m, 4g..4g+3]; avx2: 2 x int16 w[m, 2g..2g+1] (little endian)
+        K padded with zeros to a multiple of G * UNROLL, M to a multiple of NR.
+  A (activations, per call, in the caller's scratch):  [micro-panel of MR rows][group][MR][4 bytes]
+        vnni512: 4 x u8; avx2: 2 x u16.  Rows past P and k past K are zero.
+
+The micro-kernels are Numba intrinsics that emit LLVM IR (a k-loop unrolled by UNROLL groups,
+MR x NV vector accumulators held in SSA phis = registers) and store the MR x NR int32 tile to a
+small per-thread buffer; the epilogue (zero-point correction, bias, requantize, clamp, store u8)
+runs on that tile straight away, so no P x M int32 matrix exists.
+
+The intrinsics are defined at module level (cacheable with cache=True).  Importing this module
+compiles nothing; a driver is compiled on first call, so the vnni512 driver must only be called
+on a host where nqrt.kernels.cpu.has_vnni512() (LLVM aborts on an unsupported intrinsic).
+"""
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from nqrt.kernels._jit import JIT, PJIT
+
+# ----------------------------------------------------------------------------- parameters
+UNROLL = 2              # k-groups per loop iteration (K is padded to G * UNROLL)
+
+V512_G, V512_VL, V512_NV, V512_MR = 4, 16, 4, 6
+V512_NR = V512_VL * V512_NV          # 64 output channels per panel
+
+AVX2_G, AVX2_VL, AVX2_NV, AVX2_MR = 2, 8, 2, 6
+AVX2_NR = AVX2_VL * AVX2_NV          # 16 output channels per panel
+
+A_BLOCK_BYTES = 160 * 1024   # packed A rows kept per thread (L2-resident), see plan_mc
+PAR_MIN_MACS = 1 << 16       # below this, one thread (launch overhead dominates)
+
+_I8 = ir.IntType(8)
+_I16 = ir.IntType(16)
+_I32 = ir.IntType(32)
+_I64 = ir.IntType(64)
+
+
+# ----------------------------------------------------------------------------- micro-kernels
+def _data_ptr(context, builder, aty, val):
+    return cgutils.create_struct_proxy(aty)(context, builder, value=val).data
+
+
+def _make_ukernel(isa, mr, nv, a_rows):
+    """Intrinsic uk(a: u8[:], aoff, b: i8[:], boff, ngroups, c: i32[:]) for an mr x (VL*nv) tile.
+
+    a + aoff: packed A micro-panel, a_rows rows per group (rows >= mr are not read);
+    b + boff: packed B panel; ngroups: multiple of UNROLL; c[r*NR + col] = the int32 dot.
+    """
+    if isa == "vnni512":
+        vl, name = 16, "llvm.x86.avx512.vpdpbusd.512"
+    elif isa == "avx2":
+        vl, name = 8, "llvm.x86.avx2.pmadd.wd"
+    else:
+        raise ValueError(isa)
+    nr = vl * nv
+    vty = ir.VectorType(_I32, vl)
+    # vpdpbusd has a 4-5 cycle latency: with few accumulators, alternate two sets over the
+    # unrolled groups.  (avx2's dependency chain is a 1-cycle vpaddd: one set is enough.)
+    nsets = 2 if (isa == "vnni512" and mr * nv < 8) else 1
+
+    @intrinsic
+    def ukernel(typingctx, a, aoff, b, boff, ngroups, c):
+        sig = types.void(a, aoff, b, boff, ngroups, c)
+
+        def codegen(context, builder, signature, args):
+            a_, aoff_, b_, boff_, ng_, c_ = args
+            mod = builder.module
+            if isa == "vnni512":
+                fn = cgutils.get_or_insert_function(mod, ir.FunctionType(vty, [vty, vty, vty]), name)
+            else:
+                v16s = ir.VectorType(_I16, 16)
+                fn = cgutils.get_or_insert_function(mod, ir.FunctionType(vty, [v16s, v16s]), name)
+            sa = signature.args
+            ap = builder.gep(builder.bitcast(_data_ptr(context, builder, sa[0], a_), _I8.as_pointer()),
+                             [aoff_])
+            bp = builder.gep(builder.bitcast(_data_ptr(context, builder, sa[2], b_), _I8.as_pointer()),
+                             [boff_])
+            cp = builder.bitcast(_data_ptr(context, builder, sa[5], c_), _I32.as_pointer())
+            pre = builder.block
+            loop = builder.append_basic_block("uk.loop")
+            done = builder.append_basic_block("uk.done")
+            zero = ir.Constant(vty, None)
+            builder.cbranch(builder.icmp_signed(">", ng_, ir.Constant(_I64, 0)), loop, done)
+
+            builder.position_at_end(loop)
+            i = builder.phi(_I64)
+            i.add_incoming(ir.Constant(_I64, 0), pre)
+            phis = {}
+            for s in range(nsets):
+                for r in range(mr):
+                    for j in range(nv):
+                        ph = builder.phi(vty)
+                        ph.add_incoming(zero, pre)
+                        phis[s, r, j] = ph
+            cur = dict(phis)
+            for u in range(UNROLL):
+                s = u % nsets
+                gi = builder.add(i, ir.Constant(_I64, u))
+                bg = builder.gep(bp, [builder.mul(gi, ir.Constant(_I64, nr * 4))])
+                ag = builder.gep(ap, [builder.mul(gi, ir.Constant(_I64, a_rows * 4))])
+                bv = []
+                for j in range(nv):
+                    p = builder.gep(bg, [ir.Constant(_I64, vl * 4 * j)])
+                    bv.append(builder.load(builder.bitcast(p, vty.as_pointer()), align=1))
+                for r in range(mr):
+                    p = builder.gep(ag, [ir.Constant(_I64, 4 * r)])
+                    sc = builder.load(builder.bitcast(p, _I32.as_pointer()), align=1)
+                    sv = builder.insert_element(ir.Constant(vty, None), sc, ir.Constant(_I32, 0))
+                    sv = builder.shuffle_vector(sv, ir.Constant(vty, None),
+                                                ir.Constant(ir.VectorType(_I32, vl), [0] * vl))
+                    for j in range(nv):
+                        if isa == "vnni512":
+                            # operand order: (acc, u8 operand, s8 operand)
+                            cur[s, r, j] = builder.call(fn, [cur[s, r, j], sv, bv[j]])
+                        else:
+                            v16s = ir.VectorType(_I16, 16)
+                            prod = builder.call(fn, [builder.bitcast(sv, v16s),
+                                                     builder.bitcast(bv[j], v16s)])
+                            cur[s, r, j] = builder.add(cur[s, r, j], prod)
+            inext = builder.add(i, ir.Constant(_I64, UNROLL))
+            i.add_incoming(inext, loop)
+            for key, ph in phis.items():
+                ph.add_incoming(cur[key], loop)
+            builder.cbranch(builder.icmp_signed("<", inext, ng_), loop, done)
+
+            builder.position_at_end(done)
+            fin = {}
+            for key in phis:
+                v = builder.phi(vty)
+                v.add_incoming(zero, pre)
+                v.add_incoming(cur[key], loop)
+                fin[key] = v
+            for r in range(mr):
+                for j in range(nv):
+                    v = fin[0, r, j]
+                    for s in range(1, nsets):
+                        v = builder.add(v, fin[s, r, j])
+                    p = builder.gep(cp, [ir.Constant(_I64, r * nr + vl * j)])
+                    builder.store(v, builder.bitcast(p, vty.as_pointer()), align=4)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    ukernel.__name__ = f"uk_{isa}_{mr}x{nr}"
+    return ukernel
+
+
+# One intrinsic per row count 1..MR (the last micro-panel of a block may be short).
+_uk_v512_1 = _make_ukernel("vnni512", 1, V512_NV, V512_MR)
+_uk_v512_2 = _make_ukernel("vnni512", 2, V512_NV, V512_MR)
+_uk_v512_3 = _make_ukernel("vnni512", 3, V512_NV, V512_MR)
+_uk_v512_4 = _make_ukernel("vnni512", 4, V512_NV, V512_MR)
+_uk_v512_5 = _make_ukernel("vnni512", 5, V512_NV, V512_MR)
+_uk_v512_6 = _make_ukernel("vnni512", 6, V512_NV, V512_MR)
+
+_uk_avx2_1 = _make_ukernel("avx2", 1, AVX2_NV, AVX2_MR)
+_uk_avx2_2 = _make_ukernel("avx2", 2, AVX2_NV, AVX2_MR)
+_uk_avx2_3 = _make_ukernel("avx2", 3, AVX2_NV, AVX2_MR)
+_uk_avx2_4 = _make_ukernel("avx2", 4, AVX2_NV, AVX2_MR)
+_uk_avx2_5 = _make_ukernel("avx2", 5, AVX2_NV, AVX2_MR)
+_uk_avx2_6 = _make_ukernel("avx2", 6, AVX2_NV, AVX2_MR)
+
+
+@njit(**JIT)
+def _ukernel_v512(mr, a, aoff, b, boff, ng, c):
+    if mr == 6:
+        _uk_v512_6(a, aoff, b, boff, ng, c)
+    elif mr == 5:
+        _uk_v512_5(a, aoff, b, boff, ng, c)
+    elif mr == 4:
+        _uk_v512_4(a, aoff, b, boff, ng, c)
+    elif mr == 3:
+        _uk_v512_3(a, aoff, b, boff, ng, c)
+    elif mr == 2:
+        _uk_v512_2(a, aoff, b, boff, ng, c)
+    else:
+        _uk_v512_1(a, aoff, b, boff, ng, c)
+
+
+@njit(**JIT)
+def _ukernel_avx2(mr, a, aoff, b, boff, ng, c):
+    if mr == 6:
+        _uk_avx2_6(a, aoff, b, boff, ng, c)
+    elif mr == 5:
+        _uk_avx2_5(a, aoff, b, boff, ng, c)
+    elif mr == 4:
+        _uk_avx2_4(a, aoff, b, boff, ng, c)
+    elif mr == 3:
+        _uk_avx2_3(a, aoff, b, boff, ng, c)
+    elif mr == 2:
+        _uk_avx2_2(a, aoff, b, boff, ng, c)
+    else:
+        _uk_avx2_1(a, aoff, b, boff, ng, c)
+
+
+# ----------------------------------------------------------------------------- plan-time packing
+@njit(**JIT)
+def padded_groups(K, G):
+    """Number of k-groups after padding K to a multiple of G * UNROLL."""
+    step = G * UNROLL
+    return ((K + step - 1) // step) * step // G
+
+
+def pack_b(w, isa):
+    """w: int8[M, K] -> packed bytes int8[:] for `isa` ("vnni512" or "avx2"), wsum int32[M]."""
+    w = np.ascontiguousarray(w, dtype=np.int8)
+    if w.ndim != 2:
+        raise ValueError("w must be [M, K]")
+    M, K = w.shape
+    if isa == "vnni512":
+        G, NR, dt = V512_G, V512_NR, np.int8
+    elif isa == "avx2":
+        G, NR, dt = AVX2_G, AVX2_NR, np.int16
+    else:
+        raise ValueError(isa)
+    ng = padded_groups(K, G)
+    npan = max(1, (M + NR - 1) // NR)
+    wp = np.zeros((npan * NR, ng * G), dtype=dt)
+    wp[:M, :K] = w
+    # [panel, NR, group, G] -> [panel, group, NR, G]
+    wp = wp.reshape(npan, NR, ng, G).transpose(0, 2, 1, 3)
+    packed = np.ascontiguousarray(wp).view(np.int8).reshape(-1)
+    wsum = w.astype(np.int64).sum(axis=1).astype(np.int32)
+    return packed, wsum
+
+
+# ----------------------------------------------------------------------------- run-time helpers
+@njit(**JIT)
+def plan_mc(P, ng, MR):
+    """Rows of A packed at once per thread: a multiple of MR, ~A_BLOCK_BYTES of packed A."""
+    mc = (A_BLOCK_BYTES // (ng * 4 * MR)) * MR
+    if mc < MR:
+        mc = MR
+    pr = ((P + MR - 1) // MR) * MR
+    if mc > pr:
+        mc = pr
+    return mc
+
+
+@njit(**JIT)
+def thread_scratch_bytes(P, ng, MR, NR):
+    """Bytes of u8 scratch one thread needs: int32 tile (MR x NR) + packed A block, 64-aligned."""
+    tile = ((MR * NR * 4 + 63) // 64) * 64
+    apack = ((plan_mc(P, ng, MR) * ng * 4 + 63) // 64) * 64
+    return tile + apack
+
+
+@njit(**JIT)
+def _pack_a(x, p0, rows, K, ng, widen, MR, apack, base):
+    """Pack rows [p0, p0+rows) of x (u8[P, K]) into MR-row micro-panels at apack[base:].
+
+    widen=False: group = 4 u8 (vnni512); widen=True: group = 2 u16 (avx2).  Zero padded."""
+    npanels = (rows + MR - 1) // MR
+    G = 2 if widen else 4
+    for ip in range(npanels):
+        pbase = base + ip * ng * MR * 4
+        for r in range(MR):
+            p = p0 + ip * MR + r
+            if ip * MR + r < rows:
+                xr = x[p]
+                if widen:
+                    for g in range(ng):
+                        o = pbase + (g * MR + r) * 4
+                        k = g * 2
+                        apack[o] = xr[k] if k < K else 0
+                        apack[o + 1] = 0
+                        apack[o + 2] = xr[k + 1] if k + 1 < K else 0
+                        apack[o + 3] = 0
+                else:
+                    for g in range(ng):
+                        o = pbase + (g * MR + r) * 4
+                        k = g * G
+                        if k + 4 <= K:
+                            apack[o] = xr[k]
+                            apack[o + 1] = xr[k + 1]
+                            apack[o + 2] = xr[k + 2]
+                            apack[o + 3] = xr[k + 3]
+                        else:
+                            for q in range(4):
+                                apack[o + q] = xr[k + q] if k + q < K else 0
+            else:
+                for g in range(ng):
+                    o = pbase + (g * MR + r) * 4
+                    apack[o] = 0
+                    apack[o + 1] = 0
+                    apack[o + 2] = 0
+                    apack[o + 3] = 0
+
+
+@njit(**JIT)
+def _epilogue(tile, NR, rows, cols, y, p0, m0, wsum, z_x, bias, mult, shift, z_y, act_min,
+              act_max):
+    """y[p0+r, m0+j] = clamp(requantize(dot - z_x*wsum + bias) + z_y) for the tile's valid part."""
+    zx = np.int64(z_x)
+    zy = np.int64(z_y)
+    lo = np.int64(act_min)
+    hi = np.int64(act_max)
+    for r in range(rows):
+        yr = y[p0 + r]
+        for j in range(cols):
+            m = m0 + j
+            acc = np.int64(tile[r * NR + j]) - zx * np.int64(wsum[m]) + np.int64(bias[m])
+            n = np.int64(shift[m])
+            v = ((acc * np.int64(mult[m]) + (np.int64(1) << (n - 1))) >> n) + zy
+            if v < lo:
+                v = lo
+            if v > hi:
+                v = hi
+            yr[m] = np.uint8(v)
+
+
+@njit(**JIT)
+def _split(n, parts, i):
+    """[lo, hi) of the i-th of `parts` near-equal chunks of range(n)."""
+    q = n // parts
+    rem = n % parts
+    lo = i * q + min(i, rem)
+    hi = lo + q + (1 if i < rem else 0)
+    return lo, hi
+
+
+@njit(**JIT)
+def plan_threads(P, K, M, MR, NR, nthreads):
+    """(nt, split_rows): how many threads work, and whether they split rows (else panels)."""
+    nt = nthreads
+    if P * K * M < PAR_MIN_MACS:
+        nt = 1
+    npan = (M + NR - 1) // NR
+    nrow = (P + MR - 1) // MR
+    split_rows = nrow >= 4 * nt
+    if split_rows:
+        nt = min(nt, nrow)
+    else:
+        nt = min(nt, npan)
+    return max(nt, 1), split_rows
+
+
+@njit(**JIT)
+def _thread_share(MR, NR, P, M, t, nt, split_rows):
+    """(p_lo, p_hi, j_lo, j_hi): rows and panels of the output that thread t computes."""
+    npan = (M + NR - 1) // NR
+    if split_rows:
+        nrow = (P + MR - 1) // MR
+        r0, r1 = _split(nrow, nt, t)
+        return r0 * MR, min(r1 * MR, P), 0, npan
+    j_lo, j_hi = _split(npan, nt, t)
+    return 0, P, j_lo, j_hi
+
+
+# The two workers differ only in the micro-kernel they call (a function passed as a value would
+# make the drivers uncacheable, and a runtime branch would compile both kernels).
+@njit(**JIT)
+def _worker_v512(t, nt, split_rows, x, z_x, wpack, wsum, M, K, bias, mult, shift, z_y,
+                 act_min, act_max, y, scratch, per):
+    MR, NR = V512_MR, V512_NR
+    P = x.shape[0]
+    ng = padded_groups(K, V512_G)
+    p_lo, p_hi, j_lo, j_hi = _thread_share(MR, NR, P, M, t, nt, split_rows)
+    base = t * per
+    tile = scratch[base:base + MR * NR * 4].view(np.int32)
+    abase = base + ((MR * NR * 4 + 63) // 64) * 64
+    mc = plan_mc(P, ng, MR)
+    for pc in range(p_lo, p_hi, mc):
+        rows = min(mc, p_hi - pc)
+        _pack_a(x, pc, rows, K, ng, False, MR, scratch, abase)
+        for j in range(j_lo, j_hi):
+            cols = min(NR, M - j * NR)
+            for ip in range((rows + MR - 1) // MR):
+                mr = min(MR, rows - ip * MR)
+                _ukernel_v512(mr, scratch, abase + ip * ng * MR * 4, wpack, j * ng * NR * 4, ng,
+                              tile)
+                _epilogue(tile, NR, mr, cols, y, pc + ip * MR, j * NR, wsum, z_x, bias, mult,
+                          shift, z_y, act_min, act_max)
+
+
+@njit(**JIT)
+def _worker_avx2(t, nt, split_rows, x, z_x, wpack, wsum, M, K, bias, mult, shift, z_y,
+                 act_min, act_max, y, scratch, per):
+    MR, NR = AVX2_MR, AVX2_NR
+    P = x.shape[0]
+    ng = padded_groups(K, AVX2_G)
+    p_lo, p_hi, j_lo, j_hi = _thread_share(MR, NR, P, M, t, nt, split_rows)
+    base = t * per
+    tile = scratch[base:base + MR * NR * 4].view(np.int32)
+    abase = base + ((MR * NR * 4 + 63) // 64) * 64
+    mc = plan_mc(P, ng, MR)
+    for pc in range(p_lo, p_hi, mc):
+        rows = min(mc, p_hi - pc)
+        _pack_a(x, pc, rows, K, ng, True, MR, scratch, abase)
+        for j in range(j_lo, j_hi):
+            cols = min(NR, M - j * NR)
+            for ip in range((rows + MR - 1) // MR):
+                mr = min(MR, rows - ip * MR)
+                _ukernel_avx2(mr, scratch, abase + ip * ng * MR * 4, wpack, j * ng * NR * 4, ng,
+                              tile)
+                _epilogue(tile, NR, mr, cols, y, pc + ip * MR, j * NR, wsum, z_x, bias, mult,
+                          shift, z_y, act_min, act_max)
+
+
+@njit(**JIT)
+def scratch_size(P, K, M, nthreads, isa512):
+    """Bytes of u8 scratch for gemm_*(P, K, M) on up to nthreads threads."""
+    if isa512:
+        MR, NR, G = V512_MR, V512_NR, V512_G
+    else:
+        MR, NR, G = AVX2_MR, AVX2_NR, AVX2_G
+    ng = padded_groups(K, G)
+    return max(nthreads, 1) * thread_scratch_bytes(max(P, 1), ng, MR, NR)
+
+
+@njit(**PJIT)
+def _par_vnni512(nt, split_rows, x, z_x, wpack, wsum, M, K, bias, mult, shift, z_y, act_min,
+                 act_max, y, scratch, per):
+    for t in prange(nt):
+        _worker_v512(t, nt, split_rows, x, z_x, wpack, wsum, M, K, bias, mult, shift, z_y,
+                     act_min, act_max, y, scratch, per)
+
+
+@njit(**PJIT)
+def _par_avx2(nt, split_rows, x, z_x, wpack, wsum, M, K, bias, mult, shift, z_y, act_min,
+              act_max, y, scratch, per):
+    for t in prange(nt):
+        _worker_avx2(t, nt, split_rows, x, z_x, wpack, wsum, M, K, bias, mult, shift, z_y,
+                     act_min, act_max, y, scratch, per)
+
+
+# Entry points: serial functions that enter a parallel region only when more than one thread
+# has work (a region costs a thread wake-up and a barrier, ~10 us idle, milliseconds on an
+# oversubscribed machine).  The thread count is the one the scratch was sized for.
+@njit(**JIT)
+def gemm_vnni512(x, z_x, wpack, wsum, M, K, bias, mult, shift, z_y, act_min, act_max, y, scratch):
+    """AVX-512 VNNI path (call only when cpu.has_vnni512()).  See nqrt/kernels/gemm_fast.py."""
+    P = x.shape[0]
+    per = thread_scratch_bytes(P, padded_groups(K, V512_G), V512_MR, V512_NR)
+    nt, split_rows = plan_threads(P, K, M, V512_MR, V512_NR, scratch.size // per)
+    if nt == 1:
+        _worker_v512(0, 1, split_rows, x, z_x, wpack, wsum, M, K, bias, mult, shift, z_y,
+                     act_min, act_max, y, scratch, per)
+    else:
+        _par_vnni512(nt, split_rows, x, z_x, wpack, wsum, M, K, bias, mult, shift, z_y, act_min,
+                     act_max, y, scratch, per)
+
+
+@njit(**JIT)
+def gemm_avx2(x, z_x, wpack, wsum, M, K, bias, mult, shift, z_y, act_min, act_max, y, scratch):
+    """AVX2 path (exact int16 vpmaddwd).  See nqrt/kernels/gemm_fast.py."""
+    P = x.shape[0]
+    per = thread_scratch_bytes(P, padded_groups(K, AVX2_G), AVX2_MR, AVX2_NR)
+    nt, split_rows = plan_threads(P, K, M, AVX2_MR, AVX2_NR, scratch.size // per)
+    if nt == 1:
+        _worker_avx2(0, 1, split_rows, x, z_x, wpack, wsum, M, K, bias, mult, shift, z_y,
+                     act_min, act_max, y, scratch, per)
+    else:
+        _par_avx2(nt, split_rows, x, z_x, wpack, wsum, M, K, bias, mult, shift, z_y, act_min,
+                  act_max, y, scratch, per)
