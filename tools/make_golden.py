@@ -62,7 +62,7 @@ def tiny_blocks(rng) -> onnx.ModelProto:
     inits = [
         _init("wa", rng.normal(0, 0.4, (3, 3, 1, 1))), _init("ba", rng.normal(0, 0.1, 3)),
         _init("wb", rng.normal(0, 2.0, (2, 3, 3, 3))), _init("bb", rng.normal(0, 0.1, 2)),
-        numpy_helper.from_array(np.array([0, -1, 6], dtype=np.int64), "shape"),
+        numpy_helper.from_array(np.array([0, 5, -1], dtype=np.int64), "shape"),
     ]
     nodes = [
         helper.make_node("Conv", ["x", "wa", "ba"], ["a"]),
@@ -78,7 +78,7 @@ def tiny_blocks(rng) -> onnx.ModelProto:
     graph = helper.make_graph(
         nodes, "tiny_blocks",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 6, 6])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 6, None])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 9, 5])],
         inits,
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], producer_name="nqrt-golden")
