@@ -1,0 +1,124 @@
+"""The `nqrt` command line, run as a user runs it (a new process per command).
+
+Happy path: convert -> inspect -> run (integer and simulated) on a bundled model.
+Bad input: every failure is one line on stderr starting with "error:", a non-zero exit code,
+no traceback, and no output file left behind.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+import nqrt
+
+EXAMPLES = Path(nqrt.__file__).parent / "examples"
+LIGHT = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
+
+
+def nqrt_cli(*args, cwd=None):
+    env = dict(os.environ)
+    env.pop("NQRT_DEBUG", None)
+    return subprocess.run([sys.executable, "-m", "nqrt.cli", *map(str, args)],
+                          capture_output=True, text=True, cwd=cwd, env=env, timeout=300)
+
+
+def assert_one_line_error(proc, *fragments):
+    assert proc.returncode != 0, proc.stdout
+    assert "Traceback" not in proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    for frag in fragments:
+        assert frag in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "cnn.nq"
+    proc = nqrt_cli("convert", EXAMPLES / "digits_cnn.onnx", "-o", out, "--calib", EXAMPLES / "digits_calib.npz")
+    assert proc.returncode == 0, proc.stderr
+    assert out.exists()
+    return out
+
+
+def test_convert_inspect_run(converted, tmp_path):
+    proc = nqrt_cli("inspect", converted)
+    assert proc.returncode == 0, proc.stderr
+    assert "QConv" in proc.stdout and "input:  input float32[N, 1, 8, 8]" in proc.stdout
+    assert "per-channel" in proc.stdout
+
+    with np.load(EXAMPLES / "digits_test.npz") as z:
+        x = z["input"][:7]
+    np.savez(tmp_path / "x.npz", input=x)
+    outs = {}
+    for mode in ("integer", "simulate"):
+        out_npz = tmp_path / f"{mode}.npz"
+        args = ["run", converted, "--input", tmp_path / "x.npz", "-o", out_npz]
+        if mode == "simulate":
+            args.append("--simulate")
+        proc = nqrt_cli(*args)
+        assert proc.returncode == 0, proc.stderr
+        with np.load(out_npz) as z:
+            outs[mode] = z["logits"]
+    assert outs["integer"].shape == (7, 10)
+    assert np.array_equal(outs["integer"], nqrt.load(converted).run({"input": x})["logits"])
+    # both modes agree on the predicted digit
+    assert np.array_equal(outs["integer"].argmax(1), outs["simulate"].argmax(1))
+
+
+def test_truncated_nq(converted, tmp_path):
+    bad = tmp_path / "trunc.nq"
+    bad.write_bytes(converted.read_bytes()[:500])
+    np.savez(tmp_path / "x.npz", input=np.zeros((1, 1, 8, 8), np.float32))
+    assert_one_line_error(nqrt_cli("run", bad, "--input", tmp_path / "x.npz"), "truncated")
+    assert_one_line_error(nqrt_cli("inspect", bad))
+
+
+def test_wrong_input_shape_and_name(converted, tmp_path):
+    np.savez(tmp_path / "x.npz", input=np.zeros((1, 64), np.float32))
+    assert_one_line_error(nqrt_cli("run", converted, "--input", tmp_path / "x.npz"), "input")
+    np.savez(tmp_path / "y.npz", image=np.zeros((1, 1, 8, 8), np.float32))
+    assert_one_line_error(nqrt_cli("run", converted, "--input", tmp_path / "y.npz"), "image")
+
+
+def test_unsupported_op_names_op_and_nodes(tmp_path):
+    np.savez(tmp_path / "c.npz", data_0=np.zeros((1, 3, 224, 224), np.float32))
+    out = tmp_path / "alexnet.nq"
+    proc = nqrt_cli("convert", LIGHT / "light_bvlc_alexnet.onnx", "-o", out, "--calib", tmp_path / "c.npz")
+    assert_one_line_error(proc, "LRN")
+    assert not out.exists()
+
+
+def test_not_onnx_and_missing_files(tmp_path):
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"\x00\x01 definitely not protobuf \xff" * 10)
+    out = tmp_path / "o.nq"
+    assert_one_line_error(nqrt_cli("convert", junk, "-o", out, "--calib", EXAMPLES / "digits_calib.npz"))
+    assert_one_line_error(nqrt_cli("convert", tmp_path / "missing.onnx", "-o", out,
+                                   "--calib", EXAMPLES / "digits_calib.npz"))
+    assert_one_line_error(nqrt_cli("run", tmp_path / "missing.nq", "--input", EXAMPLES / "digits_calib.npz"))
+    assert not out.exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["junk.onnx"]  # no temp files left
+
+
+def test_refuses_to_overwrite_input(tmp_path):
+    src = tmp_path / "m.onnx"
+    src.write_bytes((EXAMPLES / "digits_mlp.onnx").read_bytes())
+    before = src.read_bytes()
+    proc = nqrt_cli("convert", src, "-o", src, "--calib", EXAMPLES / "digits_calib_flat.npz")
+    assert_one_line_error(proc)
+    assert src.read_bytes() == before
+
+
+def test_bad_calibration_file(tmp_path):
+    bad = tmp_path / "c.npz"
+    bad.write_bytes(b"PK\x03\x04 broken zip")
+    out = tmp_path / "o.nq"
+    assert_one_line_error(nqrt_cli("convert", EXAMPLES / "digits_mlp.onnx", "-o", out, "--calib", bad))
+    assert not out.exists()
