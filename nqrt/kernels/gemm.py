@@ -17,7 +17,6 @@ import numpy as np
 from numba import njit, prange
 
 from nqrt.kernels._jit import JIT, PJIT
-from nqrt.kernels.fixedpoint import output_u8
 
 NR = 4            # weight rows per micro-tile (packed M is a multiple of NR)
 TILE_P = 32       # rows of x per parallel tile (even)
@@ -79,7 +78,8 @@ def _column(c, z_x, wsum, bias, mult, shift):
 
 @njit(**JIT)
 def _out(dot, col, z_y, act_min, act_max):
-    """The spec epilogue of one raw dot with its column constants: uint8 y."""
+    """The spec epilogue (fixedpoint.output_u8) of one raw dot, with the column's constants
+    hoisted: clamp(((dot + bias − z_x·wsum)·M0 + 2^(n−1)) >> n) + z_y) as uint8."""
     off, m0, rnd, n = col
     v = (((np.int64(dot) + off) * m0 + rnd) >> n) + z_y
     return np.uint8(min(max(v, act_min), act_max))

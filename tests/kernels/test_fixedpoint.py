@@ -3,7 +3,6 @@ qmath.requantize_ref on edge accumulators (gemmlowp style edge tables)."""
 
 from fractions import Fraction
 
-import numpy as np
 import pytest
 
 from nqrt import qmath
