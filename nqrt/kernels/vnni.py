@@ -60,11 +60,16 @@ def _data_ptr(context, builder, aty, val):
     return cgutils.create_struct_proxy(aty)(context, builder, value=val).data
 
 
-def _make_ukernel(isa, mr, nv, a_rows):
-    """Intrinsic uk(a: u8[:], aoff, b: i8[:], boff, ngroups, c: i32[:]) for an mr x (VL*nv) tile.
+def _make_ukernel(isa, mr, nv, a_rows, fused=False):
+    """Intrinsic for an mr x NR (NR = VL*nv) tile of dot products.
 
+    uk(a: u8[:], aoff, b: i8[:], boff, ngroups, c: i32[:]):  c[r*NR + col] = the int32 dot.
+    fused: uk(a, aoff, b, boff, ngroups, y: u8[:, :], yoff, ystride, wsum, bias, mult, shift
+              (int32[M]), m0, z_x, z_y, act_min, act_max): the requantize epilogue in vector IR
+              on the accumulator registers, storing u8 y[yoff + r*ystride + col] for all NR
+              columns (channels m0 .. m0+NR-1 must exist).
     a + aoff: packed A micro-panel, a_rows rows per group (rows >= mr are not read);
-    b + boff: packed B panel; ngroups: multiple of UNROLL; c[r*NR + col] = the int32 dot.
+    b + boff: packed B panel; ngroups: multiple of UNROLL.
     """
     if isa == "vnni512":
         vl, name = 16, "llvm.x86.avx512.vpdpbusd.512"
@@ -78,12 +83,9 @@ def _make_ukernel(isa, mr, nv, a_rows):
     # unrolled groups.  (avx2's dependency chain is a 1-cycle vpaddd: one set is enough.)
     nsets = 2 if (isa == "vnni512" and mr * nv < 8) else 1
 
-    @intrinsic
-    def ukernel(typingctx, a, aoff, b, boff, ngroups, c):
-        sig = types.void(a, aoff, b, boff, ngroups, c)
-
+    if True:
         def codegen(context, builder, signature, args):
-            a_, aoff_, b_, boff_, ng_, c_ = args
+            a_, aoff_, b_, boff_, ng_ = args[:5]
             mod = builder.module
             if isa == "vnni512":
                 fn = cgutils.get_or_insert_function(mod, ir.FunctionType(vty, [vty, vty, vty]), name)
@@ -95,7 +97,6 @@ def _make_ukernel(isa, mr, nv, a_rows):
                              [aoff_])
             bp = builder.gep(builder.bitcast(_data_ptr(context, builder, sa[2], b_), _I8.as_pointer()),
                              [boff_])
-            cp = builder.bitcast(_data_ptr(context, builder, sa[5], c_), _I32.as_pointer())
             pre = builder.block
             loop = builder.append_basic_block("uk.loop")
             done = builder.append_basic_block("uk.done")
@@ -150,19 +151,83 @@ def _make_ukernel(isa, mr, nv, a_rows):
                 v.add_incoming(zero, pre)
                 v.add_incoming(cur[key], loop)
                 fin[key] = v
+            final = {}
             for r in range(mr):
                 for j in range(nv):
                     v = fin[0, r, j]
                     for s in range(1, nsets):
                         v = builder.add(v, fin[s, r, j])
-                    p = builder.gep(cp, [ir.Constant(_I64, r * nr + vl * j)])
-                    builder.store(v, builder.bitcast(p, vty.as_pointer()), align=4)
+                    final[r, j] = v
+            if fused:
+                _emit_requant_store(context, builder, sa, args, final, mr, nv, vl)
+            else:
+                cp = builder.bitcast(_data_ptr(context, builder, sa[5], args[5]),
+                                     _I32.as_pointer())
+                for r in range(mr):
+                    for j in range(nv):
+                        p = builder.gep(cp, [ir.Constant(_I64, r * nr + vl * j)])
+                        builder.store(final[r, j], builder.bitcast(p, vty.as_pointer()), align=4)
             return context.get_dummy_value()
 
-        return sig, codegen
+    if fused:
+        def ukernel(typingctx, a, aoff, b, boff, ngroups, y, yoff, ystride, wsum, bias, mult,
+                    shift, m0, z_x, z_y, act_min, act_max):
+            sig = types.void(a, aoff, b, boff, ngroups, y, yoff, ystride, wsum, bias, mult, shift,
+                             m0, z_x, z_y, act_min, act_max)
+            return sig, codegen
+    else:
+        def ukernel(typingctx, a, aoff, b, boff, ngroups, c):
+            return types.void(a, aoff, b, boff, ngroups, c), codegen
 
-    ukernel.__name__ = f"uk_{isa}_{mr}x{nr}"
-    return ukernel
+    ukernel.__name__ = f"uk_{isa}_{mr}x{nr}" + ("_requant" if fused else "")
+    return intrinsic(ukernel)
+
+
+def _emit_requant_store(context, builder, sa, args, final, mr, nv, vl):
+    """Vector IR of the epilogue (spec 3.3) on final[r, j] (<vl x i32> dots), u8 stores to y.
+
+    Generic i64 vector ops: LLVM lowers them (AVX2 has no vpmullq / vpsravq and emulates them,
+    still far cheaper than scalar code)."""
+    (y_, yoff_, ystride_, wsum_, bias_, mult_, shift_, m0_, zx_, zy_, lo_, hi_) = args[5:17]
+    v32 = ir.VectorType(_I32, vl)
+    v64 = ir.VectorType(_I64, vl)
+    v8 = ir.VectorType(_I8, vl)
+
+    def splat64(x):
+        if x.type != _I64:
+            x = builder.sext(x, _I64)
+        sv = builder.insert_element(ir.Constant(v64, None), x, ir.Constant(_I32, 0))
+        return builder.shuffle_vector(sv, ir.Constant(v64, None),
+                                      ir.Constant(ir.VectorType(_I32, vl), [0] * vl))
+
+    def chan_vec(arr_ty, arr, j):
+        ptr = builder.bitcast(_data_ptr(context, builder, arr_ty, arr), _I32.as_pointer())
+        ptr = builder.gep(ptr, [builder.add(m0_, ir.Constant(_I64, vl * j))])
+        return builder.sext(builder.load(builder.bitcast(ptr, v32.as_pointer()), align=4), v64)
+
+    zx = splat64(zx_)
+    zy = splat64(zy_)
+    lo = splat64(lo_)
+    hi = splat64(hi_)
+    one = ir.Constant(v64, [1] * vl)
+    yp = builder.bitcast(_data_ptr(context, builder, sa[5], y_), _I8.as_pointer())
+    yp = builder.gep(yp, [yoff_])
+    for j in range(nv):
+        corr = builder.sub(chan_vec(sa[9], bias_, j),
+                           builder.mul(zx, chan_vec(sa[8], wsum_, j)))
+        mu = chan_vec(sa[10], mult_, j)
+        n = chan_vec(sa[11], shift_, j)
+        rnd = builder.shl(one, builder.sub(n, one))
+        for r in range(mr):
+            acc = builder.add(builder.sext(final[r, j], v64), corr)
+            v = builder.ashr(builder.add(builder.mul(acc, mu), rnd), n)
+            v = builder.add(v, zy)
+            v = builder.select(builder.icmp_signed("<", v, lo), lo, v)
+            v = builder.select(builder.icmp_signed(">", v, hi), hi, v)
+            off = builder.add(builder.mul(ystride_, ir.Constant(_I64, r)),
+                              ir.Constant(_I64, vl * j))
+            p = builder.gep(yp, [off])
+            builder.store(builder.trunc(v, v8), builder.bitcast(p, v8.as_pointer()), align=1)
 
 
 # One intrinsic per row count 1..MR (the last micro-panel of a block may be short).
@@ -179,6 +244,21 @@ _uk_avx2_3 = _make_ukernel("avx2", 3, AVX2_NV, AVX2_MR)
 _uk_avx2_4 = _make_ukernel("avx2", 4, AVX2_NV, AVX2_MR)
 _uk_avx2_5 = _make_ukernel("avx2", 5, AVX2_NV, AVX2_MR)
 _uk_avx2_6 = _make_ukernel("avx2", 6, AVX2_NV, AVX2_MR)
+
+
+_ukq_v512_1 = _make_ukernel("vnni512", 1, V512_NV, V512_MR, True)
+_ukq_v512_2 = _make_ukernel("vnni512", 2, V512_NV, V512_MR, True)
+_ukq_v512_3 = _make_ukernel("vnni512", 3, V512_NV, V512_MR, True)
+_ukq_v512_4 = _make_ukernel("vnni512", 4, V512_NV, V512_MR, True)
+_ukq_v512_5 = _make_ukernel("vnni512", 5, V512_NV, V512_MR, True)
+_ukq_v512_6 = _make_ukernel("vnni512", 6, V512_NV, V512_MR, True)
+
+_ukq_avx2_1 = _make_ukernel("avx2", 1, AVX2_NV, AVX2_MR, True)
+_ukq_avx2_2 = _make_ukernel("avx2", 2, AVX2_NV, AVX2_MR, True)
+_ukq_avx2_3 = _make_ukernel("avx2", 3, AVX2_NV, AVX2_MR, True)
+_ukq_avx2_4 = _make_ukernel("avx2", 4, AVX2_NV, AVX2_MR, True)
+_ukq_avx2_5 = _make_ukernel("avx2", 5, AVX2_NV, AVX2_MR, True)
+_ukq_avx2_6 = _make_ukernel("avx2", 6, AVX2_NV, AVX2_MR, True)
 
 
 @njit(**JIT)
@@ -211,6 +291,40 @@ def _ukernel_avx2(mr, a, aoff, b, boff, ng, c):
         _uk_avx2_2(a, aoff, b, boff, ng, c)
     else:
         _uk_avx2_1(a, aoff, b, boff, ng, c)
+
+
+@njit(**JIT)
+def _ukernelq_v512(mr, a, aoff, b, boff, ng, y, yoff, ys, wsum, bias, mult, shift, m0, zx, zy, lo,
+                   hi):
+    if mr == 6:
+        _ukq_v512_6(a, aoff, b, boff, ng, y, yoff, ys, wsum, bias, mult, shift, m0, zx, zy, lo, hi)
+    elif mr == 5:
+        _ukq_v512_5(a, aoff, b, boff, ng, y, yoff, ys, wsum, bias, mult, shift, m0, zx, zy, lo, hi)
+    elif mr == 4:
+        _ukq_v512_4(a, aoff, b, boff, ng, y, yoff, ys, wsum, bias, mult, shift, m0, zx, zy, lo, hi)
+    elif mr == 3:
+        _ukq_v512_3(a, aoff, b, boff, ng, y, yoff, ys, wsum, bias, mult, shift, m0, zx, zy, lo, hi)
+    elif mr == 2:
+        _ukq_v512_2(a, aoff, b, boff, ng, y, yoff, ys, wsum, bias, mult, shift, m0, zx, zy, lo, hi)
+    else:
+        _ukq_v512_1(a, aoff, b, boff, ng, y, yoff, ys, wsum, bias, mult, shift, m0, zx, zy, lo, hi)
+
+
+@njit(**JIT)
+def _ukernelq_avx2(mr, a, aoff, b, boff, ng, y, yoff, ys, wsum, bias, mult, shift, m0, zx, zy, lo,
+                   hi):
+    if mr == 6:
+        _ukq_avx2_6(a, aoff, b, boff, ng, y, yoff, ys, wsum, bias, mult, shift, m0, zx, zy, lo, hi)
+    elif mr == 5:
+        _ukq_avx2_5(a, aoff, b, boff, ng, y, yoff, ys, wsum, bias, mult, shift, m0, zx, zy, lo, hi)
+    elif mr == 4:
+        _ukq_avx2_4(a, aoff, b, boff, ng, y, yoff, ys, wsum, bias, mult, shift, m0, zx, zy, lo, hi)
+    elif mr == 3:
+        _ukq_avx2_3(a, aoff, b, boff, ng, y, yoff, ys, wsum, bias, mult, shift, m0, zx, zy, lo, hi)
+    elif mr == 2:
+        _ukq_avx2_2(a, aoff, b, boff, ng, y, yoff, ys, wsum, bias, mult, shift, m0, zx, zy, lo, hi)
+    else:
+        _ukq_avx2_1(a, aoff, b, boff, ng, y, yoff, ys, wsum, bias, mult, shift, m0, zx, zy, lo, hi)
 
 
 # ----------------------------------------------------------------------------- plan-time packing
@@ -310,23 +424,23 @@ def _pack_a(x, p0, rows, K, ng, widen, MR, apack, base):
 @njit(**JIT)
 def _epilogue(tile, NR, rows, cols, y, p0, m0, wsum, z_x, bias, mult, shift, z_y, act_min,
               act_max):
-    """y[p0+r, m0+j] = clamp(requantize(dot - z_x*wsum + bias) + z_y) for the tile's valid part."""
+    """y[p0+r, m0+j] = clamp(requantize(dot - z_x*wsum + bias) + z_y) for the tile's valid part.
+
+    Column-outer: the per-channel constants are loaded once per column of the tile."""
     zx = np.int64(z_x)
     zy = np.int64(z_y)
     lo = np.int64(act_min)
     hi = np.int64(act_max)
-    for r in range(rows):
-        yr = y[p0 + r]
-        for j in range(cols):
-            m = m0 + j
-            acc = np.int64(tile[r * NR + j]) - zx * np.int64(wsum[m]) + np.int64(bias[m])
-            n = np.int64(shift[m])
-            v = ((acc * np.int64(mult[m]) + (np.int64(1) << (n - 1))) >> n) + zy
-            if v < lo:
-                v = lo
-            if v > hi:
-                v = hi
-            yr[m] = np.uint8(v)
+    for j in range(cols):
+        m = m0 + j
+        corr = np.int64(bias[m]) - zx * np.int64(wsum[m])
+        mu = np.int64(mult[m])
+        n = np.int64(shift[m])
+        rnd = np.int64(1) << (n - 1)
+        for r in range(rows):
+            v = (((np.int64(tile[r * NR + j]) + corr) * mu + rnd) >> n) + zy
+            v = min(max(v, lo), hi)
+            y[p0 + r, m] = np.uint8(v)
 
 
 @njit(**JIT)
@@ -380,6 +494,7 @@ def _worker_v512(t, nt, split_rows, x, z_x, wpack, wsum, M, K, bias, mult, shift
     tile = scratch[base:base + MR * NR * 4].view(np.int32)
     abase = base + ((MR * NR * 4 + 63) // 64) * 64
     mc = plan_mc(P, ng, MR)
+    ys = y.strides[0]
     for pc in range(p_lo, p_hi, mc):
         rows = min(mc, p_hi - pc)
         _pack_a(x, pc, rows, K, ng, False, MR, scratch, abase)
@@ -387,10 +502,16 @@ def _worker_v512(t, nt, split_rows, x, z_x, wpack, wsum, M, K, bias, mult, shift
             cols = min(NR, M - j * NR)
             for ip in range((rows + MR - 1) // MR):
                 mr = min(MR, rows - ip * MR)
-                _ukernel_v512(mr, scratch, abase + ip * ng * MR * 4, wpack, j * ng * NR * 4, ng,
-                              tile)
-                _epilogue(tile, NR, mr, cols, y, pc + ip * MR, j * NR, wsum, z_x, bias, mult,
-                          shift, z_y, act_min, act_max)
+                aoff = abase + ip * ng * MR * 4
+                boff = j * ng * NR * 4
+                p0 = pc + ip * MR
+                if cols == NR:
+                    _ukernelq_v512(mr, scratch, aoff, wpack, boff, ng, y, p0 * ys + j * NR, ys,
+                                   wsum, bias, mult, shift, j * NR, z_x, z_y, act_min, act_max)
+                else:
+                    _ukernel_v512(mr, scratch, aoff, wpack, boff, ng, tile)
+                    _epilogue(tile, NR, mr, cols, y, p0, j * NR, wsum, z_x, bias, mult, shift,
+                              z_y, act_min, act_max)
 
 
 @njit(**JIT)
@@ -404,6 +525,7 @@ def _worker_avx2(t, nt, split_rows, x, z_x, wpack, wsum, M, K, bias, mult, shift
     tile = scratch[base:base + MR * NR * 4].view(np.int32)
     abase = base + ((MR * NR * 4 + 63) // 64) * 64
     mc = plan_mc(P, ng, MR)
+    ys = y.strides[0]
     for pc in range(p_lo, p_hi, mc):
         rows = min(mc, p_hi - pc)
         _pack_a(x, pc, rows, K, ng, True, MR, scratch, abase)
@@ -411,10 +533,16 @@ def _worker_avx2(t, nt, split_rows, x, z_x, wpack, wsum, M, K, bias, mult, shift
             cols = min(NR, M - j * NR)
             for ip in range((rows + MR - 1) // MR):
                 mr = min(MR, rows - ip * MR)
-                _ukernel_avx2(mr, scratch, abase + ip * ng * MR * 4, wpack, j * ng * NR * 4, ng,
-                              tile)
-                _epilogue(tile, NR, mr, cols, y, pc + ip * MR, j * NR, wsum, z_x, bias, mult,
-                          shift, z_y, act_min, act_max)
+                aoff = abase + ip * ng * MR * 4
+                boff = j * ng * NR * 4
+                p0 = pc + ip * MR
+                if cols == NR:
+                    _ukernelq_avx2(mr, scratch, aoff, wpack, boff, ng, y, p0 * ys + j * NR, ys,
+                                   wsum, bias, mult, shift, j * NR, z_x, z_y, act_min, act_max)
+                else:
+                    _ukernel_avx2(mr, scratch, aoff, wpack, boff, ng, tile)
+                    _epilogue(tile, NR, mr, cols, y, p0, j * NR, wsum, z_x, bias, mult, shift,
+                              z_y, act_min, act_max)
 
 
 @njit(**JIT)
