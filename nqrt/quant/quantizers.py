@@ -25,7 +25,7 @@ from nqrt.graph.ir import Graph, Node
 from nqrt.quant import qparams as qp
 from nqrt.quant.context import (
     FLATTEN, IDENTITY_PAIR, MAXPOOL, Q_ADD, Q_AVGPOOL, Q_CLIP, Q_CONCAT, Q_CONV, Q_GEMM, Q_REDUCEMEAN,
-    RESHAPE, SOFTMAX, TRANSPOSE, QContext, as_ints, fused_act, node_label, str_attr,
+    QUANTIZE, RESHAPE, SOFTMAX, TRANSPOSE, QContext, as_ints, fused_act, node_label, str_attr,
 )
 
 __all__ = ["IDENTITY_PAIR", "QUANTIZERS", "CHECKS", "check_supported", "find_unsupported"]
@@ -283,13 +283,23 @@ quantize_transpose = _same_scale(TRANSPOSE, _transpose_perm)
 
 
 def quantize_softmax(ctx: QContext, node: Node) -> None:
-    """Softmax at a graph output: Dequantize its input, then float32 Softmax."""
+    """Softmax runs in float32 (no integer kernel): Dequantize its input, float Softmax.
+
+    At a graph output the float result is the output.  Anywhere else (e.g. opset < 13 models
+    whose Softmax is followed by a Reshape) it is a float fallback: the result is quantized
+    again with its calibrated range, which lies in [0, 1].
+    """
     x, y = node.inputs[0], node.outputs[0]
     xf = ctx.dequantized(x)
-    ctx.float_tensor(y, ctx.tensor_shape(y))
-    ctx.emit(SOFTMAX, [xf], [y], {"axis": int(node.attrs.get("axis", -1))}, node_label(node))
-
-
+    axis = {"axis": int(node.attrs.get("axis", -1))}
+    if y in ctx.output_names and not ctx.graph.consumers().get(y):
+        ctx.float_tensor(y, ctx.tensor_shape(y))
+        ctx.emit(SOFTMAX, [xf], [y], axis, node_label(node))
+        return
+    yf = ctx.float_tensor(ctx.unique(y + ".float"), ctx.tensor_shape(y))
+    ctx.emit(SOFTMAX, [xf], [yf], axis, node_label(node))
+    yq = ctx.new_u8_from_range(y, (0.0, 1.0), node_label(node))
+    ctx.emit(QUANTIZE, [yf], [yq], {}, node_label(node) + ".quantize")
 
 
 # ONNX op -> quantizer.  The only registry of what the converter supports.
@@ -384,13 +394,6 @@ def _check_reshape(graph: Graph, node: Node, consumers) -> str | None:
     return None
 
 
-def _check_softmax(graph: Graph, node: Node, consumers) -> str | None:
-    y = node.outputs[0]
-    if y not in graph.output_names() or consumers.get(y):
-        return "Softmax not at a graph output"
-    return None
-
-
 CHECKS: dict[str, Callable] = {
     "Conv": _check_conv,
     "Gemm": _check_gemm,
@@ -400,7 +403,6 @@ CHECKS: dict[str, Callable] = {
     "AveragePool": _check_pool,
     "ReduceMean": _check_reducemean,
     "Reshape": _check_reshape,
-    "Softmax": _check_softmax,
 }
 
 

@@ -253,11 +253,11 @@ def test_unsupported_ops_reported_together():
     with pytest.raises(UnsupportedOpError) as e:
         quantize_graph(g, {})
     msg = str(e.value)
-    for word in ("Sigmoid", "sig1", "sig2", "LSTM", "lstm", "Softmax not at a graph output",
-                 "softmax_mid", "Add with a constant operand", "add_const"):
+    for word in ("Sigmoid", "sig1", "sig2", "LSTM", "lstm", "Add with a constant operand", "add_const"):
         assert word in msg
-    assert e.value.ops == {"Sigmoid": ["sig1", "sig2"], "Softmax": ["softmax_mid"], "LSTM": ["lstm"],
-                           "Add": ["add_const"]}
+    # a Softmax inside the graph is a float fallback (Dequantize -> Softmax -> Quantize), not an error
+    assert "softmax_mid" not in msg
+    assert e.value.ops == {"Sigmoid": ["sig1", "sig2"], "LSTM": ["lstm"], "Add": ["add_const"]}
 
 
 def test_missing_range_is_a_conversion_error():
@@ -286,3 +286,20 @@ def test_softmax_input_also_an_output_and_passthrough_output():
     g.outputs.append(ValueInfo("x", ("N", 2, 3, 3)))
     with pytest.raises(ConversionError, match="graph input passed through"):
         quantize_graph(g, ranges, shapes=shapes)
+
+
+def test_softmax_inside_the_graph_is_a_float_fallback():
+    g = _fill_kernel(Graph(
+        nodes=[conv("x", "w", "b", "c", "conv", pads=(0, 0, 0, 0)),
+               Node("Flatten", ["c"], ["flat"], {"axis": 1}, "flatten"),
+               Node("Softmax", ["flat"], ["sm"], {"axis": -1}, "softmax"),
+               Node("Reshape", ["sm"], ["probs"], {"shape": [0, -1, 1]}, "reshape")],
+        inputs=[ValueInfo("x", ("N", 2, 5, 5))], outputs=[ValueInfo("probs", ("N", None, 1))],
+        constants={"w": RNG.normal(0, 0.5, (3, 2, 3, 3)).astype(np.float32),
+                   "b": np.zeros(3, np.float32)}))
+    ranges, shapes = calibrate(g)
+    m = quantize_graph(g, ranges, shapes=shapes)
+    ops = [n.op for n in m.nodes]
+    assert ops == ["Quantize", "QConv", "Flatten", "Dequantize", "Softmax", "Quantize", "Reshape", "Dequantize"]
+    s, z = m.qparams(m.nodes[5].outputs[0])
+    assert z == 0 and 0 < s <= 1.0 / 255 + 1e-9   # softmax range lies in [0, 1]
