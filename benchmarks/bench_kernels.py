@@ -258,10 +258,13 @@ def _tables(results, cands, kind, threads):
         rows.append([r["case"].label, f"{r['case'].macs / 1e6:.1f}"] + [fmt_num(g.get(c)) for c in cands]
                     + [fmt_ratio(ratio(g.get("nqrt int8"), g.get(p))) for p in peers]
                     + [fmt_num(sq.get("nqrt int8")), fmt_num(sq.get("ORT int8 QDQ"))])
-        ms_rows.append([r["case"].label] + [f"{fmt_ms(med.get(c))} / {fmt_ms(r['min'].get(c))}" for c in cands])
+        mn = r["min"]
+        ms_rows.append([r["case"].label] + [f"{fmt_ms(med.get(c))} / {fmt_ms(mn.get(c))}" for c in cands]
+                       + [fmt_ratio(ratio(mn.get(p), mn.get("nqrt int8"))) for p in peers])
     t1 = format_table(cols, rows, title=f"{kind}: GMAC/s from median latency, {threads} threads "
                       "(nqrt/peer > 1x: nqrt faster)")
-    t2 = format_table([kind] + [f"{c} ms" for c in cands], ms_rows, title=f"{kind}: latency ms, median / min")
+    t2 = format_table([kind] + [f"{c} ms" for c in cands] + [f"nqrt/{p} (min)" for p in peers], ms_rows,
+                      title=f"{kind}: latency ms, median / min; speed ratios from the minima")
     return t1 + "\n" + t2
 
 

@@ -44,7 +44,8 @@ EVAL_SAMPLES = 8
 CANDIDATES = ["nqrt int8", "nqrt simulate", "ORT FP32", "ORT int8"]
 COLUMNS = ["model", "batch", "nqrt int8 ms", "nqrt sim ms", "ORT FP32 ms", "ORT int8 ms",
            "nqrt/ORT-int8", "ORT-FP32/nqrt", "SQNR nqrt dB", "SQNR sim dB", "SQNR ORT-int8 dB"]
-MIN_COLUMNS = ["model", "batch", "nqrt int8 ms", "nqrt sim ms", "ORT FP32 ms", "ORT int8 ms", "samples"]
+MIN_COLUMNS = ["model", "batch", "nqrt int8 ms", "nqrt sim ms", "ORT FP32 ms", "ORT int8 ms",
+               "nqrt/ORT-int8", "ORT-FP32/nqrt", "samples"]
 
 
 @dataclass
@@ -278,6 +279,8 @@ def bench_model(name: str, batches: list[int], threads: int, repeats: int, warmu
         ])
         counts = sorted({len(t.samples) for t in times.values() if t.ok})
         res.min_rows.append([name, str(b)] + [fmt_ms(mn.get(k)) for k in CANDIDATES]
+                            + [fmt_ratio(ratio(mn.get("nqrt int8"), mn.get("ORT int8"))),
+                               fmt_ratio(ratio(mn.get("ORT FP32"), mn.get("nqrt int8")))]
                             + ["/".join(map(str, counts)) or NA])
     return res
 
@@ -304,7 +307,8 @@ def run(models: list[str], batches: list[int], threads: int, repeats: int, warmu
     echo(format_table(COLUMNS, rows, title=f"Median latency (ms), {threads} threads; ratios < 1x mean "
                       "nqrt is faster than ORT int8, speed-up > 1x means nqrt beats ORT FP32; SQNR vs ORT FP32"))
     echo(format_table(MIN_COLUMNS, [row for r in results for row in r.min_rows],
-                      title="Minimum latency (ms) and timed samples per candidate"))
+                      title="Minimum latency (ms), ratios of minima (less sensitive to machine load), "
+                      "timed samples per candidate"))
     for r in results:
         for n in r.notes:
             echo(f"- {r.name}: {n}")
