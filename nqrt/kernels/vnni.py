@@ -4,7 +4,8 @@ Two SIMD back ends share one packed layout and one driver structure:
 
   "vnni512"  llvm.x86.avx512.vpdpbusd.512: acc(16 x i32) += sum of 4 (u8 x s8) per lane.
              Group G = 4 k, vector = 16 output channels, register tile MR x NR = 6 x 64.
-  "avx2"     llvm.x86.avx2.pmadd.wd on int16-widened operands (x zero-extended, w sign-extended):
+  "avx2"     llvm.x86.avx2.pmadd.wd on int16-widened operands (x zero-extended at packing,
+             w sign-extended in registers):
              acc(8 x i32) += sum of 2 (s16 x s16) per lane; exact (no vpmaddubsw saturation).
              Group G = 2 k, vector = 8 output channels, register tile 6 x 16 (16 ymm registers).
 
@@ -12,9 +13,10 @@ Both compute the exact int32 dot product sum_k x[p,k] * w[m,k] (spec section 3.5
 for K <= 66 000, w in [-127, 127]), so results are bit-identical to the naive reference and to
 each other, independent of thread count.
 
-Packed layouts (private; "group" = G consecutive k, 4 bytes per (group, row/column)):
-  B (weights, plan time):  [panel = NR output channels][group][NR][4 bytes]
-        vnni512: 4 x int8 w[m, 4g..4g+3]; avx2: 2 x int16 w[m, 2g..2g+1] (little endian)
+Packed layouts (private; "group" = G consecutive k):
+  B (weights, plan time):  [panel = NR output channels][group][NR][G bytes]
+        vnni512: 4 x int8 w[m, 4g..4g+3]; avx2: 2 x int8 w[m, 2g..2g+1] (sign-extended to
+        int16 in registers, vpmovsxbw: B stays 1 byte per weight in memory)
         K padded with zeros to a multiple of G * UNROLL, M to a multiple of NR.
   A (activations, per call, in the caller's scratch):  [micro-panel of MR rows][group][MR][4 bytes]
         vnni512: 4 x u8; avx2: 2 x u16.  Rows past P and k past K are zero.
@@ -78,6 +80,7 @@ def _make_ukernel(isa, mr, nv, a_rows, fused=False):
     else:
         raise ValueError(isa)
     nr = vl * nv
+    bbytes = 4 if isa == "vnni512" else 2     # bytes of B per (group, column)
     vty = ir.VectorType(_I32, vl)
     # vpdpbusd has a 4-5 cycle latency: with few accumulators, alternate two sets over the
     # unrolled groups.  (avx2's dependency chain is a 1-cycle vpaddd: one set is enough.)
@@ -117,12 +120,17 @@ def _make_ukernel(isa, mr, nv, a_rows, fused=False):
             for u in range(UNROLL):
                 s = u % nsets
                 gi = builder.add(i, ir.Constant(_I64, u))
-                bg = builder.gep(bp, [builder.mul(gi, ir.Constant(_I64, nr * 4))])
+                bg = builder.gep(bp, [builder.mul(gi, ir.Constant(_I64, nr * bbytes))])
                 ag = builder.gep(ap, [builder.mul(gi, ir.Constant(_I64, a_rows * 4))])
                 bv = []
                 for j in range(nv):
-                    p = builder.gep(bg, [ir.Constant(_I64, vl * 4 * j)])
-                    bv.append(builder.load(builder.bitcast(p, vty.as_pointer()), align=1))
+                    p = builder.gep(bg, [ir.Constant(_I64, vl * bbytes * j)])
+                    if isa == "vnni512":
+                        bv.append(builder.load(builder.bitcast(p, vty.as_pointer()), align=1))
+                    else:   # 16 x i8 -> 16 x i16 (vpmovsxbw): B stays int8 in memory
+                        b8 = builder.load(builder.bitcast(p, ir.VectorType(_I8, 16).as_pointer()),
+                                          align=1)
+                        bv.append(builder.bitcast(builder.sext(b8, ir.VectorType(_I16, 16)), vty))
                 for r in range(mr):
                     p = builder.gep(ag, [ir.Constant(_I64, 4 * r)])
                     sc = builder.load(builder.bitcast(p, _I32.as_pointer()), align=1)
@@ -344,7 +352,7 @@ def pack_b(w, isa):
     if isa == "vnni512":
         G, NR, dt = V512_G, V512_NR, np.int8
     elif isa == "avx2":
-        G, NR, dt = AVX2_G, AVX2_NR, np.int16
+        G, NR, dt = AVX2_G, AVX2_NR, np.int8
     else:
         raise ValueError(isa)
     ng = padded_groups(K, G)
@@ -534,7 +542,7 @@ def _worker_avx2(t, nt, split_rows, x, z_x, wpack, wsum, M, K, bias, mult, shift
             for ip in range((rows + MR - 1) // MR):
                 mr = min(MR, rows - ip * MR)
                 aoff = abase + ip * ng * MR * 4
-                boff = j * ng * NR * 4
+                boff = j * ng * NR * 2
                 p0 = pc + ip * MR
                 if cols == NR:
                     _ukernelq_avx2(mr, scratch, aoff, wpack, boff, ng, y, p0 * ys + j * NR, ys,
