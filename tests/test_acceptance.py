@@ -94,3 +94,20 @@ def test_digits_model_int8_accuracy_and_sqnr(entry, tmp_path):
     # The int8 model must not be a copy of the float one: outputs differ, but only by
     # quantization noise (SQNR well above 20 dB).
     assert 20.0 < ours < 120.0
+
+
+@pytest.mark.parametrize("entry", _models(), ids=lambda e: e["name"])
+def test_float_reference_matches_onnxruntime_fp32(entry):
+    """nqrt's float path (import + graph passes + numpy reference) agrees with ONNX Runtime FP32."""
+    from nqrt.graph import reference
+    from nqrt.graph.onnx_import import load_onnx
+    from nqrt.graph.passes import optimize
+
+    model_path = EXAMPLES / entry["file"]
+    x = _npz(EXAMPLES / entry["test"])[entry["input"]][:64]
+    expected = _ort_run(model_path, entry["input"], x)
+    graph = load_onnx(str(model_path))
+    for g in (graph, optimize(load_onnx(str(model_path)))):
+        got = reference.run(g, {entry["input"]: x})[entry["output"]]
+        rel = np.max(np.abs(got - expected)) / np.max(np.abs(expected))
+        assert rel <= 1e-4, rel
