@@ -7,6 +7,10 @@ Shapes are P x K x M (rows of x, reduction, output channels).  Every implementat
 same process with the same thread count, interleaved round by round, so ratios are comparable
 even on a shared, noisy machine: each cell is the best round (rounds of >= ~20 ms) and the median
 in brackets.  ORT computes only the int32 MatMulInteger (no requantize), nqrt the fused u8 output.
+ORT's thread spinning is off by default (--ort-spin turns it on): its spinning pool threads would
+otherwise take the cores Numba's threads need.  On a machine shared with other jobs, 2-thread
+rows of the small shapes can collapse (a Numba parallel region waits at its barrier for a
+descheduled thread): rerun, or compare with --threads 1.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import time
 SHAPES = [(1, 768, 768), (8, 768, 3072), (128, 768, 768), (256, 1024, 1024), (1024, 1024, 1024)]
 
 
-def _ort_session(w_km, nthreads):
+def _ort_session(w_km, nthreads, spin=False):
     import onnxruntime as ort
     from onnx import TensorProto, helper
     K, M = w_km.shape
@@ -36,6 +40,10 @@ def _ort_session(w_km, nthreads):
     so.intra_op_num_threads = nthreads
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    if not spin:
+        # ORT's pool threads otherwise spin after each run and take the cores Numba's threads
+        # need when both run interleaved in one process.
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
 
 
@@ -47,6 +55,7 @@ def main(argv=None):
     ap.add_argument("--paths", default="", help="comma list (default: all available)")
     ap.add_argument("--shapes", default="", help="comma list of PxKxM")
     ap.add_argument("--no-ort", action="store_true")
+    ap.add_argument("--ort-spin", action="store_true", help="let ORT's threads spin (default off)")
     args = ap.parse_args(argv)
 
     import numba
@@ -85,7 +94,7 @@ def main(argv=None):
         ys = list(outs.values())
         assert all(np.array_equal(ys[0], v) for v in ys[1:]), "paths disagree"
         if not args.no_ort:
-            sess = _ort_session(np.ascontiguousarray(w.T), args.threads)
+            sess = _ort_session(np.ascontiguousarray(w.T), args.threads, args.ort_spin)
             feed = {"x": x}
 
             def run_ort(sess=sess, feed=feed):
