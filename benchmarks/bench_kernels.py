@@ -270,7 +270,7 @@ def _tables(results, cands, kind, threads):
 
 def run(threads, repeats, warmup, cache_dir: Path, only=None, max_seconds=None, echo=print,
         gemm_shapes=GEMM_SHAPES, conv_cases=CONV_CASES):
-    echo(common.environment_line(threads))
+    echo(common.environment_line(threads) + f"\n# ORT intra-op spinning {'on' if common.ORT_SPIN else 'off'}")
     echo(f"# repeats={repeats} warmup={warmup}")
     warn = common.slow_blas_warning()
     if warn:
@@ -307,7 +307,10 @@ def main(argv=None) -> int:
     p.add_argument("--max-seconds", type=float, default=10.0,
                    help="stop timing a candidate after this many seconds (>= 3 samples kept)")
     p.add_argument("--cache-dir", type=Path, default=common.DEFAULT_CACHE)
+    p.add_argument("--ort-no-spin", action="store_true",
+                   help="turn off ORT's pool-thread spinning between runs (ORT's default is on)")
     a = p.parse_args(argv)
+    common.ORT_SPIN = not a.ort_no_spin
     common.collect_warnings()
     for note in common.apply_threads(a.threads):
         print(f"# {note}")

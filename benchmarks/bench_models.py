@@ -293,7 +293,7 @@ def run(models: list[str], batches: list[int], threads: int, repeats: int, warmu
         cache_dir: Path, max_seconds: float | None = None, ort_preprocess: bool = True,
         echo=print) -> list[ModelResult]:
     """Benchmark `models` and print the tables through `echo`.  Returns the per-model results."""
-    echo(common.environment_line(threads))
+    echo(common.environment_line(threads) + f"\n# ORT intra-op spinning {'on' if common.ORT_SPIN else 'off'}")
     echo(f"# repeats={repeats} warmup={warmup} batches={','.join(map(str, batches))} cache={cache_dir}")
     results = []
     for name in models:
@@ -338,7 +338,10 @@ def main(argv=None) -> int:
                    help=f"where generated models and converted files go (default {common.DEFAULT_CACHE})")
     p.add_argument("--no-ort-preprocess", action="store_true",
                    help="quantize with ORT without its recommended quant_pre_process step")
+    p.add_argument("--ort-no-spin", action="store_true",
+                   help="turn off ORT's pool-thread spinning between runs (ORT's default is on)")
     a = p.parse_args(argv)
+    common.ORT_SPIN = not a.ort_no_spin
     models = [m.strip() for m in a.models.split(",") if m.strip()]
     unknown = [m for m in models if m not in ALL_MODELS]
     if unknown:

@@ -147,17 +147,25 @@ class Timing:
         return min(self.samples) if self.samples else float("nan")
 
 
+COOLDOWN_S = 0.08  # > the ~40 ms ORT's pool threads keep spinning after a run (measured here)
+
+
 def time_interleaved(candidates: dict[str, Callable[[], object]], repeats: int, warmup: int = 2,
-                     rounds: int | None = None, max_seconds: float | None = None) -> dict[str, Timing]:
+                     rounds: int | None = None, max_seconds: float | None = None,
+                     cooldown: float | None = None) -> dict[str, Timing]:
     """Time every candidate `repeats` times, interleaved so machine drift hits all alike.
 
     The timed calls are split into `rounds` blocks; each round runs one block of every candidate
     back to back (A A B B C C, A A B B C C, ...), and the order of candidates rotates each round.
     Blocks (rather than strict A B A B) keep each candidate's weights warm in cache, as in real
-    repeated use, and keep one runtime's idle spinning threads from overlapping another's call.
-    A candidate that raises is dropped with its error recorded; the others continue.
+    repeated use.  Between blocks the harness sleeps `cooldown` seconds (default COOLDOWN_S): ONNX
+    Runtime's pool threads keep spinning for ~40 ms after a run and would otherwise occupy a core
+    while the next candidate runs (measured: 2-thread Numba / OpenBLAS calls 10-100x slower).
+    Each block starts with one untimed call, so the thread pool being timed is awake, as in steady
+    use.  A candidate that raises is dropped with its error recorded; the others continue.
     `max_seconds` (per candidate) stops early when one call is very slow.
     """
+    cooldown = COOLDOWN_S if cooldown is None else cooldown
     names = list(candidates)
     out = {n: Timing() for n in names}
     for n in names:
@@ -179,6 +187,9 @@ def time_interleaved(candidates: dict[str, Callable[[], object]], repeats: int, 
                 continue
             fn = candidates[n]
             try:
+                if cooldown > 0:
+                    time.sleep(cooldown)
+                fn()  # untimed: wakes this candidate's threads after the pause
                 for _ in range(count):
                     t0 = time.perf_counter()
                     fn()
@@ -232,10 +243,17 @@ def sqnr_db(reference, approx) -> float:
 # ONNX Runtime
 
 
-def ort_session(path, threads: int):
+ORT_SPIN = True  # ORT's default; bench_*.py --ort-no-spin sets False
+
+
+def ort_session(path, threads: int, spin: bool | None = None):
+    """ORT CPU session with `threads` intra-op threads.  `spin` (default ORT_SPIN) keeps ORT's own
+    default of pool threads spinning between runs; False sets session.intra_op.allow_spinning=0."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
+    if not (ORT_SPIN if spin is None else spin):
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
