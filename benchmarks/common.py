@@ -147,6 +147,7 @@ class Timing:
         return min(self.samples) if self.samples else float("nan")
 
 
+SLOW_CALL_S = 0.5  # calls this long need no extra warm-up (a wake-up costs < 1 % of them)
 COOLDOWN_S = 0.08  # > the ~40 ms ORT's pool threads keep spinning after a run (measured here)
 
 
@@ -168,10 +169,15 @@ def time_interleaved(candidates: dict[str, Callable[[], object]], repeats: int, 
     cooldown = COOLDOWN_S if cooldown is None else cooldown
     names = list(candidates)
     out = {n: Timing() for n in names}
+    slow = set()  # candidates whose calls take > SLOW_CALL_S: warm once, no per-block warm call
     for n in names:
         try:
-            for _ in range(max(warmup, 1)):  # at least one untimed call: JIT, allocation, caches
+            for i in range(max(warmup, 1)):  # at least one untimed call: JIT, allocation, caches
+                t0 = time.perf_counter()
                 candidates[n]()
+                if i > 0 and time.perf_counter() - t0 > SLOW_CALL_S:
+                    slow.add(n)
+                    break
         except Exception as e:  # noqa: BLE001
             out[n].error = _short_error(e)
     repeats = max(int(repeats), 1)
@@ -189,7 +195,8 @@ def time_interleaved(candidates: dict[str, Callable[[], object]], repeats: int, 
             try:
                 if cooldown > 0:
                     time.sleep(cooldown)
-                fn()  # untimed: wakes this candidate's threads after the pause
+                if n not in slow:
+                    fn()  # untimed: wakes this candidate's threads after the pause
                 for _ in range(count):
                     t0 = time.perf_counter()
                     fn()
