@@ -98,7 +98,8 @@ def load_line(when: str) -> str:
     except OSError:
         return f"# load average at {when}: unknown"
     cores = os.cpu_count() or 1
-    busy = "  <- busy machine: timings are noisy, trust ratios only" if one > 0.5 * cores else ""
+    busy = ("  <- other work on the machine (or a benchmark that just ran): timings may be noisy, "
+            "trust ratios from one run only") if one > 0.5 * cores else ""
     return f"# load average at {when}: {one:.2f} (1 min), {five:.2f} (5 min) on {cores} cores{busy}"
 
 
