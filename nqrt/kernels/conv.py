@@ -26,6 +26,7 @@ from numba import njit, prange
 
 from nqrt.kernels._jit import JIT, PJIT
 from nqrt.kernels.fixedpoint import output_u8
+from nqrt.kernels.depthwise import depthwise_conv_u8, depthwise_scratch_bytes, pack_depthwise_weights
 from nqrt.kernels.gemm import NR, gemm_tile, gemm_u8
 
 ALIGN = 64        # scratch slices start on cache lines
@@ -41,7 +42,7 @@ def is_depthwise(C, M, group):
 def scratch_slice_bytes(C, M, kh, kw, OW, group):
     """Bytes of scratch one thread needs (a multiple of ALIGN)."""
     if is_depthwise(C, M, group):
-        need = 4 * C                                  # int32 accumulators, one per channel
+        need = depthwise_scratch_bytes(C, kh, kw, OW)
     else:
         need = OW * kh * kw * (C // group)            # one im2col row block col[OW, Kg]
     return max(ALIGN, -(-need // ALIGN) * ALIGN)
@@ -62,7 +63,7 @@ def pack_conv_weights(w, group):
         raise ValueError(f"group {group} does not divide M = {M}")
     wsum = w.reshape(M, -1).astype(np.int32).sum(axis=1, dtype=np.int32)
     if is_depthwise(cg * group, M, group):
-        return np.ascontiguousarray(w[:, 0].transpose(1, 2, 0)).reshape(-1), wsum
+        return pack_depthwise_weights(w), wsum
     mg = M // group
     mgp = -(-mg // NR) * NR
     kg = kh * kw * cg
@@ -105,47 +106,6 @@ def _im2col_row(x, n, oh, c0, Cg, kh, kw, sh, sw, dh, dw, pad_t, pad_l, z_x, col
                             seg[c] = src[c]
 
 
-@njit(**JIT)
-def _depthwise_pixel(x, n, oh, ow, wdw, z_x, kh, kw, sh, sw, dh, dw, pad_t, pad_l, acc):
-    """acc[c] = Σ_{i,j inside x} (x[n, ih, iw, c] − z_x)·w[c, i, j]  (int32, exact)."""
-    H, W, C = x.shape[1], x.shape[2], x.shape[3]
-    for c in range(C):
-        acc[c] = 0
-    zx = np.int32(z_x)
-    for i in range(kh):
-        ih = oh * sh - pad_t + i * dh
-        if ih < 0 or ih >= H:
-            continue
-        for j in range(kw):
-            iw = ow * sw - pad_l + j * dw
-            if iw < 0 or iw >= W:
-                continue
-            xs = x[n, ih, iw]
-            ws = wdw[i, j]
-            for c in range(C):
-                acc[c] += (np.int32(xs[c]) - zx) * np.int32(ws[c])
-
-
-@njit(**PJIT)
-def _conv_depthwise(x, z_x, wdw, bias, mult, shift, z_y, act_min, act_max, kh, kw, sh, sw,
-                    dh, dw, pad_t, pad_l, y, scratch, slice_bytes):
-    N, OH, OW, C = y.shape
-    R = N * OH
-    nt = min(scratch.size // slice_bytes, R)    # one scratch slice per prange iteration
-    for t in prange(nt):
-        acc = scratch[t * slice_bytes:t * slice_bytes + 4 * C].view(np.int32)
-        for r in range(t * R // nt, (t + 1) * R // nt):
-            n = r // OH
-            oh = r - n * OH
-            for ow in range(OW):
-                _depthwise_pixel(x, n, oh, ow, wdw, z_x, kh, kw, sh, sw, dh, dw, pad_t, pad_l,
-                                 acc)
-                yr = y[n, oh, ow]
-                for c in range(C):
-                    yr[c] = output_u8(np.int64(acc[c]) + bias[c], mult[c], shift[c], z_y,
-                                      act_min, act_max)
-
-
 @njit(**PJIT)
 def _conv_im2col(x, z_x, w3, wsum, bias, mult, shift, z_y, act_min, act_max, kh, kw, sh, sw,
                  dh, dw, pad_t, pad_l, group, y, scratch, slice_bytes):
@@ -182,8 +142,8 @@ def conv2d_u8(x, z_x, wpack, wsum, bias, mult, shift, z_y, act_min, act_max, kh,
         sb = scratch_slice_bytes(C, M, kh, kw, OW, group)
         if scratch.size < sb:
             raise ValueError("conv2d_u8: scratch smaller than one thread's slice")
-        _conv_depthwise(x, z_x, wpack.reshape((kh, kw, C)), bias, mult, shift, z_y, act_min,
-                        act_max, kh, kw, sh, sw, dh, dw, pad_t, pad_l, y, scratch, sb)
+        depthwise_conv_u8(x, z_x, wpack, bias, mult, shift, z_y, act_min, act_max, kh, kw, sh, sw,
+                          dh, dw, pad_t, pad_l, y, scratch, sb)
     elif (kh == 1 and kw == 1 and sh == 1 and sw == 1 and pad_t == 0 and pad_l == 0
           and group == 1 and OH == H and OW == W):
         gemm_u8(x.reshape((N * H * W, C)), z_x, wpack, wsum, bias, mult, shift, z_y, act_min,
