@@ -261,7 +261,7 @@ def _tables(results, cands, kind, threads):
         mn = r["min"]
         ms_rows.append([r["case"].label] + [f"{fmt_ms(med.get(c))} / {fmt_ms(mn.get(c))}" for c in cands]
                        + [fmt_ratio(ratio(mn.get(p), mn.get("nqrt int8"))) for p in peers])
-    t1 = format_table(cols, rows, title=f"{kind}: GMAC/s from median latency, {threads} threads "
+    t1 = format_table(cols, rows, title=f"{kind}: GMAC/s from median latency, threads={threads} "
                       "(nqrt/peer > 1x: nqrt faster)")
     t2 = format_table([kind] + [f"{c} ms" for c in cands] + [f"nqrt/{p} (min)" for p in peers], ms_rows,
                       title=f"{kind}: latency ms, median / min; speed ratios from the minima")

@@ -304,7 +304,7 @@ def run(models: list[str], batches: list[int], threads: int, repeats: int, warmu
             echo(f"#   {name}: {n}")
         results.append(r)
     rows = [row for r in results for row in r.rows]
-    echo(format_table(COLUMNS, rows, title=f"Median latency (ms), {threads} threads; ratios < 1x mean "
+    echo(format_table(COLUMNS, rows, title=f"Median latency (ms), threads={threads}; ratios < 1x mean "
                       "nqrt is faster than ORT int8, speed-up > 1x means nqrt beats ORT FP32; SQNR vs ORT FP32"))
     echo(format_table(MIN_COLUMNS, [row for r in results for row in r.min_rows],
                       title="Minimum latency (ms), ratios of minima (less sensitive to machine load), "
