@@ -122,3 +122,21 @@ def test_bad_calibration_file(tmp_path):
     out = tmp_path / "o.nq"
     assert_one_line_error(nqrt_cli("convert", EXAMPLES / "digits_mlp.onnx", "-o", out, "--calib", bad))
     assert not out.exists()
+
+
+def test_model_inconsistent_with_calibration_shapes(tmp_path):
+    """A Reshape whose target does not fit the fed shape is named in a one-line error."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    shape = numpy_helper.from_array(np.array([0, -1, 7], dtype=np.int64), "shape")
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Reshape", ["r", "shape"], ["y"], name="bad_reshape")],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [shape])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    onnx.save(model, tmp_path / "m.onnx")
+    np.savez(tmp_path / "c.npz", x=np.ones((2, 4, 3), np.float32))
+    out = tmp_path / "m.nq"
+    proc = nqrt_cli("convert", tmp_path / "m.onnx", "-o", out, "--calib", tmp_path / "c.npz")
+    assert_one_line_error(proc, "bad_reshape")
+    assert not out.exists()

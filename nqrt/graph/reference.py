@@ -22,7 +22,7 @@ from typing import Callable
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from nqrt.errors import InputError, UnsupportedOpError
+from nqrt.errors import InputError, NqrtError, UnsupportedOpError
 from nqrt.graph.ir import Graph, Node
 from nqrt.graph.normalize import attr_from_tensor
 from nqrt.graph.shapes import (ATTR_INPUTS, norm_axis, resolve_auto_pad, shape_range, slice_params,
@@ -328,7 +328,16 @@ def run(graph: Graph, feeds: dict[str, np.ndarray],
     consts = graph.constants
     for i, n in enumerate(graph.nodes):
         args = [(env[t] if t in env else consts[t]) if t else None for t in n.inputs]
-        outs = eval_node(n, args)
+        try:
+            outs = eval_node(n, args)
+        except NqrtError:
+            raise
+        except (ValueError, IndexError, TypeError) as e:
+            # Inputs inconsistent with the model (e.g. a Reshape that does not fit the fed
+            # shape): name the node instead of surfacing numpy's message alone.
+            shapes = ", ".join(str(list(np.shape(a))) for a in args if a is not None)
+            raise InputError(f"node {n.name or n.outputs[0]!r} ({n.op}) cannot run on inputs of "
+                             f"shape {shapes}: {e}") from None
         for name, arr in zip(n.outputs, outs):
             if name:
                 env[name] = arr
