@@ -5,31 +5,47 @@
 
 x uint8 [N, H, W, C], y uint8 [N, OH, OW, M], both C-contiguous; OH/OW come from y (the
 planner resolves pads/ceil); positions outside x read as z_x, so they contribute exactly 0.
-Three paths, chosen from shapes only (the same predicates as `pack_conv_weights`):
 
-* depthwise (group == C == M): channels innermost, (x − z_x)·w in int32 per channel, padded
-  positions skipped.  Packed weights: int8 [kh, kw, C].
-* pointwise (1x1, stride 1, no padding, group 1): a GEMM on x viewed as [N·H·W, C].
-* general: per output row (n, oh) and group g, an im2col row block col[OW, Kg] (Kg = kh·kw·Cg,
-  order (i, j, c), padding = z_x) in the thread's scratch, then `gemm_tile` against the
-  group's packed weights int8 [Mgp, Kg] (Mgp = Mg rounded up to NR, zero rows).
+One kernel per GEMM path (nqrt.kernels.cpu: "portable", "avx2", "vnni512"), same signature:
+`conv2d_u8` (portable), `conv2d_u8_avx2`, `conv2d_u8_vnni512`.  Weights are packed for one path
+(`pack_conv_weights(w, group, path)`) and the scratch sized for it (`conv_scratch_size(...,
+path)`).  Within a kernel, three cases chosen from shapes only (the same predicates as the
+packer):
 
-Parallel over output rows (N·OH) for depthwise/general: the scratch holds T slices (T = the
-planner's thread count); prange iteration t owns rows [t·R/T, (t+1)·R/T) and slice t, so
-threads never share scratch.  (T is read from the scratch size, not numba.get_num_threads(),
-which would make the kernel uncacheable.)  Integer math only:
-results are independent of the thread count.
+* depthwise (group == C == M): `nqrt.kernels.depthwise` (all paths).  Packed: int8 [kh, kw, C].
+* pointwise (1x1, stride 1, no padding, group 1): a GEMM on x viewed as [N·H·W, C] (portable:
+  gemm.gemm_u8; fast: the packed GEMM of vnni.py).
+* general:
+  - portable: per output row (n, oh) and group g, an im2col row block col[OW, Kg] (Kg =
+    kh·kw·Cg, order (i, j, c), padding = z_x) in the thread's scratch, then `gemm_tile` against
+    the group's weights int8 [Mgp, Kg] (Mgp = Mg rounded up to NR, zero rows).
+  - fast: output pixels (rows of y viewed as [N·OH·OW, M]) in chunks of `plan_mc` rows
+    (~160 KB of packed A per thread, L2); each chunk is gathered pixel by pixel (im2col, MR
+    pixels at a time into a small L1 buffer) and transposed straight into the micro-kernel's
+    A-panel layout (vnni.py), then the fused-requantize micro-kernels write y directly (row
+    stride M; group g's columns start at g·Mg).  Packed weights: per group, vnni.pack_b of
+    w_g[Mg, Kg] (k order (i, j, c)), groups concatenated.
+
+Threads: the scratch holds T slices (T = the planner's thread count; the kernels derive T from
+the scratch size, not numba.get_num_threads(), which would make them uncacheable).  Each output
+is computed by exactly one thread with exact int32/int64 arithmetic, so results are identical
+for any thread count.  The fast general path splits pixel micro-panels between threads, or
+(few pixels, many channels: deep layers at batch 1) the output channel panels.
 """
 
 import numpy as np
 from numba import njit, prange
 
+from nqrt.kernels import vnni
 from nqrt.kernels._jit import JIT, PJIT
-from nqrt.kernels.fixedpoint import output_u8
 from nqrt.kernels.depthwise import depthwise_conv_u8, depthwise_scratch_bytes, pack_depthwise_weights
 from nqrt.kernels.gemm import NR, gemm_tile, gemm_u8
+from nqrt.kernels.vnni import (AVX2_G, AVX2_MR, AVX2_NR, PAR_MIN_MACS, V512_G, V512_MR, V512_NR,
+                               _epilogue, _split, _ukernel_avx2, _ukernel_v512, _ukernelq_avx2,
+                               _ukernelq_v512, padded_groups, plan_mc)
 
 ALIGN = 64        # scratch slices start on cache lines
+PATHS = ("vnni512", "avx2", "portable")
 
 
 @njit(**JIT)
@@ -39,22 +55,76 @@ def is_depthwise(C, M, group):
 
 
 @njit(**JIT)
+def is_pointwise(kh, kw, sh, sw, pad_t, pad_l, group, H, W, OH, OW):
+    """The pointwise (plain GEMM) path: 1x1, stride 1, no padding, group 1."""
+    return (kh == 1 and kw == 1 and sh == 1 and sw == 1 and pad_t == 0 and pad_l == 0
+            and group == 1 and OH == H and OW == W)
+
+
+@njit(**JIT)
+def _align(n):
+    return -(-n // ALIGN) * ALIGN
+
+
+@njit(**JIT)
 def scratch_slice_bytes(C, M, kh, kw, OW, group):
-    """Bytes of scratch one thread needs (a multiple of ALIGN)."""
+    """Bytes of scratch one thread needs on the portable path (a multiple of ALIGN)."""
     if is_depthwise(C, M, group):
         need = depthwise_scratch_bytes(C, kh, kw, OW)
     else:
         need = OW * kh * kw * (C // group)            # one im2col row block col[OW, Kg]
-    return max(ALIGN, -(-need // ALIGN) * ALIGN)
+    return max(ALIGN, _align(need))
 
 
-def conv_scratch_size(N, H, W, C, M, kh, kw, OH, OW, group, nthreads):
-    """Bytes of uint8 scratch conv2d_u8 needs to run with up to `nthreads` threads."""
-    return int(nthreads) * int(scratch_slice_bytes(C, M, kh, kw, OW, group))
+@njit(**JIT)
+def _fast_geometry(P, Kg, G, MR, NR_):
+    """(ng, mc, tile, per): k-groups, pixels per chunk (~A_BLOCK_BYTES of packed A), bytes of
+    the int32 edge tile, and the bytes of one thread's slice (tile + packed A chunk)."""
+    ng = padded_groups(Kg, G)
+    mc = plan_mc(P, ng, MR)
+    tile = _align(MR * NR_ * 4)
+    return ng, mc, tile, tile + _align(mc * ng * 4)
 
 
-def pack_conv_weights(w, group):
-    """int8 w[M, C/g, kh, kw] -> (wpack int8[:], wsum int32[M]); layout private (see module)."""
+@njit(**JIT)
+def _isa_consts(isa512):
+    if isa512:
+        return V512_G, V512_MR, V512_NR
+    return AVX2_G, AVX2_MR, AVX2_NR
+
+
+@njit(**JIT)
+def fast_slice_bytes(N, H, W, C, M, kh, kw, OH, OW, group, isa512):
+    """Bytes of one thread's scratch slice for a non-depthwise conv on a fast path: the general
+    path's, or for a 1x1 group-1 shape (pointwise when stride 1 and no padding, which the size
+    does not know) the larger of it and the GEMM's."""
+    G, MR, NR_ = _isa_consts(isa512)
+    P = max(N * OH * OW, 1)
+    per = _fast_geometry(P, kh * kw * (C // group), G, MR, NR_)[3]
+    if kh == 1 and kw == 1 and group == 1 and OH == H and OW == W:
+        per = max(per, vnni.thread_scratch_bytes(max(N * H * W, 1), padded_groups(C, G), MR, NR_))
+    return per
+
+
+def _check_path(path):
+    if path not in PATHS:
+        raise ValueError(f"unknown GEMM path {path!r}; expected one of {PATHS}")
+    return path
+
+
+def conv_scratch_size(N, H, W, C, M, kh, kw, OH, OW, group, nthreads, path="portable"):
+    """Bytes of uint8 scratch the `path` conv kernel needs to run with up to `nthreads` threads."""
+    _check_path(path)
+    nthreads = max(int(nthreads), 1)
+    if path == "portable" or is_depthwise(C, M, group):
+        return nthreads * int(scratch_slice_bytes(C, M, kh, kw, OW, group))
+    return nthreads * int(fast_slice_bytes(N, H, W, C, M, kh, kw, OH, OW, group,
+                                           path == "vnni512"))
+
+
+def pack_conv_weights(w, group, path="portable"):
+    """int8 w[M, C/g, kh, kw] -> (wpack int8[:], wsum int32[M]) in `path`'s layout (private)."""
+    _check_path(path)
     w = np.asarray(w)
     if w.dtype != np.int8 or w.ndim != 4:
         raise ValueError(f"expected int8[M, C/g, kh, kw] weights, got {w.dtype}{list(w.shape)}")
@@ -65,13 +135,18 @@ def pack_conv_weights(w, group):
     if is_depthwise(cg * group, M, group):
         return pack_depthwise_weights(w), wsum
     mg = M // group
-    mgp = -(-mg // NR) * NR
     kg = kh * kw * cg
+    wk = w.transpose(0, 2, 3, 1).reshape(group, mg, kg)          # k order (i, j, c)
+    if path != "portable":
+        parts = [vnni.pack_b(wk[g], path)[0] for g in range(group)]
+        return np.concatenate(parts), wsum
+    mgp = -(-mg // NR) * NR
     wpack = np.zeros((group, mgp, kg), dtype=np.int8)
-    wpack[:, :mg] = w.transpose(0, 2, 3, 1).reshape(group, mg, kg)
+    wpack[:, :mg] = wk
     return wpack.reshape(-1), wsum
 
 
+# ----------------------------------------------------------------------------- portable path
 @njit(**JIT)
 def _im2col_row(x, n, oh, c0, Cg, kh, kw, sh, sw, dh, dw, pad_t, pad_l, z_x, col):
     """col[ow, (i·kw + j)·Cg + c] = x_pad[n, oh·sh − pad_t + i·dh, ow·sw − pad_l + j·dw, c0 + c]."""
@@ -131,7 +206,8 @@ def _conv_im2col(x, z_x, w3, wsum, bias, mult, shift, z_y, act_min, act_max, kh,
 @njit(**JIT)
 def conv2d_u8(x, z_x, wpack, wsum, bias, mult, shift, z_y, act_min, act_max, kh, kw, sh, sw,
               dh, dw, pad_t, pad_l, group, y, scratch):
-    """QConv; see the module docstring.  bias/mult/shift int32 [M]; scratch uint8 of at least
+    """QConv, portable path (weights from pack_conv_weights(w, group)); see the module
+    docstring.  bias/mult/shift int32 [M]; scratch uint8 of at least
     one slice; conv_scratch_size(..., nthreads) gives nthreads slices = nthreads parallel
     chunks of rows."""
     N, H, W, C = x.shape
@@ -144,8 +220,7 @@ def conv2d_u8(x, z_x, wpack, wsum, bias, mult, shift, z_y, act_min, act_max, kh,
             raise ValueError("conv2d_u8: scratch smaller than one thread's slice")
         depthwise_conv_u8(x, z_x, wpack, bias, mult, shift, z_y, act_min, act_max, kh, kw, sh, sw,
                           dh, dw, pad_t, pad_l, y, scratch, sb)
-    elif (kh == 1 and kw == 1 and sh == 1 and sw == 1 and pad_t == 0 and pad_l == 0
-          and group == 1 and OH == H and OW == W):
+    elif is_pointwise(kh, kw, sh, sw, pad_t, pad_l, group, H, W, OH, OW):
         gemm_u8(x.reshape((N * H * W, C)), z_x, wpack, wsum, bias, mult, shift, z_y, act_min,
                 act_max, y.reshape((N * OH * OW, M)))
     else:
@@ -156,3 +231,273 @@ def conv2d_u8(x, z_x, wpack, wsum, bias, mult, shift, z_y, act_min, act_max, kh,
         _conv_im2col(x, z_x, wpack.reshape((group, Mgp, kh * kw * (C // group))), wsum, bias,
                      mult, shift, z_y, act_min, act_max, kh, kw, sh, sw, dh, dw, pad_t, pad_l,
                      group, y, scratch, sb)
+
+
+# ----------------------------------------------------------------------------- fast paths
+@njit(**JIT)
+def _im2col_pixel(x1, H, W, C, n, oh, ow, c0, Cg, kh, kw, sh, sw, dh, dw, pad_t, pad_l, zx, t):
+    """t[(i·kw + j)·Cg + c] = x_pad[n, oh·sh − pad_t + i·dh, ow·sw − pad_l + j·dw, c0 + c]
+    (x1: x flattened, NHWC; t: u8, or u16 for zero-extended values).  Copies go through slice views indexed from 0 (no negative-index
+    wrap-around checks, so LLVM vectorizes them)."""
+    iw0 = ow * sw - pad_l
+    rowrun = dw == 1 and Cg == C and iw0 >= 0 and iw0 + kw <= W   # kw·C contiguous bytes
+    L = kw * Cg
+    for i in range(kh):
+        ih = oh * sh - pad_t + i * dh
+        dst = t[i * L:(i + 1) * L]
+        if ih < 0 or ih >= H:
+            for q in range(L):
+                dst[q] = zx
+        elif rowrun:
+            a = ((n * H + ih) * W + iw0) * C
+            src = x1[a:a + L]
+            for q in range(L):
+                dst[q] = src[q]
+        else:
+            for j in range(kw):
+                iw = iw0 + j * dw
+                seg = dst[j * Cg:(j + 1) * Cg]
+                if iw < 0 or iw >= W:
+                    for c in range(Cg):
+                        seg[c] = zx
+                else:
+                    a = ((n * H + ih) * W + iw) * C + c0
+                    src = x1[a:a + Cg]
+                    for c in range(Cg):
+                        seg[c] = src[c]
+
+
+@njit(**JIT)
+def _pack_conv_rows(x1, H, W, C, OH, OW, p0, rows, c0, Cg, kh, kw, sh, sw, dh, dw, pad_t, pad_l,
+                    z_x, a, rowlen):
+    """A rows of output pixels [p0, p0+rows) (flat n·OH·OW + oh·OW + ow), group c0/Cg: row q at
+    a[q·rowlen:], the im2col of the pixel in k order (i, j, c).  a is u8 (vnni512: groups of
+    4 bytes) or u16 (avx2: the exact vpmaddwd operands, zero-extended here, vectorized).  The
+    micro-kernels read row r of a micro-panel at r·rowlen (ars), group g at 4·g (ags = 4).
+    k past Kg keeps stale values: the packed B is zero there."""
+    zx = np.uint8(z_x)
+    ohw = OH * OW
+    n = p0 // ohw
+    rem = p0 - n * ohw
+    oh = rem // OW
+    ow = rem - oh * OW
+    for q in range(rows):
+        _im2col_pixel(x1, H, W, C, n, oh, ow, c0, Cg, kh, kw, sh, sw, dh, dw, pad_t, pad_l, zx,
+                      a[q * rowlen:(q + 1) * rowlen])
+        ow += 1
+        if ow == OW:
+            ow = 0
+            oh += 1
+            if oh == OH:
+                oh = 0
+                n += 1
+
+
+@njit(**JIT)
+def conv_threads(P, Kg, Mg, group, MR, NR_, nthreads):
+    """(nt, split_rows) for the fast general path: split pixel micro-panels (rows) or output
+    channel panels between threads, whichever leaves the busiest thread less work (packing a
+    micro-panel costs about half a micro-kernel call, and a channel split packs every row on
+    every thread)."""
+    nt = max(nthreads, 1)
+    if P * Kg * Mg * group < PAR_MIN_MACS:
+        nt = 1
+    nrow = (P + MR - 1) // MR
+    npan = (Mg + NR_ - 1) // NR_
+    if nt == 1:
+        return 1, True
+    cost_rows = -(-nrow // nt) * (2 * npan + 1)
+    cost_cols = nrow * (2 * (-(-npan // nt)) + 1)
+    if cost_rows <= cost_cols:
+        return min(nt, nrow), True
+    return min(nt, npan), False
+
+
+@njit(**JIT)
+def _fast_share(MR, NR_, P, Mg, t, nt, split_rows):
+    """(p_lo, p_hi, j_lo, j_hi): pixels and per-group channel panels thread t computes."""
+    npan = (Mg + NR_ - 1) // NR_
+    if split_rows:
+        nrow = (P + MR - 1) // MR
+        r0, r1 = _split(nrow, nt, t)
+        return r0 * MR, min(r1 * MR, P), 0, npan
+    j0, j1 = _split(npan, nt, t)
+    return 0, P, j0, j1
+
+
+# The avx2 and vnni512 workers differ only in constants and the micro-kernels they call (one
+# function per ISA: a runtime branch would compile the vnni512 intrinsics on every host).
+@njit(**JIT)
+def _conv_worker_avx2(t, nt, split_rows, x1, geo, z_x, wpack, wsum, bias, mult, shift, z_y,
+                      act_min, act_max, y2, scratch, per):
+    MR, NR_, G = AVX2_MR, AVX2_NR, AVX2_G
+    N, H, W, C, OH, OW, M, kh, kw, sh, sw, dh, dw, pad_t, pad_l, group = geo
+    Cg = C // group
+    Mg = M // group
+    P = N * OH * OW
+    ng, mc, tileb, _ = _fast_geometry(P, kh * kw * Cg, G, MR, NR_)
+    gbytes = ((Mg + NR_ - 1) // NR_) * ng * NR_ * G          # packed B bytes per group
+    p_lo, p_hi, j_lo, j_hi = _fast_share(MR, NR_, P, Mg, t, nt, split_rows)
+    base = t * per
+    tile = scratch[base:base + MR * NR_ * 4].view(np.int32)
+    abase = base + tileb
+    arows = scratch[abase:abase + mc * ng * 4].view(np.uint16)
+    ys = y2.strides[0]
+    for pc in range(p_lo, p_hi, mc):
+        rows = min(mc, p_hi - pc)
+        for g in range(group):
+            _pack_conv_rows(x1, H, W, C, OH, OW, pc, rows, g * Cg, Cg, kh, kw, sh, sw, dh, dw,
+                            pad_t, pad_l, z_x, arows, 2 * ng)
+            for j in range(j_lo, j_hi):
+                m0 = g * Mg + j * NR_
+                cols = min(NR_, Mg - j * NR_)
+                boff = g * gbytes + j * ng * NR_ * G
+                for ip in range((rows + MR - 1) // MR):
+                    mr = min(MR, rows - ip * MR)
+                    aoff = abase + ip * ng * MR * 4
+                    p0 = pc + ip * MR
+                    if cols == NR_:
+                        _ukernelq_avx2(mr, scratch, aoff, 4 * ng, 4, wpack, boff, ng, y2, p0 * ys + m0, ys,
+                                       wsum, bias, mult, shift, m0, z_x, z_y, act_min, act_max)
+                    else:
+                        _ukernel_avx2(mr, scratch, aoff, 4 * ng, 4, wpack, boff, ng, tile)
+                        _epilogue(tile, NR_, mr, cols, y2, p0, m0, wsum, z_x, bias, mult, shift,
+                                  z_y, act_min, act_max)
+
+
+@njit(**JIT)
+def _conv_worker_v512(t, nt, split_rows, x1, geo, z_x, wpack, wsum, bias, mult, shift, z_y,
+                      act_min, act_max, y2, scratch, per):
+    MR, NR_, G = V512_MR, V512_NR, V512_G
+    N, H, W, C, OH, OW, M, kh, kw, sh, sw, dh, dw, pad_t, pad_l, group = geo
+    Cg = C // group
+    Mg = M // group
+    P = N * OH * OW
+    ng, mc, tileb, _ = _fast_geometry(P, kh * kw * Cg, G, MR, NR_)
+    gbytes = ((Mg + NR_ - 1) // NR_) * ng * NR_ * G
+    p_lo, p_hi, j_lo, j_hi = _fast_share(MR, NR_, P, Mg, t, nt, split_rows)
+    base = t * per
+    tile = scratch[base:base + MR * NR_ * 4].view(np.int32)
+    abase = base + tileb
+    arows = scratch[abase:abase + mc * ng * 4]
+    ys = y2.strides[0]
+    for pc in range(p_lo, p_hi, mc):
+        rows = min(mc, p_hi - pc)
+        for g in range(group):
+            _pack_conv_rows(x1, H, W, C, OH, OW, pc, rows, g * Cg, Cg, kh, kw, sh, sw, dh, dw,
+                            pad_t, pad_l, z_x, arows, 4 * ng)
+            for j in range(j_lo, j_hi):
+                m0 = g * Mg + j * NR_
+                cols = min(NR_, Mg - j * NR_)
+                boff = g * gbytes + j * ng * NR_ * G
+                for ip in range((rows + MR - 1) // MR):
+                    mr = min(MR, rows - ip * MR)
+                    aoff = abase + ip * ng * MR * 4
+                    p0 = pc + ip * MR
+                    if cols == NR_:
+                        _ukernelq_v512(mr, scratch, aoff, 4 * ng, 4, wpack, boff, ng, y2, p0 * ys + m0, ys,
+                                       wsum, bias, mult, shift, m0, z_x, z_y, act_min, act_max)
+                    else:
+                        _ukernel_v512(mr, scratch, aoff, 4 * ng, 4, wpack, boff, ng, tile)
+                        _epilogue(tile, NR_, mr, cols, y2, p0, m0, wsum, z_x, bias, mult, shift,
+                                  z_y, act_min, act_max)
+
+
+@njit(**PJIT)
+def _conv_par_avx2(nt, split_rows, x1, geo, z_x, wpack, wsum, bias, mult, shift, z_y, act_min,
+                   act_max, y2, scratch, per):
+    for t in prange(nt):
+        _conv_worker_avx2(t, nt, split_rows, x1, geo, z_x, wpack, wsum, bias, mult, shift, z_y,
+                          act_min, act_max, y2, scratch, per)
+
+
+@njit(**PJIT)
+def _conv_par_v512(nt, split_rows, x1, geo, z_x, wpack, wsum, bias, mult, shift, z_y, act_min,
+                   act_max, y2, scratch, per):
+    for t in prange(nt):
+        _conv_worker_v512(t, nt, split_rows, x1, geo, z_x, wpack, wsum, bias, mult, shift, z_y,
+                          act_min, act_max, y2, scratch, per)
+
+
+@njit(**JIT)
+def _depthwise(x, z_x, wpack, bias, mult, shift, z_y, act_min, act_max, kh, kw, sh, sw, dh, dw,
+               pad_t, pad_l, y, scratch):
+    C, OW, M = x.shape[3], y.shape[2], y.shape[3]
+    sb = scratch_slice_bytes(C, M, kh, kw, OW, C)
+    if scratch.size < sb:
+        raise ValueError("conv2d_u8: scratch smaller than one thread's slice")
+    depthwise_conv_u8(x, z_x, wpack, bias, mult, shift, z_y, act_min, act_max, kh, kw, sh, sw,
+                      dh, dw, pad_t, pad_l, y, scratch, sb)
+
+
+@njit(**JIT)
+def conv2d_u8_avx2(x, z_x, wpack, wsum, bias, mult, shift, z_y, act_min, act_max, kh, kw, sh, sw,
+                   dh, dw, pad_t, pad_l, group, y, scratch):
+    """QConv on the avx2 path (weights from pack_conv_weights(w, group, "avx2")); see the module
+    docstring.  Same arguments as conv2d_u8."""
+    N, H, W, C = x.shape
+    OH, OW, M = y.shape[1], y.shape[2], y.shape[3]
+    if N * OH * OW * M == 0:
+        return
+    if is_depthwise(C, M, group):
+        _depthwise(x, z_x, wpack, bias, mult, shift, z_y, act_min, act_max, kh, kw, sh, sw, dh, dw,
+                   pad_t, pad_l, y, scratch)
+        return
+    per = fast_slice_bytes(N, H, W, C, M, kh, kw, OH, OW, group, False)
+    if scratch.size < per:
+        raise ValueError("conv2d_u8_avx2: scratch smaller than one thread's slice")
+    T = scratch.size // per                      # the planner's thread count
+    P = N * OH * OW
+    if is_pointwise(kh, kw, sh, sw, pad_t, pad_l, group, H, W, OH, OW):
+        pg = vnni.thread_scratch_bytes(P, padded_groups(C, AVX2_G), AVX2_MR, AVX2_NR)
+        vnni.gemm_avx2(x.reshape((P, C)), z_x, wpack, wsum, M, C, bias, mult, shift, z_y,
+                       act_min, act_max, y.reshape((P, M)), scratch[:T * pg])
+        return
+    Kg = kh * kw * (C // group)
+    pg = _fast_geometry(P, Kg, AVX2_G, AVX2_MR, AVX2_NR)[3]
+    nt, split_rows = conv_threads(P, Kg, M // group, group, AVX2_MR, AVX2_NR, T)
+    geo = (N, H, W, C, OH, OW, M, kh, kw, sh, sw, dh, dw, pad_t, pad_l, group)
+    x1 = x.reshape(-1)
+    y2 = y.reshape((P, M))
+    if nt == 1:
+        _conv_worker_avx2(0, 1, split_rows, x1, geo, z_x, wpack, wsum, bias, mult, shift, z_y,
+                          act_min, act_max, y2, scratch, pg)
+    else:
+        _conv_par_avx2(nt, split_rows, x1, geo, z_x, wpack, wsum, bias, mult, shift, z_y,
+                       act_min, act_max, y2, scratch, pg)
+
+
+@njit(**JIT)
+def conv2d_u8_vnni512(x, z_x, wpack, wsum, bias, mult, shift, z_y, act_min, act_max, kh, kw, sh,
+                      sw, dh, dw, pad_t, pad_l, group, y, scratch):
+    """QConv on the vnni512 path (call only when cpu.has_vnni512()).  Same as conv2d_u8_avx2."""
+    N, H, W, C = x.shape
+    OH, OW, M = y.shape[1], y.shape[2], y.shape[3]
+    if N * OH * OW * M == 0:
+        return
+    if is_depthwise(C, M, group):
+        _depthwise(x, z_x, wpack, bias, mult, shift, z_y, act_min, act_max, kh, kw, sh, sw, dh, dw,
+                   pad_t, pad_l, y, scratch)
+        return
+    per = fast_slice_bytes(N, H, W, C, M, kh, kw, OH, OW, group, True)
+    if scratch.size < per:
+        raise ValueError("conv2d_u8_vnni512: scratch smaller than one thread's slice")
+    T = scratch.size // per                      # the planner's thread count
+    P = N * OH * OW
+    if is_pointwise(kh, kw, sh, sw, pad_t, pad_l, group, H, W, OH, OW):
+        pg = vnni.thread_scratch_bytes(P, padded_groups(C, V512_G), V512_MR, V512_NR)
+        vnni.gemm_vnni512(x.reshape((P, C)), z_x, wpack, wsum, M, C, bias, mult, shift, z_y,
+                          act_min, act_max, y.reshape((P, M)), scratch[:T * pg])
+        return
+    Kg = kh * kw * (C // group)
+    pg = _fast_geometry(P, Kg, V512_G, V512_MR, V512_NR)[3]
+    nt, split_rows = conv_threads(P, Kg, M // group, group, V512_MR, V512_NR, T)
+    geo = (N, H, W, C, OH, OW, M, kh, kw, sh, sw, dh, dw, pad_t, pad_l, group)
+    x1 = x.reshape(-1)
+    y2 = y.reshape((P, M))
+    if nt == 1:
+        _conv_worker_v512(0, 1, split_rows, x1, geo, z_x, wpack, wsum, bias, mult, shift, z_y,
+                          act_min, act_max, y2, scratch, pg)
+    else:
+        _conv_par_v512(nt, split_rows, x1, geo, z_x, wpack, wsum, bias, mult, shift, z_y,
+                       act_min, act_max, y2, scratch, pg)

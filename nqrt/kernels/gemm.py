@@ -9,31 +9,63 @@ point is removed in the epilogue as dot − z_x·wsum[m] (wsum[m] = Σ_k w[m, k]
 255·127·K < 2^31 for K ≤ 66 000 (spec 3.5), so int32 accumulation is exact in any order and
 results do not depend on the tiling or the thread count.
 
-The micro-kernels (`_dot_2x4`, `_dot_1x4`) are the only place where a fast path (VNNI) needs
-to plug in; `gemm_tile` is shared with conv (im2col rows).
+This module is the *portable* path (`gemm_u8`, plain Numba loops, any CPU; `gemm_tile` is
+shared with conv's portable im2col path).  The SIMD paths ("avx2", "vnni512"; nqrt.kernels.cpu)
+are the packed GEMM of vnni.py with its fused requantize, exported here under the runtime's
+names with one common signature (they need scratch, see gemm_scratch_size):
+
+    gemm_u8_avx2(x, z_x, wpack, wsum, M, K, bias, mult, shift, z_y, act_min, act_max, y, scratch)
+    gemm_u8_vnni512(...)     # same; call only when cpu.has_vnni512()
+
+`pack_gemm_weights(w, path)` packs for one path; the layouts differ, so pack and run with the
+same path.
 """
 
 import numpy as np
 from numba import njit, prange
 
+from nqrt.kernels import vnni
 from nqrt.kernels._jit import JIT, PJIT
+from nqrt.kernels.vnni import gemm_avx2 as gemm_u8_avx2          # noqa: F401  (runtime name)
+from nqrt.kernels.vnni import gemm_vnni512 as gemm_u8_vnni512    # noqa: F401  (runtime name)
 
 NR = 4            # weight rows per micro-tile (packed M is a multiple of NR)
 TILE_P = 32       # rows of x per parallel tile (even)
 TILE_M = 64       # weight rows per parallel tile (multiple of NR): 64·K bytes stay in L2
 
 
-def pack_gemm_weights(w):
-    """int8 w[M, K] -> (wpack int8[Mp·K], wsum int32[M]); Mp = ceil(M / NR)·NR, zero rows."""
+PATHS = ("vnni512", "avx2", "portable")
+
+
+def _check_path(path):
+    if path not in PATHS:
+        raise ValueError(f"unknown GEMM path {path!r}; expected one of {PATHS}")
+
+
+def pack_gemm_weights(w, path="portable"):
+    """int8 w[M, K] -> (wpack int8[:], wsum int32[M]) in `path`'s layout.  Portable: int8
+    [Mp, K] row-major, Mp = ceil(M / NR)·NR with zero rows; fast paths: vnni.pack_b."""
+    _check_path(path)
     w = np.asarray(w)
     if w.dtype != np.int8 or w.ndim != 2:
         raise ValueError(f"expected int8[M, K] weights, got {w.dtype}{list(w.shape)}")
+    if path != "portable":
+        return vnni.pack_b(w, path)
     m, k = w.shape
     mp = -(-m // NR) * NR
     wpack = np.zeros((mp, k), dtype=np.int8)
     wpack[:m] = w
     wsum = w.astype(np.int32).sum(axis=1, dtype=np.int32)
     return wpack.reshape(-1), wsum
+
+
+def gemm_scratch_size(P, K, M, nthreads, path="portable"):
+    """Bytes of uint8 scratch the `path` GEMM needs for up to `nthreads` threads (portable: 0;
+    the fast kernels derive their thread count from the scratch size)."""
+    _check_path(path)
+    if path == "portable":
+        return 0
+    return int(vnni.scratch_size(int(P), int(K), int(M), max(int(nthreads), 1), path == "vnni512"))
 
 
 @njit(**JIT)

@@ -62,15 +62,17 @@ def _data_ptr(context, builder, aty, val):
     return cgutils.create_struct_proxy(aty)(context, builder, value=val).data
 
 
-def _make_ukernel(isa, mr, nv, a_rows, fused=False):
+def _make_ukernel(isa, mr, nv, fused=False):
     """Intrinsic for an mr x NR (NR = VL*nv) tile of dot products.
 
-    uk(a: u8[:], aoff, b: i8[:], boff, ngroups, c: i32[:]):  c[r*NR + col] = the int32 dot.
-    fused: uk(a, aoff, b, boff, ngroups, y: u8[:, :], yoff, ystride, wsum, bias, mult, shift
-              (int32[M]), m0, z_x, z_y, act_min, act_max): the requantize epilogue in vector IR
-              on the accumulator registers, storing u8 y[yoff + r*ystride + col] for all NR
-              columns (channels m0 .. m0+NR-1 must exist).
-    a + aoff: packed A micro-panel, a_rows rows per group (rows >= mr are not read);
+    uk(a: u8[:], aoff, ars, ags, b: i8[:], boff, ngroups, c: i32[:]):  c[r*NR + col] = the dot.
+    fused: uk(a, aoff, ars, ags, b, boff, ngroups, y: u8[:, :], yoff, ystride, wsum, bias, mult,
+              shift (int32[M]), m0, z_x, z_y, act_min, act_max): the requantize epilogue in
+              vector IR on the accumulator registers, storing u8 y[yoff + r*ystride + col] for
+              all NR columns (channels m0 .. m0+NR-1 must exist).
+    a + aoff: packed A micro-panel: the 4 bytes of row r, k-group g at aoff + r*ars + g*ags
+    (GEMM: [group][MR rows][4], ars = 4, ags = 4*MR; conv: [row][group][4], ars = 4*ngroups,
+    ags = 4); rows >= mr are not read.
     b + boff: packed B panel; ngroups: multiple of UNROLL.
     """
     if isa == "vnni512":
@@ -88,7 +90,7 @@ def _make_ukernel(isa, mr, nv, a_rows, fused=False):
 
     if True:
         def codegen(context, builder, signature, args):
-            a_, aoff_, b_, boff_, ng_ = args[:5]
+            a_, aoff_, ars_, ags_, b_, boff_, ng_ = args[:7]
             mod = builder.module
             if isa == "vnni512":
                 fn = cgutils.get_or_insert_function(mod, ir.FunctionType(vty, [vty, vty, vty]), name)
@@ -98,7 +100,7 @@ def _make_ukernel(isa, mr, nv, a_rows, fused=False):
             sa = signature.args
             ap = builder.gep(builder.bitcast(_data_ptr(context, builder, sa[0], a_), _I8.as_pointer()),
                              [aoff_])
-            bp = builder.gep(builder.bitcast(_data_ptr(context, builder, sa[2], b_), _I8.as_pointer()),
+            bp = builder.gep(builder.bitcast(_data_ptr(context, builder, sa[4], b_), _I8.as_pointer()),
                              [boff_])
             pre = builder.block
             loop = builder.append_basic_block("uk.loop")
@@ -121,7 +123,7 @@ def _make_ukernel(isa, mr, nv, a_rows, fused=False):
                 s = u % nsets
                 gi = builder.add(i, ir.Constant(_I64, u))
                 bg = builder.gep(bp, [builder.mul(gi, ir.Constant(_I64, nr * bbytes))])
-                ag = builder.gep(ap, [builder.mul(gi, ir.Constant(_I64, a_rows * 4))])
+                ag = builder.gep(ap, [builder.mul(gi, ags_)])
                 bv = []
                 for j in range(nv):
                     p = builder.gep(bg, [ir.Constant(_I64, vl * bbytes * j)])
@@ -132,7 +134,7 @@ def _make_ukernel(isa, mr, nv, a_rows, fused=False):
                                           align=1)
                         bv.append(builder.bitcast(builder.sext(b8, ir.VectorType(_I16, 16)), vty))
                 for r in range(mr):
-                    p = builder.gep(ag, [ir.Constant(_I64, 4 * r)])
+                    p = builder.gep(ag, [builder.mul(ars_, ir.Constant(_I64, r))])
                     sc = builder.load(builder.bitcast(p, _I32.as_pointer()), align=1)
                     sv = builder.insert_element(ir.Constant(vty, None), sc, ir.Constant(_I32, 0))
                     sv = builder.shuffle_vector(sv, ir.Constant(vty, None),
@@ -169,7 +171,7 @@ def _make_ukernel(isa, mr, nv, a_rows, fused=False):
             if fused:
                 _emit_requant_store(context, builder, sa, args, final, mr, nv, vl)
             else:
-                cp = builder.bitcast(_data_ptr(context, builder, sa[5], args[5]),
+                cp = builder.bitcast(_data_ptr(context, builder, sa[7], args[7]),
                                      _I32.as_pointer())
                 for r in range(mr):
                     for j in range(nv):
@@ -178,14 +180,14 @@ def _make_ukernel(isa, mr, nv, a_rows, fused=False):
             return context.get_dummy_value()
 
     if fused:
-        def ukernel(typingctx, a, aoff, b, boff, ngroups, y, yoff, ystride, wsum, bias, mult,
-                    shift, m0, z_x, z_y, act_min, act_max):
-            sig = types.void(a, aoff, b, boff, ngroups, y, yoff, ystride, wsum, bias, mult, shift,
-                             m0, z_x, z_y, act_min, act_max)
+        def ukernel(typingctx, a, aoff, ars, ags, b, boff, ngroups, y, yoff, ystride, wsum, bias,
+                    mult, shift, m0, z_x, z_y, act_min, act_max):
+            sig = types.void(a, aoff, ars, ags, b, boff, ngroups, y, yoff, ystride, wsum, bias,
+                             mult, shift, m0, z_x, z_y, act_min, act_max)
             return sig, codegen
     else:
-        def ukernel(typingctx, a, aoff, b, boff, ngroups, c):
-            return types.void(a, aoff, b, boff, ngroups, c), codegen
+        def ukernel(typingctx, a, aoff, ars, ags, b, boff, ngroups, c):
+            return types.void(a, aoff, ars, ags, b, boff, ngroups, c), codegen
 
     ukernel.__name__ = f"uk_{isa}_{mr}x{nr}" + ("_requant" if fused else "")
     return intrinsic(ukernel)
@@ -196,7 +198,7 @@ def _emit_requant_store(context, builder, sa, args, final, mr, nv, vl):
 
     Generic i64 vector ops: LLVM lowers them (AVX2 has no vpmullq / vpsravq and emulates them,
     still far cheaper than scalar code)."""
-    (y_, yoff_, ystride_, wsum_, bias_, mult_, shift_, m0_, zx_, zy_, lo_, hi_) = args[5:17]
+    (y_, yoff_, ystride_, wsum_, bias_, mult_, shift_, m0_, zx_, zy_, lo_, hi_) = args[7:19]
     v32 = ir.VectorType(_I32, vl)
     v64 = ir.VectorType(_I64, vl)
     v8 = ir.VectorType(_I8, vl)
@@ -218,13 +220,13 @@ def _emit_requant_store(context, builder, sa, args, final, mr, nv, vl):
     lo = splat64(lo_)
     hi = splat64(hi_)
     one = ir.Constant(v64, [1] * vl)
-    yp = builder.bitcast(_data_ptr(context, builder, sa[5], y_), _I8.as_pointer())
+    yp = builder.bitcast(_data_ptr(context, builder, sa[7], y_), _I8.as_pointer())
     yp = builder.gep(yp, [yoff_])
     for j in range(nv):
-        corr = builder.sub(chan_vec(sa[9], bias_, j),
-                           builder.mul(zx, chan_vec(sa[8], wsum_, j)))
-        mu = chan_vec(sa[10], mult_, j)
-        n = chan_vec(sa[11], shift_, j)
+        corr = builder.sub(chan_vec(sa[11], bias_, j),
+                           builder.mul(zx, chan_vec(sa[10], wsum_, j)))
+        mu = chan_vec(sa[12], mult_, j)
+        n = chan_vec(sa[13], shift_, j)
         rnd = builder.shl(one, builder.sub(n, one))
         for r in range(mr):
             acc = builder.add(builder.sext(final[r, j], v64), corr)
@@ -239,100 +241,112 @@ def _emit_requant_store(context, builder, sa, args, final, mr, nv, vl):
 
 
 # One intrinsic per row count 1..MR (the last micro-panel of a block may be short).
-_uk_v512_1 = _make_ukernel("vnni512", 1, V512_NV, V512_MR)
-_uk_v512_2 = _make_ukernel("vnni512", 2, V512_NV, V512_MR)
-_uk_v512_3 = _make_ukernel("vnni512", 3, V512_NV, V512_MR)
-_uk_v512_4 = _make_ukernel("vnni512", 4, V512_NV, V512_MR)
-_uk_v512_5 = _make_ukernel("vnni512", 5, V512_NV, V512_MR)
-_uk_v512_6 = _make_ukernel("vnni512", 6, V512_NV, V512_MR)
+_uk_v512_1 = _make_ukernel("vnni512", 1, V512_NV)
+_uk_v512_2 = _make_ukernel("vnni512", 2, V512_NV)
+_uk_v512_3 = _make_ukernel("vnni512", 3, V512_NV)
+_uk_v512_4 = _make_ukernel("vnni512", 4, V512_NV)
+_uk_v512_5 = _make_ukernel("vnni512", 5, V512_NV)
+_uk_v512_6 = _make_ukernel("vnni512", 6, V512_NV)
 
-_uk_avx2_1 = _make_ukernel("avx2", 1, AVX2_NV, AVX2_MR)
-_uk_avx2_2 = _make_ukernel("avx2", 2, AVX2_NV, AVX2_MR)
-_uk_avx2_3 = _make_ukernel("avx2", 3, AVX2_NV, AVX2_MR)
-_uk_avx2_4 = _make_ukernel("avx2", 4, AVX2_NV, AVX2_MR)
-_uk_avx2_5 = _make_ukernel("avx2", 5, AVX2_NV, AVX2_MR)
-_uk_avx2_6 = _make_ukernel("avx2", 6, AVX2_NV, AVX2_MR)
-
-
-_ukq_v512_1 = _make_ukernel("vnni512", 1, V512_NV, V512_MR, True)
-_ukq_v512_2 = _make_ukernel("vnni512", 2, V512_NV, V512_MR, True)
-_ukq_v512_3 = _make_ukernel("vnni512", 3, V512_NV, V512_MR, True)
-_ukq_v512_4 = _make_ukernel("vnni512", 4, V512_NV, V512_MR, True)
-_ukq_v512_5 = _make_ukernel("vnni512", 5, V512_NV, V512_MR, True)
-_ukq_v512_6 = _make_ukernel("vnni512", 6, V512_NV, V512_MR, True)
-
-_ukq_avx2_1 = _make_ukernel("avx2", 1, AVX2_NV, AVX2_MR, True)
-_ukq_avx2_2 = _make_ukernel("avx2", 2, AVX2_NV, AVX2_MR, True)
-_ukq_avx2_3 = _make_ukernel("avx2", 3, AVX2_NV, AVX2_MR, True)
-_ukq_avx2_4 = _make_ukernel("avx2", 4, AVX2_NV, AVX2_MR, True)
-_ukq_avx2_5 = _make_ukernel("avx2", 5, AVX2_NV, AVX2_MR, True)
-_ukq_avx2_6 = _make_ukernel("avx2", 6, AVX2_NV, AVX2_MR, True)
+_uk_avx2_1 = _make_ukernel("avx2", 1, AVX2_NV)
+_uk_avx2_2 = _make_ukernel("avx2", 2, AVX2_NV)
+_uk_avx2_3 = _make_ukernel("avx2", 3, AVX2_NV)
+_uk_avx2_4 = _make_ukernel("avx2", 4, AVX2_NV)
+_uk_avx2_5 = _make_ukernel("avx2", 5, AVX2_NV)
+_uk_avx2_6 = _make_ukernel("avx2", 6, AVX2_NV)
 
 
-@njit(**JIT)
-def _ukernel_v512(mr, a, aoff, b, boff, ng, c):
-    if mr == 6:
-        _uk_v512_6(a, aoff, b, boff, ng, c)
-    elif mr == 5:
-        _uk_v512_5(a, aoff, b, boff, ng, c)
-    elif mr == 4:
-        _uk_v512_4(a, aoff, b, boff, ng, c)
-    elif mr == 3:
-        _uk_v512_3(a, aoff, b, boff, ng, c)
-    elif mr == 2:
-        _uk_v512_2(a, aoff, b, boff, ng, c)
-    else:
-        _uk_v512_1(a, aoff, b, boff, ng, c)
+_ukq_v512_1 = _make_ukernel("vnni512", 1, V512_NV, True)
+_ukq_v512_2 = _make_ukernel("vnni512", 2, V512_NV, True)
+_ukq_v512_3 = _make_ukernel("vnni512", 3, V512_NV, True)
+_ukq_v512_4 = _make_ukernel("vnni512", 4, V512_NV, True)
+_ukq_v512_5 = _make_ukernel("vnni512", 5, V512_NV, True)
+_ukq_v512_6 = _make_ukernel("vnni512", 6, V512_NV, True)
+
+_ukq_avx2_1 = _make_ukernel("avx2", 1, AVX2_NV, True)
+_ukq_avx2_2 = _make_ukernel("avx2", 2, AVX2_NV, True)
+_ukq_avx2_3 = _make_ukernel("avx2", 3, AVX2_NV, True)
+_ukq_avx2_4 = _make_ukernel("avx2", 4, AVX2_NV, True)
+_ukq_avx2_5 = _make_ukernel("avx2", 5, AVX2_NV, True)
+_ukq_avx2_6 = _make_ukernel("avx2", 6, AVX2_NV, True)
 
 
 @njit(**JIT)
-def _ukernel_avx2(mr, a, aoff, b, boff, ng, c):
+def _ukernel_v512(mr, a, aoff, ars, ags, b, boff, ng, c):
     if mr == 6:
-        _uk_avx2_6(a, aoff, b, boff, ng, c)
+        _uk_v512_6(a, aoff, ars, ags, b, boff, ng, c)
     elif mr == 5:
-        _uk_avx2_5(a, aoff, b, boff, ng, c)
+        _uk_v512_5(a, aoff, ars, ags, b, boff, ng, c)
     elif mr == 4:
-        _uk_avx2_4(a, aoff, b, boff, ng, c)
+        _uk_v512_4(a, aoff, ars, ags, b, boff, ng, c)
     elif mr == 3:
-        _uk_avx2_3(a, aoff, b, boff, ng, c)
+        _uk_v512_3(a, aoff, ars, ags, b, boff, ng, c)
     elif mr == 2:
-        _uk_avx2_2(a, aoff, b, boff, ng, c)
+        _uk_v512_2(a, aoff, ars, ags, b, boff, ng, c)
     else:
-        _uk_avx2_1(a, aoff, b, boff, ng, c)
+        _uk_v512_1(a, aoff, ars, ags, b, boff, ng, c)
 
 
 @njit(**JIT)
-def _ukernelq_v512(mr, a, aoff, b, boff, ng, y, yoff, ys, wsum, bias, mult, shift, m0, zx, zy, lo,
-                   hi):
+def _ukernel_avx2(mr, a, aoff, ars, ags, b, boff, ng, c):
     if mr == 6:
-        _ukq_v512_6(a, aoff, b, boff, ng, y, yoff, ys, wsum, bias, mult, shift, m0, zx, zy, lo, hi)
+        _uk_avx2_6(a, aoff, ars, ags, b, boff, ng, c)
     elif mr == 5:
-        _ukq_v512_5(a, aoff, b, boff, ng, y, yoff, ys, wsum, bias, mult, shift, m0, zx, zy, lo, hi)
+        _uk_avx2_5(a, aoff, ars, ags, b, boff, ng, c)
     elif mr == 4:
-        _ukq_v512_4(a, aoff, b, boff, ng, y, yoff, ys, wsum, bias, mult, shift, m0, zx, zy, lo, hi)
+        _uk_avx2_4(a, aoff, ars, ags, b, boff, ng, c)
     elif mr == 3:
-        _ukq_v512_3(a, aoff, b, boff, ng, y, yoff, ys, wsum, bias, mult, shift, m0, zx, zy, lo, hi)
+        _uk_avx2_3(a, aoff, ars, ags, b, boff, ng, c)
     elif mr == 2:
-        _ukq_v512_2(a, aoff, b, boff, ng, y, yoff, ys, wsum, bias, mult, shift, m0, zx, zy, lo, hi)
+        _uk_avx2_2(a, aoff, ars, ags, b, boff, ng, c)
     else:
-        _ukq_v512_1(a, aoff, b, boff, ng, y, yoff, ys, wsum, bias, mult, shift, m0, zx, zy, lo, hi)
+        _uk_avx2_1(a, aoff, ars, ags, b, boff, ng, c)
 
 
 @njit(**JIT)
-def _ukernelq_avx2(mr, a, aoff, b, boff, ng, y, yoff, ys, wsum, bias, mult, shift, m0, zx, zy, lo,
-                   hi):
+def _ukernelq_v512(mr, a, aoff, ars, ags, b, boff, ng, y, yoff, ys, wsum, bias, mult, shift, m0, zx,
+                   zy, lo, hi):
     if mr == 6:
-        _ukq_avx2_6(a, aoff, b, boff, ng, y, yoff, ys, wsum, bias, mult, shift, m0, zx, zy, lo, hi)
+        _ukq_v512_6(a, aoff, ars, ags, b, boff, ng, y, yoff, ys, wsum, bias, mult, shift, m0, zx, zy, lo,
+                     hi)
     elif mr == 5:
-        _ukq_avx2_5(a, aoff, b, boff, ng, y, yoff, ys, wsum, bias, mult, shift, m0, zx, zy, lo, hi)
+        _ukq_v512_5(a, aoff, ars, ags, b, boff, ng, y, yoff, ys, wsum, bias, mult, shift, m0, zx, zy, lo,
+                     hi)
     elif mr == 4:
-        _ukq_avx2_4(a, aoff, b, boff, ng, y, yoff, ys, wsum, bias, mult, shift, m0, zx, zy, lo, hi)
+        _ukq_v512_4(a, aoff, ars, ags, b, boff, ng, y, yoff, ys, wsum, bias, mult, shift, m0, zx, zy, lo,
+                     hi)
     elif mr == 3:
-        _ukq_avx2_3(a, aoff, b, boff, ng, y, yoff, ys, wsum, bias, mult, shift, m0, zx, zy, lo, hi)
+        _ukq_v512_3(a, aoff, ars, ags, b, boff, ng, y, yoff, ys, wsum, bias, mult, shift, m0, zx, zy, lo,
+                     hi)
     elif mr == 2:
-        _ukq_avx2_2(a, aoff, b, boff, ng, y, yoff, ys, wsum, bias, mult, shift, m0, zx, zy, lo, hi)
+        _ukq_v512_2(a, aoff, ars, ags, b, boff, ng, y, yoff, ys, wsum, bias, mult, shift, m0, zx, zy, lo,
+                     hi)
     else:
-        _ukq_avx2_1(a, aoff, b, boff, ng, y, yoff, ys, wsum, bias, mult, shift, m0, zx, zy, lo, hi)
+        _ukq_v512_1(a, aoff, ars, ags, b, boff, ng, y, yoff, ys, wsum, bias, mult, shift, m0, zx, zy, lo,
+                     hi)
+
+
+@njit(**JIT)
+def _ukernelq_avx2(mr, a, aoff, ars, ags, b, boff, ng, y, yoff, ys, wsum, bias, mult, shift, m0, zx,
+                   zy, lo, hi):
+    if mr == 6:
+        _ukq_avx2_6(a, aoff, ars, ags, b, boff, ng, y, yoff, ys, wsum, bias, mult, shift, m0, zx, zy, lo,
+                     hi)
+    elif mr == 5:
+        _ukq_avx2_5(a, aoff, ars, ags, b, boff, ng, y, yoff, ys, wsum, bias, mult, shift, m0, zx, zy, lo,
+                     hi)
+    elif mr == 4:
+        _ukq_avx2_4(a, aoff, ars, ags, b, boff, ng, y, yoff, ys, wsum, bias, mult, shift, m0, zx, zy, lo,
+                     hi)
+    elif mr == 3:
+        _ukq_avx2_3(a, aoff, ars, ags, b, boff, ng, y, yoff, ys, wsum, bias, mult, shift, m0, zx, zy, lo,
+                     hi)
+    elif mr == 2:
+        _ukq_avx2_2(a, aoff, ars, ags, b, boff, ng, y, yoff, ys, wsum, bias, mult, shift, m0, zx, zy, lo,
+                     hi)
+    else:
+        _ukq_avx2_1(a, aoff, ars, ags, b, boff, ng, y, yoff, ys, wsum, bias, mult, shift, m0, zx, zy, lo,
+                     hi)
 
 
 # ----------------------------------------------------------------------------- plan-time packing
@@ -514,10 +528,10 @@ def _worker_v512(t, nt, split_rows, x, z_x, wpack, wsum, M, K, bias, mult, shift
                 boff = j * ng * NR * 4
                 p0 = pc + ip * MR
                 if cols == NR:
-                    _ukernelq_v512(mr, scratch, aoff, wpack, boff, ng, y, p0 * ys + j * NR, ys,
+                    _ukernelq_v512(mr, scratch, aoff, 4, 4 * MR, wpack, boff, ng, y, p0 * ys + j * NR, ys,
                                    wsum, bias, mult, shift, j * NR, z_x, z_y, act_min, act_max)
                 else:
-                    _ukernel_v512(mr, scratch, aoff, wpack, boff, ng, tile)
+                    _ukernel_v512(mr, scratch, aoff, 4, 4 * MR, wpack, boff, ng, tile)
                     _epilogue(tile, NR, mr, cols, y, p0, j * NR, wsum, z_x, bias, mult, shift,
                               z_y, act_min, act_max)
 
@@ -545,10 +559,10 @@ def _worker_avx2(t, nt, split_rows, x, z_x, wpack, wsum, M, K, bias, mult, shift
                 boff = j * ng * NR * 2
                 p0 = pc + ip * MR
                 if cols == NR:
-                    _ukernelq_avx2(mr, scratch, aoff, wpack, boff, ng, y, p0 * ys + j * NR, ys,
+                    _ukernelq_avx2(mr, scratch, aoff, 4, 4 * MR, wpack, boff, ng, y, p0 * ys + j * NR, ys,
                                    wsum, bias, mult, shift, j * NR, z_x, z_y, act_min, act_max)
                 else:
-                    _ukernel_avx2(mr, scratch, aoff, wpack, boff, ng, tile)
+                    _ukernel_avx2(mr, scratch, aoff, 4, 4 * MR, wpack, boff, ng, tile)
                     _epilogue(tile, NR, mr, cols, y, p0, j * NR, wsum, z_x, bias, mult, shift,
                               z_y, act_min, act_max)
 

@@ -11,15 +11,16 @@ from __future__ import annotations
 import hashlib
 import importlib
 import pkgutil
-import warnings
 from pathlib import Path
 
 import nqrt.kernels as _pkg   # sets NUMBA_CACHE_DIR before anything is decorated
+from nqrt.kernels.cpu import available_paths, gemm_path  # noqa: F401  (GEMM path choice)
 
-# Kernels that must come from one source together (a packer and the kernel reading its layout).
+# Kernels that must come from one source together (a packer and the kernels reading its layout).
+# QConv / QGemm have one kernel per GEMM path (encoding.PATH_IDS): portable, avx2, vnni512.
 GROUPS = (
-    ("pack_conv_weights", "conv2d_u8", "conv_scratch_size"),
-    ("pack_gemm_weights", "gemm_u8"),
+    ("pack_conv_weights", "conv_scratch_size", "conv2d_u8", "conv2d_u8_avx2", "conv2d_u8_vnni512"),
+    ("pack_gemm_weights", "gemm_scratch_size", "gemm_u8", "gemm_u8_avx2", "gemm_u8_vnni512"),
     ("add_u8",), ("requant_copy_u8",), ("clip_u8",), ("maxpool_u8",), ("avgpool_u8",),
     ("reduce_mean_u8",), ("transpose_u8",), ("transpose_f32",), ("quantize_f32",),
     ("dequantize_u8",), ("softmax_f32",),
@@ -35,9 +36,8 @@ def _kernel_modules():
 
 
 def _resolve():
-    found, sources = {}, []
+    found = {}
     mods = _kernel_modules()
-    standin = None
     for group in GROUPS:
         impl = {}
         for name in group:
@@ -45,14 +45,11 @@ def _resolve():
                 if hasattr(m, name):
                     impl[name] = getattr(m, name)
                     break
-        if len(impl) != len(group):
-            if standin is None:
-                from nqrt.runtime import _standin_kernels as standin
-                sources.append(Path(standin.__file__))
-            warnings.warn(f"nqrt.kernels lacks {', '.join(group)}: using serial stand-ins", stacklevel=3)
-            impl = {name: getattr(standin, name) for name in group}
+        missing = [name for name in group if name not in impl]
+        if missing:
+            raise ImportError(f"nqrt.kernels lacks {', '.join(missing)} (CONTRACT.md)")
         found.update(impl)
-    sources += sorted(Path(_pkg.__file__).parent.glob("*.py"))
+    sources = sorted(Path(_pkg.__file__).parent.glob("*.py"))
     sources.append(Path(__file__).parent / "encoding.py")      # opcodes are frozen in too
     h = hashlib.sha256()
     for p in sources:

@@ -13,6 +13,11 @@ A plan is a program for one @njit interpreter loop:
   pool (length M, or K+1 for average pooling), ``scale`` into the float32 pool.
 * Fields ``shape``, ``perm``, ``a_strides``, ``b_strides`` are offsets of 6 int64 values in
   the plan's int64 parameter pool ``lpool`` (shapes left-padded with 1 to rank 6).
+  ``lpool[0]`` is the plan's GEMM path id (``PATH_IDS``): the weights were packed for that
+  path and the interpreter compiled for it runs the plan.
+* ``scratch`` (QConv, QGemm) is the number of scratch bytes the instruction uses (a prefix of
+  the scratch arena, sized for the plan's thread count: the fast kernels derive their thread
+  count from it).
 * Everything else is a scalar (zero points, clamps, kernel sizes, M0 ``m0`` and shift ``n``).
 
 Extending: a new operator is a new opcode, a new FIELDS entry and one branch in the
@@ -27,6 +32,13 @@ dynamic would read multipliers from such slots too. Neither needs a new table la
 from __future__ import annotations
 
 WIDTH = 32
+
+# GEMM paths (nqrt.kernels.cpu): which QConv / QGemm kernels and weight layout a plan uses.
+PATH_PORTABLE = 0
+PATH_AVX2 = 1
+PATH_VNNI512 = 2
+PATH_IDS = {"portable": PATH_PORTABLE, "avx2": PATH_AVX2, "vnni512": PATH_VNNI512}
+PATH_NAMES = {v: k for k, v in PATH_IDS.items()}
 
 # Float boundary and float ops
 OP_QUANTIZE = 1
@@ -51,9 +63,9 @@ FIELDS: dict[int, tuple[str, ...]] = {
     OP_TRANSPOSE_F32: ("x", "y", "size", "shape", "perm"),
     OP_CONV: ("x", "y", "N", "H", "W", "C", "OH", "OW", "M", "kh", "kw", "sh", "sw", "dh", "dw",
               "pad_t", "pad_l", "group", "z_x", "z_y", "act_min", "act_max",
-              "wpack", "wpack_len", "wsum", "bias", "mult", "shift"),
+              "wpack", "wpack_len", "wsum", "bias", "mult", "shift", "scratch"),
     OP_GEMM: ("x", "y", "P", "K", "M", "z_x", "z_y", "act_min", "act_max",
-              "wpack", "wpack_len", "wsum", "bias", "mult", "shift"),
+              "wpack", "wpack_len", "wsum", "bias", "mult", "shift", "scratch"),
     OP_ADD: ("a", "b", "y", "a_size", "b_size", "y_size", "shape", "a_strides", "b_strides",
              "z_a", "z_b", "m_a", "m_b", "shift", "z_y", "act_min", "act_max"),
     OP_REQUANT_COPY: ("x", "y", "R", "Cx", "Cy", "col_offset", "z_x", "m0", "n", "z_y",
@@ -68,7 +80,7 @@ FIELDS: dict[int, tuple[str, ...]] = {
     OP_TRANSPOSE_U8: ("x", "y", "size", "shape", "perm"),
 }
 
-OP_NAMES = {v: k for k, v in globals().items() if k.startswith("OP_") and isinstance(v, int)}
+OP_NAMES = {v: k for k, v in list(globals().items()) if k.startswith("OP_") and isinstance(v, int)}
 
 # Fields that hold arena offsets, per arena, for each opcode (the planner patches them).
 U8_OPERANDS = {

@@ -2,11 +2,16 @@
 
 `execute` makes array views into the arenas and pools (slices of 1-D arrays, reshaped;
 no copies, no allocation) and dispatches on integer opcodes to the kernels, whose parallel
-loops use Numba's current thread count (Session sets it).  No Python runs per op.
+loops use Numba's current thread count (Session sets it) or, for the fast GEMM paths, the
+thread count the plan sized their scratch for.  No Python runs per op.
 
-The function is created by `_make(FINGERPRINT)`: the fingerprint of the kernel and
-encoding sources is a closure constant and hence part of Numba's cache key, so the cached
-machine code (which inlines the kernels) is rebuilt whenever any of them changes.
+One compiled loop per GEMM path (encoding.PATH_IDS), created by `_make(FINGERPRINT, path)`:
+the path is a closure constant, so Numba prunes the other paths' branches before typing and
+a loop never contains (or compiles) the SIMD code of a path the host cannot run.  The
+fingerprint of the kernel and encoding sources is a closure constant too, hence part of
+Numba's cache key, so the cached machine code (which inlines the kernels) is rebuilt whenever
+any of them changes.  `execute` (plain Python) picks the loop from the plan's lpool[0] and
+compiles (or loads from the cache) each loop on first use.
 """
 
 from __future__ import annotations
@@ -14,15 +19,17 @@ from __future__ import annotations
 from numba import njit
 
 from nqrt.runtime._kernels import (FINGERPRINT, add_u8, avgpool_u8, clip_u8, conv2d_u8,
-                                   dequantize_u8, gemm_u8, maxpool_u8, quantize_f32,
+                                   conv2d_u8_avx2, conv2d_u8_vnni512, dequantize_u8, gemm_u8,
+                                   gemm_u8_avx2, gemm_u8_vnni512, maxpool_u8, quantize_f32,
                                    reduce_mean_u8, requant_copy_u8, softmax_f32,
                                    transpose_f32, transpose_u8)
 from nqrt.runtime.encoding import (OP_ADD, OP_AVGPOOL, OP_CLIP, OP_CONV, OP_DEQUANTIZE, OP_GEMM,
                                    OP_MAXPOOL, OP_QUANTIZE, OP_REDUCE_MEAN, OP_REQUANT_COPY,
-                                   OP_SOFTMAX, OP_TRANSPOSE_F32, OP_TRANSPOSE_U8)
+                                   OP_SOFTMAX, OP_TRANSPOSE_F32, OP_TRANSPOSE_U8, PATH_AVX2,
+                                   PATH_NAMES, PATH_VNNI512)
 
 
-def _make(fingerprint: str):
+def _make(fingerprint: str, path: int):
     @njit(cache=True, nogil=True)
     def execute(code, lpool, wpool, ipool, fpool, u8, f32, scratch):
         """Run every instruction of `code` in order (see encoding.FIELDS for the fields)."""
@@ -33,17 +40,40 @@ def _make(fingerprint: str):
             if op == OP_CONV:
                 x, y, N, H, W, C, OH, OW, M = c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9]
                 wp, wl, ws, bi, mu, sh = c[23], c[24], c[25], c[26], c[27], c[28]
-                conv2d_u8(u8[x:x + N * H * W * C].reshape((N, H, W, C)), c[19],
-                          wpool[wp:wp + wl], ipool[ws:ws + M], ipool[bi:bi + M],
-                          ipool[mu:mu + M], ipool[sh:sh + M], c[20], c[21], c[22],
-                          c[10], c[11], c[12], c[13], c[14], c[15], c[16], c[17], c[18],
-                          u8[y:y + N * OH * OW * M].reshape((N, OH, OW, M)), scratch)
+                xa = u8[x:x + N * H * W * C].reshape((N, H, W, C))
+                ya = u8[y:y + N * OH * OW * M].reshape((N, OH, OW, M))
+                sa = scratch[:c[29]]
+                if path == PATH_VNNI512:
+                    conv2d_u8_vnni512(xa, c[19], wpool[wp:wp + wl], ipool[ws:ws + M],
+                                      ipool[bi:bi + M], ipool[mu:mu + M], ipool[sh:sh + M], c[20],
+                                      c[21], c[22], c[10], c[11], c[12], c[13], c[14], c[15],
+                                      c[16], c[17], c[18], ya, sa)
+                elif path == PATH_AVX2:
+                    conv2d_u8_avx2(xa, c[19], wpool[wp:wp + wl], ipool[ws:ws + M],
+                                   ipool[bi:bi + M], ipool[mu:mu + M], ipool[sh:sh + M], c[20],
+                                   c[21], c[22], c[10], c[11], c[12], c[13], c[14], c[15],
+                                   c[16], c[17], c[18], ya, sa)
+                else:
+                    conv2d_u8(xa, c[19], wpool[wp:wp + wl], ipool[ws:ws + M], ipool[bi:bi + M],
+                              ipool[mu:mu + M], ipool[sh:sh + M], c[20], c[21], c[22],
+                              c[10], c[11], c[12], c[13], c[14], c[15], c[16], c[17], c[18],
+                              ya, sa)
             elif op == OP_GEMM:
                 x, y, P, K, M = c[1], c[2], c[3], c[4], c[5]
                 wp, wl, ws, bi, mu, sh = c[10], c[11], c[12], c[13], c[14], c[15]
-                gemm_u8(u8[x:x + P * K].reshape((P, K)), c[6], wpool[wp:wp + wl],
-                        ipool[ws:ws + M], ipool[bi:bi + M], ipool[mu:mu + M], ipool[sh:sh + M],
-                        c[7], c[8], c[9], u8[y:y + P * M].reshape((P, M)))
+                xa = u8[x:x + P * K].reshape((P, K))
+                ya = u8[y:y + P * M].reshape((P, M))
+                if path == PATH_VNNI512:
+                    gemm_u8_vnni512(xa, c[6], wpool[wp:wp + wl], ipool[ws:ws + M], M, K,
+                                    ipool[bi:bi + M], ipool[mu:mu + M], ipool[sh:sh + M], c[7],
+                                    c[8], c[9], ya, scratch[:c[16]])
+                elif path == PATH_AVX2:
+                    gemm_u8_avx2(xa, c[6], wpool[wp:wp + wl], ipool[ws:ws + M], M, K,
+                                 ipool[bi:bi + M], ipool[mu:mu + M], ipool[sh:sh + M], c[7],
+                                 c[8], c[9], ya, scratch[:c[16]])
+                else:
+                    gemm_u8(xa, c[6], wpool[wp:wp + wl], ipool[ws:ws + M], ipool[bi:bi + M],
+                            ipool[mu:mu + M], ipool[sh:sh + M], c[7], c[8], c[9], ya)
             elif op == OP_ADD:
                 a, b, y = c[1], c[2], c[3]
                 add_u8(u8[a:a + c[4]], u8[b:b + c[5]], lpool[c[7]:c[7] + 6], lpool[c[8]:c[8] + 6],
@@ -93,4 +123,19 @@ def _make(fingerprint: str):
     return execute
 
 
-execute = _make(FINGERPRINT)
+_LOOPS: dict = {}
+
+
+def loop_for(path_id: int):
+    """The compiled interpreter loop of GEMM path `path_id` (created once per process)."""
+    f = _LOOPS.get(path_id)
+    if f is None:
+        if path_id not in PATH_NAMES:
+            raise ValueError(f"plan has an unknown GEMM path id {path_id}")
+        f = _LOOPS[path_id] = _make(FINGERPRINT, int(path_id))
+    return f
+
+
+def execute(code, lpool, wpool, ipool, fpool, u8, f32, scratch):
+    """Run a plan (see encoding.py) with the loop of the plan's GEMM path (lpool[0])."""
+    loop_for(int(lpool[0]))(code, lpool, wpool, ipool, fpool, u8, f32, scratch)

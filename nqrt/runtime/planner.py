@@ -2,14 +2,17 @@
 
 Two stages, following "prepare vs eval":
 
-* `prepare(model)` (once per model load, shape-independent): packs every QConv/QGemm
-  weight with the kernels' packers, expands per-tensor multiplier/shift [1] to [M], and
-  places every constant in three pools (int8 packed weights, int32, float32).
+* `prepare(model)` (once per model load, shape-independent): chooses the GEMM path
+  (`nqrt.kernels.cpu.gemm_path()`: vnni512 / avx2 / portable, `NQRT_GEMM_PATH` overrides), packs
+  every QConv/QGemm weight for it with the kernels' packers, expands per-tensor
+  multiplier/shift [1] to [M], and places every constant in three pools (int8 packed weights,
+  int32, float32).
 * `plan(model, consts, input_shapes)` (once per input-shape tuple): infers every tensor's
   logical shape (spec section 4), chooses physical layouts (layout.py), inserts transposes
   where a producer's layout differs from what a consumer accepts, lowers each node to
   instructions, assigns every run-time tensor a slot in the uint8 / float32 arenas (greedy
-  first-fit by offset over instruction lifetimes) and sizes the shared scratch arena.
+  first-fit by offset over instruction lifetimes) and sizes the shared scratch arena (each
+  QConv/QGemm gets the prefix its path's kernel needs for the plan's thread count).
 
 Layout policy (each op declares what it accepts; `_ensure` transposes otherwise):
 
@@ -59,6 +62,7 @@ class Consts:
     ipool: np.ndarray                 # int32: wsum, bias, multipliers, shifts
     fpool: np.ndarray                 # float32: scales
     node: list[dict]                  # per node: pool offsets of its constants
+    path: str = "portable"            # GEMM path the weights are packed for (encoding.PATH_IDS)
 
 
 class _Pools:
@@ -87,8 +91,14 @@ def _per_channel(arr, m: int, what: str, node: NqNode) -> np.ndarray:
     return a
 
 
-def prepare(model: NqModel) -> Consts:
-    """Pack weights and pool every constant (once per model load)."""
+def prepare(model: NqModel, path: str | None = None) -> Consts:
+    """Pack weights for the GEMM `path` (default: the host's, kernels.cpu.gemm_path()) and pool every
+    constant (once per model load)."""
+    path = K.gemm_path() if path is None else path
+    if path not in E.PATH_IDS:
+        raise ValueError(f"unknown GEMM path {path!r}; expected one of {tuple(E.PATH_IDS)}")
+    if path not in K.available_paths():
+        raise ValueError(f"GEMM path {path!r} cannot run on this host ({K.available_paths()})")
     pools = _Pools()
     per_node = []
     for node in model.nodes:
@@ -101,9 +111,10 @@ def prepare(model: NqModel) -> Consts:
             m = w.shape[0]
             if node.op == "QConv":
                 w4 = w[:, :, None, :] if w.ndim == 3 else w
-                wpack, wsum = K.pack_conv_weights(np.ascontiguousarray(w4), int(node.attrs["group"]))
+                wpack, wsum = K.pack_conv_weights(np.ascontiguousarray(w4), int(node.attrs["group"]),
+                                                  path)
             else:
-                wpack, wsum = K.pack_gemm_weights(np.ascontiguousarray(w))
+                wpack, wsum = K.pack_gemm_weights(np.ascontiguousarray(w), path)
             c["wpack"] = pools.add("w", np.asarray(wpack, dtype=np.int8))
             c["wpack_len"] = int(np.asarray(wpack).size)
             c["wsum"] = pools.add("i", np.asarray(wsum, dtype=np.int32))
@@ -128,7 +139,7 @@ def prepare(model: NqModel) -> Consts:
             c["z"] = z
         per_node.append(c)
     return Consts(pools.array("w", np.int8), pools.array("i", np.int32),
-                  pools.array("f", np.float32), per_node)
+                  pools.array("f", np.float32), per_node, path)
 
 
 # ---------------------------------------------------------------------------------------
@@ -170,6 +181,7 @@ class Plan:
     shapes: dict[str, tuple[int, ...]]                  # logical shape of every run-time tensor
     layouts: dict[str, tuple[int, ...]]                 # physical perm of every run-time tensor
     slots: list[Slot]
+    path: str = "portable"                              # GEMM path (lpool[0]), see prepare
 
     def describe(self) -> str:
         """Human-readable listing of the program (for debugging and tests)."""
@@ -206,7 +218,7 @@ class _Builder:
         self.values: dict[str, Value] = {}
         self.slots: list[Slot] = []
         self.instrs: list[tuple[int, dict]] = []
-        self.lpool: list[int] = []
+        self.lpool: list[int] = [E.PATH_IDS[consts.path]]     # lpool[0]: the GEMM path
         self.scratch = SCRATCH_MIN
         self._transposed: dict = {}
         for io in model.graph_inputs:
@@ -302,9 +314,11 @@ class _Builder:
         xv = self._ensure(x, cl)
         y = self._out_u8(node.outputs[0], (N, M, *So), cl)
         c = self.consts.node[i]
-        self.scratch = max(self.scratch, int(K.conv_scratch_size(
-            N, g["H"], g["W"], C, M, g["kh"], g["kw"], g["OH"], g["OW"], group, self.nthreads)))
+        scratch = int(K.conv_scratch_size(N, g["H"], g["W"], C, M, g["kh"], g["kw"], g["OH"],
+                                          g["OW"], group, self.nthreads, self.consts.path))
+        self.scratch = max(self.scratch, scratch)
         self.emit(E.OP_CONV, x=xv.storage, y=y.storage, N=N, C=C, M=M, group=group,
+                  scratch=scratch,
                   **{k: g[k] for k in ("H", "W", "OH", "OW", "kh", "kw", "sh", "sw", "dh", "dw",
                                        "pad_t", "pad_l")},
                   z_x=x.zp, z_y=y.zp, act_min=a["act_min"], act_max=a["act_max"],
@@ -321,7 +335,10 @@ class _Builder:
         xv = self._ensure(x, perm)
         y = self._out_u8(node.outputs[0], (*x.shape[:-1], M), perm)
         c = self.consts.node[i]
-        self.emit(E.OP_GEMM, x=xv.storage, y=y.storage, P=L.numel(x.shape[:-1]), K=Kw, M=M,
+        P = L.numel(x.shape[:-1])
+        scratch = int(K.gemm_scratch_size(P, Kw, M, self.nthreads, self.consts.path))
+        self.scratch = max(self.scratch, scratch)
+        self.emit(E.OP_GEMM, x=xv.storage, y=y.storage, P=P, K=Kw, M=M, scratch=scratch,
                   z_x=x.zp, z_y=y.zp, act_min=node.attrs["act_min"], act_max=node.attrs["act_max"],
                   **{k: c[k] for k in ("wpack", "wpack_len", "wsum", "bias", "mult", "shift")})
 
@@ -534,7 +551,7 @@ class _Builder:
                 f[fname] = self.slots[f[fname]].offset
             rows.append(E.encode_row(op, f))
         code = np.array(rows, dtype=np.int64).reshape(len(rows), E.WIDTH)
-        lpool = np.array(self.lpool or [0], dtype=np.int64)
+        lpool = np.array(self.lpool, dtype=np.int64)
         model_names = set(self.model.tensors) | {io.name for io in self.model.graph_inputs}
         named = {k: v for k, v in self.values.items() if k in model_names}
         return Plan(
@@ -546,6 +563,7 @@ class _Builder:
             shapes={k: v.shape for k, v in named.items()},
             layouts={k: v.perm for k, v in named.items()},
             slots=live,
+            path=self.consts.path,
         )
 
 
