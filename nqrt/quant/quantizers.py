@@ -231,10 +231,9 @@ def quantize_globalaveragepool(ctx: QContext, node: Node) -> None:
 
 def quantize_reducemean(ctx: QContext, node: Node) -> None:
     rank = ctx.rank(node.inputs[0], node_label(node))
-    axes = sorted(a % rank for a in as_ints(node.attrs["axes"]))
-    if axes[0] < 2:
-        raise UnsupportedOpError(f"ReduceMean over batch/channel axes (node {node_label(node)}); "
-                                 "only spatial axes are supported", {"ReduceMean": [node_label(node)]})
+    axes = node.attrs.get("axes")
+    # ONNX: no axes (and noop_with_empty_axes = 0, checked in CHECKS) reduces over every axis
+    axes = sorted({a % rank for a in as_ints(axes)}) if axes else list(range(rank))
     _reduce_mean(ctx, node, axes, int(node.attrs.get("keepdims", 1)))
 
 
@@ -374,14 +373,8 @@ def _check_pool(graph: Graph, node: Node, consumers) -> str | None:
 
 
 def _check_reducemean(graph: Graph, node: Node, consumers) -> str | None:
-    axes = node.attrs.get("axes")
-    if not axes:
-        return "ReduceMean over all axes (only spatial axes)"
-    vi = graph.value_info.get(node.inputs[0])
-    rank = len(vi.shape) if vi is not None and vi.shape is not None else None
-    norm = [int(a) % rank if rank else int(a) for a in axes]
-    if any(0 <= a < 2 for a in norm):
-        return "ReduceMean over batch/channel axes (only spatial axes)"
+    if not node.attrs.get("axes") and int(node.attrs.get("noop_with_empty_axes", 0)):
+        return "ReduceMean with noop_with_empty_axes=1 and no axes"
     return None
 
 
