@@ -25,6 +25,20 @@ from nqrt.runtime import planner as _planner
 from nqrt.runtime import simulate as _simulate
 
 MODES = ("integer", "simulate")
+_F32 = np.dtype(np.float32)
+_get_num_threads = _set_num_threads = None     # Numba's raw thread-count calls (see _threading)
+
+
+def _threading():
+    """Bind Numba's thread-count entry points once.  numba.get/set_num_threads take two locks
+    and validate on every call (~1-1.5 us each); after the pool is launched the raw C calls
+    they wrap are module globals of numba.np.ufunc.parallel (thread-local, like the public
+    ones).  Falls back to the public functions if a Numba version lacks them."""
+    global _get_num_threads, _set_num_threads
+    numba.get_num_threads()                        # launches the thread pool
+    from numba.np.ufunc import parallel
+    _get_num_threads = getattr(parallel, "_get_num_threads", None) or numba.get_num_threads
+    _set_num_threads = getattr(parallel, "_set_num_threads", None) or numba.set_num_threads
 MAX_PLANS = 16        # plans (and their arenas) kept per session, least recently used dropped
 
 
@@ -35,14 +49,41 @@ class TensorInfo:
     dtype: str = "float32"
 
 
-class _Bound:
-    """A plan plus its arenas (allocated once per plan, reused by every run)."""
+def _interpreter_for(plan):
+    """The compiled interpreter entry for `plan` (compiled or loaded from Numba's cache on
+    first use), bypassing the Python dispatch wrapper when the interpreter offers one loop per
+    GEMM path (`loop_for`, keyed by lpool[0])."""
+    from nqrt.runtime import interpreter
+    if _get_num_threads is None:
+        _threading()
+    loop_for = getattr(interpreter, "loop_for", None)
+    if loop_for is not None:
+        return loop_for(int(plan.lpool[0]))
+    return interpreter.execute
 
-    def __init__(self, plan: _planner.Plan):
+
+class _Bound:
+    """A plan plus its arenas (allocated once per plan, reused by every run), the views of the
+    graph inputs/outputs in the float32 arena and the interpreter's argument tuple (so a run
+    does no per-call slicing, reshaping or size arithmetic)."""
+
+    def __init__(self, plan: _planner.Plan, consts):
         self.plan = plan
         self.u8 = _aligned(plan.u8_size, np.uint8)
         self.f32 = _aligned(plan.f32_size, np.float32)
         self.scratch = _aligned(plan.scratch_size, np.uint8)
+        self.in_views = [self._view(off, shape) for _, off, shape in plan.inputs]
+        self.out_views = {name: self._view(off, shape) for name, (off, shape) in plan.outputs.items()}
+        self.args = (plan.code, plan.lpool, consts.wpool, consts.ipool, consts.fpool,
+                     self.u8, self.f32, self.scratch)
+        self.key = None
+        self.fn = None            # the compiled interpreter loop for this plan (set on first run)
+
+    def _view(self, off: int, shape) -> np.ndarray:
+        n = 1
+        for d in shape:
+            n *= int(d)
+        return self.f32[off:off + n].reshape(tuple(int(d) for d in shape))
 
 
 def _aligned(n: int, dtype, align: int = 64) -> np.ndarray:
@@ -68,6 +109,9 @@ class Session:
         self._consts = _planner.prepare(model) if mode == "integer" else None
         self._plans: OrderedDict[tuple, _Bound] = OrderedDict()
         self._lock = threading.Lock()
+        self._in_names = tuple(i.name for i in self.inputs)
+        self._out_names = [o.name for o in self.outputs]
+        self._nthreads = threads or numba.config.NUMBA_NUM_THREADS
 
     @classmethod
     def load(cls, path_or_model, threads: int | None = None, mode: str = "integer") -> "Session":
@@ -137,7 +181,8 @@ class Session:
         b = self._plans.get(key)
         if b is None:
             p = _planner.plan(self.model, self._consts, shapes, numba.config.NUMBA_NUM_THREADS)
-            b = self._plans[key] = _Bound(p)
+            b = self._plans[key] = _Bound(p, self._consts)
+            b.key = key
             if len(self._plans) > MAX_PLANS:
                 self._plans.popitem(last=False)
         self._plans.move_to_end(key)
@@ -149,28 +194,50 @@ class Session:
 
     # -- running ---------------------------------------------------------------------
     def run(self, feeds: dict, output_names=None) -> dict[str, np.ndarray]:
+        """Run the model on `feeds` (input name -> float32 array of a valid shape); returns
+        a dict output name -> fresh float32 array (all outputs, or `output_names`)."""
+        if self.mode == "integer" and type(feeds) is dict and len(feeds) == len(self._in_names):
+            # Fast path: a dict of exactly the input names, plain float32 ndarrays, shapes that
+            # were validated before (a plan exists for them: plans are only made for shapes
+            # that passed _check_feeds, and validity depends on nothing else).
+            arrs = []
+            for name in self._in_names:
+                a = feeds.get(name)
+                if type(a) is not np.ndarray or a.dtype != _F32:
+                    break
+                arrs.append(a)
+            else:
+                b = self._plans.get(tuple(a.shape for a in arrs))
+                if b is not None:
+                    names = self._out_names if output_names is None else \
+                        self._check_output_names(output_names)
+                    return self._run_bound(b, arrs, names)
         shapes = self._check_feeds(feeds)
         names = self._check_output_names(output_names)
         if self.mode == "simulate":
             out = _simulate.run(self.model, feeds)
             return {n: out[n] for n in names}
-        from nqrt.runtime.interpreter import execute   # compiles (or loads) on first use
         with self._lock:
             b = self._bound(shapes)
-            p = b.plan
-            for name, off, shape in p.inputs:
-                n = int(np.prod(shape))
-                b.f32[off:off + n].reshape(shape)[...] = feeds[name]     # copies any strides
-            c = self._consts
-            prev = numba.get_num_threads()
-            numba.set_num_threads(self.threads or numba.config.NUMBA_NUM_THREADS)
+        return self._run_bound(b, [feeds[n] for n in self._in_names], names)
+
+    def _run_bound(self, b: _Bound, arrs, names) -> dict[str, np.ndarray]:
+        fn = b.fn
+        if fn is None:
+            fn = b.fn = _interpreter_for(b.plan)
+        want = self._nthreads
+        with self._lock:
+            if b.key in self._plans:                        # (another thread may have evicted it)
+                self._plans.move_to_end(b.key)
+            for view, a in zip(b.in_views, arrs):
+                view[...] = a                               # copies any strides
+            prev = _get_num_threads()                       # thread-local, like set_num_threads
+            if prev != want:
+                _set_num_threads(want)
             try:
-                execute(p.code, p.lpool, c.wpool, c.ipool, c.fpool, b.u8, b.f32, b.scratch)
+                fn(*b.args)
             finally:
-                numba.set_num_threads(prev)
-            result = {}
-            for name in names:
-                off, shape = p.outputs[name]
-                n = int(np.prod(shape))
-                result[name] = b.f32[off:off + n].reshape(shape).copy()
-        return result
+                if prev != want:
+                    _set_num_threads(prev)
+            out = b.out_views
+            return {name: out[name].copy() for name in names}
