@@ -1,0 +1,158 @@
+"""depthwise_conv_u8 (vector path, scalar channel tail, reference fallback) vs the naive QConv:
+strides, asymmetric pads, dilation, kernel sizes, channel counts around the 16-lane blocks,
+zero points, saturation, extreme multipliers, thread invariance."""
+
+import numpy as np
+import pytest
+from naive import out_size, qconv
+
+from nqrt.kernels.depthwise import (_prepare, depthwise_conv_u8, depthwise_scratch_bytes,
+                                    pack_depthwise_weights)
+
+from ._util import assert_same, dot_std, requant_params, with_threads
+
+ALIGN = 64
+
+
+def _slice(C, kh, kw, OW):
+    return -(-int(depthwise_scratch_bytes(C, kh, kw, OW)) // ALIGN) * ALIGN
+
+
+def run_dw(x, z_x, w, bias, mult, shift, z_y, lo, hi, strides, pads, dil, nthreads=2,
+           wild_x_tail=False):
+    """x uint8 NCHW, w int8 [C, 1, kh, kw]; returns NCHW y from the NHWC kernel."""
+    N, C, H, W = x.shape
+    kh, kw = w.shape[2:]
+    OH = out_size(H, kh, strides[0], pads[0], pads[2], dil[0])
+    OW = out_size(W, kw, strides[1], pads[1], pads[3], dil[1])
+    sb = _slice(C, kh, kw, OW)
+    scratch = np.full(nthreads * sb, 0xAB, np.uint8)      # garbage: the kernel must not rely on 0s
+    xh = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    y = np.full((N, OH, OW, C), 77, np.uint8)
+    depthwise_conv_u8(xh, z_x, pack_depthwise_weights(w), bias, mult, shift, z_y, lo, hi, kh, kw,
+                      strides[0], strides[1], dil[0], dil[1], pads[0], pads[1], y, scratch, sb)
+    return y.transpose(0, 3, 1, 2), (OH, OW)
+
+
+def make(rng, N, C, H, W, kh, kw, z_x=128, z_y=120, per_channel=True, bias_scale=2000):
+    x = rng.integers(0, 256, (N, C, H, W)).astype(np.uint8)
+    w = rng.integers(-127, 128, (C, 1, kh, kw)).astype(np.int8)
+    bias = rng.integers(-bias_scale, bias_scale + 1, C).astype(np.int32)
+    mult, shift = requant_params(C, dot_std(kh * kw), rng, per_channel)
+    return x, w, bias, np.asarray(mult, np.int32), np.asarray(shift, np.int32)
+
+
+CASES = {
+    # N, C, H, W, kh, kw, strides, pads (t, l, b, r), dilations
+    "3x3_s1_p1_c128": (1, 128, 12, 13, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1)),
+    "3x3_s2_p1_c32": (2, 32, 11, 10, 3, 3, (2, 2), (1, 1, 1, 1), (1, 1)),
+    "3x3_s2_asym": (1, 48, 9, 12, 3, 3, (2, 2), (0, 0, 1, 1), (1, 1)),
+    "3x3_nopad": (1, 16, 7, 7, 3, 3, (1, 1), (0, 0, 0, 0), (1, 1)),
+    "3x3_dil2": (1, 40, 10, 11, 3, 3, (1, 1), (2, 2, 2, 2), (2, 2)),
+    "5x5_s1_p2_c24": (1, 24, 9, 9, 5, 5, (1, 1), (2, 2, 2, 2), (1, 1)),
+    "5x5_s2_c17": (2, 17, 12, 11, 5, 5, (2, 2), (1, 2, 2, 1), (1, 1)),
+    "1x1_c33": (1, 33, 5, 6, 1, 1, (1, 1), (0, 0, 0, 0), (1, 1)),
+    "3x5_mixed": (1, 10, 8, 11, 3, 5, (1, 2), (0, 2, 2, 1), (2, 1)),
+    "c8": (1, 8, 6, 6, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1)),
+    "c31": (1, 31, 6, 7, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1)),
+    "c1": (1, 1, 6, 7, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1)),
+    "big_pad": (1, 16, 3, 3, 3, 3, (1, 1), (3, 3, 3, 3), (1, 1)),      # windows fully in padding
+    "tiny_spatial": (1, 64, 1, 1, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1)),
+    "7x7_s1": (1, 32, 9, 9, 7, 7, (1, 1), (3, 3, 3, 3), (1, 1)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+@pytest.mark.parametrize("zps", [(128, 120), (0, 0), (255, 255)])
+def test_matches_naive(name, zps):
+    N, C, H, W, kh, kw, st, pads, dil = CASES[name]
+    rng = np.random.default_rng(abs(hash((name, zps))) % 2**32)
+    z_x, z_y = zps
+    x, w, bias, mult, shift = make(rng, N, C, H, W, kh, kw)
+    got, ohw = run_dw(x, z_x, w, bias, mult, shift, z_y, 0, 255, st, pads, dil)
+    want = qconv(x, z_x, w, bias, mult, shift, z_y, 0, 255, st, pads, dil, C, ohw)
+    assert_same(got, want)
+
+
+@pytest.mark.parametrize("lo,hi", [(0, 255), (20, 200), (120, 121)])
+def test_clamp_and_saturation(lo, hi):
+    rng = np.random.default_rng(5)
+    x, w, bias, mult, shift = make(rng, 1, 48, 8, 9, 3, 3)
+    mult2, shift2 = requant_params(48, dot_std(9), rng, spread=400.0)    # saturates often
+    mult2, shift2 = np.asarray(mult2, np.int32), np.asarray(shift2, np.int32)
+    for m, s in ((mult, shift), (mult2, shift2)):
+        got, ohw = run_dw(x, 128, w, bias, m, s, 128, lo, hi, (1, 1), (1, 1, 1, 1), (1, 1))
+        want = qconv(x, 128, w, bias, m, s, 128, lo, hi, (1, 1), (1, 1, 1, 1), (1, 1), 48, ohw)
+        assert_same(got, want)
+        assert (want == lo).any() and (want == hi).any()
+
+
+def test_extreme_weights_and_inputs():
+    """|(x − z_x)·w| at its maximum (255·128) in every tap: the int16 products are exact."""
+    C = 32
+    x = np.zeros((1, C, 6, 6), np.uint8)
+    x[:, ::2] = 255
+    w = np.full((C, 1, 3, 3), -128, np.int8)
+    w[1::2] = 127
+    bias = np.zeros(C, np.int32)
+    mult = np.full(C, 1 << 30, np.int32)
+    shift = np.full(C, 52, np.int32)
+    for z_x in (0, 255):
+        got, ohw = run_dw(x, z_x, w, bias, mult, shift, 128, 0, 255, (1, 1), (1, 1, 1, 1), (1, 1))
+        want = qconv(x, z_x, w, bias, mult, shift, 128, 0, 255, (1, 1), (1, 1, 1, 1), (1, 1), C, ohw)
+        assert_same(got, want)
+
+
+@pytest.mark.parametrize("kind", ["small_shift", "huge_shift", "huge_bias", "zero_mult",
+                                  "mixed"])
+def test_multiplier_edges(kind):
+    """Shifts 1..62, M0 = 0, |bias| near 2^31: the vector path or the reference fallback must
+    give the spec's result either way."""
+    rng = np.random.default_rng(11)
+    C = 32
+    x, w, bias, mult, shift = make(rng, 1, C, 6, 7, 3, 3)
+    if kind == "small_shift":
+        mult[:] = rng.integers(1 << 30, 1 << 31, C)
+        shift[:] = rng.integers(1, 8, C)
+    elif kind == "huge_shift":
+        shift[:] = 62
+        mult[:] = rng.integers(0, 4, C)
+    elif kind == "huge_bias":
+        bias[:] = rng.choice([-(2**31) + 5, 2**31 - 5], C)
+        shift[:] = rng.integers(45, 62, C)
+    elif kind == "zero_mult":
+        mult[:] = 0
+        shift[:] = 1
+    else:
+        shift[::3] = 61
+        shift[1::3] = 31
+        bias[2::3] = 2**30
+    for z_y in (0, 128):
+        got, ohw = run_dw(x, 7, w, bias, mult, shift, z_y, 0, 255, (1, 1), (1, 1, 1, 1), (1, 1))
+        want = qconv(x, 7, w, bias, mult, shift, z_y, 0, 255, (1, 1), (1, 1, 1, 1), (1, 1), C, ohw)
+        assert_same(got, want)
+
+
+def test_prepare_takes_fast_path_for_realistic_multipliers():
+    rng = np.random.default_rng(3)
+    C = 64
+    _, _, bias, mult, shift = make(rng, 1, C, 4, 4, 3, 3, bias_scale=2**24)
+    bc, sh, zd = np.zeros(C, np.int64), np.zeros(C, np.int64), np.zeros(C, np.int32)
+    assert _prepare(bias, mult, shift, 100, 3, 3, bc, sh, zd)
+
+
+@pytest.mark.parametrize("N,H", [(1, 17), (3, 5)])
+def test_thread_invariance(N, H):
+    rng = np.random.default_rng(8)
+    x, w, bias, mult, shift = make(rng, N, 96, H, 19, 3, 3)
+    outs = []
+    for nt in (1, 2):
+        got, ohw = with_threads(nt, run_dw, x, 128, w, bias, mult, shift, 128, 0, 255, (1, 1),
+                                (1, 1, 1, 1), (1, 1), 2)
+        outs.append(got)
+        got1, _ = with_threads(nt, run_dw, x, 128, w, bias, mult, shift, 128, 0, 255, (1, 1),
+                               (1, 1, 1, 1), (1, 1), 1)
+        outs.append(got1)
+    want = qconv(x, 128, w, bias, mult, shift, 128, 0, 255, (1, 1), (1, 1, 1, 1), (1, 1), 96, ohw)
+    for o in outs:
+        assert_same(o, want)
