@@ -1,9 +1,17 @@
+"""QConv kernels bit for bit vs tests/naive.py, on the portable path and every fast GEMM path
+this host can run (NQRT_GEMM_PATH does not matter here: the path is explicit)."""
+
 import numpy as np
 import pytest
 
-from nqrt.kernels.conv import conv2d_u8, conv_scratch_size, pack_conv_weights
+from nqrt.kernels import conv as K
+from nqrt.kernels import cpu
+from nqrt.kernels.conv import conv_scratch_size, pack_conv_weights
 from naive import out_size, qconv
 from kernels._util import assert_same, dot_std, requant_params, with_threads
+
+PATHS = list(cpu.available_paths())          # always "portable"; "avx2" / "vnni512" when runnable
+KERNELS = {"portable": K.conv2d_u8, "avx2": K.conv2d_u8_avx2, "vnni512": K.conv2d_u8_vnni512}
 
 # N, C, H, W, M, kh, kw, (sh, sw), (pt, pl, pb, pr), (dh, dw), group
 CASES = {
@@ -23,6 +31,13 @@ CASES = {
     "c1_m1": (1, 1, 5, 5, 1, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1),
     "stem_7x7": (1, 3, 15, 15, 8, 7, 7, (2, 2), (3, 3, 3, 3), (1, 1), 1),
     "kernel_gt_input": (1, 2, 2, 3, 3, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1),
+    "batch3_odd": (3, 7, 5, 9, 19, 3, 3, (1, 2), (1, 0, 2, 1), (1, 1), 1),
+    "group2_1x1": (3, 8, 4, 5, 6, 1, 1, (1, 1), (0, 0, 0, 0), (1, 1), 2),
+    "conv1d_dil_group2": (2, 6, 1, 23, 10, 1, 3, (1, 1), (0, 3, 0, 0), (1, 2), 2),
+    # fast path: K = 1440 -> several pixel chunks per thread; M = 40 -> a partial panel
+    "chunks": (1, 160, 7, 9, 40, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1),
+    # fast path: few pixels, many channels -> threads split the channel panels
+    "deep_small": (1, 32, 4, 4, 96, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1),
 }
 ZPS = [(128, 128, "none"), (0, 100, "relu"), (255, 30, "relu6"), (17, 0, "none")]
 
@@ -40,60 +55,132 @@ def _make(case, z_x, z_y, act, seed, per_channel=True):
     return (x, w, bias, mult, shift, lo, hi, (OH, OW))
 
 
-def _kernel(case, x, z_x, w, bias, mult, shift, z_y, lo, hi, ohw, nthreads=2):
+def _kernel(case, x, z_x, w, bias, mult, shift, z_y, lo, hi, ohw, nthreads=2, path="portable",
+            scratch_threads=None):
     N, C, H, W, M, kh, kw, (sh, sw), (pt, pl, pb, pr), (dh, dw), group = case
-    wpack, wsum = pack_conv_weights(w, group)
-    y = np.zeros((N, *ohw, M), np.uint8)
-    scratch = np.zeros(conv_scratch_size(N, H, W, C, M, kh, kw, *ohw, group, nthreads), np.uint8)
+    wpack, wsum = pack_conv_weights(w, group, path)
+    y = np.full((N, *ohw, M), 77, np.uint8)
+    st = nthreads if scratch_threads is None else scratch_threads
+    scratch = np.zeros(conv_scratch_size(N, H, W, C, M, kh, kw, *ohw, group, st, path), np.uint8)
     xh = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
-    with_threads(nthreads, conv2d_u8, xh, z_x, wpack, wsum, bias, mult, shift, z_y, lo, hi, kh,
-                 kw, sh, sw, dh, dw, pt, pl, group, y, scratch)
+    with_threads(nthreads, KERNELS[path], xh, z_x, wpack, wsum, bias, mult, shift, z_y, lo, hi,
+                 kh, kw, sh, sw, dh, dw, pt, pl, group, y, scratch)
     return y.transpose(0, 3, 1, 2)
 
 
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("name", list(CASES))
 @pytest.mark.parametrize("zp", range(len(ZPS)))
-def test_conv_matches_naive(name, zp):
+def test_conv_matches_naive(name, zp, path):
     case = CASES[name]
     z_x, z_y, act = ZPS[zp]
     x, w, bias, mult, shift, lo, hi, ohw = _make(case, z_x, z_y, act, seed=zp, per_channel=zp != 3)
     N, C, H, W, M, kh, kw, st, pads, dil, group = case
     want = qconv(x, z_x, w, bias, mult, shift, z_y, lo, hi, st, pads, dil, group, ohw)
-    got = _kernel(case, x, z_x, w, bias, mult, shift, z_y, lo, hi, ohw)
+    got = _kernel(case, x, z_x, w, bias, mult, shift, z_y, lo, hi, ohw, path=path)
     assert_same(got, want)
 
 
-def test_conv_outputs_not_vacuous():
+@pytest.mark.parametrize("path", PATHS)
+def test_conv_outputs_not_vacuous(path):
     """Across the cases the outputs hit both clamp bounds and the values between them."""
-    for name in ("3x3_pad1", "depthwise", "pointwise", "stem_7x7"):
+    for name in ("3x3_pad1", "depthwise", "pointwise", "stem_7x7", "chunks"):
         case = CASES[name]
         x, w, bias, mult, shift, lo, hi, ohw = _make(case, 128, 128, "none", seed=5)
         N, C, H, W, M, kh, kw, st, pads, dil, group = case
         want = qconv(x, 128, w, bias, mult, shift, 128, lo, hi, st, pads, dil, group, ohw)
-        got = _kernel(case, x, 128, w, bias, mult, shift, 128, lo, hi, ohw)
+        got = _kernel(case, x, 128, w, bias, mult, shift, 128, lo, hi, ohw, path=path)
         assert_same(got, want, lo, hi)
 
 
-@pytest.mark.parametrize("name", ["3x3_pad1", "depthwise", "pointwise", "group2"])
-def test_conv_thread_count_invariant(name):
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("name", ["3x3_pad1", "depthwise", "pointwise", "group2", "chunks",
+                                  "deep_small", "batch3_odd"])
+def test_conv_thread_count_invariant(name, path):
     case = CASES[name]
     x, w, bias, mult, shift, lo, hi, ohw = _make(case, 3, 128, "none", seed=9)
     args = (case, x, 3, w, bias, mult, shift, 128, lo, hi, ohw)
-    y1 = _kernel(*args, nthreads=1)
-    assert np.array_equal(y1, _kernel(*args, nthreads=2))
+    y1 = _kernel(*args, nthreads=1, path=path)
+    assert np.array_equal(y1, _kernel(*args, nthreads=2, path=path))
+    assert np.array_equal(y1, _kernel(*args, nthreads=2, path=path, scratch_threads=3))
 
 
-def test_conv_scratch_for_one_thread_runs_serially():
+def _random_case(rng):
+    """A random QConv geometry (the shapes the fixed cases may miss)."""
+    group = int(rng.choice([1, 1, 1, 2, 3]))
+    Cg, Mg = int(rng.integers(1, 9)), int(rng.integers(1, 23))
+    kh, kw = int(rng.integers(1, 4)), int(rng.integers(1, 6))
+    if rng.random() < 0.2:
+        kh, H = 1, 1                                           # 1-D conv
+    else:
+        H = int(rng.integers(kh, 12))
+    W = int(rng.integers(kw, 14))
+    sh, sw = int(rng.integers(1, 4)), int(rng.integers(1, 4))
+    dh, dw = (1, 1) if rng.random() < 0.6 else (int(rng.integers(1, 3)), int(rng.integers(1, 3)))
+    if kh == 1:
+        dh, sh = 1, 1
+    pads = [int(rng.integers(0, k)) for k in (kh, kw, kh, kw)]
+    if (H + pads[0] + pads[2] - dh * (kh - 1) - 1) < 0:
+        dh, pads[0] = 1, kh - 1
+    if (W + pads[1] + pads[3] - dw * (kw - 1) - 1) < 0:
+        dw, pads[1] = 1, kw - 1
+    N = int(rng.choice([1, 3]))
+    return (N, Cg * group, H, W, Mg * group, kh, kw, (sh, sw), tuple(pads), (dh, dw), group)
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("seed", range(6))
+def test_conv_random_shapes(seed, path):
+    rng = np.random.default_rng(100 + seed)
+    for trial in range(4):
+        case = _random_case(rng)
+        z_x, z_y, act = ZPS[int(rng.integers(len(ZPS)))]
+        x, w, bias, mult, shift, lo, hi, ohw = _make(case, z_x, z_y, act, seed=seed * 10 + trial)
+        N, C, H, W, M, kh, kw, st, pads, dil, group = case
+        want = qconv(x, z_x, w, bias, mult, shift, z_y, lo, hi, st, pads, dil, group, ohw)
+        for nt in (1, 2):
+            got = _kernel(case, x, z_x, w, bias, mult, shift, z_y, lo, hi, ohw, nthreads=nt,
+                          path=path)
+            assert_same(got, want)
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_conv_scratch_for_one_thread_runs_serially(path):
     """Scratch planned for 1 thread while 2 run: the kernel uses 1 slice, same result."""
     case = CASES["3x3_pad1"]
     N, C, H, W, M, kh, kw, (sh, sw), (pt, pl, pb, pr), (dh, dw), group = case
     x, w, bias, mult, shift, lo, hi, (OH, OW) = _make(case, 128, 128, "none", seed=3)
-    wpack, wsum = pack_conv_weights(w, group)
+    wpack, wsum = pack_conv_weights(w, group, path)
     xh = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
-    scratch = np.zeros(conv_scratch_size(N, H, W, C, M, kh, kw, OH, OW, group, 1), np.uint8)
+    scratch = np.zeros(conv_scratch_size(N, H, W, C, M, kh, kw, OH, OW, group, 1, path), np.uint8)
     y = np.zeros((N, OH, OW, M), np.uint8)
-    with_threads(2, conv2d_u8, xh, 128, wpack, wsum, bias, mult, shift, 128, lo, hi, kh, kw, sh,
-                 sw, dh, dw, pt, pl, group, y, scratch)
+    with_threads(2, KERNELS[path], xh, 128, wpack, wsum, bias, mult, shift, 128, lo, hi, kh, kw,
+                 sh, sw, dh, dw, pt, pl, group, y, scratch)
     want = qconv(x, 128, w, bias, mult, shift, 128, lo, hi, (sh, sw), (pt, pl, pb, pr), (dh, dw),
                  group, (OH, OW))
     assert_same(y.transpose(0, 3, 1, 2), want)
+
+
+def test_conv_saturation_extremes():
+    """x at 0/255 with w at +-127 over a large K: the raw dots sit near the int32 range and the
+    outputs saturate at both clamps (ReLU6-style bounds), on every path."""
+    case = (1, 256, 6, 6, 17, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1)
+    N, C, H, W, M, kh, kw, st, pads, dil, group = case
+    x = np.where(np.random.default_rng(0).random((N, C, H, W)) < 0.5, 0, 255).astype(np.uint8)
+    w = np.full((M, C, kh, kw), 127, np.int8)
+    w[::2] = -127
+    bias = np.zeros(M, np.int32)
+    mult = np.full(M, 1 << 30, np.int32)
+    shift = np.full(M, 40, np.int32)
+    ohw = (H, W)
+    for z_x in (0, 128, 255):
+        want = qconv(x, z_x, w, bias, mult, shift, 100, 100, 160, st, pads, dil, group, ohw)
+        assert (want == 100).any() and (want == 160).any()
+        for path in PATHS:
+            got = _kernel(case, x, z_x, w, bias, mult, shift, 100, 100, 160, ohw, path=path)
+            assert_same(got, want)
+
+
+def test_pack_rejects_unknown_path():
+    with pytest.raises(ValueError):
+        pack_conv_weights(np.zeros((2, 1, 1, 1), np.int8), 1, "sse9")

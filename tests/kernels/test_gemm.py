@@ -1,6 +1,12 @@
+"""The runtime's QGemm kernels (nqrt/kernels/gemm.py names) bit for bit vs tests/naive.py: the
+portable gemm_u8 and, through the same packer / scratch-size API, every fast path this host
+can run.  (test_gemm_fast.py covers the fast GEMM module itself in more depth.)"""
+
 import numpy as np
 import pytest
 
+from nqrt.kernels import cpu
+from nqrt.kernels import gemm as G
 from nqrt.kernels.gemm import gemm_u8, pack_gemm_weights
 from naive import qgemm
 from kernels._util import assert_same, dot_std, requant_params, with_threads
@@ -60,3 +66,46 @@ def test_gemm_thread_count_invariant(P):
     with_threads(1, gemm_u8, *args, y1)
     with_threads(2, gemm_u8, *args, y2)
     assert np.array_equal(y1, y2)
+
+
+FAST = {"avx2": G.gemm_u8_avx2, "vnni512": G.gemm_u8_vnni512}
+PATHS = list(cpu.available_paths())
+
+
+def _run_path(path, x, z_x, w, bias, mult, shift, z_y, lo, hi, nthreads=2, scratch_threads=None):
+    P, K = x.shape
+    M = w.shape[0]
+    wpack, wsum = pack_gemm_weights(w, path)
+    assert np.array_equal(wsum, w.astype(np.int64).sum(axis=1))
+    y = np.full((P, M), 77, np.uint8)
+    if path == "portable":
+        assert G.gemm_scratch_size(P, K, M, nthreads, path) == 0
+        with_threads(nthreads, gemm_u8, x, z_x, wpack, wsum, bias, mult, shift, z_y, lo, hi, y)
+        return y
+    st = nthreads if scratch_threads is None else scratch_threads
+    scratch = np.zeros(G.gemm_scratch_size(P, K, M, st, path), np.uint8)
+    with_threads(nthreads, FAST[path], x, z_x, wpack, wsum, M, K, bias, mult, shift, z_y, lo, hi,
+                 y, scratch)
+    return y
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("case", CASES + [(1, 768, 96, 128, 128, 0, 255, True),
+                                          (200, 96, 48, 0, 255, 0, 255, True)])
+def test_gemm_paths_match_naive(case, path):
+    P, K, M, z_x, z_y, lo, hi, per_channel = case
+    rng = np.random.default_rng(11)
+    x = rng.integers(0, 256, (P, K), dtype=np.uint8)
+    w = rng.integers(-127, 128, (M, K)).astype(np.int8)
+    bias = rng.integers(-50_000, 50_000, M).astype(np.int32)
+    mult, shift = requant_params(M, dot_std(K), rng, per_channel)
+    want = qgemm(x, z_x, w, bias, mult, shift, z_y, lo, hi)
+    for nt, st in ((1, 1), (2, 2), (2, 3)):
+        assert_same(_run_path(path, x, z_x, w, bias, mult, shift, z_y, lo, hi, nt, st), want)
+
+
+def test_gemm_path_api_rejects_unknown_path():
+    with pytest.raises(ValueError):
+        pack_gemm_weights(np.zeros((2, 3), np.int8), "sse9")
+    with pytest.raises(ValueError):
+        G.gemm_scratch_size(1, 3, 2, 1, "sse9")

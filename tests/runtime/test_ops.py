@@ -7,14 +7,26 @@ import pytest
 import runtime_ref
 from runtime_builder import Builder
 
+from nqrt.kernels import cpu
+from nqrt.runtime import encoding as E
 from nqrt.runtime.session import Session
 
+PATHS = list(cpu.available_paths())      # "portable" and the host's fast GEMM paths
 
-def check(b: Builder, feeds=None, exact=True):
+
+@pytest.fixture(params=PATHS)
+def gemm_path(request, monkeypatch):
+    """Run the test with QConv/QGemm on one GEMM path (Session picks it up at load)."""
+    monkeypatch.setenv("NQRT_GEMM_PATH", request.param)
+    monkeypatch.delenv("NQRT_DISABLE_VNNI", raising=False)
+    return request.param
+
+
+def check(b: Builder, feeds=None, exact=True, threads=None):
     """Run integer mode and the reference; compare every output; return (session, outputs)."""
     model = b.model()
     feeds = feeds or {io.name: b.env[io.name] for io in model.graph_inputs}
-    sess = Session(model)
+    sess = Session(model, threads=threads)
     got = sess.run(feeds)
     ref = runtime_ref.run(model, feeds)
     for io in model.graph_outputs:
@@ -41,7 +53,7 @@ def deq_out(b, t):
     (1, True, [1, 1], [1, 1, 1, 1], [1, 1]),
     (2, False, [2, 1], [0, 1, 2, 0], [1, 2]),
 ])
-def test_qconv_2d(group, per_channel, strides, pads, dil):
+def test_qconv_2d(group, per_channel, strides, pads, dil, gemm_path):
     b = Builder(1)
     x = b.quantize(b.input((2, 4, 7, 6)))
     y = b.conv(x, 6, (3, 2), strides, pads, dil, group, per_channel)
@@ -50,7 +62,7 @@ def test_qconv_2d(group, per_channel, strides, pads, dil):
     check(b)
 
 
-def test_qconv_depthwise_relu():
+def test_qconv_depthwise_relu(gemm_path):
     b = Builder(2)
     x = b.quantize(b.input((1, 5, 6, 6)))
     y = b.conv(x, 5, (3, 3), [1, 1], [1, 1, 1, 1], group=5, relu=True)
@@ -58,7 +70,7 @@ def test_qconv_depthwise_relu():
     check(b)
 
 
-def test_qconv_1d_and_maxpool_1d():
+def test_qconv_1d_and_maxpool_1d(gemm_path):
     b = Builder(3)
     x = b.quantize(b.input((2, 3, 11)))
     y = b.conv(x, 4, (3,), [2], [1, 2], [1])
@@ -68,7 +80,7 @@ def test_qconv_1d_and_maxpool_1d():
     check(b)
 
 
-def test_qgemm_rank2_and_rank3():
+def test_qgemm_rank2_and_rank3(gemm_path):
     b = Builder(4)
     x = b.quantize(b.input((3, 10)))
     y = b.gemm(x, 7, relu=True)
@@ -78,7 +90,7 @@ def test_qgemm_rank2_and_rank3():
     check(b)
 
 
-def test_qadd_broadcast_mixed_layouts():
+def test_qadd_broadcast_mixed_layouts(gemm_path):
     b = Builder(5)
     x = b.quantize(b.input((2, 4, 5, 3)))
     c = b.conv(x, 4, (1, 1))                      # channels-last
@@ -90,7 +102,7 @@ def test_qadd_broadcast_mixed_layouts():
     check(b)
 
 
-def test_qconcat_channels_different_scales():
+def test_qconcat_channels_different_scales(gemm_path):
     b = Builder(6)
     x = b.quantize(b.input((2, 3, 4, 4)))
     c1 = b.conv(x, 2, (1, 1))
@@ -172,7 +184,7 @@ def test_softmax_after_dequantize():
     check(b, exact=False)
 
 
-def test_symbolic_batch_1_and_5():
+def test_symbolic_batch_1_and_5(gemm_path):
     b = Builder(14)
     x = b.quantize(b.input(("N", 3, 6, 6), calib_shape=(2, 3, 6, 6)))
     c = b.conv(x, 4, (3, 3), [2, 2], [1, 1, 1, 1], relu=True)
@@ -190,3 +202,25 @@ def test_symbolic_batch_1_and_5():
         assert got[out].shape == (n, 3)
         assert np.array_equal(got[out], ref[out])
     assert sess.plan_cache_size == 2
+
+
+def test_conv_net_paths_and_threads_agree(gemm_path):
+    """Convs big enough to run on two threads (3x3, grouped, strided 1x1, pointwise, 7x7 stem
+    on 3 channels) and a QGemm, batch 3: exact vs the reference with 1 and 2 threads, and the
+    plan records the path."""
+    b = Builder(40)
+    x = b.quantize(b.input((3, 3, 20, 18)))
+    s = b.conv(x, 16, (7, 7), [2, 2], [3, 3, 3, 3], relu=True)
+    c = b.conv(s, 32, (3, 3), pads=[1, 1, 1, 1], relu=True)
+    g = b.conv(c, 32, (3, 3), pads=[1, 0, 1, 2], group=2)
+    d = b.conv(g, 24, (1, 1), [2, 2])
+    p = b.conv(d, 40, (1, 1))
+    not_saturated(b, p)
+    deq_out(b, b.gemm(b.flatten(p), 50))
+    outs = []
+    for threads in (1, 2):
+        sess, got = check(b, threads=threads)
+        outs.append(got)
+    assert all(np.array_equal(outs[0][k], outs[1][k]) for k in outs[0])
+    plan = sess.plan_for({"in1": (3, 3, 20, 18)})
+    assert plan.path == gemm_path and int(plan.lpool[0]) == E.PATH_IDS[gemm_path]

@@ -104,3 +104,36 @@ def test_encoding_rows_are_complete():
         assert row[0] == op and row[1:1 + len(names)] == list(range(1, len(names) + 1)) and len(row) == E.WIDTH
         for n in E.U8_OPERANDS.get(op, ()) + E.F32_OPERANDS.get(op, ()):
             assert n in names
+
+
+def test_gemm_path_packing_and_scratch_per_instruction():
+    """prepare() packs for the chosen GEMM path; every QConv/QGemm row names the scratch prefix
+    it uses (sized for the plan's threads) and lpool[0] names the path."""
+    from nqrt.kernels import cpu
+    b = Builder(36)
+    x = b.quantize(b.input((2, 8, 9, 9)))
+    c = b.conv(x, 16, (3, 3), pads=[1, 1, 1, 1])
+    b.output(b.dequantize(b.gemm(b.flatten(c), 10)))
+    m = b.model()
+    for path in cpu.available_paths():
+        consts = planner.prepare(m, path=path)
+        assert consts.path == path
+        p1 = planner.plan(m, consts, {"in1": (2, 8, 9, 9)}, nthreads=1)
+        p2 = planner.plan(m, consts, {"in1": (2, 8, 9, 9)}, nthreads=2)
+        for p in (p1, p2):
+            assert int(p.lpool[0]) == E.PATH_IDS[path] and p.path == path
+            for op in (E.OP_CONV, E.OP_GEMM):
+                f = E.FIELDS[op]
+                for r in p.code[p.code[:, 0] == op]:
+                    need = int(r[1 + f.index("scratch")])
+                    assert 0 <= need <= p.scratch_size
+        if path != "portable":
+            conv_need = [int(r[1 + E.FIELDS[E.OP_CONV].index("scratch")])
+                         for p in (p1, p2) for r in p.code if r[0] == E.OP_CONV]
+            assert conv_need[1] == 2 * conv_need[0] > 0        # one slice per thread
+    try:
+        planner.prepare(m, path="sse9")
+    except ValueError:
+        pass
+    else:
+        raise AssertionError("unknown path accepted")
