@@ -65,18 +65,22 @@ def quantize_multipliers(real_multipliers) -> tuple[np.ndarray, np.ndarray]:
 
 
 def quantize_multiplier_pair(ma: float, mb: float) -> tuple[int, int, int]:
-    """Two multipliers sharing one shift n (used by QAdd): returns (Ma0, Mb0, n).
+    """Two signed multipliers sharing one shift n (used by QAdd): returns (Ma0, Mb0, n).
 
-    The larger multiplier gets full 31-bit precision; the smaller one is rounded at the
-    same shift.  Both must be < 2**30.
+    The one of larger magnitude gets full 31-bit precision (3.2 on |M|, then its sign); the
+    other is rounded (half to even) at the same shift.  Magnitudes must be < 2**30.  A
+    negative multiplier expresses a difference (ONNX Sub, or c - x).
     """
-    big = max(float(ma), float(mb))
+    ma, mb = float(ma), float(mb)
+    big = max(abs(ma), abs(mb))
+    if not math.isfinite(big):
+        raise ValueError(f"multipliers must be finite, got {ma!r}, {mb!r}")
     if big == 0.0:
         return 0, 0, SHIFT_MIN
     _, n = quantize_multiplier(big)
     if n == SHIFT_MIN and big >= 2.0 ** 30:
         raise ValueError("Add multipliers too large")
-    return int(round(float(ma) * 2.0 ** n)), int(round(float(mb) * 2.0 ** n)), n
+    return int(round(ma * 2.0 ** n)), int(round(mb * 2.0 ** n)), n
 
 
 def requantize_ref(acc, m0, n):

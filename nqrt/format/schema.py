@@ -75,7 +75,9 @@ EXTENSIBLE_MAPS = frozenset({"document", "tensor", "node"})
 # ---------------------------------------------------------------------------------------
 # Attribute kinds: "int", "float", "ints", "floats", "str".
 # Input roles: "act" = an activation computed at run time (or a graph input);
-#              "const" = a tensor with constant data in the document.
+#              "const" = a tensor with constant data in the document;
+#              "any" = either (QAdd/QMul second operand: a uint8 constant with per-tensor quant
+#                      is read like an activation; the runtime copies it into its arena).
 
 @dataclass(frozen=True)
 class OpSpec:
@@ -121,7 +123,7 @@ _op(OpSpec(
 ))
 _op(OpSpec(
     "QAdd",
-    (("a", "act", "uint8"), ("b", "act", "uint8")),
+    (("a", "act", "uint8"), ("b", "any", "uint8")),
     ("uint8",),
     {"multiplier_a": ("int", True), "multiplier_b": ("int", True), "shift": ("int", True), **_ACT},
 ))
@@ -158,7 +160,48 @@ _op(OpSpec("Reshape", (("x", "act", "uint8"),), ("uint8",), {"shape": ("ints", T
 _op(OpSpec("Flatten", (("x", "act", "uint8"),), ("uint8",), {"axis": ("int", True)}))
 _op(OpSpec("Transpose", (("x", "act", "uint8"),), ("uint8",), {"perm": ("ints", True)}))
 
-SAME_SCALE_OPS = frozenset({"MaxPool", "QClip", "Reshape", "Flatten", "Transpose"})
+# ---------------------------------------------------------------------------------------
+# Ops added for MobileNetV3 / EfficientNet / ShuffleNetV2 / FPN necks (still format 1.0).
+# They are part of the format (reader, writer, converter, simulated mode), but the integer
+# runtime's planner does not execute them yet.  They live in PENDING_OPS until it does: the
+# planner asserts that it covers `OPS`, and wiring them in is `OPS.update(PENDING_OPS)` here
+# plus the planner handlers (nqrt/kernels/CONTRACT.md, "Kernels of the CNN op extension").
+# `ALL_OPS` is the format's op table; every format-level check uses it.
+# ---------------------------------------------------------------------------------------
+PENDING_OPS: dict[str, OpSpec] = {}
+
+
+def _pending(spec: OpSpec) -> None:
+    PENDING_OPS[spec.name] = spec
+
+
+_pending(OpSpec("QLut", (("x", "act", "uint8"), ("table", "const", "uint8")), ("uint8",), {}))
+_pending(OpSpec(
+    "QMul",
+    (("a", "act", "uint8"), ("b", "any", "uint8")),
+    ("uint8",),
+    {"multiplier": ("int", True), "shift": ("int", True), **_ACT},
+))
+_pending(OpSpec("Slice", (("x", "act", "uint8"),), ("uint8",),
+                {"starts": ("ints", True), "ends": ("ints", True), "axes": ("ints", True),
+                 "steps": ("ints", True)}))
+_pending(OpSpec("Squeeze", (("x", "act", "uint8"),), ("uint8",), {"axes": ("ints", True)}))
+_pending(OpSpec("Unsqueeze", (("x", "act", "uint8"),), ("uint8",), {"axes": ("ints", True)}))
+_pending(OpSpec("Pad", (("x", "act", "uint8"),), ("uint8",),
+                {"pads": ("ints", True), "value": ("int", True)}))
+_pending(OpSpec("ResizeNearest", (("x", "act", "uint8"),), ("uint8",),
+                {"scales": ("floats", False), "sizes": ("ints", False),
+                 "coordinate_transformation_mode": ("str", True), "nearest_mode": ("str", True)}))
+
+ALL_OPS: dict[str, OpSpec] = {**OPS, **PENDING_OPS}
+
+SAME_SCALE_OPS = frozenset({"MaxPool", "QClip", "Reshape", "Flatten", "Transpose",
+                            "Slice", "Squeeze", "Unsqueeze", "Pad", "ResizeNearest"})
+
+# ResizeNearest string attributes (section 4.12).
+RESIZE_COORDINATE_MODES = ("asymmetric", "half_pixel", "align_corners", "pytorch_half_pixel",
+                           "tf_half_pixel_for_nn")
+RESIZE_NEAREST_MODES = ("floor", "ceil", "round_prefer_floor", "round_prefer_ceil")
 
 # ---------------------------------------------------------------------------------------
 # Attribute value ranges (section 5): int attributes, and every element of ints attributes,
@@ -177,8 +220,9 @@ ATTR_RANGES: dict[str, tuple[int, int]] = {
     "count_include_pad": (0, 1),
     "keepdims": (0, 1),
     "count": (1, MAX_POOL_COUNT),
-    "multiplier_a": (0, MAX_MULTIPLIER),
-    "multiplier_b": (0, MAX_MULTIPLIER),
+    "multiplier_a": (-MAX_MULTIPLIER, MAX_MULTIPLIER),   # QAdd: signed (Sub, c - x)
+    "multiplier_b": (-MAX_MULTIPLIER, MAX_MULTIPLIER),
+    "multiplier": (0, MAX_MULTIPLIER),
     "multipliers": (0, MAX_MULTIPLIER),
     "shift": SHIFT_RANGE,
     "shifts": SHIFT_RANGE,
@@ -186,4 +230,6 @@ ATTR_RANGES: dict[str, tuple[int, int]] = {
     "axes": (-MAX_RANK, MAX_RANK - 1),
     "perm": (0, MAX_RANK - 1),
     "shape": (-1, MAX_DIM),
+    "value": ACT_RANGE,                 # Pad: the uint8 code written in the padding
+    "sizes": (1, MAX_DIM),
 }

@@ -8,7 +8,7 @@ Two layers, both run before anything is built from the bytes:
   `msgpack.unpackb`, so a hostile header can never make the decoder allocate or recurse.
 * `validate_document(doc, version)` checks the decoded document (plain dicts, lists, str,
   int, float, bytes, None) field by field: types, ranges, names, the op table of
-  `schema.OPS`, topological order, and the per-op constraints of section 4.  The writer runs
+  `schema.ALL_OPS`, topological order, and the per-op constraints of section 4.  The writer runs
   the same function on the document it is about to encode, so it never writes a file the
   reader rejects.
 
@@ -24,7 +24,7 @@ import numpy as np
 
 from nqrt.errors import FormatError
 from nqrt.format import schema
-from nqrt.format.schema import DTYPE_RANGES, DTYPES, OPS
+from nqrt.format.schema import ALL_OPS, DTYPE_RANGES, DTYPES
 
 _INT64_RANGE = DTYPE_RANGES["int64"]
 
@@ -356,7 +356,7 @@ def _check_nodes(value, tensors: dict, graph_inputs: set, version, newer: bool) 
         name = _str(node["name"], f"nodes[{i}].name")
         shown = op if op.isprintable() and len(op) <= 64 else _q(op)
         where = f"node {_q(name)} ({shown})" if name else f"nodes[{i}] ({shown})"
-        spec = OPS.get(op)
+        spec = ALL_OPS.get(op)
         if spec is None:
             if newer:
                 _fail(f"{where}: op {_q(op)} is unknown to this reader (the file is version "
@@ -370,7 +370,7 @@ def _check_nodes(value, tensors: dict, graph_inputs: set, version, newer: bool) 
         for j, y in enumerate(outputs):
             _str(y, f"{where}: outputs[{j}]", nonempty=True)
 
-        # Input and output counts and roles (schema.OPS).
+        # Input and output counts and roles (schema.ALL_OPS).
         n_roles = len(spec.inputs)
         if spec.variadic:
             if len(inputs) < n_roles:
@@ -390,7 +390,8 @@ def _check_nodes(value, tensors: dict, graph_inputs: set, version, newer: bool) 
                 if t["data"] is None:
                     _fail(f"{label} must be a constant tensor")
             elif t["data"] is not None:
-                _fail(f"{label} must be a run-time tensor, got a constant")
+                if kind != "any":
+                    _fail(f"{label} must be a run-time tensor, got a constant")
             elif x not in available:
                 _fail(f"{label} is read before it is produced")
             if t["dtype"] != dtype:
@@ -575,8 +576,11 @@ def _check_qgemm(where, ins, outs, attrs):
     _act(where, attrs)
 
 
-def _check_qadd(where, ins, outs, attrs):
+def _check_binary(where, ins, outs, attrs):
+    """QAdd / QMul: ONNX broadcasting; a constant operand is uint8 with per-tensor quant."""
     a, b = ins
+    if b["data"] is not None and (b["quant"] is None or b["quant"]["axis"] is not None):
+        _fail(f"{where}: constant operand {_q(b['name'])} needs per-tensor quant")
     sa, sb = a["shape"], b["shape"]
     for da, db in zip(reversed(sa), reversed(sb)):
         if type(da) is int and type(db) is int and da != db and 1 not in (da, db):
@@ -685,13 +689,87 @@ def _check_float_boundary(where, ins, outs, attrs):
     _same_rank(where, outs[0], len(ins[0]["shape"]))
 
 
+# -- ops of the CNN extension (schema.PENDING_OPS) -------------------------------------------
+
+def _check_qlut(where, ins, outs, attrs):
+    table = ins[1]
+    if table["shape"] != [256]:
+        _fail(f"{where}: table {_q(table['name'])} has shape {table['shape']}, expected [256]")
+    if table["quant"] is not None:
+        _fail(f"{where}: table {_q(table['name'])} holds output codes and must have quant nil")
+    _same_rank(where, outs[0], len(ins[0]["shape"]))
+
+
+def _distinct_axes(where, key, axes, r) -> list:
+    norm = [_axis(where, key, a, r) for a in axes]
+    if len(set(norm)) != len(norm):
+        _fail(f"{where}: attribute {key} {axes} repeats an axis")
+    return norm
+
+
+def _check_slice(where, ins, outs, attrs):
+    r = len(ins[0]["shape"])
+    if r == 0:
+        _fail(f"{where}: x must have rank >= 1")
+    n = len(attrs["starts"])
+    for key in ("ends", "axes", "steps"):
+        _length(where, attrs, key, n)
+    _distinct_axes(where, "axes", attrs["axes"], r)
+    if 0 in attrs["steps"]:
+        _fail(f"{where}: attribute steps {attrs['steps']} contains 0")
+    _same_rank(where, outs[0], r)
+
+
+def _check_squeeze(where, ins, outs, attrs):
+    x = ins[0]
+    r = len(x["shape"])
+    for a in _distinct_axes(where, "axes", attrs["axes"], r):
+        d = x["shape"][a]
+        if type(d) is int and d != 1:
+            _fail(f"{where}: cannot squeeze axis {a} of size {d}")
+    _same_rank(where, outs[0], r - len(attrs["axes"]))
+
+
+def _check_unsqueeze(where, ins, outs, attrs):
+    r = len(ins[0]["shape"]) + len(attrs["axes"])
+    if r > schema.MAX_RANK:
+        _fail(f"{where}: output rank {r} exceeds {schema.MAX_RANK}")
+    _distinct_axes(where, "axes", attrs["axes"], r)
+    _same_rank(where, outs[0], r)
+
+
+def _check_pad(where, ins, outs, attrs):
+    r = len(ins[0]["shape"])
+    _length(where, attrs, "pads", 2 * r)
+    _same_rank(where, outs[0], r)
+
+
+def _check_resize_nearest(where, ins, outs, attrs):
+    r = len(ins[0]["shape"])
+    if r == 0:
+        _fail(f"{where}: x must have rank >= 1")
+    given = [k for k in ("scales", "sizes") if k in attrs]
+    if len(given) != 1:
+        _fail(f"{where}: exactly one of the attributes scales and sizes must be present")
+    values = _length(where, attrs, given[0], r)
+    if given[0] == "scales":
+        for j, v in enumerate(values):
+            if not (math.isfinite(v) and v > 0.0 and is_float32(v)):
+                _fail(f"{where}: attribute scales[{j}] = {v!r} must be a finite float32 value > 0")
+    for key, allowed in (("coordinate_transformation_mode", schema.RESIZE_COORDINATE_MODES),
+                         ("nearest_mode", schema.RESIZE_NEAREST_MODES)):
+        if attrs[key] not in allowed:
+            _fail(f"{where}: attribute {key} = {_q(attrs[key])} is not one of {', '.join(allowed)}")
+    _same_rank(where, outs[0], r)
+
+
 _OP_CHECKS = {
     "Quantize": _check_float_boundary,
     "Dequantize": _check_float_boundary,
     "Softmax": _check_softmax,
     "QConv": _check_qconv,
     "QGemm": _check_qgemm,
-    "QAdd": _check_qadd,
+    "QAdd": _check_binary,
     "QConcat": _check_qconcat,
     "QAveragePool": _check_qaveragepool,
     "QReduceMean": _check_qreducemean,
@@ -700,5 +778,12 @@ _OP_CHECKS = {
     "Reshape": _check_reshape,
     "Flatten": _check_flatten,
     "Transpose": _check_transpose,
+    "QLut": _check_qlut,
+    "QMul": _check_binary,
+    "Slice": _check_slice,
+    "Squeeze": _check_squeeze,
+    "Unsqueeze": _check_unsqueeze,
+    "Pad": _check_pad,
+    "ResizeNearest": _check_resize_nearest,
 }
-assert set(_OP_CHECKS) == set(OPS), "every op of schema.OPS needs its constraint check"
+assert set(_OP_CHECKS) == set(ALL_OPS), "every op of schema.ALL_OPS needs its constraint check"
