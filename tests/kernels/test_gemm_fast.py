@@ -202,8 +202,8 @@ def test_import_compiles_nothing():
 @pytest.mark.skipif(cpu.has_vnni512() or not os.environ.get("NQRT_SLOW_TESTS"),
                     reason="host runs vnni512 for real / set NQRT_SLOW_TESTS=1")
 def test_vnni512_compiles_for_znver4(tmp_path):
-    """Compile (never run) the vnni512 driver for a Zen 4 target: the IR is valid and the hot
-    loop is vpdpbusd on zmm registers."""
+    """Compile (never run) the vnni512 GEMM driver and conv kernel for a Zen 4 target: the IR is
+    valid and the hot loops are vpdpbusd on zmm registers."""
     code = textwrap.dedent("""
         import numpy as np
         from numba import types
@@ -217,6 +217,15 @@ def test_vnni512_compiles_for_znver4(tmp_path):
         n = asm.count("vpdpbusd")
         assert n >= 24 * 2, n
         assert "zmm" in asm
+        # the runtime's fast conv (im2col chunks + the same micro-kernels), whole entry point
+        from nqrt.kernels import conv
+        u8_4, i8_1, i32_1 = (types.Array(types.uint8, 4, "C"), i8, i32)
+        csig = (u8_4, i64, i8_1, i32_1, i32_1, i32_1, i32_1, i64, i64, i64) + (i64,) * 9 + (
+            u8_4, u8)
+        conv.conv2d_u8_vnni512.compile(csig)
+        casm = "".join(conv._conv_worker_v512.inspect_asm(s)
+                       for s in conv._conv_worker_v512.signatures)
+        assert casm.count("vpdpbusd") >= 24 * 2 and "zmm" in casm
         print("vpdpbusd", n)
     """)
     # NUMBA_CPU_NAME alone keeps the host's feature list: name the AVX-512 features too.
