@@ -146,3 +146,100 @@ def softmax(x, axis):
     x = x.astype(np.float64)
     e = np.exp(x - x.max(axis=axis, keepdims=True))
     return e / e.sum(axis=axis, keepdims=True)
+
+
+# ---- CNN extension ops (spec 4.9-4.14) ------------------------------------------------------
+
+def lut(x, table):
+    """Spec 4.9: y = table[x]."""
+    return np.asarray(table, np.uint8)[np.asarray(x, np.int64)]
+
+
+def qmul(a, b, z_a, z_b, m0, n, z_y, act_min, act_max):
+    """Spec 4.10 with numpy broadcasting of a and b."""
+    acc = (a.astype(np.int64) - z_a) * (b.astype(np.int64) - z_b)
+    return _finish(acc, m0, n, z_y, act_min, act_max)
+
+
+def _slice_indices(start, end, step, d):
+    """Spec 4.11, one axis: the list of input indices, by walking from the clamped start."""
+    if start < 0:
+        start += d
+    if end < 0:
+        end += d
+    if step > 0:
+        start, end = min(max(start, 0), d), min(max(end, 0), d)
+        out, i = [], start
+        while i < end:
+            out.append(i)
+            i += step
+    else:
+        start, end = min(max(start, 0), d - 1), min(max(end, -1), d - 1)
+        out, i = [], start
+        while i > end:
+            out.append(i)
+            i += step
+    return out
+
+
+def slice_(x, starts, ends, axes, steps):
+    """Spec 4.11 on x of any rank."""
+    y = np.asarray(x)
+    for st, en, ax, sp in zip(starts, ends, axes, steps):
+        ax = ax % y.ndim
+        y = np.take(y, np.array(_slice_indices(st, en, sp, y.shape[ax]), np.int64), axis=ax)
+    return y
+
+
+def pad(x, pads, value):
+    """Spec 4.13: constant pad with code `value`; pads = [begins..., ends...]."""
+    r = x.ndim
+    y = np.full([x.shape[d] + pads[d] + pads[d + r] for d in range(r)], value, np.uint8)
+    y[tuple(slice(pads[d], pads[d] + x.shape[d]) for d in range(r))] = x
+    return y
+
+
+def _nearest_axis(L_in, L_out, s, coord, nearest):
+    """Spec 4.14, one axis, every step a float32 operation."""
+    f = np.float32
+    s = f(s)
+    out = []
+    for o in range(L_out):
+        xo = f(o)
+        if coord == "asymmetric":
+            c = xo / s
+        elif coord == "half_pixel":
+            c = (xo + f(0.5)) / s - f(0.5)
+        elif coord == "pytorch_half_pixel":
+            c = (xo + f(0.5)) / s - f(0.5) if L_out > 1 else f(0.0)
+        elif coord == "tf_half_pixel_for_nn":
+            c = (xo + f(0.5)) / s
+        else:                                           # align_corners
+            c = (xo * f(L_in - 1)) / f(L_out - 1) if L_out > 1 else f(0.0)
+        c = float(c)
+        away = np.sign(c) * np.floor(abs(c) + 0.5)     # round half away from zero (float64: exact)
+        if nearest == "floor":
+            i = np.floor(c)
+        elif nearest == "ceil":
+            i = np.ceil(c)
+        elif nearest == "round_prefer_ceil":
+            i = away
+        else:                                           # round_prefer_floor
+            i = np.floor(c) if c == float(f(np.trunc(c)) + f(0.5)) else away
+        out.append(int(min(max(i, 0), L_in - 1)))
+    return out
+
+
+def resize_nearest(x, coord, nearest, scales=None, sizes=None):
+    """Spec 4.14 on x of any rank (axis by axis)."""
+    y = np.asarray(x)
+    for ax in range(x.ndim):
+        L_in = x.shape[ax]
+        if sizes is not None:
+            L_out = int(sizes[ax])
+            s = np.float32(L_out) / np.float32(L_in)
+        else:
+            s = np.float32(scales[ax])
+            L_out = int(np.floor(s * np.float32(L_in)))
+        y = np.take(y, np.array(_nearest_axis(L_in, L_out, s, coord, nearest), np.int64), axis=ax)
+    return y
