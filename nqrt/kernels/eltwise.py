@@ -8,12 +8,19 @@ strides with 0s, perm with the identity on the leading axes).
 """
 
 import numpy as np
-from numba import njit, prange
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from nqrt.kernels._jit import JIT, PJIT
 from nqrt.kernels.fixedpoint import output_u8
 
-CHUNK = 1 << 14   # elements per parallel chunk of the flat kernels
+_I8 = ir.IntType(8)
+_I32 = ir.IntType(32)
+_I64 = ir.IntType(64)
+
+CHUNK = 1 << 14   # elements per parallel chunk of the flat kernels (and the serial threshold)
 
 
 @njit(**JIT)
@@ -27,15 +34,37 @@ def quantize_one(v, s, zf):
     return np.uint8(min(max(q + zf, np.float32(0.0)), np.float32(255.0)))
 
 
+@njit(**JIT)
+def _quantize_span(x, s, zf, y, i0, i1):
+    """quantize_one over [i0, i1), branch-free so that it vectorizes (vdivps, vroundps)."""
+    xs = x[i0:i1]
+    ys = y[i0:i1]
+    zu = np.uint8(zf)
+    for i in range(xs.size):
+        q = np.rint(xs[i] / s)
+        t = np.uint8(min(max(q + zf, np.float32(0.0)), np.float32(255.0)))
+        ys[i] = zu if q != q else t
+
+
 @njit(**PJIT)
 def quantize_f32(x, scale, z, y):
     """y uint8[n] = Quantize(x float32[n]) with float32 scale and zero point z."""
     n = x.size
     s = np.float32(scale)
     zf = np.float32(z)
+    if n <= CHUNK:
+        _quantize_span(x, s, zf, y, 0, n)
+        return
     for ci in prange(-(-n // CHUNK)):
-        for i in range(ci * CHUNK, min(n, ci * CHUNK + CHUNK)):
-            y[i] = quantize_one(x[i], s, zf)
+        _quantize_span(x, s, zf, y, ci * CHUNK, min(n, ci * CHUNK + CHUNK))
+
+
+@njit(**JIT)
+def _dequantize_span(x, s, zi, y, i0, i1):
+    xs = x[i0:i1]
+    ys = y[i0:i1]
+    for i in range(xs.size):
+        ys[i] = np.float32(np.int32(np.int32(xs[i]) - zi)) * s      # int32 -> f32 exact
 
 
 @njit(**PJIT)
@@ -43,9 +72,20 @@ def dequantize_u8(x, scale, z, y):
     """y float32[n] = float32(x − z) · float32(scale) (one float32 multiply per element)."""
     n = x.size
     s = np.float32(scale)
+    zi = np.int32(z)
+    if n <= CHUNK:
+        _dequantize_span(x, s, zi, y, 0, n)
+        return
     for ci in prange(-(-n // CHUNK)):
-        for i in range(ci * CHUNK, min(n, ci * CHUNK + CHUNK)):
-            y[i] = np.float32(np.int32(x[i]) - np.int32(z)) * s
+        _dequantize_span(x, s, zi, y, ci * CHUNK, min(n, ci * CHUNK + CHUNK))
+
+
+@njit(**JIT)
+def _clip_span(x, lo, hi, y, i0, i1):
+    xs = x[i0:i1]
+    ys = y[i0:i1]
+    for i in range(xs.size):
+        ys[i] = min(max(xs[i], lo), hi)
 
 
 @njit(**PJIT)
@@ -54,9 +94,11 @@ def clip_u8(x, act_min, act_max, y):
     n = x.size
     lo = np.uint8(act_min)
     hi = np.uint8(act_max)
+    if n <= CHUNK:
+        _clip_span(x, lo, hi, y, 0, n)
+        return
     for ci in prange(-(-n // CHUNK)):
-        for i in range(ci * CHUNK, min(n, ci * CHUNK + CHUNK)):
-            y[i] = min(max(x[i], lo), hi)
+        _clip_span(x, lo, hi, y, ci * CHUNK, min(n, ci * CHUNK + CHUNK))
 
 
 @njit(**JIT)
@@ -72,29 +114,100 @@ def _unravel5(r, shape):
     return r // shape[1], i1, i2, i3, i4
 
 
+@njit(**JIT)
+def _add_row(a, oa, sa, b, ob, sb, L, z_a, z_b, m_a, m_b, rnd, shift, z_y, lo, hi, y, oy):
+    """y[oy + k] for k < L from a[oa + k·sa], b[ob + k·sb]; specialized loops for unit / zero
+    strides so that they vectorize (int32 differences × int32 multipliers: vpmuldq)."""
+    ys = y[oy:oy + L]
+    za = np.int32(z_a)
+    zb = np.int32(z_b)
+    ma = np.int64(np.int32(m_a))
+    mb = np.int64(np.int32(m_b))
+    if sa == 1 and sb == 1:
+        xa = a[oa:oa + L]
+        xb = b[ob:ob + L]
+        for k in range(L):
+            v = np.int64(np.int32(np.int32(xa[k]) - za)) * ma + \
+                np.int64(np.int32(np.int32(xb[k]) - zb)) * mb + rnd
+            ys[k] = np.uint8(min(max((v >> shift) + z_y, lo), hi))
+    elif sa == 1 and sb == 0:
+        xa = a[oa:oa + L]
+        cb = np.int64(np.int32(np.int32(b[ob]) - zb)) * mb + rnd
+        for k in range(L):
+            v = np.int64(np.int32(np.int32(xa[k]) - za)) * ma + cb
+            ys[k] = np.uint8(min(max((v >> shift) + z_y, lo), hi))
+    elif sa == 0 and sb == 1:
+        xb = b[ob:ob + L]
+        ca = np.int64(np.int32(np.int32(a[oa]) - za)) * ma + rnd
+        for k in range(L):
+            v = np.int64(np.int32(np.int32(xb[k]) - zb)) * mb + ca
+            ys[k] = np.uint8(min(max((v >> shift) + z_y, lo), hi))
+    else:
+        for k in range(L):
+            da = np.int64(a[oa + k * sa]) - z_a
+            db = np.int64(b[ob + k * sb]) - z_b
+            v = da * m_a + db * m_b + rnd
+            ys[k] = np.uint8(min(max((v >> shift) + z_y, lo), hi))
+
+
+@njit(**JIT)
+def _add_task(t, nch, K, L, a, b, shape, a_strides, b_strides, sa, sb, z_a, z_b, m_a, m_b, rnd,
+              shift, z_y, lo, hi, y):
+    """Chunk t (row t // nch, chunk t % nch of CHUNK elements) of the merged add: rows index
+    dims 0..K-1 of `shape`, each row is L elements with inner strides (sa, sb)."""
+    r = t // nch
+    k0 = (t - r * nch) * CHUNK
+    oa = k0 * sa
+    ob = k0 * sb
+    rem = r
+    for d in range(K - 1, -1, -1):
+        i = rem % shape[d]
+        rem //= shape[d]
+        oa += i * a_strides[d]
+        ob += i * b_strides[d]
+    _add_row(a, oa, sa, b, ob, sb, min(CHUNK, L - k0), z_a, z_b, m_a, m_b, rnd, shift, z_y,
+             lo, hi, y, r * L + k0)
+
+
 @njit(**PJIT)
 def add_u8(a, b, shape, a_strides, b_strides, z_a, z_b, m_a, m_b, shift, z_y, act_min,
            act_max, y):
     """QAdd (spec 4.3): y[i] (C order over `shape`) =
     clamp(((a[i]−z_a)·Ma + (b[i]−z_b)·Mb + 2^(shift−1)) >> shift) + z_y), a and b read at
-    Σ idx·stride (element strides, 0 = broadcast).  |da·Ma + db·Mb| < 2^40: exact int64."""
+    Σ idx·stride (element strides, 0 = broadcast).  Multipliers are signed int32;
+    |da·Ma + db·Mb| < 2^40: exact int64.  Trailing dims that are contiguous (or broadcast)
+    in both a and b are merged into one row first; rows are split into CHUNK-element tasks."""
     L = shape[5]
-    R = shape[0] * shape[1] * shape[2] * shape[3] * shape[4]
     sa = a_strides[5]
     sb = b_strides[5]
+    K = 5                                      # dims 0..K-1 index rows
+    while K > 0 and a_strides[K - 1] == sa * L and b_strides[K - 1] == sb * L:
+        K -= 1
+        L *= shape[K]
+    R = np.int64(1)
+    for d in range(K):
+        R *= shape[d]
     rnd = np.int64(1) << np.int64(shift - 1)
-    for r in prange(R):
-        i0, i1, i2, i3, i4 = _unravel5(r, shape)
-        oa = (i0 * a_strides[0] + i1 * a_strides[1] + i2 * a_strides[2] + i3 * a_strides[3]
-              + i4 * a_strides[4])
-        ob = (i0 * b_strides[0] + i1 * b_strides[1] + i2 * b_strides[2] + i3 * b_strides[3]
-              + i4 * b_strides[4])
-        yr = y[r * L:(r + 1) * L]
-        for k in range(L):
-            da = np.int64(a[oa + k * sa]) - z_a
-            db = np.int64(b[ob + k * sb]) - z_b
-            v = ((da * m_a + db * m_b + rnd) >> np.int64(shift)) + z_y
-            yr[k] = np.uint8(min(max(v, act_min), act_max))
+    sft = np.int64(shift)
+    lo = np.int64(act_min)
+    hi = np.int64(act_max)
+    nch = -(-L // CHUNK)
+    ntask = R * nch
+    if R * L <= CHUNK:
+        for t in range(ntask):
+            _add_task(t, nch, K, L, a, b, shape, a_strides, b_strides, sa, sb, z_a, z_b, m_a,
+                      m_b, rnd, sft, z_y, lo, hi, y)
+        return
+    for t in prange(ntask):
+        _add_task(t, nch, K, L, a, b, shape, a_strides, b_strides, sa, sb, z_a, z_b, m_a, m_b,
+                  rnd, sft, z_y, lo, hi, y)
+
+
+@njit(**JIT)
+def _requant_row(xr, zx, m0, rnd, n, z_y, lo, hi, yr):
+    for c in range(xr.size):
+        v = (np.int64(np.int32(np.int32(xr[c]) - zx)) * m0 + rnd) >> n
+        yr[c] = np.uint8(min(max(v + z_y, lo), hi))
 
 
 @njit(**PJIT)
@@ -103,17 +216,151 @@ def requant_copy_u8(x, z_x, m0, n, z_y, act_min, act_max, y, col_offset):
     M0, n) + z_y, act_min, act_max) for x uint8 [R, Cx], y uint8 [R, Cy].  The identity pair
     (2^30, 30) with z_x == z_y reproduces x exactly."""
     R, Cx = x.shape
+    zx = np.int32(z_x)
+    m = np.int64(np.int32(m0))
+    rnd = np.int64(1) << np.int64(n - 1)
+    sft = np.int64(n)
+    lo = np.int64(act_min)
+    hi = np.int64(act_max)
+    if R * Cx <= CHUNK:
+        for r in range(R):
+            _requant_row(x[r], zx, m, rnd, sft, z_y, lo, hi, y[r, col_offset:col_offset + Cx])
+        return
     for r in prange(R):
-        xr = x[r]
-        yr = y[r, col_offset:col_offset + Cx]
-        for c in range(Cx):
-            yr[c] = output_u8(np.int64(xr[c]) - z_x, m0, n, z_y, act_min, act_max)
+        _requant_row(x[r], zx, m, rnd, sft, z_y, lo, hi, y[r, col_offset:col_offset + Cx])
+
+
+# ----------------------------------------------------------------------------- transpose
+def _vptr(context, builder, aty, val, off):
+    data = cgutils.create_struct_proxy(aty)(context, builder, value=val).data
+    return builder.gep(builder.bitcast(data, _I8.as_pointer()), [off])
+
+
+@intrinsic
+def _t16x16(typingctx, x, xo, xrs, y, yo, yrs):
+    """y[yo + i·yrs + j] = x[xo + j·xrs + i] for i, j < 16 (uint8): 16 row loads, four rounds
+    of byte interleaves (rows k and k + 8, low / high halves), 16 row stores."""
+    def codegen(context, builder, sig, args):
+        x_, xo_, xrs_, y_, yo_, yrs_ = args
+        v16 = ir.VectorType(_I8, 16)
+        xp = _vptr(context, builder, sig.args[0], x_, xo_)
+        yp = _vptr(context, builder, sig.args[3], y_, yo_)
+        rows = []
+        for r in range(16):
+            p = builder.gep(xp, [builder.mul(xrs_, ir.Constant(_I64, r))])
+            rows.append(builder.load(builder.bitcast(p, v16.as_pointer()), align=1))
+        lo_m = ir.Constant(ir.VectorType(_I32, 16), [v for k in range(8) for v in (k, 16 + k)])
+        hi_m = ir.Constant(ir.VectorType(_I32, 16), [v for k in range(8, 16) for v in (k, 16 + k)])
+        for _ in range(4):
+            nxt = []
+            for k in range(8):
+                nxt.append(builder.shuffle_vector(rows[k], rows[k + 8], lo_m))
+                nxt.append(builder.shuffle_vector(rows[k], rows[k + 8], hi_m))
+            rows = nxt
+        for r in range(16):
+            p = builder.gep(yp, [builder.mul(yrs_, ir.Constant(_I64, r))])
+            builder.store(rows[r], builder.bitcast(p, v16.as_pointer()), align=1)
+        return context.get_dummy_value()
+    return types.void(x, xo, xrs, y, yo, yrs), codegen
+
+
+def _make_interleave(K):
+    """Intrinsic: y[yo + i·K + j] = x[xo + j·xrs + i] for i < 16, j < K (K = 2, 3, 4): K row
+    loads, one interleaving shuffle, one 16·K-byte store."""
+    def codegen(context, builder, sig, args):
+        x_, xo_, xrs_, y_, yo_ = args
+        v16 = ir.VectorType(_I8, 16)
+        xp = _vptr(context, builder, sig.args[0], x_, xo_)
+        yp = _vptr(context, builder, sig.args[3], y_, yo_)
+        rows = []
+        for r in range(K):
+            p = builder.gep(xp, [builder.mul(xrs_, ir.Constant(_I64, r))])
+            rows.append(builder.load(builder.bitcast(p, v16.as_pointer()), align=1))
+        cat = ir.Constant(ir.VectorType(_I32, 32), list(range(32)))
+        if K == 2:
+            a, b, idx = rows[0], rows[1], lambda j, i: 16 * j + i
+        else:
+            a = builder.shuffle_vector(rows[0], rows[1], cat)
+            c = rows[3] if K == 4 else ir.Constant(v16, None)
+            b = builder.shuffle_vector(rows[2], c, cat)
+            idx = (lambda j, i: 16 * j + i if j < 2 else 32 + 16 * (j - 2) + i)
+        mask = ir.Constant(ir.VectorType(_I32, 16 * K), [idx(j, i) for i in range(16) for j in range(K)])
+        out = builder.shuffle_vector(a, b, mask)
+        builder.store(out, builder.bitcast(yp, ir.VectorType(_I8, 16 * K).as_pointer()), align=1)
+        return context.get_dummy_value()
+
+    def interleave(typingctx, x, xo, xrs, y, yo):
+        return types.void(x, xo, xrs, y, yo), codegen
+    interleave.__name__ = f"_interleave{K}"
+    return intrinsic(interleave)
+
+
+_interleave2 = _make_interleave(2)
+_interleave3 = _make_interleave(3)
+_interleave4 = _make_interleave(4)
+
+TI = 64          # i-rows (output rows) per parallel task of the 2-D transpose
+
+
+@njit(**JIT)
+def _t2d_task(x, xo, xrs, y, yo, i0, i1, Nj):
+    """Output rows i0..i1-1 of Y[i, j] = x[xo + j·xrs + i] (j < Nj), Y row i at y[yo + i·Nj]."""
+    i = i0
+    if Nj == 2 or Nj == 3 or Nj == 4:
+        while i + 16 <= i1:
+            if Nj == 2:
+                _interleave2(x, xo + i, xrs, y, yo + i * Nj)
+            elif Nj == 3:
+                _interleave3(x, xo + i, xrs, y, yo + i * Nj)
+            else:
+                _interleave4(x, xo + i, xrs, y, yo + i * Nj)
+            i += 16
+    elif Nj >= 16:
+        while i + 16 <= i1:
+            j = 0
+            while j + 16 <= Nj:
+                _t16x16(x, xo + j * xrs + i, xrs, y, yo + i * Nj + j, Nj)
+                j += 16
+            for ii in range(i, i + 16):
+                for jj in range(j, Nj):
+                    y[yo + ii * Nj + jj] = x[xo + jj * xrs + ii]
+            i += 16
+    for ii in range(i, i1):
+        for jj in range(Nj):
+            y[yo + ii * Nj + jj] = x[xo + jj * xrs + ii]
+
+
+@njit(**JIT)
+def _outer_offset(o, K, ys, st):
+    """Input offset of outer index o over output dims 0..K-1 (sizes ys, input strides st)."""
+    off = np.int64(0)
+    for d in range(K - 1, -1, -1):
+        i = o % ys[d]
+        o //= ys[d]
+        off += i * st[d]
+    return off
 
 
 @njit(**PJIT)
-def transpose_u8(x, shape, perm, y):
+def _transpose2d_u8(x, y, K, O, Ni, Nj, xrs, ys, st, serial):
+    nti = -(-Ni // TI)
+    if serial:
+        for t in range(O * nti):
+            o = t // nti
+            i0 = (t - o * nti) * TI
+            _t2d_task(x, _outer_offset(o, K, ys, st), xrs, y, o * Ni * Nj, i0, min(Ni, i0 + TI),
+                      Nj)
+        return
+    for t in prange(O * nti):
+        o = t // nti
+        i0 = (t - o * nti) * TI
+        _t2d_task(x, _outer_offset(o, K, ys, st), xrs, y, o * Ni * Nj, i0, min(Ni, i0 + TI), Nj)
+
+
+@njit(**JIT)
+def _transpose_generic(x, shape, perm, y):
     """y = x.reshape(shape).transpose(perm) written C-contiguous into y (flat); shape/perm
-    rank 6 (left-padded).  Generic over the dtype: transpose_f32 is the same function."""
+    rank 6 (left-padded).  Generic over the dtype."""
     x5 = np.int64(1)                           # element strides of x, as scalars
     x4 = x5 * shape[5]
     x3 = x4 * shape[4]
@@ -124,15 +371,76 @@ def transpose_u8(x, shape, perm, y):
     ys = (shape[perm[0]], shape[perm[1]], shape[perm[2]], shape[perm[3]], shape[perm[4]],
           shape[perm[5]])                      # y's shape
     st = (xs[perm[0]], xs[perm[1]], xs[perm[2]], xs[perm[3]], xs[perm[4]], xs[perm[5]])
+    return ys, st
+
+
+@njit(**JIT)
+def _transpose_rows(x, y, ys, st, r0, r1):
     L = ys[5]
     s5 = st[5]
-    R = ys[0] * ys[1] * ys[2] * ys[3] * ys[4]
-    for r in prange(R):
+    for r in range(r0, r1):
         i0, i1, i2, i3, i4 = _unravel5(r, ys)
         o = i0 * st[0] + i1 * st[1] + i2 * st[2] + i3 * st[3] + i4 * st[4]
         yr = y[r * L:(r + 1) * L]
-        for k in range(L):
-            yr[k] = x[o + k * s5]
+        if s5 == 1:
+            xr = x[o:o + L]
+            for k in range(L):
+                yr[k] = xr[k]
+        else:
+            for k in range(L):
+                yr[k] = x[o + k * s5]
 
 
-transpose_f32 = transpose_u8
+@njit(**PJIT)
+def transpose_f32(x, shape, perm, y):
+    """y = x.reshape(shape).transpose(perm) written C-contiguous into y (flat); shape/perm
+    rank 6 (left-padded)."""
+    ys, st = _transpose_generic(x, shape, perm, y)
+    R = ys[0] * ys[1] * ys[2] * ys[3] * ys[4]
+    if R * ys[5] <= CHUNK:
+        _transpose_rows(x, y, ys, st, 0, R)
+        return
+    for r in prange(R):
+        _transpose_rows(x, y, ys, st, r, r + 1)
+
+
+@njit(**PJIT)
+def transpose_u8(x, shape, perm, y):
+    """y = x.reshape(shape).transpose(perm) written C-contiguous into y (flat); shape/perm
+    rank 6 (left-padded with size-1 dims, as layout.transpose_args gives them).
+
+    When y's innermost dim is strided in x, the transpose is a batch of 2-D transposes
+    Y[i, j] = X[j, i]: i = the output dims that are contiguous in x (x's innermost dims,
+    merged), j = y's innermost dims (merged while contiguous in x), batch = the dims before
+    i (any strides); needs nothing between i and j in y's order.  Those run as 16 x 16 byte
+    tiles (vector shuffles), or interleaves when j has 2..4 elements (NCHW -> NHWC of an
+    RGB image).  Otherwise rows of y are copied (contiguous or strided reads)."""
+    ys, st = _transpose_generic(x, shape, perm, y)
+    n = x.size
+    if st[5] != 1 and ys[5] > 1:
+        ki = -1                                # y's dim holding x's innermost (stride 1) dim
+        for k in range(6):
+            if st[k] == 1 and ys[k] > 1:
+                ki = k
+        if ki >= 0:
+            Ni = ys[ki]
+            klo = ki
+            while klo > 0 and st[klo - 1] == Ni:
+                klo -= 1
+                Ni *= ys[klo]
+            Nj = ys[5]
+            xrs = st[5]
+            kj = 5
+            while kj - 1 > ki and st[kj - 1] == xrs * Nj:
+                kj -= 1
+                Nj *= ys[kj]
+            if kj == ki + 1:
+                O = n // (Ni * Nj)
+                _transpose2d_u8(x, y, klo, O, Ni, Nj, xrs, ys, st, n <= CHUNK)
+                return
+    R = ys[0] * ys[1] * ys[2] * ys[3] * ys[4]
+    if n <= CHUNK:
+        _transpose_rows(x, y, ys, st, 0, R)
+        return
+    for r in prange(R):
+        _transpose_rows(x, y, ys, st, r, r + 1)

@@ -179,3 +179,59 @@ def test_transpose_nchw_nhwc_threads():
     with_threads(1, transpose_u8, x.ravel(), shape6, perm6, y1)
     with_threads(2, transpose_u8, x.ravel(), shape6, perm6, y2)
     assert np.array_equal(y1, x.transpose(0, 2, 3, 1).ravel()) and np.array_equal(y1, y2)
+
+
+# ---- fast paths of the flat / row kernels (vectorized spans, 2-D transpose tiles) ----------
+
+@pytest.mark.parametrize("C,H,W,N", [(3, 17, 19, 1), (2, 8, 9, 2), (4, 5, 33, 1), (5, 7, 7, 2),
+                                     (16, 4, 4, 1), (17, 9, 10, 2), (128, 9, 11, 1), (33, 40, 3, 3),
+                                     (3, 224, 224, 1)])
+@pytest.mark.parametrize("direction", ["to_nhwc", "to_nchw"])
+def test_transpose_2d_tiles(C, H, W, N, direction):
+    rng = np.random.default_rng(C * 1000 + H)
+    if direction == "to_nhwc":
+        x = rng.integers(0, 256, (N, C, H, W), dtype=np.uint8)
+        perm = (0, 2, 3, 1)
+    else:
+        x = rng.integers(0, 256, (N, H, W, C), dtype=np.uint8)
+        perm = (0, 3, 1, 2)
+    shape6 = np.array((1, 1) + x.shape, np.int64)
+    perm6 = np.array((0, 1) + tuple(p + 2 for p in perm), np.int64)
+    want = x.transpose(perm).ravel()
+    for nt in (1, 2):
+        y = np.zeros(x.size, np.uint8)
+        with_threads(nt, transpose_u8, x.ravel(), shape6, perm6, y)
+        assert np.array_equal(y, want)
+
+
+@pytest.mark.parametrize("shape,perm", [((6, 20, 18), (1, 2, 0)), ((20, 6, 18), (1, 2, 0)),
+                                        ((4, 5, 40, 17), (1, 0, 3, 2)), ((3, 40, 17, 2), (3, 0, 2, 1)),
+                                        ((40, 17), (1, 0)), ((2, 3, 4, 5, 6, 7), (5, 4, 3, 2, 1, 0))])
+def test_transpose_batched_and_outer_strides(shape, perm):
+    rng = np.random.default_rng(len(shape))
+    x = rng.integers(0, 256, shape, dtype=np.uint8)
+    pad = 6 - len(shape)
+    shape6 = np.array((1,) * pad + shape, np.int64)
+    perm6 = np.array(tuple(range(pad)) + tuple(p + pad for p in perm), np.int64)
+    for fn, dt in ((transpose_u8, np.uint8), (transpose_f32, np.float32)):
+        xx = x.astype(dt)
+        y = np.zeros(x.size, dt)
+        fn(xx.ravel(), shape6, perm6, y)
+        assert np.array_equal(y, xx.transpose(perm).ravel())
+
+
+@pytest.mark.parametrize("n", [1, 15, 16_384, 16_385, 50_001])
+def test_flat_kernels_sizes(n):
+    """Serial (<= CHUNK) and chunked parallel spans agree with the references at every size."""
+    rng = np.random.default_rng(n)
+    x = (rng.standard_normal(n) * 4).astype(np.float32)
+    x[::97] = np.nan
+    s = np.float32(0.031)
+    assert_same(_quantize(x, s, 77), naive.quantize(x, s, 77))
+    q = rng.integers(0, 256, n, dtype=np.uint8)
+    f = np.zeros(n, np.float32)
+    dequantize_u8(q, s, 77, f)
+    assert np.array_equal(f, naive.dequantize(q, s, 77))
+    c = np.zeros(n, np.uint8)
+    clip_u8(q, 20, 200, c)
+    assert np.array_equal(c, np.clip(q, 20, 200))
