@@ -16,6 +16,7 @@ from nqrt.graph.ir import Graph, Node
 from nqrt.graph.shapes import ATTR_INPUTS, Inference, is_int, known, norm_axis, resolve_auto_pad
 
 _FLOAT_ATTRS = {"min", "max", "constant_value", "ratio"}
+_FLOAT_LIST_ATTRS = {"scales", "roi"}
 _BOOL_ATTRS = {"training_mode"}
 
 
@@ -26,6 +27,8 @@ def attr_from_tensor(attr: str, arr: np.ndarray):
         return float(arr.reshape(-1)[0]) if arr.size else None
     if attr in _BOOL_ATTRS:
         return bool(arr.reshape(-1)[0]) if arr.size else False
+    if attr in _FLOAT_LIST_ATTRS:
+        return [float(v) for v in arr.reshape(-1).astype(np.float32)]
     return [int(v) for v in arr.reshape(-1)]
 
 

@@ -297,6 +297,131 @@ def Pad(ctx, n, mode="constant", pads=None, value=0.0):
     return [node]
 
 
+# -- elementwise unary ops (converted to QLut) ------------------------------------------------
+
+def _unary(ctx, n, **attrs):
+    return [ctx.node(n, attrs=attrs)]
+
+
+def Sigmoid(ctx, n):
+    return _unary(ctx, n)
+
+
+def Tanh(ctx, n):
+    return _unary(ctx, n)
+
+
+def HardSigmoid(ctx, n, alpha=0.2, beta=0.5):
+    return _unary(ctx, n, alpha=float(alpha), beta=float(beta))
+
+
+def HardSwish(ctx, n):
+    return _unary(ctx, n)
+
+
+def LeakyRelu(ctx, n, alpha=0.01):
+    return _unary(ctx, n, alpha=float(alpha))
+
+
+def Elu(ctx, n, alpha=1.0):
+    return _unary(ctx, n, alpha=float(alpha))
+
+
+def Selu(ctx, n, alpha=1.67326319217681884765625, gamma=1.05070102214813232421875):
+    return _unary(ctx, n, alpha=float(alpha), gamma=float(gamma))
+
+
+def Gelu(ctx, n, approximate="none"):
+    if approximate not in ("none", "tanh"):
+        raise ctx.unsupported(n, f"attribute approximate={approximate!r}")
+    return _unary(ctx, n, approximate=approximate)
+
+
+def Erf(ctx, n):
+    return _unary(ctx, n)
+
+
+def Softplus(ctx, n):
+    return _unary(ctx, n)
+
+
+def Softsign(ctx, n):
+    return _unary(ctx, n)
+
+
+def Abs(ctx, n):
+    return _unary(ctx, n)
+
+
+def Neg(ctx, n):
+    return _unary(ctx, n)
+
+
+def Exp(ctx, n):
+    return _unary(ctx, n)
+
+
+def Log(ctx, n):
+    return _unary(ctx, n)
+
+
+def Sqrt(ctx, n):
+    return _unary(ctx, n)
+
+
+def Reciprocal(ctx, n):
+    return _unary(ctx, n)
+
+
+def Pow(ctx, n):
+    return _plain(ctx, n)
+
+
+# -- data movement ------------------------------------------------------------------------
+
+def Split(ctx, n, axis=0, split=None, num_outputs=None):
+    return [ctx.node(n, attrs={"axis": axis, "split": split, "num_outputs": num_outputs})]
+
+
+def _nearest_only(ctx, n, mode):
+    if mode != "nearest":
+        raise ctx.unsupported(n, f"attribute mode={mode!r} (only 'nearest')")
+
+
+def Resize(ctx, n, mode="nearest", coordinate_transformation_mode="half_pixel",
+           nearest_mode="round_prefer_floor", cubic_coeff_a=-0.75, exclude_outside=0,
+           extrapolation_value=0.0, antialias=0, axes=None, keep_aspect_ratio_policy="stretch"):
+    """Nearest mode only.  Opset 10 (X, scales) behaves like Upsample: asymmetric + "simple"
+    (truncate when upsampling, ceil when downsampling, ONNX Runtime's legacy rule)."""
+    _nearest_only(ctx, n, mode)
+    if keep_aspect_ratio_policy != "stretch":
+        raise ctx.unsupported(n, f"attribute keep_aspect_ratio_policy={keep_aspect_ratio_policy!r}")
+    if ctx.opset < 11:
+        inputs = [n.inputs[0], "", n.inputs[1] if len(n.inputs) > 1 else ""]
+        coordinate_transformation_mode, nearest_mode = "asymmetric", "simple"
+    else:
+        inputs = list(n.inputs)
+    if coordinate_transformation_mode == "tf_crop_and_resize":
+        raise ctx.unsupported(n, "coordinate_transformation_mode 'tf_crop_and_resize'")
+    node = ctx.node(n, inputs=inputs, attrs={
+        "mode": "nearest", "coordinate_transformation_mode": coordinate_transformation_mode,
+        "nearest_mode": nearest_mode, "axes": axes})
+    node.attrs.pop("roi", None)              # roi matters only for tf_crop_and_resize
+    if len(node.inputs) > 1:
+        node.inputs[1] = ""
+        while node.inputs and not node.inputs[-1]:
+            node.inputs.pop()
+    return [node]
+
+
+def Upsample(ctx, n, mode="nearest", scales=None):
+    _nearest_only(ctx, n, mode)
+    return [ctx.node(n, op="Resize", inputs=[n.inputs[0], "", n.inputs[1]] if len(n.inputs) > 1 else n.inputs[:1],
+                     attrs={"mode": "nearest", "coordinate_transformation_mode": "asymmetric",
+                            "nearest_mode": "simple", "axes": None}
+                     | ({"scales": [float(np.float32(v)) for v in scales]} if scales is not None else {}))]
+
+
 IMPORTERS = {
     "Conv": Conv, "Gemm": Gemm, "MatMul": MatMul,
     "Add": Add, "Sub": Sub, "Mul": Mul, "Div": Div, "Sum": Sum, "Concat": Concat,
@@ -307,6 +432,11 @@ IMPORTERS = {
     "BatchNormalization": BatchNormalization, "Dropout": Dropout, "Identity": Identity,
     "Shape": Shape, "Gather": Gather, "Unsqueeze": Unsqueeze, "Squeeze": Squeeze,
     "Cast": Cast, "Slice": Slice, "ConstantOfShape": ConstantOfShape, "Pad": Pad,
+    "Sigmoid": Sigmoid, "Tanh": Tanh, "HardSigmoid": HardSigmoid, "HardSwish": HardSwish,
+    "LeakyRelu": LeakyRelu, "Elu": Elu, "Selu": Selu, "Gelu": Gelu, "Erf": Erf,
+    "Softplus": Softplus, "Softsign": Softsign, "Abs": Abs, "Neg": Neg, "Exp": Exp, "Log": Log,
+    "Sqrt": Sqrt, "Reciprocal": Reciprocal, "Pow": Pow,
+    "Split": Split, "Resize": Resize, "Upsample": Upsample,
 }
 _KWARGS = {op: set(inspect.signature(fn).parameters) - {"ctx", "n"} for op, fn in IMPORTERS.items()}
 

@@ -25,8 +25,8 @@ from numpy.lib.stride_tricks import as_strided
 from nqrt.errors import InputError, NqrtError, UnsupportedOpError
 from nqrt.graph.ir import Graph, Node
 from nqrt.graph.normalize import attr_from_tensor
-from nqrt.graph.shapes import (ATTR_INPUTS, norm_axis, resolve_auto_pad, shape_range, slice_params,
-                               window_output_dim)
+from nqrt.graph.shapes import (ATTR_INPUTS, norm_axis, resize_params, resolve_auto_pad, shape_range,
+                               slice_params, slice_range, split_sizes, window_output_dim)
 
 # -- windows --------------------------------------------------------------------------------
 
@@ -201,10 +201,145 @@ def squeeze(attrs, x):
 
 
 def slice_(attrs, x):
+    """ONNX clamping (shapes.slice_range), which differs from python slicing in one corner:
+    a negative-step start below -d starts at index 0."""
     idx = [slice(None)] * x.ndim
     for st, en, ax, sp in zip(*slice_params(attrs, x.ndim)):
-        idx[ax] = slice(st, en, sp)
+        first, n = slice_range(st, en, sp, x.shape[ax])
+        idx[ax] = slice(first, first + n * sp if first + n * sp >= 0 else None, sp)
     return x[tuple(idx)]
+
+
+def split(attrs, x):
+    ax = norm_axis(attrs.get("axis", 0), x.ndim)
+    sizes = split_sizes(attrs, x.shape[ax], attrs["_n_outputs"])
+    return tuple(np.split(x, np.cumsum(sizes)[:-1], axis=ax))
+
+
+# -- elementwise unary functions (dtype-preserving: the quantizer evaluates them in float64
+#    to build QLut tables) -------------------------------------------------------------------
+
+def _erf(x):
+    from scipy.special import erf      # noqa: PLC0415 - only models with Erf/Gelu need scipy
+    return erf(x).astype(x.dtype, copy=False)
+
+
+def _sigmoid(x):
+    with np.errstate(over="ignore"):
+        return (1 / (1 + np.exp(-x))).astype(x.dtype, copy=False)
+
+
+def _hard_sigmoid(x, alpha, beta):
+    t = x.dtype.type
+    return np.clip(t(alpha) * x + t(beta), t(0), t(1))
+
+
+def gelu(attrs, x):
+    t = x.dtype.type
+    if attrs.get("approximate", "none") == "tanh":
+        inner = t(math.sqrt(2 / math.pi)) * (x + t(0.044715) * x * x * x)
+        return t(0.5) * x * (t(1) + np.tanh(inner))
+    return t(0.5) * x * (t(1) + _erf(x / t(math.sqrt(2))))
+
+
+def _elu(x, alpha):
+    t = x.dtype.type
+    with np.errstate(over="ignore"):
+        return np.where(x < 0, t(alpha) * (np.exp(np.minimum(x, t(0))) - t(1)), x).astype(x.dtype, copy=False)
+
+
+def _domain(fn):
+    def op(attrs, x):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return fn(x)
+    return op
+
+
+UNARY: dict[str, Callable] = {
+    "Sigmoid": lambda attrs, x: _sigmoid(x),
+    "Tanh": lambda attrs, x: np.tanh(x),
+    "HardSigmoid": lambda attrs, x: _hard_sigmoid(x, attrs.get("alpha", 0.2), attrs.get("beta", 0.5)),
+    "HardSwish": lambda attrs, x: x * _hard_sigmoid(x, 1 / 6, 0.5),
+    "Swish": lambda attrs, x: x * _sigmoid(x),
+    "LeakyRelu": lambda attrs, x: np.where(x < 0, x.dtype.type(attrs.get("alpha", 0.01)) * x, x),
+    "Elu": lambda attrs, x: _elu(x, attrs.get("alpha", 1.0)),
+    "Selu": lambda attrs, x: x.dtype.type(attrs.get("gamma", 1.0507009873554805)) * _elu(
+        x, attrs.get("alpha", 1.6732632423543772)),
+    "Gelu": gelu,
+    "Erf": lambda attrs, x: _erf(x),
+    "Softplus": lambda attrs, x: np.logaddexp(x.dtype.type(0), x),
+    "Softsign": lambda attrs, x: x / (x.dtype.type(1) + np.abs(x)),
+    "Abs": lambda attrs, x: np.abs(x),
+    "Neg": lambda attrs, x: -x,
+    "Exp": _domain(np.exp),
+    "Log": _domain(np.log),
+    "Sqrt": _domain(np.sqrt),
+    "Reciprocal": _domain(lambda x: x.dtype.type(1) / x),
+}
+
+
+# -- Resize (nearest) -------------------------------------------------------------------------
+
+def _round_half_away(x: np.ndarray) -> np.ndarray:
+    a = np.floor(np.abs(x.astype(np.float64)) + 0.5)     # exact for float32 x
+    return np.where(x < 0, -a, a)
+
+
+def nearest_index(length_in: int, length_out: int, scale, coordinate_mode: str, nearest_mode: str) -> np.ndarray:
+    """Input index of every output index along one axis, as ONNX Runtime computes it: the
+    coordinate transform in float32, then the rounding rule, then a clamp to [0, L_in - 1].
+    nearest_mode "simple" is the opset <= 10 rule: truncate, or ceil when downsampling."""
+    f = np.float32
+    s, half = f(scale), f(0.5)
+    xr = np.arange(length_out, dtype=np.float32)
+    if coordinate_mode == "asymmetric":
+        x = xr / s
+    elif coordinate_mode in ("half_pixel", "pytorch_half_pixel"):
+        x = (xr + half) / s - half
+        if coordinate_mode == "pytorch_half_pixel" and length_out <= 1:
+            x = np.zeros_like(xr)
+    elif coordinate_mode == "tf_half_pixel_for_nn":
+        x = (xr + half) / s
+    elif coordinate_mode == "align_corners":
+        x = xr * f(length_in - 1) / f(length_out - 1) if length_out > 1 else np.zeros_like(xr)
+    else:
+        raise UnsupportedOpError(f"Resize coordinate_transformation_mode {coordinate_mode!r} is not supported",
+                                 {"Resize": []})
+    if nearest_mode == "floor":
+        i = np.floor(x)
+    elif nearest_mode == "ceil":
+        i = np.ceil(x)
+    elif nearest_mode == "round_prefer_ceil":
+        i = _round_half_away(x)
+    elif nearest_mode == "round_prefer_floor":
+        tie = x == np.trunc(x).astype(np.float32) + half
+        i = np.where(tie, np.floor(x), _round_half_away(x))
+    elif nearest_mode == "simple":
+        i = np.ceil(x) if s < 1 else np.trunc(x)
+    else:
+        raise UnsupportedOpError(f"Resize nearest_mode {nearest_mode!r} is not supported", {"Resize": []})
+    return np.clip(i, 0, length_in - 1).astype(np.int64)
+
+
+def resize(attrs, x):
+    if attrs.get("mode", "nearest") != "nearest":
+        raise UnsupportedOpError(f"Resize mode {attrs['mode']!r} is not supported", {"Resize": []})
+    scales, sizes = resize_params(attrs, x.shape)
+    if scales is None and sizes is None:
+        raise UnsupportedOpError("Resize without scales or sizes", {"Resize": []})
+    y = x
+    for ax, d in enumerate(x.shape):
+        if sizes is not None:
+            n = int(sizes[ax])
+            s = np.float32(n) / np.float32(d)
+        else:
+            s = np.float32(scales[ax])
+            n = int(s * np.float32(d))
+        if n == d and s == 1:
+            continue
+        idx = nearest_index(d, n, s, attrs["coordinate_transformation_mode"], attrs["nearest_mode"])
+        y = np.take(y, idx, axis=ax)
+    return y
 
 
 def pad(attrs, x):
@@ -278,6 +413,10 @@ OPS: dict[str, Callable] = {
     "Slice": slice_,
     "ConstantOfShape": constant_of_shape,
     "Pad": pad,
+    "Pow": lambda attrs, a, b: np.power(a, b.astype(a.dtype)) if a.dtype.kind == "f" else np.power(a, b),
+    "Split": split,
+    "Resize": resize,
+    **UNARY,
 }
 
 
@@ -297,6 +436,8 @@ def eval_node(node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
         inputs = [v for p, v in enumerate(inputs) if p not in table]
     while inputs and inputs[-1] is None:
         inputs = inputs[:-1]
+    if node.op == "Split":
+        attrs = dict(attrs, _n_outputs=len(node.outputs))
     out = fn(attrs, *inputs)
     outs = list(out) if isinstance(out, tuple) else [out]
     act = attrs.get("act")

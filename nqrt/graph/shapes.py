@@ -41,7 +41,16 @@ ATTR_INPUTS: dict[str, dict[int, str]] = {
     "Pad": {1: "pads", 2: "constant_value", 3: "axes"},
     "Slice": {1: "starts", 2: "ends", 3: "axes", 4: "steps"},
     "Dropout": {1: "ratio", 2: "training_mode"},
+    "Split": {1: "split"},
+    "Resize": {1: "roi", 2: "scales", 3: "sizes"},
+    "Upsample": {1: "scales"},
 }
+
+# Elementwise unary ops (one data input, output shape = input shape); "Swish" is internal
+# (x * Sigmoid(x), made by passes/fuse_swish.py).
+UNARY_OPS = ("Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "LeakyRelu", "Elu", "Selu", "Gelu",
+             "Erf", "Softplus", "Softsign", "Abs", "Neg", "Exp", "Log", "Sqrt", "Reciprocal",
+             "Swish")
 
 
 @dataclass
@@ -396,8 +405,20 @@ def _slice(n, s, inf):
         return [(None,) * len(x)]
     out = list(x)
     for st, en, ax, sp in zip(*slice_params(a, len(x))):
-        out[ax] = len(range(*slice(st, en, sp).indices(x[ax])))
+        out[ax] = slice_range(st, en, sp, x[ax])[1]
     return [tuple(out)]
+
+
+def slice_range(start: int, end: int, step: int, d: int) -> tuple[int, int]:
+    """ONNX Slice on one axis of length d: (first index, output length).  Unlike python
+    slicing, a negative-step start below -d clamps to 0 (ONNX: start in [0, d-1])."""
+    start = start + d if start < 0 else start
+    end = end + d if end < 0 else end
+    if step > 0:
+        start, end = min(max(start, 0), d), min(max(end, 0), d)
+        return start, max(0, -(-(end - start) // step))
+    start, end = min(max(start, 0), d - 1), min(max(end, -1), d - 1)
+    return start, max(0, -(-(start - end) // -step))
 
 
 def slice_params(a, rank):
@@ -434,6 +455,63 @@ def _pad(n, s, inf):
     return [tuple(out)]
 
 
+def split_sizes(attrs, dim, n_outputs: int) -> list[int] | None:
+    """Sizes of Split's outputs along its axis (explicit `split`, opset-18 `num_outputs`, or
+    equal parts: the last part is smaller when the dim does not divide); None if unknown."""
+    split = attrs.get("split")
+    if split:
+        return [int(v) for v in split]
+    if not is_int(dim):
+        return None
+    n = attrs.get("num_outputs") or n_outputs
+    part = -(-int(dim) // n)
+    return [min(part, max(int(dim) - i * part, 0)) for i in range(n)]
+
+
+def _split(n, s, inf):
+    x = s[0]
+    if x is None:
+        return [None] * len(n.outputs)
+    ax = norm_axis(n.attrs.get("axis", 0), len(x))
+    sizes = split_sizes(n.attrs, x[ax], len(n.outputs))
+    if sizes is None:
+        return [tuple(None if i == ax else d for i, d in enumerate(x))] * len(n.outputs)
+    return [tuple(sz if i == ax else d for i, d in enumerate(x)) for sz in sizes]
+
+
+def resize_params(attrs, shape) -> tuple[list | None, list | None]:
+    """(scales, sizes) of Resize/Upsample expanded to every axis (opset-18 `axes`): scales are
+    float32 values, sizes ints; exactly one is not None (None, None when not constant)."""
+    r = len(shape)
+    axes = attrs.get("axes")
+    axes = list(range(r)) if axes is None else [norm_axis(a, r) for a in axes]
+    scales, sizes = attrs.get("scales"), attrs.get("sizes")
+    if sizes:
+        full = list(shape)
+        for a, v in zip(axes, sizes):
+            full[a] = int(v)
+        return None, full
+    if scales:
+        full = [1.0] * r
+        for a, v in zip(axes, scales):
+            full[a] = float(np.float32(v))
+        return full, None
+    return None, None
+
+
+def _resize(n, s, inf):
+    x = s[0]
+    if x is None:
+        return [None]
+    scales, sizes = resize_params(n.attrs, x)
+    if sizes is not None:
+        return [tuple(sizes)]
+    if scales is None:
+        return [(None,) * len(x)]
+    return [tuple(int(np.float32(sc) * np.float32(d)) if is_int(d) else (d if sc == 1.0 else None)
+                  for sc, d in zip(scales, x))]
+
+
 RULES = {
     "Conv": _conv, "Gemm": _gemm, "MatMul": _matmul,
     "Add": _elementwise, "Sub": _elementwise, "Mul": _elementwise, "Div": _elementwise,
@@ -445,6 +523,8 @@ RULES = {
     "BatchNormalization": _bn, "Dropout": _dropout,
     "Shape": _shape, "Gather": _gather, "Unsqueeze": _unsqueeze, "Squeeze": _squeeze,
     "Slice": _slice, "ConstantOfShape": _constant_of_shape, "Pad": _pad,
+    "Pow": _elementwise, "Split": _split, "Resize": _resize, "Upsample": _resize,
+    **{op: _same for op in UNARY_OPS},
 }
 
 

@@ -5,6 +5,7 @@ Each pass is one module with `run(graph) -> graph` (it may mutate its argument):
   fold_constants   constant subgraphs evaluated, symbolic Shape->Reshape chains folded
   canonicalize     Gemm/MatMul -> canonical Gemm, Conv bias always present, Sum -> Add
   fold_batchnorm   BN / per-channel Mul/Add folded into Conv/Gemm, or -> depthwise 1x1 Conv
+  fuse_swish       Mul(x, Sigmoid(x)) -> Swish(x); Mul(x, HardSigmoid(x)) -> HardSwish(x)
   fuse_activation  Relu / Clip -> producer attrs["act"]
   dead_code        unused nodes and constants removed
 """
@@ -16,10 +17,11 @@ from dataclasses import replace
 from nqrt.errors import InputError, UnsupportedOpError
 from nqrt.graph.ir import Graph
 from nqrt.graph.passes import (canonicalize, dead_code, fold_batchnorm, fold_constants,
-                               fuse_activation, remove_identity)
+                               fuse_activation, fuse_swish, remove_identity)
 from nqrt.graph.shapes import annotate
 
-PIPELINE = (remove_identity, fold_constants, canonicalize, fold_batchnorm, fuse_activation, dead_code)
+PIPELINE = (remove_identity, fold_constants, canonicalize, fold_batchnorm, fuse_swish, fuse_activation,
+            dead_code)
 MAX_ROUNDS = 10
 
 

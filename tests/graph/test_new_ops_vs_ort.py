@@ -1,0 +1,108 @@
+"""Float reference of the CNN extension ops vs ONNX Runtime FP32: the elementwise functions
+that become QLut, Pow, Split (three opset forms), Slice with negative steps, Resize/Upsample
+nearest in every coordinate/rounding mode, and the Swish / HardSwish fusion pass."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from _graph_helpers import Builder, assert_matches_ort, op_counts
+
+UNARY = [
+    ("Sigmoid", {}, 13), ("Tanh", {}, 13), ("HardSigmoid", {"alpha": 0.3, "beta": 0.4}, 13),
+    ("HardSwish", {}, 14), ("LeakyRelu", {"alpha": 0.07}, 13), ("Elu", {"alpha": 0.8}, 13),
+    ("Selu", {}, 13), ("Gelu", {}, 20), ("Gelu", {"approximate": "tanh"}, 20), ("Erf", {}, 13),
+    ("Softplus", {}, 13), ("Softsign", {}, 13), ("Abs", {}, 13), ("Neg", {}, 13), ("Exp", {}, 13),
+]
+
+
+@pytest.mark.parametrize("op, attrs, opset", UNARY, ids=[f"{u[0]}-{i}" for i, u in enumerate(UNARY)])
+def test_unary_matches_ort(op, attrs, opset):
+    b = Builder(opset=opset)
+    y = b.op(op, ["x"], **attrs)
+    g = assert_matches_ort(b.model([("x", ["N", 3, 5])], [y]), {"x": (3, 5)})
+    assert op_counts(g) == {op: 1}
+
+
+@pytest.mark.parametrize("op", ["Log", "Sqrt", "Reciprocal"])
+def test_positive_domain_ops_match_ort(op):
+    b = Builder()
+    t = b.op("Add", [b.op("Abs", ["x"]), b.const(np.float32(0.25))])
+    y = b.op(op, [t])
+    assert_matches_ort(b.model([("x", ["N", 4])], [y]), {"x": (4,)})
+
+
+def test_pow_and_scalar_arithmetic_match_ort():
+    b = Builder()
+    t = b.op("Pow", [b.op("Abs", ["x"]), b.const(np.float32(1.5))])
+    t = b.op("Div", [t, b.const(np.float32(3.0))])
+    t = b.op("Sub", [b.const(np.float32(2.0)), t])
+    y = b.op("Pow", [t, b.const(np.float32(2.0))])
+    assert_matches_ort(b.model([("x", ["N", 6])], [y]), {"x": (6,)})
+
+
+@pytest.mark.parametrize("opset, kind", [(11, "attr"), (13, "input"), (13, "equal"), (18, "num_outputs")])
+def test_split_matches_ort(opset, kind):
+    b = Builder(opset=opset)
+    if kind == "attr":
+        ys = b.op("Split", ["x"], n_out=3, axis=1, split=[2, 4, 1])
+    elif kind == "input":
+        ys = b.op("Split", ["x", b.const([3, 4], np.int64)], n_out=2, axis=-2)
+    elif kind == "equal":
+        ys = b.op("Split", ["x"], n_out=7, axis=1)
+    else:
+        ys = b.op("Split", ["x"], n_out=3, axis=1, num_outputs=3)          # 7 = 3 + 3 + 1
+    ys = ys if isinstance(ys, list) else [ys]
+    g = assert_matches_ort(b.model([("x", ["N", 7, 7])], ys), {"x": (7, 7)})
+    assert op_counts(g) == {"Split": 1}
+
+
+def test_slice_negative_steps_matches_ort():
+    b = Builder()
+    c = lambda v: b.const(v, np.int64)  # noqa: E731
+    y = b.op("Slice", ["x", c([-1, 5]), c([-(2**63), 0]), c([2, 1]), c([-2, -1])])
+    z = b.op("Slice", ["x", c([-100]), c([-200]), c([3]), c([-1])])        # ONNX clamp of start to 0
+    assert_matches_ort(b.model([("x", ["N", 6, 7, 4])], [y, z]), {"x": (6, 7, 4)})
+
+
+COORDS = ["asymmetric", "half_pixel", "align_corners", "pytorch_half_pixel", "tf_half_pixel_for_nn"]
+NEAREST = ["floor", "ceil", "round_prefer_floor", "round_prefer_ceil"]
+
+
+@pytest.mark.parametrize("coord, nearest", list(itertools.product(COORDS, NEAREST)))
+def test_resize_nearest_modes_match_ort(coord, nearest):
+    b = Builder()
+    scales = b.const(np.array([1, 1, 2.0, 0.6], np.float32))
+    y = b.op("Resize", ["x", "", scales], mode="nearest", coordinate_transformation_mode=coord,
+             nearest_mode=nearest)
+    sizes = b.const([1, 2, 3, 11], np.int64)
+    z = b.op("Resize", ["x", "", "", sizes], mode="nearest", coordinate_transformation_mode=coord,
+             nearest_mode=nearest)
+    g = assert_matches_ort(b.model([("x", [1, 2, 5, 7])], [y, z]), {"x": (2, 5, 7)}, batches=(1,))
+    assert op_counts(g) == {"Resize": 2}
+
+
+def test_resize_opset10_and_upsample_match_ort():
+    b = Builder(opset=10)
+    y = b.op("Resize", ["x", b.const(np.array([1, 1, 2, 3], np.float32))], mode="nearest")
+    assert_matches_ort(b.model([("x", ["N", 2, 3, 4])], [y]), {"x": (2, 3, 4)})
+    b = Builder(opset=9)
+    y = b.op("Upsample", ["x", b.const(np.array([1, 1, 2, 2], np.float32))], mode="nearest")
+    assert_matches_ort(b.model([("x", ["N", 2, 3, 4])], [y]), {"x": (2, 3, 4)})
+
+
+def test_swish_and_hardswish_fusion():
+    b = Builder(opset=14)
+    s = b.op("Mul", ["x", b.op("Sigmoid", ["x"])])
+    h = b.op("Mul", [b.op("HardSigmoid", [s], alpha=1 / 6, beta=0.5), s])
+    keep = b.op("Sigmoid", [h])                      # the gate is also an output: not fused
+    m2 = b.op("Mul", [h, keep])
+    g = assert_matches_ort(b.model([("x", ["N", 3, 4])], [m2, keep]), {"x": (3, 4)})
+    assert op_counts(g) == {"Swish": 1, "HardSwish": 1, "Sigmoid": 1, "Mul": 1}
+    b = Builder()
+    t = b.op("HardSigmoid", ["x"], alpha=0.2, beta=0.5)          # not HardSwish's gate
+    g = assert_matches_ort(b.model([("x", ["N", 5])], [b.op("Mul", ["x", t])]), {"x": (5,)})
+    assert op_counts(g) == {"HardSigmoid": 1, "Mul": 1}
