@@ -22,9 +22,10 @@ from nqrt.errors import ConversionError, UnsupportedOpError
 from nqrt.format import schema
 from nqrt.format.model import Quant
 from nqrt.graph.ir import Graph, Node
+from nqrt.quant import elementwise, movement
 from nqrt.quant import qparams as qp
 from nqrt.quant.context import (
-    FLATTEN, IDENTITY_PAIR, MAXPOOL, Q_ADD, Q_AVGPOOL, Q_CLIP, Q_CONCAT, Q_CONV, Q_GEMM, Q_REDUCEMEAN,
+    FLATTEN, IDENTITY_PAIR, MAXPOOL, Q_AVGPOOL, Q_CLIP, Q_CONCAT, Q_CONV, Q_GEMM, Q_REDUCEMEAN,
     QUANTIZE, RESHAPE, SOFTMAX, TRANSPOSE, QContext, as_ints, fused_act, node_label, str_attr,
 )
 
@@ -124,23 +125,6 @@ def quantize_gemm(ctx: QContext, node: Node) -> None:
         b = np.broadcast_to(np.asarray(b, np.float32).reshape(-1), (w.shape[0],)) * np.float32(a.get("beta", 1.0))
     _dot_length(node, int(w.shape[1]))
     _weighted(ctx, node, Q_GEMM, np.ascontiguousarray(w), b, {})
-
-
-def quantize_add(ctx: QContext, node: Node) -> None:
-    label = node_label(node)
-    a, b = node.inputs[:2]
-    y = node.outputs[0]
-    act = fused_act(node)
-    ctx.new_u8_from_range(y, act, label)
-    (s_a, _), (s_b, _), (s_y, z_y) = ctx.qparams(a), ctx.qparams(b), ctx.qparams(y)
-    try:
-        ma, mb, shift = qmath.quantize_multiplier_pair(s_a / s_y, s_b / s_y)
-    except ValueError as e:
-        raise ConversionError(f"{label}: Add multipliers not representable: {e}") from None
-    act_min, act_max = qp.act_clamp(act, s_y, z_y)
-    ctx.emit(Q_ADD, [ctx.x(a), ctx.x(b)], [ctx.x(y)],
-             {"multiplier_a": ma, "multiplier_b": mb, "shift": shift,
-              "act_min": act_min, "act_max": act_max}, label)
 
 
 def quantize_concat(ctx: QContext, node: Node) -> None:
@@ -305,7 +289,6 @@ def quantize_softmax(ctx: QContext, node: Node) -> None:
 QUANTIZERS: dict[str, Callable[[QContext, Node], None]] = {
     "Conv": quantize_conv,
     "Gemm": quantize_gemm,
-    "Add": quantize_add,
     "Concat": quantize_concat,
     "MaxPool": quantize_maxpool,
     "AveragePool": quantize_averagepool,
@@ -317,6 +300,8 @@ QUANTIZERS: dict[str, Callable[[QContext, Node], None]] = {
     "Reshape": quantize_reshape,
     "Transpose": quantize_transpose,
     "Softmax": quantize_softmax,
+    **elementwise.QUANTIZERS,       # Add/Sub/Mul/Div/Pow, unary functions (QAdd, QMul, QLut)
+    **movement.QUANTIZERS,          # Slice, Split, Squeeze, Unsqueeze, Pad, Resize, GlobalMaxPool, Identity
 }
 
 
@@ -390,12 +375,13 @@ def _check_reshape(graph: Graph, node: Node, consumers) -> str | None:
 CHECKS: dict[str, Callable] = {
     "Conv": _check_conv,
     "Gemm": _check_gemm,
-    "Add": _check_act_inputs,
     "Concat": _check_act_inputs,
     "MaxPool": _check_pool,
     "AveragePool": _check_pool,
     "ReduceMean": _check_reducemean,
     "Reshape": _check_reshape,
+    **elementwise.CHECKS,
+    **movement.CHECKS,
 }
 
 

@@ -17,7 +17,8 @@ How far it may differ from the integer mode (paragraph for the README/spec):
     agrees code for code except where the real value lies within about 2^-31 (relative) of a
     rounding tie, or exactly on a tie: there the two modes differ by one quantization step.
     For one operator with identical inputs, |q_int - q_sim| <= 1; MaxPool, QClip, Reshape,
-    Flatten, Transpose, Quantize and Dequantize are exact.  Across layers the differences
+    Flatten, Transpose, Slice, Squeeze, Unsqueeze, Pad, ResizeNearest, QLut (the table is the
+    op), Quantize and Dequantize are exact.  Across layers the differences
     propagate (a one-step input difference can move later outputs by more than one step),
     so whole-model outputs agree closely but not bit for bit; the integer mode is the
     reference semantics.  Softmax may differ in the last float32 bits (exp implementations).
@@ -30,6 +31,7 @@ import numpy as np
 from nqrt import qmath
 from nqrt.format import schema
 from nqrt.format.model import NqModel
+from nqrt.kernels import movement
 
 
 def run(model: NqModel, feeds: dict) -> dict[str, np.ndarray]:
@@ -48,9 +50,14 @@ def run_all(model: NqModel, feeds: dict) -> dict[str, np.ndarray]:
 
 # -- helpers -------------------------------------------------------------------------------
 
+def _codes(model, name, env) -> np.ndarray:
+    """uint8 codes of a run-time tensor, or of a uint8 constant operand (QAdd/QMul b)."""
+    return env[name] if name in env else model.tensor(name).data
+
+
 def _real(model, name, env) -> np.ndarray:
     s, z = model.qparams(name)
-    return (env[name].astype(np.float64) - z) * s
+    return (_codes(model, name, env).astype(np.float64) - z) * s
 
 
 def _requant(model, name, r, lo=0, hi=255) -> np.ndarray:
@@ -163,8 +170,60 @@ def _qgemm(model, node, env):
 
 
 def _qadd(model, node, env):
-    y = _real(model, node.inputs[0], env) + _real(model, node.inputs[1], env)
+    # signed multipliers (spec 4.3): Sub is a + (−1)·b, c − x is (−1)·x + c
+    sa = -1.0 if node.attrs["multiplier_a"] < 0 else 1.0
+    sb = -1.0 if node.attrs["multiplier_b"] < 0 else 1.0
+    y = sa * _real(model, node.inputs[0], env) + sb * _real(model, node.inputs[1], env)
     return _requant(model, node.outputs[0], y, *_act(node))
+
+
+def _qmul(model, node, env):
+    y = _real(model, node.inputs[0], env) * _real(model, node.inputs[1], env)
+    return _requant(model, node.outputs[0], y, *_act(node))
+
+
+def _qlut(model, node, env):
+    return model.tensor(node.inputs[1]).data[env[node.inputs[0]]]
+
+
+def _slice(model, node, env):
+    x = env[node.inputs[0]]
+    a = node.attrs
+    for st, en, ax, sp in zip(a["starts"], a["ends"], a["axes"], a["steps"]):
+        ax = ax % x.ndim
+        first, n = movement.slice_range(st, en, sp, x.shape[ax])
+        x = np.take(x, first + sp * np.arange(n, dtype=np.int64), axis=ax)
+    return np.ascontiguousarray(x)
+
+
+def _squeeze(model, node, env):
+    x = env[node.inputs[0]]
+    return x.reshape([d for i, d in enumerate(x.shape) if i not in {a % x.ndim for a in node.attrs["axes"]}])
+
+
+def _unsqueeze(model, node, env):
+    x = env[node.inputs[0]]
+    r = x.ndim + len(node.attrs["axes"])
+    axes = {a % r for a in node.attrs["axes"]}
+    dims = iter(x.shape)
+    return x.reshape([1 if i in axes else next(dims) for i in range(r)])
+
+
+def _pad(model, node, env):
+    x = env[node.inputs[0]]
+    p, r = node.attrs["pads"], x.ndim
+    return np.pad(x, [(p[d], p[d + r]) for d in range(r)], constant_values=np.uint8(node.attrs["value"]))
+
+
+def _resize_nearest(model, node, env):
+    x = env[node.inputs[0]]
+    a = node.attrs
+    geo = movement.resize_geometry(x.shape, a.get("scales"), a.get("sizes"))
+    for ax, (n, s) in enumerate(geo):
+        idx = movement.resize_nearest_index(x.shape[ax], n, s, a["coordinate_transformation_mode"],
+                                            a["nearest_mode"])
+        x = np.take(x, idx, axis=ax)
+    return np.ascontiguousarray(x)
 
 
 def _qconcat(model, node, env):
@@ -232,5 +291,7 @@ _OPS = {
     "QConv": _qconv, "QGemm": _qgemm, "QAdd": _qadd, "QConcat": _qconcat,
     "MaxPool": _maxpool, "QAveragePool": _qaveragepool, "QReduceMean": _qreducemean,
     "QClip": _qclip, "Reshape": _reshape, "Flatten": _flatten, "Transpose": _transpose,
+    "QLut": _qlut, "QMul": _qmul, "Slice": _slice, "Squeeze": _squeeze, "Unsqueeze": _unsqueeze,
+    "Pad": _pad, "ResizeNearest": _resize_nearest,
 }
-assert set(_OPS) == set(schema.OPS), "simulated mode must cover the schema's op table"
+assert set(_OPS) == set(schema.ALL_OPS), "simulated mode must cover the schema's op table"

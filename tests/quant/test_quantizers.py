@@ -70,9 +70,13 @@ def cnn_graph():
 
 
 def test_registry_covers_the_post_optimize_op_set():
+    from nqrt.graph.shapes import UNARY_OPS
     assert set(QUANTIZERS) == {"Conv", "Gemm", "Add", "Concat", "MaxPool", "AveragePool",
                                "GlobalAveragePool", "ReduceMean", "Relu", "Clip", "Flatten",
-                               "Reshape", "Transpose", "Softmax"}
+                               "Reshape", "Transpose", "Softmax",
+                               # CNN extension (tests/quant/test_new_ops.py)
+                               "Sub", "Mul", "Div", "Pow", *UNARY_OPS, "Slice", "Split", "Squeeze",
+                               "Unsqueeze", "Pad", "Resize", "GlobalMaxPool", "Identity"}
 
 
 def test_cnn_structure_dtypes_and_scales():
@@ -240,24 +244,25 @@ def test_pools_reduce_clip_transpose_and_1d_conv():
 
 def test_unsupported_ops_reported_together():
     g = Graph(
-        nodes=[Node("Sigmoid", ["x"], ["s"], {}, "sig1"),
+        nodes=[Node("Round", ["x"], ["s"], {}, "sig1"),
                Node("Softmax", ["s"], ["sm"], {"axis": 1}, "softmax_mid"),
                Node("Relu", ["sm"], ["r"], {}, "relu"),
                Node("LSTM", ["r"], ["l"], {}, "lstm"),
-               Node("Sigmoid", ["l"], ["y"], {}, "sig2"),
-               Node("Add", ["y", "k"], ["z"], {}, "add_const")],
+               Node("Round", ["l"], ["y"], {}, "sig2"),
+               Node("Div", ["k", "y"], ["z"], {}, "add_const")],
         inputs=[ValueInfo("x", ("N", 4))], outputs=[ValueInfo("z", ("N", 4))],
         constants={"k": np.ones(4, np.float32)})
     bad = find_unsupported(g)
-    assert bad["Sigmoid"] == ["sig1", "sig2"] and bad["LSTM"] == ["lstm"]
+    assert bad["Round"] == ["sig1", "sig2"] and bad["LSTM"] == ["lstm"]
     with pytest.raises(UnsupportedOpError) as e:
         quantize_graph(g, {})
     msg = str(e.value)
-    for word in ("Sigmoid", "sig1", "sig2", "LSTM", "lstm", "Add with a constant operand", "add_const"):
+    for word in ("Round", "sig1", "sig2", "LSTM", "lstm", "Div of a non-scalar constant by a run-time tensor",
+                 "add_const"):
         assert word in msg
     # a Softmax inside the graph is a float fallback (Dequantize -> Softmax -> Quantize), not an error
     assert "softmax_mid" not in msg
-    assert e.value.ops == {"Sigmoid": ["sig1", "sig2"], "LSTM": ["lstm"], "Add": ["add_const"]}
+    assert e.value.ops == {"Round": ["sig1", "sig2"], "LSTM": ["lstm"], "Div": ["add_const"]}
 
 
 def test_missing_range_is_a_conversion_error():

@@ -1,0 +1,186 @@
+"""Quantizers of the same-scale data-movement ops of the CNN extension (formats/nq-v1.md
+4.11-4.14): the output keeps the input's (s, z) and the bytes are moved, never recomputed.
+
+  Slice -> Slice;  Split -> one Slice per output;  Squeeze / Unsqueeze -> Squeeze / Unsqueeze;
+  Pad (constant) -> Pad with the pad value as a code of x's grid;  Resize / Upsample (nearest)
+  -> ResizeNearest;  GlobalMaxPool -> MaxPool over the whole (known) spatial extent;
+  Identity (left between a graph input and a graph output) -> QClip [0, 255] (a copy).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from nqrt import qmath
+from nqrt.errors import ConversionError, UnsupportedOpError
+from nqrt.graph.ir import Graph, Node
+from nqrt.graph.shapes import is_int, norm_axis, resize_params, split_sizes
+from nqrt.quant import qparams as qp
+from nqrt.quant.context import (MAXPOOL, PAD, Q_CLIP, RESIZE_NEAREST, SLICE, SQUEEZE, UNSQUEEZE,
+                                QContext, as_ints, fused_act, node_label)
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+def _emit_same(ctx: QContext, node: Node, op: str, attrs: dict, y: str | None = None,
+               label: str | None = None) -> None:
+    x = node.inputs[0]
+    y = y or node.outputs[0]
+    ctx.same_scale_u8(y, x)
+    ctx.emit(op, [ctx.x(x)], [ctx.x(y)], attrs, label or node_label(node))
+    ctx.clip_after(node, y, fused_act(node))
+
+
+def _int64(v) -> int:
+    return int(min(max(int(v), INT64_MIN), INT64_MAX))
+
+
+def quantize_slice(ctx: QContext, node: Node) -> None:
+    a = node.attrs
+    starts = [_int64(v) for v in a["starts"]]
+    axes = as_ints(a["axes"]) if a.get("axes") is not None else list(range(len(starts)))
+    steps = as_ints(a["steps"]) if a.get("steps") else [1] * len(starts)
+    _emit_same(ctx, node, SLICE, {"starts": starts, "ends": [_int64(v) for v in a["ends"]],
+                                  "axes": axes, "steps": steps})
+
+
+def quantize_split(ctx: QContext, node: Node) -> None:
+    x = node.inputs[0]
+    label = node_label(node)
+    shape = ctx.known_shape(x)
+    if shape is None:
+        raise ConversionError(f"{label}: rank of the Split input {x!r} is unknown")
+    axis = norm_axis(int(node.attrs.get("axis", 0)), len(shape))
+    sizes = split_sizes(node.attrs, shape[axis], len(node.outputs))
+    if sizes is None:
+        raise ConversionError(f"{label}: Split into equal parts of an axis of unknown length")
+    begin = 0
+    for i, (y, size) in enumerate(zip(node.outputs, sizes)):
+        if y:
+            _emit_same(ctx, node, SLICE, {"starts": [begin], "ends": [begin + size], "axes": [axis],
+                                          "steps": [1]}, y=y, label=f"{label}/{i}")
+        begin += size
+
+
+def _squeeze_axes(ctx: QContext, node: Node) -> list[int]:
+    axes = node.attrs.get("axes")
+    if axes is not None:
+        return as_ints(axes)
+    shape = ctx.known_shape(node.inputs[0])
+    if shape is None or not all(is_int(d) for d in shape):
+        raise ConversionError(f"{node_label(node)}: Squeeze without axes needs the input's shape")
+    return [i for i, d in enumerate(shape) if d == 1]
+
+
+def quantize_squeeze(ctx: QContext, node: Node) -> None:
+    _emit_same(ctx, node, SQUEEZE, {"axes": _squeeze_axes(ctx, node)})
+
+
+def quantize_unsqueeze(ctx: QContext, node: Node) -> None:
+    _emit_same(ctx, node, UNSQUEEZE, {"axes": as_ints(node.attrs["axes"])})
+
+
+def quantize_pad(ctx: QContext, node: Node) -> None:
+    x = node.inputs[0]
+    r = ctx.rank(x, node_label(node))
+    pads = as_ints(node.attrs["pads"])
+    axes = node.attrs.get("axes")
+    if axes is not None:                               # opset-18 axes (fill_shape_attrs missed it)
+        full = [0] * (2 * r)
+        for j, ax in enumerate(as_ints(axes)):
+            ax = norm_axis(ax, r)
+            full[ax], full[ax + r] = pads[j], pads[j + len(axes)]
+        pads = full
+    s, z = ctx.qparams(x)
+    v = float(node.attrs.get("constant_value") or 0.0)
+    code = z if v == 0.0 else int(np.rint(v / s)) + z
+    if not qmath.UINT8_MIN <= code <= qmath.UINT8_MAX:
+        label = node_label(node)
+        raise UnsupportedOpError(f"cannot convert {label}: Pad value {v!r} is outside the input's "
+                                 f"representable range {qp.qparams_range(s, z)}", {"Pad": [label]})
+    _emit_same(ctx, node, PAD, {"pads": pads, "value": int(code)})
+
+
+def quantize_resize(ctx: QContext, node: Node) -> None:
+    label = node_label(node)
+    shape = ctx.known_shape(node.inputs[0])
+    if shape is None:
+        raise ConversionError(f"{label}: rank of the Resize input is unknown")
+    scales, sizes = resize_params(node.attrs, shape)
+    nearest = node.attrs["nearest_mode"]
+    if nearest == "simple":                            # opset <= 10: truncation when upsampling
+        up = all(sc >= 1.0 for sc in scales) if scales is not None else \
+            all(is_int(d) and n >= d for n, d in zip(sizes, shape))
+        if not up:
+            raise UnsupportedOpError(f"cannot convert {label}: opset<11 nearest Resize/Upsample that "
+                                     "downsamples", {"Resize": [label]})
+        nearest = "floor"
+    attrs = {"coordinate_transformation_mode": node.attrs["coordinate_transformation_mode"],
+             "nearest_mode": nearest}
+    if sizes is not None:
+        if not all(is_int(d) for d in sizes):
+            raise ConversionError(f"{label}: Resize sizes with an unknown dim: {sizes}")
+        attrs["sizes"] = [int(d) for d in sizes]
+    else:
+        attrs["scales"] = [float(np.float32(v)) for v in scales]
+    _emit_same(ctx, node, RESIZE_NEAREST, attrs)
+
+
+def quantize_globalmaxpool(ctx: QContext, node: Node) -> None:
+    label = node_label(node)
+    shape = ctx.known_shape(node.inputs[0])
+    spatial = list(shape[2:]) if shape is not None else []
+    if len(spatial) not in (1, 2) or not all(is_int(d) and d > 0 for d in spatial):
+        raise ConversionError(f"{label}: GlobalMaxPool needs a 1-D or 2-D input with known spatial "
+                              f"dims (got {shape})")
+    x, y = node.inputs[0], node.outputs[0]
+    ctx.same_scale_u8(y, x)
+    s, z = ctx.qparams(y)
+    act_min, act_max = qp.act_clamp(fused_act(node), s, z)
+    k = [int(d) for d in spatial]
+    ctx.emit(MAXPOOL, [ctx.x(x)], [ctx.x(y)],
+             {"kernel_shape": k, "strides": [1] * len(k), "pads": [0] * (2 * len(k)),
+              "dilations": [1] * len(k), "ceil_mode": 0, "act_min": act_min, "act_max": act_max}, label)
+
+
+def quantize_identity(ctx: QContext, node: Node) -> None:
+    _emit_same(ctx, node, Q_CLIP, {"act_min": qmath.UINT8_MIN, "act_max": qmath.UINT8_MAX})
+
+
+# ---------------------------------------------------------------------------------------
+# Support checks
+# ---------------------------------------------------------------------------------------
+
+def _runtime_params(graph: Graph, node: Node, consumers) -> str | None:
+    """Attribute-like inputs (Slice starts/ends/axes/steps, Split split, Squeeze/Unsqueeze
+    axes, Resize scales/sizes) still fed at run time keep their input slot (normalize.py)."""
+    if len(node.inputs) > 1 and any(node.inputs[1:]):
+        return f"{node.op} with run-time parameters"
+    return None
+
+
+def _check_pad(graph: Graph, node: Node, consumers) -> str | None:
+    if node.attrs.get("pads") is None or len(node.inputs) > 1 and any(node.inputs[1:]):
+        return "Pad with run-time pads, value or axes"
+    if any(int(p) < 0 for p in node.attrs["pads"]):
+        return "Pad with negative pads"
+    return None
+
+
+def _check_resize(graph: Graph, node: Node, consumers) -> str | None:
+    if len(node.inputs) > 1 and any(node.inputs[1:]):
+        return "Resize with run-time parameters"
+    if not node.attrs.get("scales") and not node.attrs.get("sizes"):
+        return "Resize without scales or sizes"
+    return None
+
+
+QUANTIZERS = {
+    "Slice": quantize_slice, "Split": quantize_split, "Squeeze": quantize_squeeze,
+    "Unsqueeze": quantize_unsqueeze, "Pad": quantize_pad, "Resize": quantize_resize,
+    "GlobalMaxPool": quantize_globalmaxpool, "Identity": quantize_identity,
+}
+CHECKS = {
+    "Slice": _runtime_params, "Split": _runtime_params, "Squeeze": _runtime_params,
+    "Unsqueeze": _runtime_params, "Pad": _check_pad, "Resize": _check_resize,
+}
