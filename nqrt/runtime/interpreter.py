@@ -139,3 +139,24 @@ def loop_for(path_id: int):
 def execute(code, lpool, wpool, ipool, fpool, u8, f32, scratch):
     """Run a plan (see encoding.py) with the loop of the plan's GEMM path (lpool[0])."""
     loop_for(int(lpool[0]))(code, lpool, wpool, ipool, fpool, u8, f32, scratch)
+
+
+def profile(code, lpool, wpool, ipool, fpool, u8, f32, scratch, repeats=5):
+    """Debug/profiling hook: run a plan instruction by instruction (each through the compiled
+    loop on a one-row table), `repeats` times; returns the median seconds per instruction
+    (float64 [n_instr]).  The plan's outputs are computed as by `execute`.  Costs one dispatch
+    (a few microseconds) per instruction on top of the kernel."""
+    import time
+
+    import numpy as np
+
+    loop = loop_for(int(lpool[0]))
+    n = code.shape[0]
+    t = np.zeros((max(int(repeats), 1), n))
+    for r in range(t.shape[0]):
+        for i in range(n):
+            row = code[i:i + 1]
+            t0 = time.perf_counter()
+            loop(row, lpool, wpool, ipool, fpool, u8, f32, scratch)
+            t[r, i] = time.perf_counter() - t0
+    return np.median(t, axis=0)

@@ -224,3 +224,22 @@ def test_conv_net_paths_and_threads_agree(gemm_path):
     assert all(np.array_equal(outs[0][k], outs[1][k]) for k in outs[0])
     plan = sess.plan_for({"in1": (3, 3, 20, 18)})
     assert plan.path == gemm_path and int(plan.lpool[0]) == E.PATH_IDS[gemm_path]
+
+
+def test_profile_hook_runs_each_instruction():
+    """interpreter.profile: per-instruction timings, and the plan still computes its outputs."""
+    from nqrt.runtime import interpreter
+    b = Builder(41)
+    x = b.quantize(b.input((1, 3, 8, 8)))
+    deq_out(b, b.conv(x, 4, (3, 3), pads=[1, 1, 1, 1]))
+    sess, got = check(b)
+    shapes = {"in1": (1, 3, 8, 8)}
+    bound = sess._bound(shapes)
+    p, c = bound.plan, sess._consts
+    bound.f32[:] = 0
+    bound.f32[p.inputs[0][1]:p.inputs[0][1] + 192] = b.env["in1"].ravel()
+    t = interpreter.profile(p.code, p.lpool, c.wpool, c.ipool, c.fpool, bound.u8, bound.f32,
+                            bound.scratch, repeats=2)
+    assert t.shape == (p.code.shape[0],) and (t > 0).all()
+    name, (off, shape) = next(iter(p.outputs.items()))
+    assert np.array_equal(bound.f32[off:off + got[name].size].reshape(shape), got[name])
