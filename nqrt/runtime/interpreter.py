@@ -142,21 +142,22 @@ def execute(code, lpool, wpool, ipool, fpool, u8, f32, scratch):
 
 
 def profile(code, lpool, wpool, ipool, fpool, u8, f32, scratch, repeats=5):
-    """Debug/profiling hook: run a plan instruction by instruction (each through the compiled
-    loop on a one-row table), `repeats` times; returns the median seconds per instruction
-    (float64 [n_instr]).  The plan's outputs are computed as by `execute`.  Costs one dispatch
-    (a few microseconds) per instruction on top of the kernel."""
+    """Debug/profiling hook: run a plan instruction by instruction, each `repeats` times in a row
+    through the compiled loop on a one-row table; returns the median seconds per instruction
+    (float64 [n_instr]).  An instruction never writes its own inputs, so repeating it is
+    idempotent and the plan's outputs are computed as by `execute`.  Costs one dispatch (a few
+    microseconds) per call on top of the kernel; repeats after the first run with warm caches."""
     import time
 
     import numpy as np
 
     loop = loop_for(int(lpool[0]))
     n = code.shape[0]
-    t = np.zeros((max(int(repeats), 1), n))
-    for r in range(t.shape[0]):
-        for i in range(n):
-            row = code[i:i + 1]
+    t = np.zeros((n, max(int(repeats), 1)))
+    for i in range(n):
+        row = code[i:i + 1]
+        for r in range(t.shape[1]):
             t0 = time.perf_counter()
             loop(row, lpool, wpool, ipool, fpool, u8, f32, scratch)
-            t[r, i] = time.perf_counter() - t0
-    return np.median(t, axis=0)
+            t[i, r] = time.perf_counter() - t0
+    return np.median(t, axis=1)

@@ -233,11 +233,13 @@ def test_profile_hook_runs_each_instruction():
     x = b.quantize(b.input((1, 3, 8, 8)))
     deq_out(b, b.conv(x, 4, (3, 3), pads=[1, 1, 1, 1]))
     sess, got = check(b)
-    shapes = {"in1": (1, 3, 8, 8)}
-    bound = sess._bound(shapes)
+    model = b.model()
+    iname = model.graph_inputs[0].name
+    bound = sess._bound({iname: (1, 3, 8, 8)})
     p, c = bound.plan, sess._consts
+    (name0, off0, shape0), = p.inputs
     bound.f32[:] = 0
-    bound.f32[p.inputs[0][1]:p.inputs[0][1] + 192] = b.env["in1"].ravel()
+    bound.f32[off0:off0 + 192] = b.env[name0].ravel()
     t = interpreter.profile(p.code, p.lpool, c.wpool, c.ipool, c.fpool, bound.u8, bound.f32,
                             bound.scratch, repeats=2)
     assert t.shape == (p.code.shape[0],) and (t > 0).all()
