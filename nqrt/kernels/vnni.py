@@ -18,8 +18,10 @@ Packed layouts (private; "group" = G consecutive k):
         vnni512: 4 x int8 w[m, 4g..4g+3]; avx2: 2 x int8 w[m, 2g..2g+1] (sign-extended to
         int16 in registers, vpmovsxbw: B stays 1 byte per weight in memory)
         K padded with zeros to a multiple of G * UNROLL, M to a multiple of NR.
-  A (activations, per call, in the caller's scratch):  [micro-panel of MR rows][group][MR][4 bytes]
-        vnni512: 4 x u8; avx2: 2 x u16.  Rows past P and k past K are zero.
+  A (activations, per call, in the caller's scratch): row-major [row][group][4 bytes]
+        (vnni512: 4 x u8; avx2: 2 x u16, zero-extended), so packing is a vectorized (widening)
+        copy; the micro-kernels take the row and group strides (any layout works).  k past K
+        may hold stale bytes (B is zero there); rows past the valid ones are never read.
 
 The micro-kernels are Numba intrinsics that emit LLVM IR (a k-loop unrolled by UNROLL groups,
 MR x NV vector accumulators held in SSA phis = registers) and store the MR x NR int32 tile to a
@@ -403,44 +405,24 @@ def thread_scratch_bytes(P, ng, MR, NR):
 
 @njit(**JIT)
 def _pack_a(x, p0, rows, K, ng, widen, MR, apack, base):
-    """Pack rows [p0, p0+rows) of x (u8[P, K]) into MR-row micro-panels at apack[base:].
+    """Pack rows [p0, p0+rows) of x (u8[P, K]) row-major at apack[base:]: row q at base + q·4·ng
+    bytes, k-group g at 4·g within it (micro-kernel strides ars = 4·ng, ags = 4).
 
-    widen=False: group = 4 u8 (vnni512); widen=True: group = 2 u16 (avx2).  Zero padded."""
-    npanels = (rows + MR - 1) // MR
-    G = 2 if widen else 4
-    for ip in range(npanels):
-        pbase = base + ip * ng * MR * 4
-        for r in range(MR):
-            p = p0 + ip * MR + r
-            if ip * MR + r < rows:
-                xr = x[p]
-                if widen:
-                    for g in range(ng):
-                        o = pbase + (g * MR + r) * 4
-                        k = g * 2
-                        apack[o] = xr[k] if k < K else 0
-                        apack[o + 1] = 0
-                        apack[o + 2] = xr[k + 1] if k + 1 < K else 0
-                        apack[o + 3] = 0
-                else:
-                    for g in range(ng):
-                        o = pbase + (g * MR + r) * 4
-                        k = g * G
-                        if k + 4 <= K:
-                            apack[o] = xr[k]
-                            apack[o + 1] = xr[k + 1]
-                            apack[o + 2] = xr[k + 2]
-                            apack[o + 3] = xr[k + 3]
-                        else:
-                            for q in range(4):
-                                apack[o + q] = xr[k + q] if k + q < K else 0
-            else:
-                for g in range(ng):
-                    o = pbase + (g * MR + r) * 4
-                    apack[o] = 0
-                    apack[o + 1] = 0
-                    apack[o + 2] = 0
-                    apack[o + 3] = 0
+    widen=False: group = 4 u8 (vnni512); widen=True: group = 2 u16, zero-extended (avx2).  The
+    copies run through slice views indexed from 0, so LLVM vectorizes them.  k past K keeps
+    stale bytes (the packed B is zero there); rows past `rows` are never read."""
+    rb = 4 * ng
+    for q in range(rows):
+        src = x[p0 + q]
+        o = base + q * rb
+        if widen:
+            dst = apack[o:o + rb].view(np.uint16)
+            for k in range(K):
+                dst[k] = src[k]
+        else:
+            dst8 = apack[o:o + rb]
+            for k in range(K):
+                dst8[k] = src[k]
 
 
 @njit(**JIT)
@@ -524,14 +506,14 @@ def _worker_v512(t, nt, split_rows, x, z_x, wpack, wsum, M, K, bias, mult, shift
             cols = min(NR, M - j * NR)
             for ip in range((rows + MR - 1) // MR):
                 mr = min(MR, rows - ip * MR)
-                aoff = abase + ip * ng * MR * 4
+                aoff = abase + ip * MR * ng * 4
                 boff = j * ng * NR * 4
                 p0 = pc + ip * MR
                 if cols == NR:
-                    _ukernelq_v512(mr, scratch, aoff, 4, 4 * MR, wpack, boff, ng, y, p0 * ys + j * NR, ys,
+                    _ukernelq_v512(mr, scratch, aoff, 4 * ng, 4, wpack, boff, ng, y, p0 * ys + j * NR, ys,
                                    wsum, bias, mult, shift, j * NR, z_x, z_y, act_min, act_max)
                 else:
-                    _ukernel_v512(mr, scratch, aoff, 4, 4 * MR, wpack, boff, ng, tile)
+                    _ukernel_v512(mr, scratch, aoff, 4 * ng, 4, wpack, boff, ng, tile)
                     _epilogue(tile, NR, mr, cols, y, p0, j * NR, wsum, z_x, bias, mult, shift,
                               z_y, act_min, act_max)
 
@@ -555,14 +537,14 @@ def _worker_avx2(t, nt, split_rows, x, z_x, wpack, wsum, M, K, bias, mult, shift
             cols = min(NR, M - j * NR)
             for ip in range((rows + MR - 1) // MR):
                 mr = min(MR, rows - ip * MR)
-                aoff = abase + ip * ng * MR * 4
+                aoff = abase + ip * MR * ng * 4
                 boff = j * ng * NR * 2
                 p0 = pc + ip * MR
                 if cols == NR:
-                    _ukernelq_avx2(mr, scratch, aoff, 4, 4 * MR, wpack, boff, ng, y, p0 * ys + j * NR, ys,
+                    _ukernelq_avx2(mr, scratch, aoff, 4 * ng, 4, wpack, boff, ng, y, p0 * ys + j * NR, ys,
                                    wsum, bias, mult, shift, j * NR, z_x, z_y, act_min, act_max)
                 else:
-                    _ukernel_avx2(mr, scratch, aoff, 4, 4 * MR, wpack, boff, ng, tile)
+                    _ukernel_avx2(mr, scratch, aoff, 4 * ng, 4, wpack, boff, ng, tile)
                     _epilogue(tile, NR, mr, cols, y, p0, j * NR, wsum, z_x, bias, mult, shift,
                               z_y, act_min, act_max)
 
