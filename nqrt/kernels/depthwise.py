@@ -21,7 +21,7 @@ so that num = (dot + bias)·M0 + 2^(n−1) + d·2^n ≥ 0 for every possible dot
 (|dot| ≤ kh·kw·255·128); then floor(num_spec / 2^n) = (num >>> n) − d exactly, with
 num = dot·M0 + Bc, Bc = bias·M0 + 2^(n−1) + d·2^n precomputed.  The prologue checks that all
 of this stays inside int64 / int32 (it does for any realistic multiplier); otherwise the
-whole call takes the scalar reference path.  Channels past the last multiple of 16 take a
+whole call takes the scalar path.  Channels past the last multiple of 16 take a
 scalar loop with the spec's formula.
 """
 
@@ -50,21 +50,20 @@ def pack_depthwise_weights(w):
 
 @njit(**JIT)
 def _layout(C, kh, kw):
-    """Byte offsets inside one thread's slice: Bc (i64[C]), SH (i64[C]), ZD (i32[C]), acc
-    (i32[C], reference path), xo, wo (i64[kh·kw] tap offsets); and the total."""
+    """Byte offsets inside one thread's slice: Bc (i64[C]), SH (i64[C]), xo, wo (i64[kh·kw]
+    tap offsets), ZD (i32[C]); and the total."""
     o_bc = 0
     o_sh = o_bc + 8 * C
     o_xo = o_sh + 8 * C
     o_wo = o_xo + 8 * kh * kw
     o_zd = o_wo + 8 * kh * kw
-    o_acc = o_zd + 4 * C
-    return o_bc, o_sh, o_xo, o_wo, o_zd, o_acc, o_acc + 4 * C
+    return o_bc, o_sh, o_xo, o_wo, o_zd, o_zd + 4 * C
 
 
 @njit(**JIT)
 def depthwise_scratch_bytes(C, kh, kw, OW):
     """Bytes of scratch one thread needs (before alignment)."""
-    return _layout(C, kh, kw)[6]
+    return _layout(C, kh, kw)[5]
 
 
 # ----------------------------------------------------------------------------- vector kernel
@@ -191,63 +190,64 @@ def _dw_pixels(typingctx, x, xo, w, wo, ntaps, npx, xstep, zx, m0, bc, sh, zd, l
 
 
 # ----------------------------------------------------------------------------- drivers
-@njit(**JIT)
+# Few njit levels on purpose: Numba re-optimizes and re-generates the machine code of every
+# callee inside each caller's library, so helpers are inlined at the Numba IR level and the
+# intrinsic has one call site.
+@njit(inline="always", **JIT)
 def _prepare(bias, mult, shift, z_y, kh, kw, bc, sh, zd):
     """Per-channel constants of the vector requantize (module docstring); False if some
     channel's values could leave int64 / int32 (then the caller uses the reference path)."""
     C = bias.size
     amax = np.int64(kh * kw) * 255 * 128
     lim = np.int64(1) << np.int64(61)
+    ok = True
     for c in range(C):
         m0 = np.int64(mult[c])
         n = np.int64(shift[c])
         if m0 < 0 or n < 1 or n > 60:
-            return False
+            ok = False
+            break
         b = np.int64(bias[c])
         rnd = np.int64(1) << (n - 1)
         lo = (b - amax) * m0 + rnd          # |b ± amax| < 2^32, m0 < 2^31: no overflow
         hi = (b + amax) * m0 + rnd
-        if lo <= -lim or hi >= lim or lo >= lim or hi <= -lim:
-            return False
+        if lo <= -lim or hi >= lim:
+            ok = False
+            break
         d = np.int64(0)
         if lo < 0:
             d = (-lo + (np.int64(1) << n) - 1) >> n
         top = (hi + (d << n)) >> n           # hi + d·2^n < 2^61 + 2^61 + 2^60: fits
         if d >= (1 << 30) or top >= (1 << 30):
-            return False
+            ok = False
+            break
         bc[c] = b * m0 + rnd + (d << n)
         sh[c] = n
         zd[c] = np.int32(z_y - d)
-    return True
+    return ok
 
 
 @njit(**JIT)
-def _scalar_channels(xf, xo, wf, wo, nt, p, xstep, z_x, c0, C, bias, mult, shift, z_y, lo, hi,
-                     yf, yo):
-    """Channels c0..C-1 of pixel p with the spec's formula (the tail past the vector blocks)."""
-    for c in range(c0, C):
-        s = np.int64(0)
-        for t in range(nt):
-            s += (np.int64(xf[xo[t] + p * xstep + c]) - z_x) * np.int64(wf[wo[t] + c])
-        yf[yo + c] = output_u8(s + bias[c], mult[c], shift[c], z_y, lo, hi)
-
-
-@njit(**JIT)
-def _dw_rows(x, z_x, wf, bias, mult, shift, z_y, act_min, act_max, kh, kw, sh, sw, dh, dw,
+def _dw_task(fast, x, z_x, wf, bias, mult, shift, z_y, act_min, act_max, kh, kw, sh, sw, dh, dw,
              pad_t, pad_l, y, sl, r0, r1):
-    """Output rows r0..r1-1 (r = n·OH + oh) with the thread slice `sl` (vector path)."""
+    """Output rows r0..r1-1 (r = n·OH + oh) with the thread slice `sl`, by row segments:
+    border pixels one by one with their valid taps, the interior as one run with a fixed
+    input step.  fast: the vector kernel for the 16-channel blocks and the spec's scalar
+    formula for the remaining channels; else the scalar formula for all (any multiplier)."""
     N, H, W, C = x.shape
     OH, OW = y.shape[1], y.shape[2]
     xf = x.reshape(-1)
     yf = y.reshape(-1)
-    o_bc, o_sh, o_xo, o_wo, o_zd, o_acc, _ = _layout(C, kh, kw)
-    bc = sl[o_bc:o_bc + 8 * C].view(np.int64)
-    shv = sl[o_sh:o_sh + 8 * C].view(np.int64)
+    o_bc, o_sh, o_xo, o_wo, o_zd, _ = _layout(C, kh, kw)
     xo = sl[o_xo:o_xo + 8 * kh * kw].view(np.int64)
     wo = sl[o_wo:o_wo + 8 * kh * kw].view(np.int64)
+    bc = sl[o_bc:o_bc + 8 * C].view(np.int64)
+    shv = sl[o_sh:o_sh + 8 * C].view(np.int64)
     zd = sl[o_zd:o_zd + 4 * C].view(np.int32)
-    _prepare(bias, mult, shift, z_y, kh, kw, bc, shv, zd)
-    nblk = C // VL
+    nblk = 0                                     # reference: every channel in the tail loop
+    if fast:
+        _prepare(bias, mult, shift, z_y, kh, kw, bc, shv, zd)
+        nblk = C // VL
     c0 = nblk * VL
     # interior columns: the whole window inside x horizontally
     ow_lo = min(OW, -(-pad_l // sw))
@@ -258,30 +258,12 @@ def _dw_rows(x, z_x, wf, bias, mult, shift, z_y, act_min, act_max, kh, kw, sh, s
         oh = r - n * OH
         ih0 = oh * sh - pad_t
         rows_ok = ih0 >= 0 and ih0 + (kh - 1) * dh < H
-        ybase = ((n * OH + oh) * OW) * C
-        lo_b = ow_lo if rows_ok else OW          # border pixels: [0, lo_b) and [hi_b, OW)
+        lo_b = ow_lo if rows_ok else OW          # the interior run: [lo_b, hi_b)
         hi_b = ow_hi if rows_ok else OW
-        if rows_ok and ow_hi > ow_lo:
-            t = 0
-            iw0 = ow_lo * sw - pad_l
-            for i in range(kh):
-                rb = (n * H + ih0 + i * dh) * W
-                for j in range(kw):
-                    xo[t] = (rb + iw0 + j * dw) * C
-                    wo[t] = (i * kw + j) * C
-                    t += 1
-            npx = ow_hi - ow_lo
-            yo = ybase + ow_lo * C
-            if nblk > 0:
-                _dw_pixels(xf, xo, wf, wo, t, npx, sw * C, z_x, mult, bc, shv, zd,
-                           act_min, act_max, yf, yo, C, nblk)
-            if c0 < C:
-                for p in range(npx):
-                    _scalar_channels(xf, xo, wf, wo, t, p, sw * C, z_x, c0, C, bias, mult,
-                                     shift, z_y, act_min, act_max, yf, yo + p * C)
-        for ow in range(OW):
-            if ow >= lo_b and ow < hi_b:
-                continue
+        ow = 0
+        while ow < OW:
+            run = ow == lo_b and hi_b > lo_b
+            npx = hi_b - lo_b if run else 1
             iw0 = ow * sw - pad_l
             t = 0
             for i in range(kh):
@@ -296,97 +278,40 @@ def _dw_rows(x, z_x, wf, bias, mult, shift, z_y, act_min, act_max, kh, kw, sh, s
                     xo[t] = (rb + iw) * C
                     wo[t] = (i * kw + j) * C
                     t += 1
-            yo = ybase + ow * C
+            yo = ((n * OH + oh) * OW + ow) * C
             if nblk > 0:
-                _dw_pixels(xf, xo, wf, wo, t, 1, 0, z_x, mult, bc, shv, zd, act_min, act_max,
-                           yf, yo, C, nblk)
-            if c0 < C:
-                _scalar_channels(xf, xo, wf, wo, t, 0, 0, z_x, c0, C, bias, mult, shift, z_y,
-                                 act_min, act_max, yf, yo)
-
-
-@njit(**JIT)
-def _ref_pixel(x, n, oh, ow, wdw, z_x, kh, kw, sh, sw, dh, dw, pad_t, pad_l, acc):
-    """acc[c] = Σ_{i,j inside x} (x[n, ih, iw, c] − z_x)·w[c, i, j]  (int32, exact)."""
-    H, W, C = x.shape[1], x.shape[2], x.shape[3]
-    for c in range(C):
-        acc[c] = 0
-    zx = np.int32(z_x)
-    for i in range(kh):
-        ih = oh * sh - pad_t + i * dh
-        if ih < 0 or ih >= H:
-            continue
-        for j in range(kw):
-            iw = ow * sw - pad_l + j * dw
-            if iw < 0 or iw >= W:
-                continue
-            xs = x[n, ih, iw]
-            ws = wdw[i, j]
-            for c in range(C):
-                acc[c] += (np.int32(xs[c]) - zx) * np.int32(ws[c])
-
-
-@njit(**JIT)
-def _ref_rows(x, z_x, wf, bias, mult, shift, z_y, act_min, act_max, kh, kw, sh, sw, dh, dw,
-              pad_t, pad_l, y, sl, r0, r1):
-    """Reference path (any multiplier): per pixel, int32 accumulators then the spec epilogue."""
-    C = x.shape[3]
-    OH, OW = y.shape[1], y.shape[2]
-    o_acc = _layout(C, kh, kw)[5]
-    acc = sl[o_acc:o_acc + 4 * C].view(np.int32)
-    wdw = wf.reshape((kh, kw, C))
-    for r in range(r0, r1):
-        n = r // OH
-        oh = r - n * OH
-        for ow in range(OW):
-            _ref_pixel(x, n, oh, ow, wdw, z_x, kh, kw, sh, sw, dh, dw, pad_t, pad_l, acc)
-            yr = y[n, oh, ow]
-            for c in range(C):
-                yr[c] = output_u8(np.int64(acc[c]) + bias[c], mult[c], shift[c], z_y,
-                                  act_min, act_max)
-
-
-@njit(**JIT)
-def _rows(fast, x, z_x, wf, bias, mult, shift, z_y, act_min, act_max, kh, kw, sh, sw, dh, dw,
-          pad_t, pad_l, y, sl, r0, r1):
-    if fast:
-        _dw_rows(x, z_x, wf, bias, mult, shift, z_y, act_min, act_max, kh, kw, sh, sw, dh, dw,
-                 pad_t, pad_l, y, sl, r0, r1)
-    else:
-        _ref_rows(x, z_x, wf, bias, mult, shift, z_y, act_min, act_max, kh, kw, sh, sw, dh, dw,
-                  pad_t, pad_l, y, sl, r0, r1)
+                _dw_pixels(xf, xo, wf, wo, t, npx, sw * C, z_x, mult, bc, shv, zd, act_min,
+                           act_max, yf, yo, C, nblk)
+            for p in range(npx):                 # channels past the vector blocks
+                for c in range(c0, C):
+                    s = np.int64(0)
+                    for k in range(t):
+                        s += (np.int64(xf[xo[k] + p * sw * C + c]) - z_x) * np.int64(wf[wo[k] + c])
+                    yf[yo + p * C + c] = output_u8(s + bias[c], mult[c], shift[c], z_y, act_min,
+                                                   act_max)
+            ow += npx
 
 
 @njit(**PJIT)
-def _dw_parallel(nt, fast, x, z_x, wf, bias, mult, shift, z_y, act_min, act_max, kh, kw, sh, sw,
-                 dh, dw, pad_t, pad_l, y, scratch, slice_bytes):
-    R = y.shape[0] * y.shape[1]
-    for t in prange(nt):
-        sl = scratch[t * slice_bytes:(t + 1) * slice_bytes]
-        _rows(fast, x, z_x, wf, bias, mult, shift, z_y, act_min, act_max, kh, kw, sh, sw, dh, dw,
-              pad_t, pad_l, y, sl, t * R // nt, (t + 1) * R // nt)
-
-
-@njit(**JIT)
 def depthwise_conv_u8(x, z_x, wpack, bias, mult, shift, z_y, act_min, act_max, kh, kw, sh, sw,
                       dh, dw, pad_t, pad_l, y, scratch, slice_bytes):
     """Depthwise conv; wpack from pack_depthwise_weights; scratch of >= 1 slice of slice_bytes
-    (>= depthwise_scratch_bytes)."""
+    (>= depthwise_scratch_bytes).  One thread below PAR_MIN_MACS."""
     N, OH, OW, C = y.shape
     R = N * OH
     if R * OW * C == 0:
         return
-    # the vector requantize's per-channel constants must fit (checked once, on slice 0)
-    o_bc, o_sh, _, _, o_zd, _, _ = _layout(C, kh, kw)
+    # can the vector requantize represent every channel? (checked once, on slice 0)
+    o_bc, o_sh, _, _, o_zd, _ = _layout(C, kh, kw)
     fast = _prepare(bias, mult, shift, z_y, kh, kw, scratch[o_bc:o_bc + 8 * C].view(np.int64),
                     scratch[o_sh:o_sh + 8 * C].view(np.int64),
                     scratch[o_zd:o_zd + 4 * C].view(np.int32))
     nt = min(scratch.size // slice_bytes, R)
-    if R * OW * C * kh * kw < PAR_MIN_MACS:
-        nt = 1
-    if nt <= 1:
-        _rows(fast, x, z_x, wpack, bias, mult, shift, z_y, act_min, act_max, kh, kw, sh, sw, dh,
-              dw, pad_t, pad_l, y, scratch[:slice_bytes], 0, R)
-    else:
-        _dw_parallel(nt, fast, x, z_x, wpack, bias, mult, shift, z_y, act_min, act_max, kh, kw,
-                     sh, sw, dh, dw, pad_t, pad_l, y, scratch, slice_bytes)
+    if nt <= 1 or R * OW * C * kh * kw < PAR_MIN_MACS:
+        _dw_task(fast, x, z_x, wpack, bias, mult, shift, z_y, act_min, act_max, kh, kw, sh, sw,
+                 dh, dw, pad_t, pad_l, y, scratch[:slice_bytes], 0, R)
+        return
+    for t in prange(nt):
+        _dw_task(fast, x, z_x, wpack, bias, mult, shift, z_y, act_min, act_max, kh, kw, sh, sw,
+                 dh, dw, pad_t, pad_l, y, scratch[t * slice_bytes:(t + 1) * slice_bytes],
+                 t * R // nt, (t + 1) * R // nt)

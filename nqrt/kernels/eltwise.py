@@ -330,7 +330,7 @@ def _t2d_task(x, xo, xrs, y, yo, i0, i1, Nj):
             y[yo + ii * Nj + jj] = x[xo + jj * xrs + ii]
 
 
-@njit(**JIT)
+@njit(inline="always", **JIT)
 def _outer_offset(o, K, ys, st):
     """Input offset of outer index o over output dims 0..K-1 (sizes ys, input strides st)."""
     off = np.int64(0)
@@ -339,22 +339,6 @@ def _outer_offset(o, K, ys, st):
         o //= ys[d]
         off += i * st[d]
     return off
-
-
-@njit(**PJIT)
-def _transpose2d_u8(x, y, K, O, Ni, Nj, xrs, ys, st, serial):
-    nti = -(-Ni // TI)
-    if serial:
-        for t in range(O * nti):
-            o = t // nti
-            i0 = (t - o * nti) * TI
-            _t2d_task(x, _outer_offset(o, K, ys, st), xrs, y, o * Ni * Nj, i0, min(Ni, i0 + TI),
-                      Nj)
-        return
-    for t in prange(O * nti):
-        o = t // nti
-        i0 = (t - o * nti) * TI
-        _t2d_task(x, _outer_offset(o, K, ys, st), xrs, y, o * Ni * Nj, i0, min(Ni, i0 + TI), Nj)
 
 
 @njit(**JIT)
@@ -404,6 +388,19 @@ def transpose_f32(x, shape, perm, y):
         _transpose_rows(x, y, ys, st, r, r + 1)
 
 
+@njit(**JIT)
+def _transpose_task(t, K, Ni, Nj, xrs, x, y, ys, st):
+    """Task t of transpose_u8: K >= 0: the 2-D transpose tile rows of outer index t // nti
+    (K = number of outer dims); K < 0: output row t (rows of ys[5] elements)."""
+    if K >= 0:
+        nti = -(-Ni // TI)
+        o = t // nti
+        i0 = (t - o * nti) * TI
+        _t2d_task(x, _outer_offset(o, K, ys, st), xrs, y, o * Ni * Nj, i0, min(Ni, i0 + TI), Nj)
+    else:
+        _transpose_rows(x, y, ys, st, t, t + 1)
+
+
 @njit(**PJIT)
 def transpose_u8(x, shape, perm, y):
     """y = x.reshape(shape).transpose(perm) written C-contiguous into y (flat); shape/perm
@@ -414,9 +411,13 @@ def transpose_u8(x, shape, perm, y):
     merged), j = y's innermost dims (merged while contiguous in x), batch = the dims before
     i (any strides); needs nothing between i and j in y's order.  Those run as 16 x 16 byte
     tiles (vector shuffles), or interleaves when j has 2..4 elements (NCHW -> NHWC of an
-    RGB image).  Otherwise rows of y are copied (contiguous or strided reads)."""
+    RGB image).  Otherwise rows of y are copied (contiguous or strided reads).  One task
+    list either way: serial for small tensors, else prange."""
     ys, st = _transpose_generic(x, shape, perm, y)
     n = x.size
+    K = -1                                     # 2-D mode: number of batch dims (>= 0)
+    Ni = Nj = xrs = np.int64(1)
+    ntask = ys[0] * ys[1] * ys[2] * ys[3] * ys[4]
     if st[5] != 1 and ys[5] > 1:
         ki = -1                                # y's dim holding x's innermost (stride 1) dim
         for k in range(6):
@@ -435,12 +436,11 @@ def transpose_u8(x, shape, perm, y):
                 kj -= 1
                 Nj *= ys[kj]
             if kj == ki + 1:
-                O = n // (Ni * Nj)
-                _transpose2d_u8(x, y, klo, O, Ni, Nj, xrs, ys, st, n <= CHUNK)
-                return
-    R = ys[0] * ys[1] * ys[2] * ys[3] * ys[4]
+                K = klo
+                ntask = (n // (Ni * Nj)) * -(-Ni // TI)
     if n <= CHUNK:
-        _transpose_rows(x, y, ys, st, 0, R)
+        for t in range(ntask):
+            _transpose_task(t, K, Ni, Nj, xrs, x, y, ys, st)
         return
-    for r in prange(R):
-        _transpose_rows(x, y, ys, st, r, r + 1)
+    for t in prange(ntask):
+        _transpose_task(t, K, Ni, Nj, xrs, x, y, ys, st)
