@@ -22,7 +22,6 @@ import numpy as np
 from nqrt.errors import InputError
 from nqrt.format.model import NqModel
 from nqrt.runtime import planner as _planner
-from nqrt.runtime import simulate as _simulate
 
 MODES = ("integer", "simulate")
 _F32 = np.dtype(np.float32)
@@ -215,6 +214,7 @@ class Session:
         shapes = self._check_feeds(feeds)
         names = self._check_output_names(output_names)
         if self.mode == "simulate":
+            from nqrt.runtime import simulate as _simulate       # numpy float64 fake-quant
             out = _simulate.run(self.model, feeds)
             return {n: out[n] for n in names}
         with self._lock:
