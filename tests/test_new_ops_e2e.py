@@ -25,7 +25,7 @@ from nqrt.format import schema
 from nqrt.graph import reference
 from nqrt.runtime.session import Session
 
-INTEGER_WIRED = False
+INTEGER_WIRED = True
 integer_only = pytest.mark.skipif(not INTEGER_WIRED, reason="runtime wiring pending")
 
 

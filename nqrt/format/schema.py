@@ -162,11 +162,10 @@ _op(OpSpec("Transpose", (("x", "act", "uint8"),), ("uint8",), {"perm": ("ints", 
 
 # ---------------------------------------------------------------------------------------
 # Ops added for MobileNetV3 / EfficientNet / ShuffleNetV2 / FPN necks (still format 1.0).
-# They are part of the format (reader, writer, converter, simulated mode), but the integer
-# runtime's planner does not execute them yet.  They live in PENDING_OPS until it does: the
-# planner asserts that it covers `OPS`, and wiring them in is `OPS.update(PENDING_OPS)` here
-# plus the planner handlers (nqrt/kernels/CONTRACT.md, "Kernels of the CNN op extension").
-# `ALL_OPS` is the format's op table; every format-level check uses it.
+# They were declared here before the integer runtime executed them (hence the name); the
+# runtime now does, so they are merged into `OPS` below.  `PENDING_OPS` stays as the list of
+# the extension's ops and `ALL_OPS` (== `OPS`) as the format's op table used by the reader,
+# writer, validator and converter.
 # ---------------------------------------------------------------------------------------
 PENDING_OPS: dict[str, OpSpec] = {}
 
@@ -193,7 +192,8 @@ _pending(OpSpec("ResizeNearest", (("x", "act", "uint8"),), ("uint8",),
                 {"scales": ("floats", False), "sizes": ("ints", False),
                  "coordinate_transformation_mode": ("str", True), "nearest_mode": ("str", True)}))
 
-ALL_OPS: dict[str, OpSpec] = {**OPS, **PENDING_OPS}
+OPS.update(PENDING_OPS)            # wired into the runtime planner/interpreter
+ALL_OPS: dict[str, OpSpec] = OPS   # the format's op table (one dict: every op is executable)
 
 SAME_SCALE_OPS = frozenset({"MaxPool", "QClip", "Reshape", "Flatten", "Transpose",
                             "Slice", "Squeeze", "Unsqueeze", "Pad", "ResizeNearest"})

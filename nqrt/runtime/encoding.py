@@ -11,10 +11,23 @@ A plan is a program for one @njit interpreter loop:
 * Constant fields name offsets into the load-time pools: ``wpack`` into the int8 pool
   (packed weights; ``wpack_len`` bytes), ``wsum``/``bias``/``mult``/``shift`` into the int32
   pool (length M, or K+1 for average pooling), ``scale`` into the float32 pool.
-* Fields ``shape``, ``perm``, ``a_strides``, ``b_strides`` are offsets of 6 int64 values in
+* Fields ``shape``, ``perm``, ``a_strides``, ``b_strides``, ``strides``, ``in_shape``,
+  ``begin``, ``out_shape`` are offsets of 6 int64 values in
   the plan's int64 parameter pool ``lpool`` (shapes left-padded with 1 to rank 6).
+  ``index`` (OP_RESIZE) is the offset of ``index_len`` int64 values there (the six per-axis
+  nearest-index tables of ``resize_args``, concatenated).
   ``lpool[0]`` is the plan's GEMM path id (``PATH_IDS``): the weights were packed for that
   path and the interpreter compiled for it runs the plan.
+* uint8 constants (QLut tables, QAdd/QMul constant second operands; spec 2.1) live in the
+  uint8 arena like activations: ``planner.prepare`` gathers them once per model load into the
+  uint8 constant pool ``Consts.upool``; each plan gives every one it uses an arena slot that
+  is live for the whole program (never reused by another tensor) and lists it in
+  ``Plan.u8_consts``; ``Plan.init_u8(u8)`` copies them into a fresh arena once (Session does
+  it when it allocates a plan's arenas).  So ``b`` of OP_ADD / OP_MUL and ``table`` of OP_LUT
+  are plain uint8-arena offsets: no kernel, opcode or interpreter branch distinguishes a
+  constant from an activation, and any future op can take a uint8 constant operand the same
+  way.  (Whoever allocates an arena for a plan other than through Session must call
+  ``init_u8`` before the first run.)
 * ``scratch`` (QConv, QGemm) is the number of scratch bytes the instruction uses (a prefix of
   the scratch arena, sized for the plan's thread count: the fast kernels derive their thread
   count from it).
@@ -55,6 +68,12 @@ OP_MAXPOOL = 15
 OP_AVGPOOL = 16
 OP_REDUCE_MEAN = 17
 OP_TRANSPOSE_U8 = 18
+# CNN extension ops (formats/nq-v1.md 4.9-4.14)
+OP_LUT = 19
+OP_MUL = 20
+OP_SLICE = 21
+OP_PAD = 22
+OP_RESIZE = 23
 
 FIELDS: dict[int, tuple[str, ...]] = {
     OP_QUANTIZE: ("x", "y", "size", "scale", "z"),
@@ -78,6 +97,12 @@ FIELDS: dict[int, tuple[str, ...]] = {
                  "z_x", "z_y", "act_min", "act_max"),
     OP_REDUCE_MEAN: ("x", "y", "O", "R", "I", "z_x", "m0", "n", "z_y", "act_min", "act_max"),
     OP_TRANSPOSE_U8: ("x", "y", "size", "shape", "perm"),
+    OP_LUT: ("x", "y", "size", "table"),
+    OP_MUL: ("a", "b", "y", "a_size", "b_size", "y_size", "shape", "a_strides", "b_strides",
+             "z_a", "z_b", "m0", "n", "z_y", "act_min", "act_max"),
+    OP_SLICE: ("x", "y", "x_size", "y_size", "offset", "shape", "strides"),
+    OP_PAD: ("x", "y", "x_size", "y_size", "in_shape", "begin", "out_shape", "value"),
+    OP_RESIZE: ("x", "y", "x_size", "y_size", "in_shape", "out_shape", "index", "index_len"),
 }
 
 OP_NAMES = {v: k for k, v in list(globals().items()) if k.startswith("OP_") and isinstance(v, int)}
@@ -87,7 +112,8 @@ U8_OPERANDS = {
     OP_QUANTIZE: ("y",), OP_DEQUANTIZE: ("x",), OP_CONV: ("x", "y"), OP_GEMM: ("x", "y"),
     OP_ADD: ("a", "b", "y"), OP_REQUANT_COPY: ("x", "y"), OP_CLIP: ("x", "y"),
     OP_MAXPOOL: ("x", "y"), OP_AVGPOOL: ("x", "y"), OP_REDUCE_MEAN: ("x", "y"),
-    OP_TRANSPOSE_U8: ("x", "y"),
+    OP_TRANSPOSE_U8: ("x", "y"), OP_LUT: ("x", "table", "y"), OP_MUL: ("a", "b", "y"),
+    OP_SLICE: ("x", "y"), OP_PAD: ("x", "y"), OP_RESIZE: ("x", "y"),
 }
 F32_OPERANDS = {
     OP_QUANTIZE: ("x",), OP_DEQUANTIZE: ("y",), OP_SOFTMAX: ("x", "y"),

@@ -20,13 +20,15 @@ from numba import njit
 
 from nqrt.runtime._kernels import (FINGERPRINT, add_u8, avgpool_u8, clip_u8, conv2d_u8,
                                    conv2d_u8_avx2, conv2d_u8_vnni512, dequantize_u8, gemm_u8,
-                                   gemm_u8_avx2, gemm_u8_vnni512, maxpool_u8, quantize_f32,
-                                   reduce_mean_u8, requant_copy_u8, softmax_f32,
-                                   transpose_f32, transpose_u8)
+                                   gemm_u8_avx2, gemm_u8_vnni512, lut_u8, maxpool_u8, mul_u8,
+                                   pad_u8, quantize_f32, reduce_mean_u8, requant_copy_u8,
+                                   resize_nearest_u8, slice_u8, softmax_f32, transpose_f32,
+                                   transpose_u8)
 from nqrt.runtime.encoding import (OP_ADD, OP_AVGPOOL, OP_CLIP, OP_CONV, OP_DEQUANTIZE, OP_GEMM,
-                                   OP_MAXPOOL, OP_QUANTIZE, OP_REDUCE_MEAN, OP_REQUANT_COPY,
-                                   OP_SOFTMAX, OP_TRANSPOSE_F32, OP_TRANSPOSE_U8, PATH_AVX2,
-                                   PATH_NAMES, PATH_VNNI512)
+                                   OP_LUT, OP_MAXPOOL, OP_MUL, OP_PAD, OP_QUANTIZE, OP_REDUCE_MEAN,
+                                   OP_REQUANT_COPY, OP_RESIZE, OP_SLICE, OP_SOFTMAX,
+                                   OP_TRANSPOSE_F32, OP_TRANSPOSE_U8, PATH_AVX2, PATH_NAMES,
+                                   PATH_VNNI512)
 
 
 def _make(fingerprint: str, path: int):
@@ -105,6 +107,26 @@ def _make(fingerprint: str, path: int):
             elif op == OP_TRANSPOSE_U8:
                 x, y, n = c[1], c[2], c[3]
                 transpose_u8(u8[x:x + n], lpool[c[4]:c[4] + 6], lpool[c[5]:c[5] + 6], u8[y:y + n])
+            elif op == OP_LUT:
+                x, y, n, t = c[1], c[2], c[3], c[4]
+                lut_u8(u8[x:x + n], u8[t:t + 256], u8[y:y + n])
+            elif op == OP_MUL:
+                a, b, y = c[1], c[2], c[3]
+                mul_u8(u8[a:a + c[4]], u8[b:b + c[5]], lpool[c[7]:c[7] + 6], lpool[c[8]:c[8] + 6],
+                       lpool[c[9]:c[9] + 6], c[10], c[11], c[12], c[13], c[14], c[15], c[16],
+                       u8[y:y + c[6]])
+            elif op == OP_SLICE:
+                x, y = c[1], c[2]
+                slice_u8(u8[x:x + c[3]], c[5], lpool[c[6]:c[6] + 6], lpool[c[7]:c[7] + 6],
+                         u8[y:y + c[4]])
+            elif op == OP_PAD:
+                x, y = c[1], c[2]
+                pad_u8(u8[x:x + c[3]], lpool[c[5]:c[5] + 6], lpool[c[6]:c[6] + 6],
+                       lpool[c[7]:c[7] + 6], c[8], u8[y:y + c[4]])
+            elif op == OP_RESIZE:
+                x, y = c[1], c[2]
+                resize_nearest_u8(u8[x:x + c[3]], lpool[c[5]:c[5] + 6], lpool[c[6]:c[6] + 6],
+                                  lpool[c[7]:c[7] + c[8]], u8[y:y + c[4]])
             elif op == OP_QUANTIZE:
                 x, y, n = c[1], c[2], c[3]
                 quantize_f32(f32[x:x + n], fpool[c[4]], c[5], u8[y:y + n])

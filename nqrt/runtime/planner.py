@@ -5,8 +5,8 @@ Two stages, following "prepare vs eval":
 * `prepare(model)` (once per model load, shape-independent): chooses the GEMM path
   (`nqrt.kernels.cpu.gemm_path()`: vnni512 / avx2 / portable, `NQRT_GEMM_PATH` overrides), packs
   every QConv/QGemm weight for it with the kernels' packers, expands per-tensor
-  multiplier/shift [1] to [M], and places every constant in three pools (int8 packed weights,
-  int32, float32).
+  multiplier/shift [1] to [M], and places every constant in four pools (int8 packed weights,
+  int32, float32, and uint8 for QLut tables and QAdd/QMul constant operands).
 * `plan(model, consts, input_shapes)` (once per input-shape tuple): infers every tensor's
   logical shape (spec section 4), chooses physical layouts (layout.py), inserts transposes
   where a producer's layout differs from what a consumer accepts, lowers each node to
@@ -21,14 +21,22 @@ Layout policy (each op declares what it accepts; `_ensure` transposes otherwise)
 | QConv, MaxPool, QAveragePool | channels-last | channels-last |
 | QReduceMean | any in which the reduced axes are adjacent | input's, reduced dims dropped |
 | QGemm | any with the last logical dim physically last | input's |
-| QAdd, QClip | any (QAdd reads each input through strides) | a full-shape input's |
+| QAdd, QMul, QClip, QLut | any (QAdd/QMul read each input through strides) | a full-shape input's |
+| Slice, Pad, ResizeNearest | any (the kernels' geometry helpers take the perm) | input's |
+| Squeeze, Unsqueeze | any: size-1 dims move no bytes | input's, dims dropped / inserted: no instruction |
 | QConcat | the first input's (others transposed to it) | the first input's |
 | Quantize | logical (graph input) | input's |
 | Dequantize, Softmax, Reshape, Flatten, graph outputs | logical | logical |
 | Transpose | any | input's bytes relabelled: no instruction |
 
-Reshape, Flatten and Transpose never copy: their output aliases the input's storage (no
-kernel ever writes into its input, so aliasing is always safe; lifetimes are per storage).
+Reshape, Flatten, Transpose, Squeeze and Unsqueeze never copy: their output aliases the input's
+storage (no kernel ever writes into its input, so aliasing is always safe; lifetimes are per
+storage).  Squeeze/Unsqueeze keep any layout (unlike Reshape, which needs logical order): the
+dims they remove or insert have size 1, so the physical order of the other dims, and hence
+the bytes, are unchanged (the output perm is the input's with those dims dropped / inserted).
+
+uint8 constants (QLut tables, QAdd/QMul constant second operands) get an arena slot live over
+the whole program, filled once per plan from `Consts.upool` (`Plan.init_u8`; encoding.py).
 """
 
 from __future__ import annotations
@@ -63,12 +71,15 @@ class Consts:
     fpool: np.ndarray                 # float32: scales
     node: list[dict]                  # per node: pool offsets of its constants
     path: str = "portable"            # GEMM path the weights are packed for (encoding.PATH_IDS)
+    upool: np.ndarray = field(default_factory=lambda: np.zeros(1, np.uint8))
+    # uint8 constants (QLut tables, QAdd/QMul constant operands), copied into each plan's arena
+    u8_const: dict = field(default_factory=dict)   # tensor name -> offset in upool
 
 
 class _Pools:
     def __init__(self):
-        self.parts = {"w": [], "i": [], "f": []}
-        self.size = {"w": 0, "i": 0, "f": 0}
+        self.parts = {"w": [], "i": [], "f": [], "u": []}
+        self.size = {"w": 0, "i": 0, "f": 0, "u": 0}
 
     def add(self, kind: str, arr) -> int:
         arr = np.ascontiguousarray(arr).ravel()
@@ -101,9 +112,14 @@ def prepare(model: NqModel, path: str | None = None) -> Consts:
         raise ValueError(f"GEMM path {path!r} cannot run on this host ({K.available_paths()})")
     pools = _Pools()
     per_node = []
+    u8_const: dict[str, int] = {}
     for node in model.nodes:
         if node.op not in _HANDLERS:
             raise FormatError(f"op {node.op!r} (node {node.name!r}) is not supported by this runtime")
+        for name in node.inputs:          # uint8 constants: QLut table, QAdd/QMul operand b
+            t = model.tensor(name)
+            if t.data is not None and t.dtype == "uint8" and name not in u8_const:
+                u8_const[name] = pools.add("u", np.asarray(t.data, np.uint8))
         c: dict = {}
         const = lambda k: model.tensor(node.inputs[k]).data  # noqa: E731
         if node.op in ("QConv", "QGemm"):
@@ -139,7 +155,7 @@ def prepare(model: NqModel, path: str | None = None) -> Consts:
             c["z"] = z
         per_node.append(c)
     return Consts(pools.array("w", np.int8), pools.array("i", np.int32),
-                  pools.array("f", np.float32), per_node, path)
+                  pools.array("f", np.float32), per_node, path, pools.array("u", np.uint8), u8_const)
 
 
 # ---------------------------------------------------------------------------------------
@@ -182,6 +198,13 @@ class Plan:
     layouts: dict[str, tuple[int, ...]]                 # physical perm of every run-time tensor
     slots: list[Slot]
     path: str = "portable"                              # GEMM path (lpool[0]), see prepare
+    u8_consts: list = field(default_factory=list)       # (u8 arena offset, uint8 bytes): constants
+
+    def init_u8(self, u8: np.ndarray) -> None:
+        """Copy the plan's uint8 constants into its uint8 arena `u8` (once, before the first run;
+        their slots are never written by any instruction)."""
+        for off, data in self.u8_consts:
+            u8[off:off + data.size] = data
 
     def describe(self) -> str:
         """Human-readable listing of the program (for debugging and tests)."""
@@ -221,6 +244,7 @@ class _Builder:
         self.lpool: list[int] = [E.PATH_IDS[consts.path]]     # lpool[0]: the GEMM path
         self.scratch = SCRATCH_MIN
         self._transposed: dict = {}
+        self._consts_used: list[tuple[int, str]] = []      # (slot, tensor name) of uint8 constants
         for io in model.graph_inputs:
             shape = tuple(int(d) for d in input_shapes[io.name])
             v = self._new(io.name, "f32", shape, L.identity(len(shape)))
@@ -272,8 +296,22 @@ class _Builder:
             self._transposed[key] = t
         return self._transposed[key]
 
+    def _u8_const(self, name) -> Value:
+        """A uint8 constant as a run-time tensor: logical layout, a slot live over the whole
+        program (first = -1 here, last = end in build), filled by Plan.init_u8."""
+        t = self.model.tensor(name)
+        shape = tuple(int(d) for d in t.data.shape)
+        s, z = self.model.qparams(name) if t.quant is not None else (1.0, 0)
+        v = self._new(name, "u8", shape, L.identity(len(shape)), s, z)
+        self.slots[v.storage].first = -1
+        self._consts_used.append((v.storage, name))
+        return v
+
     def _input(self, node, k=0, kind="u8") -> Value:
-        v = self.values[node.inputs[k]]
+        name = node.inputs[k]
+        if name not in self.values and name in self.consts.u8_const:
+            self._u8_const(name)
+        v = self.values[name]
         if v.kind != kind:
             raise FormatError(f"node {node.name!r} ({node.op}): input {node.inputs[k]!r} must be {kind}")
         return v
@@ -342,12 +380,15 @@ class _Builder:
                   z_x=x.zp, z_y=y.zp, act_min=node.attrs["act_min"], act_max=node.attrs["act_max"],
                   **{k: c[k] for k in ("wpack", "wpack_len", "wsum", "bias", "mult", "shift")})
 
-    def QAdd(self, node, i):
+    def _binary(self, node):
+        """Shared by QAdd/QMul: inputs, output Value and the kernel's rank-6 broadcast geometry.
+        The output takes the layout of a full-shape input (logical order if neither has the
+        output's shape); each input is read through element strides in its own layout."""
         a, b = self._input(node, 0), self._input(node, 1)
         try:
             out = L.broadcast_shapes(a.shape, b.shape)
         except ValueError as e:
-            raise InputError(f"node {node.name!r} (QAdd): {e}") from None
+            raise InputError(f"node {node.name!r} ({node.op}): {e}") from None
         perm = a.perm if a.shape == out else b.perm if b.shape == out else L.identity(len(out))
         y = self._out_u8(node.outputs[0], out, perm)
         r = len(out)
@@ -358,17 +399,124 @@ class _Builder:
 
         keep = [j for j, d in enumerate(perm) if out[d] != 1]
         if len(keep) > L.KERNEL_RANK:
-            raise FormatError(f"node {node.name!r} (QAdd): more than {L.KERNEL_RANK} non-unit dims")
+            raise FormatError(f"node {node.name!r} ({node.op}): more than {L.KERNEL_RANK} non-unit dims")
         pad = L.KERNEL_RANK - len(keep)
         shape6 = [1] * pad + [out[perm[j]] for j in keep]
         sa, sb = strides(a), strides(b)
+        geo = dict(a=a.storage, b=b.storage, y=y.storage, a_size=L.numel(a.shape),
+                   b_size=L.numel(b.shape), y_size=L.numel(out), shape=self._lp(shape6),
+                   a_strides=self._lp([0] * pad + [sa[j] for j in keep]),
+                   b_strides=self._lp([0] * pad + [sb[j] for j in keep]))
+        return a, b, y, geo
+
+    def QAdd(self, node, i):
+        a, b, y, geo = self._binary(node)
         at = node.attrs
-        self.emit(E.OP_ADD, a=a.storage, b=b.storage, y=y.storage, a_size=L.numel(a.shape),
-                  b_size=L.numel(b.shape), y_size=L.numel(out), shape=self._lp(shape6),
-                  a_strides=self._lp([0] * pad + [sa[j] for j in keep]),
-                  b_strides=self._lp([0] * pad + [sb[j] for j in keep]),
-                  z_a=a.zp, z_b=b.zp, m_a=at["multiplier_a"], m_b=at["multiplier_b"], shift=at["shift"],
+        self.emit(E.OP_ADD, **geo, z_a=a.zp, z_b=b.zp, m_a=at["multiplier_a"], m_b=at["multiplier_b"],
+                  shift=at["shift"], z_y=y.zp, act_min=at["act_min"], act_max=at["act_max"])
+
+    def QMul(self, node, i):
+        a, b, y, geo = self._binary(node)
+        at = node.attrs
+        self.emit(E.OP_MUL, **geo, z_a=a.zp, z_b=b.zp, m0=at["multiplier"], n=at["shift"],
                   z_y=y.zp, act_min=at["act_min"], act_max=at["act_max"])
+
+    def QLut(self, node, i):
+        x = self._input(node, 0)
+        table = self._input(node, 1)
+        if table.shape != (256,):
+            raise FormatError(f"node {node.name!r} (QLut): table must have shape [256]")
+        y = self._out_u8(node.outputs[0], x.shape, x.perm)
+        self.emit(E.OP_LUT, x=x.storage, y=y.storage, size=L.numel(x.shape), table=table.storage)
+
+    def Slice(self, node, i):
+        x = self._input(node)
+        r = len(x.shape)
+        a = node.attrs
+        starts, ends, steps = (list(a[k]) for k in ("starts", "ends", "steps"))
+        axes = [_norm_axis(int(ax), r, node) for ax in a["axes"]]
+        if not len(starts) == len(ends) == len(axes) == len(steps) or len(set(axes)) != len(axes) \
+                or 0 in steps:
+            raise FormatError(f"node {node.name!r} (Slice): invalid starts/ends/axes/steps")
+        shape = list(x.shape)
+        for st, en, ax, sp in zip(starts, ends, axes, steps):
+            shape[ax] = K.slice_range(int(st), int(en), int(sp), x.shape[ax])[1]
+        if 0 in shape:
+            raise InputError(f"node {node.name!r} (Slice): empty output {shape} for input {list(x.shape)}")
+        try:
+            offset, shape6, strides6 = K.slice_args(x.shape, starts, ends, axes, steps, x.perm)
+        except ValueError as e:
+            raise FormatError(f"node {node.name!r} (Slice): {e}") from None
+        y = self._out_u8(node.outputs[0], tuple(shape), x.perm)
+        self.emit(E.OP_SLICE, x=x.storage, y=y.storage, x_size=L.numel(x.shape),
+                  y_size=L.numel(shape), offset=offset, shape=self._lp(shape6),
+                  strides=self._lp(strides6))
+
+    def Squeeze(self, node, i):
+        x = self._input(node)
+        r = len(x.shape)
+        axes = {_norm_axis(int(ax), r, node) for ax in node.attrs["axes"]}
+        if len(axes) != len(node.attrs["axes"]):
+            raise FormatError(f"node {node.name!r} (Squeeze): repeated axes {node.attrs['axes']}")
+        if any(x.shape[ax] != 1 for ax in axes):
+            raise InputError(f"node {node.name!r} (Squeeze): cannot squeeze axes {sorted(axes)} "
+                             f"of shape {list(x.shape)}")
+        # Dropping size-1 dims leaves the bytes as they are, in any layout.
+        perm = tuple(d - sum(ax < d for ax in axes) for d in x.perm if d not in axes)
+        self._alias(node.outputs[0], x, tuple(d for k, d in enumerate(x.shape) if k not in axes), perm)
+
+    def Unsqueeze(self, node, i):
+        x = self._input(node)
+        r = len(x.shape) + len(node.attrs["axes"])
+        axes = sorted({_norm_axis(int(ax), r, node) for ax in node.attrs["axes"]})
+        if len(axes) != len(node.attrs["axes"]):
+            raise FormatError(f"node {node.name!r} (Unsqueeze): repeated axes {node.attrs['axes']}")
+        new_of = [k for k in range(r) if k not in axes]          # input dim j -> output dim new_of[j]
+        # Inserting size-1 dims moves no bytes: keep x's physical order and put each new dim
+        # after the output dim before it (so a logical-order input stays in logical order).
+        phys = [new_of[d] for d in x.perm]
+        for ax in axes:
+            phys.insert(phys.index(ax - 1) + 1 if ax > 0 else 0, ax)
+        shape = [1] * r
+        for j, k in enumerate(new_of):
+            shape[k] = x.shape[j]
+        self._alias(node.outputs[0], x, tuple(shape), tuple(phys))
+
+    def Pad(self, node, i):
+        x = self._input(node)
+        r = len(x.shape)
+        pads = [int(p) for p in node.attrs["pads"]]
+        if len(pads) != 2 * r or min(pads, default=0) < 0:
+            raise FormatError(f"node {node.name!r} (Pad): pads {pads} invalid for rank {r}")
+        try:
+            in6, begin6, out6 = K.pad_args(x.shape, pads, x.perm)
+        except ValueError as e:
+            raise FormatError(f"node {node.name!r} (Pad): {e}") from None
+        shape = tuple(x.shape[d] + pads[d] + pads[d + r] for d in range(r))
+        y = self._out_u8(node.outputs[0], shape, x.perm)
+        self.emit(E.OP_PAD, x=x.storage, y=y.storage, x_size=L.numel(x.shape), y_size=L.numel(shape),
+                  in_shape=self._lp(in6), begin=self._lp(begin6), out_shape=self._lp(out6),
+                  value=int(node.attrs["value"]))
+
+    def ResizeNearest(self, node, i):
+        x = self._input(node)
+        a = node.attrs
+        scales, sizes = a.get("scales"), a.get("sizes")
+        if (scales is None) == (sizes is None) or len(scales if sizes is None else sizes) != len(x.shape):
+            raise FormatError(f"node {node.name!r} (ResizeNearest): need one of scales/sizes per axis")
+        shape = tuple(n for n, _ in K.resize_geometry(x.shape, scales, sizes))
+        if min(shape) < 1:
+            raise InputError(f"node {node.name!r} (ResizeNearest): input {list(x.shape)} resizes to "
+                             f"an empty output {list(shape)}")
+        try:
+            in6, out6, index = K.resize_args(x.shape, a["coordinate_transformation_mode"],
+                                             a["nearest_mode"], scales, sizes, x.perm)
+        except ValueError as e:
+            raise FormatError(f"node {node.name!r} (ResizeNearest): {e}") from None
+        y = self._out_u8(node.outputs[0], shape, x.perm)
+        self.emit(E.OP_RESIZE, x=x.storage, y=y.storage, x_size=L.numel(x.shape),
+                  y_size=L.numel(shape), in_shape=self._lp(in6), out_shape=self._lp(out6),
+                  index=self._lp(index), index_len=int(index.size))
 
     def QConcat(self, node, i):
         vs = [self._input(node, k) for k in range(len(node.inputs))]
@@ -541,6 +689,8 @@ class _Builder:
                 s.last = max(s.last, k)
         for v in outputs.values():
             self.slots[v.storage].last = n
+        for slot, _ in self._consts_used:            # uint8 constants: live over the whole program
+            self.slots[slot].last = n
         live = [s for s in self.slots if s.first <= s.last]   # drop never-produced transients
         u8_size = _allocate([s for s in live if s.arena == "u8"], U8_ALIGN, n)
         f32_size = _allocate([s for s in live if s.arena == "f32"], F32_ALIGN, n)
@@ -564,7 +714,12 @@ class _Builder:
             layouts={k: v.perm for k, v in named.items()},
             slots=live,
             path=self.consts.path,
+            u8_consts=[(self.slots[slot].offset, self._const_bytes(name)) for slot, name in self._consts_used],
         )
+
+    def _const_bytes(self, name) -> np.ndarray:
+        off = self.consts.u8_const[name]
+        return self.consts.upool[off:off + L.numel(self.model.tensor(name).data.shape)]
 
 
 _HANDLERS = {name: getattr(_Builder, name) for name in schema.OPS if hasattr(_Builder, name)}

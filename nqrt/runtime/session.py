@@ -62,15 +62,17 @@ def _interpreter_for(plan):
 
 
 class _Bound:
-    """A plan plus its arenas (allocated once per plan, reused by every run), the views of the
-    graph inputs/outputs in the float32 arena and the interpreter's argument tuple (so a run
-    does no per-call slicing, reshaping or size arithmetic)."""
+    """A plan plus its arenas (allocated once per plan, reused by every run; the plan's uint8
+    constants are copied into the uint8 arena here), the views of the graph inputs/outputs in
+    the float32 arena and the interpreter's argument tuple (so a run does no per-call slicing,
+    reshaping or size arithmetic)."""
 
     def __init__(self, plan: _planner.Plan, consts):
         self.plan = plan
         self.u8 = _aligned(plan.u8_size, np.uint8)
         self.f32 = _aligned(plan.f32_size, np.float32)
         self.scratch = _aligned(plan.scratch_size, np.uint8)
+        plan.init_u8(self.u8)     # uint8 constants (QLut tables, QAdd/QMul operands), once per plan
         self.in_views = [self._view(off, shape) for _, off, shape in plan.inputs]
         self.out_views = {name: self._view(off, shape) for name, (off, shape) in plan.outputs.items()}
         self.args = (plan.code, plan.lpool, consts.wpool, consts.ipool, consts.fpool,
