@@ -187,3 +187,68 @@ class Builder:
 
     def transpose(self, x, perm):
         return self._node("Transpose", [x], "uint8", {"perm": list(perm)}, *self.q(x))
+
+    # -- CNN extension ops (spec 4.9-4.14) -------------------------------------------
+    def const_u8(self, shape, scale=0.05, zp=None) -> str:
+        """A random uint8 constant with per-tensor quant (QAdd/QMul second operand, spec 2.1)."""
+        zp = int(self.rng.integers(20, 236)) if zp is None else zp
+        data = self.rng.integers(0, 256, size=shape).astype(np.uint8)
+        name = self._const("k", "uint8", data, Quant([float(np.float32(scale))], [zp]))
+        self.env[name] = data
+        return name
+
+    def _real(self, name):
+        s, z = self.q(name)
+        return (self.env[name].astype(np.float64) - z) * s
+
+    def sub(self, a, b, relu=False, negate_a=False):
+        """QAdd with signed multipliers: a − b, or (negate_a) b − a (c − x with a constant b)."""
+        return self.add_signed(a, b, (-1.0, 1.0) if negate_a else (1.0, -1.0), relu)
+
+    def add_signed(self, a, b, signs, relu=False):
+        (sa, _), (sb, _) = self.q(a), self.q(b)
+        real = signs[0] * self._real(a) + signs[1] * self._real(b)
+        s, z, lo, hi = self._qparams(real, relu)
+        ma, mb, sh = qmath.quantize_multiplier_pair(signs[0] * sa / np.float32(s), signs[1] * sb / np.float32(s))
+        return self._node("QAdd", [a, b], "uint8", {"multiplier_a": ma, "multiplier_b": mb, "shift": sh,
+                                                   "act_min": lo, "act_max": hi}, s, z)
+
+    def mul(self, a, b, relu=False):
+        (sa, _), (sb, _) = self.q(a), self.q(b)
+        s, z, lo, hi = self._qparams(self._real(a) * self._real(b), relu)
+        m0, n = qmath.quantize_multiplier(sa * sb / np.float32(s))
+        return self._node("QMul", [a, b], "uint8", {"multiplier": m0, "shift": n, "act_min": lo,
+                                                   "act_max": hi}, s, z)
+
+    def lut(self, x, f, act=None):
+        """QLut of the float function f: output grid from f over all 256 input codes, table by
+        the spec 4.9 formula (float64, ties to even, clamp)."""
+        s_x, z_x = self.q(x)
+        fy = f(s_x * (np.arange(256, dtype=np.float64) - z_x))
+        s, z = qmath.choose_activation_qparams(float(fy.min()), float(fy.max()))
+        lo, hi = act or (0, 255)
+        table = np.clip(np.round(fy / s) + z, lo, hi).astype(np.uint8)
+        return self._node("QLut", [x, self._const("table", "uint8", table)], "uint8", {}, s, z)
+
+    def slice(self, x, starts, ends, axes, steps=None):
+        steps = steps or [1] * len(starts)
+        return self._node("Slice", [x], "uint8", {"starts": list(starts), "ends": list(ends),
+                                                  "axes": list(axes), "steps": list(steps)}, *self.q(x))
+
+    def squeeze(self, x, axes):
+        return self._node("Squeeze", [x], "uint8", {"axes": list(axes)}, *self.q(x))
+
+    def unsqueeze(self, x, axes):
+        return self._node("Unsqueeze", [x], "uint8", {"axes": list(axes)}, *self.q(x))
+
+    def pad(self, x, pads, value=None):
+        value = self.q(x)[1] if value is None else value
+        return self._node("Pad", [x], "uint8", {"pads": list(pads), "value": int(value)}, *self.q(x))
+
+    def resize(self, x, coord="asymmetric", nearest="floor", scales=None, sizes=None):
+        attrs = {"coordinate_transformation_mode": coord, "nearest_mode": nearest}
+        if scales is not None:
+            attrs["scales"] = [float(np.float32(v)) for v in scales]
+        else:
+            attrs["sizes"] = [int(v) for v in sizes]
+        return self._node("ResizeNearest", [x], "uint8", attrs, *self.q(x))

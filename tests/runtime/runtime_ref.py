@@ -155,11 +155,16 @@ def _op_qgemm(model, node, env):
     return output(acc, m0, n, z_y, node.attrs["act_min"], node.attrs["act_max"])
 
 
+def _codes(model, env, name):
+    """uint8 codes of a run-time tensor or of a uint8 constant (QAdd/QMul b, spec 2.1)."""
+    return env[name] if name in env else model.tensor(name).data
+
+
 def _op_qadd(model, node, env):
     a, b = node.inputs
     (_, za), (_, zb), (_, zy) = model.qparams(a), model.qparams(b), model.qparams(node.outputs[0])
     at = node.attrs
-    da, db = env[a].astype(np.int64) - za, env[b].astype(np.int64) - zb
+    da, db = _codes(model, env, a).astype(np.int64) - za, _codes(model, env, b).astype(np.int64) - zb
     s = at["shift"]
     v = (da * at["multiplier_a"] + db * at["multiplier_b"] + (1 << (s - 1))) >> s
     return np.clip(v + zy, at["act_min"], at["act_max"]).astype(np.uint8)
@@ -220,9 +225,134 @@ def _op_transpose(model, node, env):
     return np.ascontiguousarray(env[node.inputs[0]].transpose(node.attrs["perm"]))
 
 
+# -- CNN extension ops (spec 4.9-4.14), written from the spec text ----------------------------
+
+def _op_qlut(model, node, env):
+    """4.9: y = table[x]."""
+    table = _c(model, node.inputs[1])
+    x = env[node.inputs[0]]
+    y = np.empty(x.shape, np.uint8)
+    for idx in np.ndindex(*x.shape):
+        y[idx] = table[int(x[idx])]
+    return y
+
+
+def _op_qmul(model, node, env):
+    """4.10: clamp(requantize((a − z_a)·(b − z_b), multiplier, shift) + z_y)."""
+    a, b = node.inputs
+    (_, za), (_, zb), (_, zy) = model.qparams(a), model.qparams(b), model.qparams(node.outputs[0])
+    at = node.attrs
+    prod = (_codes(model, env, a).astype(np.int64) - za) * (_codes(model, env, b).astype(np.int64) - zb)
+    return output(prod, at["multiplier"], at["shift"], zy, at["act_min"], at["act_max"])
+
+
+def slice_indices(start, end, step, d):
+    """4.11, one axis: the input index read by each output index."""
+    if start < 0:
+        start += d
+    if end < 0:
+        end += d
+    if step > 0:
+        start, end = min(max(start, 0), d), min(max(end, 0), d)
+    else:
+        start, end = min(max(start, 0), d - 1), min(max(end, -1), d - 1)
+    length = max(0, -(-(end - start) // step))         # ceil((end − start) / step)
+    return [start + i * step for i in range(length)]
+
+
+def _op_slice(model, node, env):
+    x = env[node.inputs[0]]
+    a = node.attrs
+    index = [list(range(d)) for d in x.shape]
+    for st, en, ax, sp in zip(a["starts"], a["ends"], a["axes"], a["steps"]):
+        ax = ax + x.ndim if ax < 0 else ax
+        index[ax] = slice_indices(st, en, sp, x.shape[ax])
+    return x[np.ix_(*[np.array(i, np.int64) for i in index])]
+
+
+def _op_squeeze(model, node, env):
+    x = env[node.inputs[0]]
+    axes = {a + x.ndim if a < 0 else a for a in node.attrs["axes"]}
+    assert all(x.shape[a] == 1 for a in axes)
+    return x.reshape([d for k, d in enumerate(x.shape) if k not in axes])
+
+
+def _op_unsqueeze(model, node, env):
+    x = env[node.inputs[0]]
+    r = x.ndim + len(node.attrs["axes"])
+    axes = {a + r if a < 0 else a for a in node.attrs["axes"]}
+    dims = list(x.shape)
+    return x.reshape([1 if k in axes else dims.pop(0) for k in range(r)])
+
+
+def _op_pad(model, node, env):
+    x = env[node.inputs[0]]
+    p, r = node.attrs["pads"], x.ndim
+    y = np.full([x.shape[d] + p[d] + p[d + r] for d in range(r)], node.attrs["value"], np.uint8)
+    for idx in np.ndindex(*x.shape):
+        y[tuple(i + p[d] for d, i in enumerate(idx))] = x[idx]
+    return y
+
+
+def nearest_indices(L_in, L_out, s, coord, nearest):
+    """4.14, one axis: float32 arithmetic in the order written, then the nearest_mode rounding
+    (done on the exact float32 value) and the clamp."""
+    f = np.float32
+    idx = []
+    for o in range(L_out):
+        xr = f(o)
+        if coord == "asymmetric":
+            x = f(xr / s)
+        elif coord == "half_pixel":
+            x = f(f(f(xr + f(0.5)) / s) - f(0.5))
+        elif coord == "pytorch_half_pixel":
+            x = f(f(f(xr + f(0.5)) / s) - f(0.5)) if L_out > 1 else f(0)
+        elif coord == "tf_half_pixel_for_nn":
+            x = f(f(xr + f(0.5)) / s)
+        elif coord == "align_corners":
+            x = f(f(xr * f(L_in - 1)) / f(L_out - 1)) if L_out > 1 else f(0)
+        else:
+            raise ValueError(coord)
+        x = float(x)
+        fl = np.floor(x)
+        frac = x - fl
+        half_away = fl + 1 if (frac > 0.5 or (frac == 0.5 and x >= 0)) else fl   # −2.5 -> −3
+        if nearest == "floor":
+            i = fl
+        elif nearest == "ceil":
+            i = np.ceil(x)
+        elif nearest == "round_prefer_ceil":
+            i = half_away
+        elif nearest == "round_prefer_floor":
+            i = fl if frac == 0.5 else half_away
+        else:
+            raise ValueError(nearest)
+        idx.append(int(min(max(i, 0), L_in - 1)))
+    return idx
+
+
+def resize_out_shape(shape, scales=None, sizes=None):
+    """4.14: [(L_out, float32 scale)] per axis."""
+    f = np.float32
+    if sizes is not None:
+        return [(int(n), f(f(n) / f(d))) for n, d in zip(sizes, shape)]
+    return [(int(f(sc) * f(d)), f(sc)) for sc, d in zip(scales, shape)]
+
+
+def _op_resize_nearest(model, node, env):
+    x = env[node.inputs[0]]
+    a = node.attrs
+    geo = resize_out_shape(x.shape, a.get("scales"), a.get("sizes"))
+    index = [nearest_indices(d, n, s, a["coordinate_transformation_mode"], a["nearest_mode"])
+             for d, (n, s) in zip(x.shape, geo)]
+    return x[np.ix_(*[np.array(i, np.int64) for i in index])]
+
+
 OPS = {
     "Quantize": _op_quantize, "Dequantize": _op_dequantize, "Softmax": _op_softmax,
     "QConv": _op_qconv, "QGemm": _op_qgemm, "QAdd": _op_qadd, "QConcat": _op_qconcat,
     "MaxPool": _op_maxpool, "QAveragePool": _op_qaveragepool, "QReduceMean": _op_qreducemean,
     "QClip": _op_qclip, "Reshape": _op_reshape, "Flatten": _op_flatten, "Transpose": _op_transpose,
+    "QLut": _op_qlut, "QMul": _op_qmul, "Slice": _op_slice, "Squeeze": _op_squeeze,
+    "Unsqueeze": _op_unsqueeze, "Pad": _op_pad, "ResizeNearest": _op_resize_nearest,
 }
