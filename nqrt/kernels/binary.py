@@ -2,17 +2,69 @@
 
 Same operand convention as `add_u8` (eltwise.py, CONTRACT.md): y is C-contiguous over a
 rank-6 `shape` (left-padded with 1s); a and b are flat arrays read at Σ idx·stride with
-element strides (0 = broadcast along that axis).  Rows (the first five dims) are split
-between threads; each output element is computed independently, so results do not depend on
-the thread count.
+element strides (0 = broadcast along that axis).  As in `add_u8`, trailing dims that are
+contiguous (or broadcast) in both operands are merged into one row, rows are split into
+CHUNK-element tasks, and unit / zero inner strides run specialized loops that vectorize
+(int32 product × int32 multiplier: vpmuldq).  Each output element is computed independently,
+so results do not depend on the thread count.
 """
 
 import numpy as np
 from numba import njit, prange
 
-from nqrt.kernels._jit import PJIT
-from nqrt.kernels.eltwise import _unravel5
-from nqrt.kernels.fixedpoint import output_u8
+from nqrt.kernels._jit import JIT, PJIT
+from nqrt.kernels.eltwise import CHUNK
+
+
+@njit(**JIT)
+def _mul_row(a, oa, sa, b, ob, sb, L, z_a, z_b, m0, rnd, n, z_y, lo, hi, y, oy):
+    """y[oy + k] for k < L from a[oa + k·sa], b[ob + k·sb].  |da·db| ≤ 65 025 fits int32."""
+    ys = y[oy:oy + L]
+    za = np.int32(z_a)
+    zb = np.int32(z_b)
+    m = np.int64(np.int32(m0))
+    if sa == 1 and sb == 1:
+        xa = a[oa:oa + L]
+        xb = b[ob:ob + L]
+        for k in range(L):
+            v = np.int64(np.int32(np.int32(xa[k]) - za) * np.int32(np.int32(xb[k]) - zb)) * m + rnd
+            ys[k] = np.uint8(min(max((v >> n) + z_y, lo), hi))
+    elif sa == 1 and sb == 0:
+        xa = a[oa:oa + L]
+        db = np.int32(np.int32(b[ob]) - zb)
+        for k in range(L):
+            v = np.int64(np.int32(np.int32(xa[k]) - za) * db) * m + rnd
+            ys[k] = np.uint8(min(max((v >> n) + z_y, lo), hi))
+    elif sa == 0 and sb == 1:
+        xb = b[ob:ob + L]
+        da = np.int32(np.int32(a[oa]) - za)
+        for k in range(L):
+            v = np.int64(da * np.int32(np.int32(xb[k]) - zb)) * m + rnd
+            ys[k] = np.uint8(min(max((v >> n) + z_y, lo), hi))
+    else:
+        for k in range(L):
+            da = np.int64(a[oa + k * sa]) - z_a
+            db = np.int64(b[ob + k * sb]) - z_b
+            v = da * db * m + rnd
+            ys[k] = np.uint8(min(max((v >> n) + z_y, lo), hi))
+
+
+@njit(**JIT)
+def _mul_task(t, nch, K, L, a, b, shape, a_strides, b_strides, sa, sb, z_a, z_b, m0, rnd, n,
+              z_y, lo, hi, y):
+    """Chunk t (row t // nch, chunk t % nch of CHUNK elements): rows index dims 0..K-1."""
+    r = t // nch
+    k0 = (t - r * nch) * CHUNK
+    oa = k0 * sa
+    ob = k0 * sb
+    rem = r
+    for d in range(K - 1, -1, -1):
+        i = rem % shape[d]
+        rem //= shape[d]
+        oa += i * a_strides[d]
+        ob += i * b_strides[d]
+    _mul_row(a, oa, sa, b, ob, sb, min(CHUNK, L - k0), z_a, z_b, m0, rnd, n, z_y, lo, hi, y,
+             r * L + k0)
 
 
 @njit(**PJIT)
@@ -21,17 +73,26 @@ def mul_u8(a, b, shape, a_strides, b_strides, z_a, z_b, m0, n, z_y, act_min, act
 
     |(a − z_a)·(b − z_b)| ≤ 65 025 < 2^16, so acc·M0 < 2^47: exact in int64."""
     L = shape[5]
-    R = shape[0] * shape[1] * shape[2] * shape[3] * shape[4]
     sa = a_strides[5]
     sb = b_strides[5]
-    for r in prange(R):
-        i0, i1, i2, i3, i4 = _unravel5(r, shape)
-        oa = (i0 * a_strides[0] + i1 * a_strides[1] + i2 * a_strides[2] + i3 * a_strides[3]
-              + i4 * a_strides[4])
-        ob = (i0 * b_strides[0] + i1 * b_strides[1] + i2 * b_strides[2] + i3 * b_strides[3]
-              + i4 * b_strides[4])
-        yr = y[r * L:(r + 1) * L]
-        for k in range(L):
-            da = np.int64(a[oa + k * sa]) - z_a
-            db = np.int64(b[ob + k * sb]) - z_b
-            yr[k] = output_u8(da * db, m0, n, z_y, act_min, act_max)
+    K = 5                                      # dims 0..K-1 index rows
+    while K > 0 and a_strides[K - 1] == sa * L and b_strides[K - 1] == sb * L:
+        K -= 1
+        L *= shape[K]
+    R = np.int64(1)
+    for d in range(K):
+        R *= shape[d]
+    rnd = np.int64(1) << np.int64(n - 1)
+    sft = np.int64(n)
+    lo = np.int64(act_min)
+    hi = np.int64(act_max)
+    nch = -(-L // CHUNK)
+    ntask = R * nch
+    if R * L <= CHUNK:
+        for t in range(ntask):
+            _mul_task(t, nch, K, L, a, b, shape, a_strides, b_strides, sa, sb, z_a, z_b, m0, rnd,
+                      sft, z_y, lo, hi, y)
+        return
+    for t in prange(ntask):
+        _mul_task(t, nch, K, L, a, b, shape, a_strides, b_strides, sa, sb, z_a, z_b, m0, rnd, sft,
+                  z_y, lo, hi, y)
