@@ -1,6 +1,6 @@
 """End to end on small blocks of the CNNs the extension ops are for: ONNX -> convert ->
-simulated (fake-quant) run vs the float reference, and (once the planner executes the new
-ops) the integer run vs the simulated one and vs float.
+simulated (fake-quant) run vs the float reference, and the integer run vs the simulated one
+and vs float.
 
   * MobileNetV3 block: conv -> HardSwish -> depthwise -> SE (GAP -> conv -> ReLU -> conv ->
     HardSigmoid -> Mul) -> conv + residual
@@ -10,8 +10,8 @@ ops) the integer run vs the simulated one and vs float.
     shuffle
   * FPN neck: stride-2 conv -> Resize nearest x2 -> Add a lateral conv
 
-INTEGER_WIRED: the integer-mode assertions are written but skipped until the runtime wiring
-of the new ops lands (schema.PENDING_OPS merged into schema.OPS); flip it then.
+INTEGER_WIRED: the runtime executes the new ops (schema.PENDING_OPS merged into schema.OPS), so
+the integer-mode assertions run; the thresholds are the original ones (no tuning needed).
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from nqrt.format.model import NqNode, NqTensor, Quant
 from nqrt.graph.ir import Graph, Node
 from nqrt.quant import qparams as qp
 
-OPS = schema.ALL_OPS                 # the format's op table (incl. ops pending runtime wiring)
+OPS = schema.ALL_OPS                 # the format's op table (== schema.OPS: every op runs in integer mode)
 IDENTITY_PAIR = (1 << 30, 30)      # spec 4.4: rescale by exactly 1
 
 
