@@ -13,7 +13,7 @@ import numpy as np
 from numba import njit, prange
 
 from nqrt.kernels._jit import JIT, PJIT
-from nqrt.kernels.eltwise import CHUNK
+from nqrt.kernels.eltwise import CHUNK, merge_broadcast_rows, task_offsets
 
 
 @njit(**JIT)
@@ -52,19 +52,9 @@ def _mul_row(a, oa, sa, b, ob, sb, L, z_a, z_b, m0, rnd, n, z_y, lo, hi, y, oy):
 @njit(**JIT)
 def _mul_task(t, nch, K, L, a, b, shape, a_strides, b_strides, sa, sb, z_a, z_b, m0, rnd, n,
               z_y, lo, hi, y):
-    """Chunk t (row t // nch, chunk t % nch of CHUNK elements): rows index dims 0..K-1."""
-    r = t // nch
-    k0 = (t - r * nch) * CHUNK
-    oa = k0 * sa
-    ob = k0 * sb
-    rem = r
-    for d in range(K - 1, -1, -1):
-        i = rem % shape[d]
-        rem //= shape[d]
-        oa += i * a_strides[d]
-        ob += i * b_strides[d]
-    _mul_row(a, oa, sa, b, ob, sb, min(CHUNK, L - k0), z_a, z_b, m0, rnd, n, z_y, lo, hi, y,
-             r * L + k0)
+    """Chunk t of the merged product (see eltwise.task_offsets)."""
+    cnt, oa, ob, oy = task_offsets(t, nch, K, L, shape, a_strides, b_strides, sa, sb)
+    _mul_row(a, oa, sa, b, ob, sb, cnt, z_a, z_b, m0, rnd, n, z_y, lo, hi, y, oy)
 
 
 @njit(**PJIT)
@@ -72,16 +62,7 @@ def mul_u8(a, b, shape, a_strides, b_strides, z_a, z_b, m0, n, z_y, act_min, act
     """y[i] = clamp(requantize((a[i] − z_a)·(b[i] − z_b), M0, n) + z_y, act_min, act_max).
 
     |(a − z_a)·(b − z_b)| ≤ 65 025 < 2^16, so acc·M0 < 2^47: exact in int64."""
-    L = shape[5]
-    sa = a_strides[5]
-    sb = b_strides[5]
-    K = 5                                      # dims 0..K-1 index rows
-    while K > 0 and a_strides[K - 1] == sa * L and b_strides[K - 1] == sb * L:
-        K -= 1
-        L *= shape[K]
-    R = np.int64(1)
-    for d in range(K):
-        R *= shape[d]
+    K, L, R, sa, sb = merge_broadcast_rows(shape, a_strides, b_strides)
     rnd = np.int64(1) << np.int64(n - 1)
     sft = np.int64(n)
     lo = np.int64(act_min)

@@ -151,10 +151,27 @@ def _add_row(a, oa, sa, b, ob, sb, L, z_a, z_b, m_a, m_b, rnd, shift, z_y, lo, h
 
 
 @njit(**JIT)
-def _add_task(t, nch, K, L, a, b, shape, a_strides, b_strides, sa, sb, z_a, z_b, m_a, m_b, rnd,
-              shift, z_y, lo, hi, y):
-    """Chunk t (row t // nch, chunk t % nch of CHUNK elements) of the merged add: rows index
-    dims 0..K-1 of `shape`, each row is L elements with inner strides (sa, sb)."""
+def merge_broadcast_rows(shape, a_strides, b_strides):
+    """View a rank-6 broadcast pair as R rows of L elements: trailing dims that are contiguous
+    (or broadcast) in both operands merge into one row.  Returns (K, L, R, sa, sb): rows index
+    dims 0..K-1 of `shape`; (sa, sb) are the inner element strides."""
+    L = shape[5]
+    sa = a_strides[5]
+    sb = b_strides[5]
+    K = 5
+    while K > 0 and a_strides[K - 1] == sa * L and b_strides[K - 1] == sb * L:
+        K -= 1
+        L *= shape[K]
+    R = np.int64(1)
+    for d in range(K):
+        R *= shape[d]
+    return K, L, R, sa, sb
+
+
+@njit(**JIT)
+def task_offsets(t, nch, K, L, shape, a_strides, b_strides, sa, sb):
+    """Chunk t of a merged pair (row t // nch, chunk t % nch of CHUNK elements): returns
+    (element count, offset in a, offset in b, offset in y)."""
     r = t // nch
     k0 = (t - r * nch) * CHUNK
     oa = k0 * sa
@@ -165,8 +182,15 @@ def _add_task(t, nch, K, L, a, b, shape, a_strides, b_strides, sa, sb, z_a, z_b,
         rem //= shape[d]
         oa += i * a_strides[d]
         ob += i * b_strides[d]
-    _add_row(a, oa, sa, b, ob, sb, min(CHUNK, L - k0), z_a, z_b, m_a, m_b, rnd, shift, z_y,
-             lo, hi, y, r * L + k0)
+    return min(CHUNK, L - k0), oa, ob, r * L + k0
+
+
+@njit(**JIT)
+def _add_task(t, nch, K, L, a, b, shape, a_strides, b_strides, sa, sb, z_a, z_b, m_a, m_b, rnd,
+              shift, z_y, lo, hi, y):
+    """Chunk t of the merged add (see task_offsets)."""
+    n, oa, ob, oy = task_offsets(t, nch, K, L, shape, a_strides, b_strides, sa, sb)
+    _add_row(a, oa, sa, b, ob, sb, n, z_a, z_b, m_a, m_b, rnd, shift, z_y, lo, hi, y, oy)
 
 
 @njit(**PJIT)
@@ -177,16 +201,7 @@ def add_u8(a, b, shape, a_strides, b_strides, z_a, z_b, m_a, m_b, shift, z_y, ac
     Σ idx·stride (element strides, 0 = broadcast).  Multipliers are signed int32;
     |da·Ma + db·Mb| < 2^40: exact int64.  Trailing dims that are contiguous (or broadcast)
     in both a and b are merged into one row first; rows are split into CHUNK-element tasks."""
-    L = shape[5]
-    sa = a_strides[5]
-    sb = b_strides[5]
-    K = 5                                      # dims 0..K-1 index rows
-    while K > 0 and a_strides[K - 1] == sa * L and b_strides[K - 1] == sb * L:
-        K -= 1
-        L *= shape[K]
-    R = np.int64(1)
-    for d in range(K):
-        R *= shape[d]
+    K, L, R, sa, sb = merge_broadcast_rows(shape, a_strides, b_strides)
     rnd = np.int64(1) << np.int64(shift - 1)
     sft = np.int64(shift)
     lo = np.int64(act_min)
