@@ -12,7 +12,9 @@ One kernel per GEMM path (nqrt.kernels.cpu: "portable", "avx2", "vnni512"), same
 path)`).  Within a kernel, three cases chosen from shapes only (the same predicates as the
 packer):
 
-* depthwise (group == C == M): `nqrt.kernels.depthwise` (all paths).  Packed: int8 [kh, kw, C].
+* depthwise (group == C == M): `nqrt.kernels.depthwise`.  Portable: generic vector kernel,
+  packed int8 [kh, kw, C]; avx2 / vnni512: tap pairs through vpmaddwd, packed by
+  pack_depthwise_weights_x86 (interleaved int16 tap pairs, then the int8 [kh, kw, C] layout).
 * pointwise (1x1, stride 1, no padding, group 1): a GEMM on x viewed as [N·H·W, C] (portable:
   gemm.gemm_u8; fast: the packed GEMM of vnni.py).
 * general:
@@ -38,7 +40,9 @@ from numba import njit, prange
 
 from nqrt.kernels import vnni
 from nqrt.kernels._jit import JIT, PJIT
-from nqrt.kernels.depthwise import depthwise_conv_u8, depthwise_scratch_bytes, pack_depthwise_weights
+from nqrt.kernels.depthwise import (depthwise_conv_u8, depthwise_conv_u8_x86,
+                                    depthwise_scratch_bytes, depthwise_scratch_bytes_x86,
+                                    pack_depthwise_weights, pack_depthwise_weights_x86)
 from nqrt.kernels.gemm import NR, gemm_tile, gemm_u8
 from nqrt.kernels.vnni import (AVX2_G, AVX2_MR, AVX2_NR, PAR_MIN_MACS, V512_G, V512_MR, V512_NR,
                                _epilogue, _split, _ukernel_avx2, _ukernel_v512, _ukernelq_avx2,
@@ -116,8 +120,10 @@ def conv_scratch_size(N, H, W, C, M, kh, kw, OH, OW, group, nthreads, path="port
     """Bytes of uint8 scratch the `path` conv kernel needs to run with up to `nthreads` threads."""
     _check_path(path)
     nthreads = max(int(nthreads), 1)
-    if path == "portable" or is_depthwise(C, M, group):
+    if path == "portable":
         return nthreads * int(scratch_slice_bytes(C, M, kh, kw, OW, group))
+    if is_depthwise(C, M, group):
+        return nthreads * int(x86_dw_slice_bytes(C, kh, kw, W))
     return nthreads * int(fast_slice_bytes(N, H, W, C, M, kh, kw, OH, OW, group,
                                            path == "vnni512"))
 
@@ -133,7 +139,9 @@ def pack_conv_weights(w, group, path="portable"):
         raise ValueError(f"group {group} does not divide M = {M}")
     wsum = w.reshape(M, -1).astype(np.int32).sum(axis=1, dtype=np.int32)
     if is_depthwise(cg * group, M, group):
-        return pack_depthwise_weights(w), wsum
+        if path == "portable":
+            return pack_depthwise_weights(w), wsum
+        return pack_depthwise_weights_x86(w), wsum
     mg = M // group
     kg = kh * kw * cg
     wk = w.transpose(0, 2, 3, 1).reshape(group, mg, kg)          # k order (i, j, c)
@@ -420,14 +428,22 @@ def _conv_par_v512(nt, split_rows, x1, geo, z_x, wpack, wsum, bias, mult, shift,
 
 
 @njit(**JIT)
+def x86_dw_slice_bytes(C, kh, kw, W):
+    """Bytes of one thread's scratch slice for a depthwise conv on a fast path (ALIGN multiple)."""
+    return max(ALIGN, _align(depthwise_scratch_bytes_x86(C, kh, kw, W)))
+
+
+@njit(**JIT)
 def _depthwise(x, z_x, wpack, bias, mult, shift, z_y, act_min, act_max, kh, kw, sh, sw, dh, dw,
                pad_t, pad_l, y, scratch):
-    C, OW, M = x.shape[3], y.shape[2], y.shape[3]
-    sb = scratch_slice_bytes(C, M, kh, kw, OW, C)
+    """Depthwise conv on the fast paths (x86 vpmaddwd tap pairs; weights from
+    pack_depthwise_weights_x86)."""
+    W, C = x.shape[2], x.shape[3]
+    sb = x86_dw_slice_bytes(C, kh, kw, W)
     if scratch.size < sb:
         raise ValueError("conv2d_u8: scratch smaller than one thread's slice")
-    depthwise_conv_u8(x, z_x, wpack, bias, mult, shift, z_y, act_min, act_max, kh, kw, sh, sw,
-                      dh, dw, pad_t, pad_l, y, scratch, sb)
+    depthwise_conv_u8_x86(x, z_x, wpack, bias, mult, shift, z_y, act_min, act_max, kh, kw, sh,
+                          sw, dh, dw, pad_t, pad_l, y, scratch, sb)
 
 
 @njit(**JIT)

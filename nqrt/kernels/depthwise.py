@@ -1,5 +1,10 @@
 """Depthwise QConv (spec 4.1 with group == C == M) on NHWC uint8 activations.
 
+Two kernels, same results: `depthwise_conv_u8` (portable: generic LLVM vector IR, any ISA;
+weights from `pack_depthwise_weights`) and `depthwise_conv_u8_x86` (avx2 / vnni512 GEMM
+paths: tap pairs through vpmaddwd; weights from `pack_depthwise_weights_x86`; see the
+"AVX2 path" section below).  Pack and run with the same kernel.
+
     y[n, oh, ow, c] = clamp(requantize(Σ_{i,j inside x} (x[n, ih, iw, c] − z_x)·w[c, i, j]
                       + bias[c]) + z_y)
 
@@ -315,3 +320,347 @@ def depthwise_conv_u8(x, z_x, wpack, bias, mult, shift, z_y, act_min, act_max, k
         _dw_task(fast, x, z_x, wpack, bias, mult, shift, z_y, act_min, act_max, kh, kw, sh, sw,
                  dh, dw, pad_t, pad_l, y, scratch[t * slice_bytes:(t + 1) * slice_bytes],
                  t * R // nt, (t + 1) * R // nt)
+
+
+# ============================================================================= AVX2 path
+# Tap pairs through vpmaddwd (x86 only: compiled into the avx2 / vnni512 conv kernels, never
+# into the portable one).
+#
+#   acc[c] = Σ_t x_t[c]·w_t[c] + bias2[c],  bias2 = bias − z_x·Σ_t w_t[c]   (all kh·kw taps)
+#
+# Every output pixel uses all T = kh·kw taps: a tap that falls in the padding reads a row of
+# z_x bytes in the thread's slice (`zrow`), which contributes z_x·w, cancelled by bias2 exactly
+# as the spec's (z_x − z_x)·w = 0.  Taps go in pairs (t = 2q, 2q + 1; an odd T gets a last
+# pair with a zero weight reading the previous tap's address): for 16 channels, the two taps'
+# bytes are zero-extended to int16, interleaved (vpunpcklwd / vpunpckhwd: channels
+# 0-3, 8-11 / 4-7, 12-15) and multiplied by the pair's interleaved int16 weights with
+# vpmaddwd: x_a·w_a + x_b·w_b per channel in int32, exact (x ≤ 255, |w| ≤ 127).  The
+# requantize works on the two permuted halves with per-lane constants stored in that order,
+# and a final shuffle restores channel order for the 16-byte store.
+#
+# Packed weights ("avx2"/"vnni512" paths, pack_depthwise_weights_x86):
+#   int16 [npairs, nblk, 32] (per 16-channel block: lo half interleaved, then hi half) as
+#   bytes, followed by the portable int8 [kh, kw, C] layout (read by the scalar channel tail).
+
+_PERM_LO = (0, 1, 2, 3, 8, 9, 10, 11)     # channel (within a 16-block) of each lo lane
+_PERM_HI = (4, 5, 6, 7, 12, 13, 14, 15)
+_UNPACK_LO = [0, 16, 1, 17, 2, 18, 3, 19, 8, 24, 9, 25, 10, 26, 11, 27]
+_UNPACK_HI = [4, 20, 5, 21, 6, 22, 7, 23, 12, 28, 13, 29, 14, 30, 15, 31]
+_RESTORE = [0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 12, 13, 14, 15]
+
+
+def pack_depthwise_weights_x86(w):
+    """int8 w[C, 1, kh, kw] (values in [-127, 127]) -> int8[:] (module comment above)."""
+    C, _, kh, kw = w.shape
+    T = kh * kw
+    npairs = (T + 1) // 2
+    nblk = C // VL
+    wt = np.zeros((2 * npairs, C), np.int16)
+    wt[:T] = w[:, 0].reshape(C, T).T
+    cb = nblk * VL
+    blk = wt[:, :cb].reshape(npairs, 2, nblk, VL)                # [q, a/b, block, channel]
+    out = np.empty((npairs, nblk, 2, 8, 2), np.int16)            # [q, block, lo/hi, lane, a/b]
+    for half, perm in enumerate((_PERM_LO, _PERM_HI)):
+        out[:, :, half, :, 0] = blk[:, 0][:, :, list(perm)]
+        out[:, :, half, :, 1] = blk[:, 1][:, :, list(perm)]
+    return np.concatenate([out.reshape(-1).view(np.int8), pack_depthwise_weights(w)])
+
+
+def x86_weight_bytes(C, kh, kw):
+    """Bytes of the int16 part of pack_depthwise_weights_x86."""
+    return ((kh * kw + 1) // 2) * (C // VL) * 32 * 2
+
+
+REC_I64 = 28    # one requantize record = 28 int64 = 224 bytes (see _layout_x86)
+
+
+@njit(**JIT)
+def _layout_x86(C, kh, kw, W):
+    """Byte offsets inside one thread's slice: the requantize records, tap addresses
+    (i64[2·npairs]), zrow (u8[W·C]); and the total.  One record per 8-lane half-block
+    j = 2·b + (0: lo, 1: hi), int64 units: [0:4] M0 of the even lanes, [4:8] M0 odd, [8:12] BC
+    even, [12:16] BC odd, [16:20] shift even, [20:24] shift odd, then ZD int32[8] in lane order
+    (lane = 2·i + odd)."""
+    npairs = (kh * kw + 1) // 2
+    o_rec = 0
+    o_ad = o_rec + 8 * REC_I64 * 2 * (C // VL)
+    o_zr = o_ad + 16 * npairs
+    return o_rec, o_ad, o_zr, o_zr + W * C
+
+
+@intrinsic
+def _load_u8(typingctx, addr):
+    """The byte at absolute address `addr` (an address inside x or the slice's zrow)."""
+    def codegen(context, builder, signature, args):
+        p = builder.inttoptr(args[0], _I8.as_pointer())
+        return builder.zext(builder.load(p), _I64)
+    return types.int64(addr), codegen
+
+
+@intrinsic
+def _dw_pairs_x86(typingctx, ad, npairs, npx, xstep, wq, nblk, rec, lo, hi, y, yo, ystep):
+    """For p < npx, b < nblk (channels c = 16·b .. 16·b + 15 in lane order, see above):
+        acc = Σ_q vpmaddwd(interleave(x[ad[2q] + p·xstep + c], x[ad[2q+1] + p·xstep + c]),
+                           wq[(q·nblk + b)·32 ...])                               (int32, exact)
+        y[yo + p·ystep + c] = clamp(((acc·M0 + BC) >>> shift) + ZD, lo, hi)
+    with the lane constants of the records `rec` (int64[:], _layout_x86): the 64-bit products
+    are vpmuldq on the even lanes and on the odd lanes shifted down, recombined after the
+    shift.  ad: i64[2·npairs] absolute byte addresses; wq i16[:]; y u8[:] flat.  npairs, npx,
+    nblk >= 1.  The caller guarantees acc·M0 + BC in [0, 2^63) and the shifted value + ZD
+    within int32 (_prepare_x86), so the result fits the low 32 bits of each 64-bit lane."""
+    sig = types.void(ad, npairs, npx, xstep, wq, nblk, rec, lo, hi, y, yo, ystep)
+
+    def codegen(context, builder, signature, args):
+        (ad_, nq_, np_, xs_, wq_, nb_, rec_, lo_, hi_, y_, yo_, ys_) = args
+        sa = signature.args
+        v8 = ir.VectorType(_I8, VL)
+        v16 = ir.VectorType(_I16, VL)
+        h32 = ir.VectorType(_I32, 8)
+        h64 = ir.VectorType(_I64, 8)
+        v32 = ir.VectorType(_I32, VL)
+        mod = builder.module
+        madd = cgutils.get_or_insert_function(mod, ir.FunctionType(h32, [v16, v16]),
+                                              "llvm.x86.avx2.pmadd.wd")
+        adp = _ptr(context, builder, sa[0], ad_, _I64)
+        wqp = _ptr(context, builder, sa[4], wq_, _I16)
+        recp = _ptr(context, builder, sa[6], rec_, _I64)
+        yp = _ptr(context, builder, sa[9], y_, _I8)
+        lov = _splat(builder, builder.trunc(lo_, _I32), h32)
+        hiv = _splat(builder, builder.trunc(hi_, _I32), h32)
+        zero32 = ir.Constant(h32, None)
+        one = ir.Constant(_I64, 1)
+        two = ir.Constant(_I64, 2)
+        k16 = ir.Constant(_I64, VL)
+        kR = ir.Constant(_I64, REC_I64)
+        k32 = ir.Constant(_I64, 32)
+        m_lo = ir.Constant(ir.VectorType(_I32, 16), _UNPACK_LO)
+        m_hi = ir.Constant(ir.VectorType(_I32, 16), _UNPACK_HI)
+        m_restore = ir.Constant(ir.VectorType(_I32, 16), _RESTORE)
+        wstep = builder.mul(nb_, k32)                       # int16 elements per pair
+
+        def load_x(q_addr_idx, xoff):
+            a = builder.add(builder.load(builder.gep(adp, [q_addr_idx])), xoff)
+            return builder.zext(builder.load(builder.inttoptr(a, v8.as_pointer()), align=1), v16)
+
+        q64 = ir.VectorType(_I64, 4)
+        c32v = ir.Constant(q64, [32] * 4)
+
+        def rec_load(j, k, vty):
+            ptr = builder.gep(recp, [builder.add(builder.mul(j, kR), ir.Constant(_I64, k))])
+            return builder.load(builder.bitcast(ptr, vty.as_pointer()), align=1)
+
+        def low_sext(v):            # the low 32 bits of each 64-bit lane, sign-extended
+            return builder.ashr(builder.shl(v, c32v), c32v)
+
+        def requant(acc, j):
+            a64 = builder.bitcast(acc, q64)
+            ev = builder.mul(low_sext(a64), low_sext(rec_load(j, 0, q64)))      # vpmuldq
+            od = builder.mul(builder.ashr(a64, c32v), low_sext(rec_load(j, 4, q64)))
+            ev = builder.lshr(builder.add(ev, rec_load(j, 8, q64)), rec_load(j, 16, q64))
+            od = builder.lshr(builder.add(od, rec_load(j, 12, q64)), rec_load(j, 20, q64))
+            q = builder.bitcast(builder.or_(ev, builder.shl(od, c32v)), h32)
+            q = builder.add(q, rec_load(j, 24, h32))
+            q = builder.select(builder.icmp_signed("<", q, lov), lov, q)
+            return builder.select(builder.icmp_signed(">", q, hiv), hiv, q)
+
+        pre = builder.block
+        px_loop = builder.append_basic_block("dwx.px")
+        blk_loop = builder.append_basic_block("dwx.blk")
+        pair_loop = builder.append_basic_block("dwx.pair")
+        blk_end = builder.append_basic_block("dwx.blkend")
+        px_end = builder.append_basic_block("dwx.pxend")
+        done = builder.append_basic_block("dwx.done")
+        builder.branch(px_loop)
+
+        builder.position_at_end(px_loop)
+        p = builder.phi(_I64)
+        p.add_incoming(ir.Constant(_I64, 0), pre)
+        xbase = builder.mul(p, xs_)
+        ybase = builder.add(yo_, builder.mul(p, ys_))
+        builder.branch(blk_loop)
+
+        builder.position_at_end(blk_loop)
+        b = builder.phi(_I64)
+        b.add_incoming(ir.Constant(_I64, 0), px_loop)
+        c = builder.mul(b, k16)
+        xc = builder.add(xbase, c)
+        w0 = builder.mul(b, k32)
+        builder.branch(pair_loop)
+
+        builder.position_at_end(pair_loop)
+        q = builder.phi(_I64)
+        q.add_incoming(ir.Constant(_I64, 0), blk_loop)
+        wo = builder.phi(_I64)
+        wo.add_incoming(w0, blk_loop)
+        acc_lo = builder.phi(h32)
+        acc_lo.add_incoming(zero32, blk_loop)
+        acc_hi = builder.phi(h32)
+        acc_hi.add_incoming(zero32, blk_loop)
+        i2 = builder.mul(q, two)
+        xa = load_x(i2, xc)
+        xb = load_x(builder.add(i2, one), xc)
+        ilo = builder.shuffle_vector(xa, xb, m_lo)
+        ihi = builder.shuffle_vector(xa, xb, m_hi)
+        wlo = builder.load(builder.bitcast(builder.gep(wqp, [wo]), v16.as_pointer()), align=1)
+        whi = builder.load(builder.bitcast(builder.gep(wqp, [builder.add(wo, k16)]),
+                                           v16.as_pointer()), align=1)
+        acc_lo2 = builder.add(acc_lo, builder.call(madd, [ilo, wlo]))
+        acc_hi2 = builder.add(acc_hi, builder.call(madd, [ihi, whi]))
+        q2 = builder.add(q, one)
+        q.add_incoming(q2, pair_loop)
+        wo.add_incoming(builder.add(wo, wstep), pair_loop)
+        acc_lo.add_incoming(acc_lo2, pair_loop)
+        acc_hi.add_incoming(acc_hi2, pair_loop)
+        builder.cbranch(builder.icmp_signed("<", q2, nq_), pair_loop, blk_end)
+
+        builder.position_at_end(blk_end)
+        j0 = builder.mul(b, two)
+        rlo = requant(acc_lo2, j0)
+        rhi = requant(acc_hi2, builder.add(j0, one))
+        cat = builder.shuffle_vector(rlo, rhi, m_restore)
+        yptr = builder.gep(yp, [builder.add(ybase, c)])
+        builder.store(builder.trunc(cat, v8), builder.bitcast(yptr, v8.as_pointer()), align=1)
+        b2 = builder.add(b, one)
+        b.add_incoming(b2, blk_end)
+        builder.cbranch(builder.icmp_signed("<", b2, nb_), blk_loop, px_end)
+
+        builder.position_at_end(px_end)
+        p2 = builder.add(p, one)
+        p.add_incoming(p2, px_end)
+        builder.cbranch(builder.icmp_signed("<", p2, np_), px_loop, done)
+
+        builder.position_at_end(done)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@njit(inline="always", **JIT)
+def _prepare_x86(wf, bias, mult, shift, z_x, z_y, T, C, rec, rec32):
+    """The requantize records (_layout_x86; rec and rec32 are int64 / int32 views of them) for
+    the 16-channel blocks, with bias2 = bias − z_x·Σ_t w_t (module docstring); False if some
+    channel's values could leave int64 / int32 (then the caller uses the scalar formula for
+    every channel)."""
+    amax = np.int64(T) * 255 * 127
+    lim = np.int64(1) << np.int64(61)
+    for j in range(2 * (C // VL)):
+        half = j & 1
+        for lane in range(8):
+            # lo lanes hold channels 0-3, 8-11 of the block, hi lanes 4-7, 12-15
+            ch = (j >> 1) * VL + (lane & 3) + (8 if lane >= 4 else 0) + 4 * half
+            m0 = np.int64(mult[ch])
+            n = np.int64(shift[ch])
+            if m0 < 0 or n < 1 or n > 60:
+                return False
+            ws = np.int64(0)
+            for t in range(T):
+                ws += np.int64(wf[t * C + ch])
+            b2 = np.int64(bias[ch]) - np.int64(z_x) * ws      # |b2| < 2^31 + 2^15·T
+            rnd = np.int64(1) << (n - 1)
+            lo = (b2 - amax) * m0 + rnd          # |b2 ± amax| < 2^33 (T < 2^16), m0 < 2^31
+            hi = (b2 + amax) * m0 + rnd
+            if lo <= -lim or hi >= lim:
+                return False
+            d = np.int64(0)
+            if lo < 0:
+                d = (-lo + (np.int64(1) << n) - 1) >> n
+            top = (hi + (d << n)) >> n
+            if d >= (1 << 30) or top >= (1 << 30):
+                return False
+            r = j * REC_I64 + 4 * (lane & 1) + (lane >> 1)
+            rec[r] = m0
+            rec[r + 8] = b2 * m0 + rnd + (d << n)
+            rec[r + 16] = n
+            rec32[2 * (j * REC_I64 + 24) + lane] = np.int32(z_y - d)
+    return True
+
+
+@njit(**JIT)
+def _dw_task_x86(x, z_x, wpack, bias, mult, shift, z_y, act_min, act_max, kh, kw, sh, sw, dh,
+                 dw, pad_t, pad_l, y, sl, r0, r1):
+    """Output rows r0..r1-1 (r = n·OH + oh) with the thread slice `sl`: per row, the border
+    pixels one call each and the horizontal interior as one run with a fixed input step; the
+    vector kernel for the 16-channel blocks (unless a multiplier is out of its range) and the
+    spec's scalar formula for the remaining channels."""
+    N, H, W, C = x.shape
+    OH, OW = y.shape[1], y.shape[2]
+    T = kh * kw
+    npairs = (T + 1) // 2
+    nb16 = npairs * (C // VL) * 64                 # bytes of the int16 weight part
+    wq = wpack[:nb16].view(np.int16)
+    wf = wpack[nb16:]
+    xf = x.reshape(-1)
+    yf = y.reshape(-1)
+    o_rec, o_ad, o_zr, _ = _layout_x86(C, kh, kw, W)
+    nblk = C // VL
+    rec = sl[o_rec:o_ad].view(np.int64)
+    rec32 = sl[o_rec:o_ad].view(np.int32)
+    ad = sl[o_ad:o_ad + 16 * npairs].view(np.int64)
+    zrow = sl[o_zr:o_zr + W * C]
+    zrow[:] = np.uint8(z_x)
+    if nblk > 0 and not _prepare_x86(wf, bias, mult, shift, z_x, z_y, T, C, rec, rec32):
+        nblk = 0                                   # scalar formula for every channel
+    c0 = nblk * VL
+    xa = xf.ctypes.data
+    za = zrow.ctypes.data
+    ow_lo = min(OW, -(-pad_l // sw))
+    span = W - 1 + pad_l - (kw - 1) * dw
+    ow_hi = max(ow_lo, min(OW, span // sw + 1)) if span >= 0 else ow_lo
+    for r in range(r0, r1):
+        n = r // OH
+        oh = r - n * OH
+        ih0 = oh * sh - pad_t
+        ow = 0
+        while ow < OW:
+            run = ow == ow_lo and ow_hi > ow_lo
+            npx = ow_hi - ow_lo if run else 1
+            iw0 = ow * sw - pad_l
+            for i in range(kh):
+                ih = ih0 + i * dh
+                for j in range(kw):
+                    iw = iw0 + j * dw
+                    a = za
+                    if ih >= 0 and ih < H and iw >= 0 and iw < W:
+                        a = xa + ((n * H + ih) * W + iw) * C
+                    ad[i * kw + j] = a
+            if T & 1:
+                ad[T] = ad[T - 1]                  # its weight is 0
+            yo = ((n * OH + oh) * OW + ow) * C
+            if nblk > 0:
+                _dw_pairs_x86(ad, npairs, npx, sw * C, wq, nblk, rec, act_min, act_max, yf, yo,
+                              C)
+            for p in range(npx):                   # channels past the vector blocks
+                for c in range(c0, C):
+                    s = np.int64(0)
+                    for k in range(T):
+                        s += (_load_u8(ad[k] + p * sw * C + c) - z_x) * np.int64(wf[k * C + c])
+                    yf[yo + p * C + c] = output_u8(s + bias[c], mult[c], shift[c], z_y, act_min,
+                                                   act_max)
+            ow += npx
+
+
+@njit(**PJIT)
+def depthwise_conv_u8_x86(x, z_x, wpack, bias, mult, shift, z_y, act_min, act_max, kh, kw, sh,
+                          sw, dh, dw, pad_t, pad_l, y, scratch, slice_bytes):
+    """Depthwise conv on the avx2 / vnni512 paths; wpack from pack_depthwise_weights_x86;
+    scratch of >= 1 slice of slice_bytes (>= depthwise_scratch_bytes).  Parallel over output
+    rows as depthwise_conv_u8; one thread below PAR_MIN_MACS."""
+    N, OH, OW, C = y.shape
+    R = N * OH
+    if R * OW * C == 0:
+        return
+    nt = min(scratch.size // slice_bytes, R)
+    if nt <= 1 or R * OW * C * kh * kw < PAR_MIN_MACS:
+        _dw_task_x86(x, z_x, wpack, bias, mult, shift, z_y, act_min, act_max, kh, kw, sh, sw,
+                     dh, dw, pad_t, pad_l, y, scratch[:slice_bytes], 0, R)
+        return
+    for t in prange(nt):
+        _dw_task_x86(x, z_x, wpack, bias, mult, shift, z_y, act_min, act_max, kh, kw, sh, sw,
+                     dh, dw, pad_t, pad_l, y, scratch[t * slice_bytes:(t + 1) * slice_bytes],
+                     t * R // nt, (t + 1) * R // nt)
+
+
+@njit(**JIT)
+def depthwise_scratch_bytes_x86(C, kh, kw, W):
+    """Bytes of scratch one thread needs on the avx2 / vnni512 paths (before alignment)."""
+    return _layout_x86(C, kh, kw, W)[3]

@@ -1,36 +1,51 @@
-"""depthwise_conv_u8 (vector path, scalar channel tail, reference fallback) vs the naive QConv:
-strides, asymmetric pads, dilation, kernel sizes, channel counts around the 16-lane blocks,
-zero points, saturation, extreme multipliers, thread invariance."""
+"""The depthwise kernels vs the naive QConv: the portable one (depthwise_conv_u8: generic vector
+path, scalar channel tail, reference fallback) and, where the CPU has AVX2, the x86 one
+(depthwise_conv_u8_x86: vpmaddwd tap pairs, z_x rows for padding, lane-order requantize).
+Strides, asymmetric pads, dilation, kernel sizes (odd and even tap counts), channel counts
+around the 16-lane blocks, zero points, saturation, extreme multipliers, thread invariance."""
 
 import numpy as np
 import pytest
 from naive import out_size, qconv
 
-from nqrt.kernels.depthwise import (_prepare, depthwise_conv_u8, depthwise_scratch_bytes,
-                                    pack_depthwise_weights)
+from nqrt.kernels import cpu
+from nqrt.kernels.depthwise import (_prepare, depthwise_conv_u8, depthwise_conv_u8_x86,
+                                    depthwise_scratch_bytes, depthwise_scratch_bytes_x86,
+                                    pack_depthwise_weights, pack_depthwise_weights_x86)
 
 from ._util import assert_same, dot_std, requant_params, with_threads
 
 ALIGN = 64
 
 
-def _slice(C, kh, kw, OW):
-    return -(-int(depthwise_scratch_bytes(C, kh, kw, OW)) // ALIGN) * ALIGN
+KERNELS = ["portable"] + (["x86"] if "avx2" in cpu.available_paths() else [])
 
 
-def run_dw(x, z_x, w, bias, mult, shift, z_y, lo, hi, strides, pads, dil, nthreads=2,
-           wild_x_tail=False):
+@pytest.fixture(params=KERNELS)
+def kernel(request):
+    return request.param
+
+
+def _slice(kernel, C, kh, kw, W, OW):
+    n = depthwise_scratch_bytes_x86(C, kh, kw, W) if kernel == "x86" else \
+        depthwise_scratch_bytes(C, kh, kw, OW)
+    return -(-int(n) // ALIGN) * ALIGN
+
+
+def run_dw(kernel, x, z_x, w, bias, mult, shift, z_y, lo, hi, strides, pads, dil, nthreads=2):
     """x uint8 NCHW, w int8 [C, 1, kh, kw]; returns NCHW y from the NHWC kernel."""
     N, C, H, W = x.shape
     kh, kw = w.shape[2:]
     OH = out_size(H, kh, strides[0], pads[0], pads[2], dil[0])
     OW = out_size(W, kw, strides[1], pads[1], pads[3], dil[1])
-    sb = _slice(C, kh, kw, OW)
+    sb = _slice(kernel, C, kh, kw, W, OW)
     scratch = np.full(nthreads * sb, 0xAB, np.uint8)      # garbage: the kernel must not rely on 0s
     xh = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
     y = np.full((N, OH, OW, C), 77, np.uint8)
-    depthwise_conv_u8(xh, z_x, pack_depthwise_weights(w), bias, mult, shift, z_y, lo, hi, kh, kw,
-                      strides[0], strides[1], dil[0], dil[1], pads[0], pads[1], y, scratch, sb)
+    fn, pack = ((depthwise_conv_u8_x86, pack_depthwise_weights_x86) if kernel == "x86" else
+                (depthwise_conv_u8, pack_depthwise_weights))
+    fn(xh, z_x, pack(w), bias, mult, shift, z_y, lo, hi, kh, kw, strides[0], strides[1], dil[0],
+       dil[1], pads[0], pads[1], y, scratch, sb)
     return y.transpose(0, 3, 1, 2), (OH, OW)
 
 
@@ -59,53 +74,57 @@ CASES = {
     "big_pad": (1, 16, 3, 3, 3, 3, (1, 1), (3, 3, 3, 3), (1, 1)),      # windows fully in padding
     "tiny_spatial": (1, 64, 1, 1, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1)),
     "7x7_s1": (1, 32, 9, 9, 7, 7, (1, 1), (3, 3, 3, 3), (1, 1)),
+    "2x2_even_taps": (1, 48, 7, 8, 2, 2, (1, 1), (0, 0, 1, 1), (1, 1)),
+    "1x3_c40": (2, 40, 5, 9, 1, 3, (1, 1), (0, 1, 0, 1), (1, 1)),
+    "wide_c144_s2": (1, 144, 9, 14, 3, 3, (2, 2), (0, 0, 1, 1), (1, 1)),
 }
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
 @pytest.mark.parametrize("zps", [(128, 120), (0, 0), (255, 255)])
-def test_matches_naive(name, zps):
+def test_matches_naive(kernel, name, zps):
     N, C, H, W, kh, kw, st, pads, dil = CASES[name]
     rng = np.random.default_rng(abs(hash((name, zps))) % 2**32)
     z_x, z_y = zps
     x, w, bias, mult, shift = make(rng, N, C, H, W, kh, kw)
-    got, ohw = run_dw(x, z_x, w, bias, mult, shift, z_y, 0, 255, st, pads, dil)
+    got, ohw = run_dw(kernel, x, z_x, w, bias, mult, shift, z_y, 0, 255, st, pads, dil)
     want = qconv(x, z_x, w, bias, mult, shift, z_y, 0, 255, st, pads, dil, C, ohw)
     assert_same(got, want)
 
 
 @pytest.mark.parametrize("lo,hi", [(0, 255), (20, 200), (120, 121)])
-def test_clamp_and_saturation(lo, hi):
+def test_clamp_and_saturation(kernel, lo, hi):
     rng = np.random.default_rng(5)
     x, w, bias, mult, shift = make(rng, 1, 48, 8, 9, 3, 3)
     mult2, shift2 = requant_params(48, dot_std(9), rng, spread=400.0)    # saturates often
     mult2, shift2 = np.asarray(mult2, np.int32), np.asarray(shift2, np.int32)
     for m, s in ((mult, shift), (mult2, shift2)):
-        got, ohw = run_dw(x, 128, w, bias, m, s, 128, lo, hi, (1, 1), (1, 1, 1, 1), (1, 1))
+        got, ohw = run_dw(kernel, x, 128, w, bias, m, s, 128, lo, hi, (1, 1), (1, 1, 1, 1), (1, 1))
         want = qconv(x, 128, w, bias, m, s, 128, lo, hi, (1, 1), (1, 1, 1, 1), (1, 1), 48, ohw)
         assert_same(got, want)
         assert (want == lo).any() and (want == hi).any()
 
 
-def test_extreme_weights_and_inputs():
-    """|(x − z_x)·w| at its maximum (255·128) in every tap: the int16 products are exact."""
+def test_extreme_weights_and_inputs(kernel):
+    """|(x − z_x)·w| at its maximum (255·127; weights are in [-127, 127], spec 2.1) in every
+    tap: the int16 products and the x86 kernel's pair sums x_a·w_a + x_b·w_b are exact."""
     C = 32
     x = np.zeros((1, C, 6, 6), np.uint8)
     x[:, ::2] = 255
-    w = np.full((C, 1, 3, 3), -128, np.int8)
+    w = np.full((C, 1, 3, 3), -127, np.int8)
     w[1::2] = 127
     bias = np.zeros(C, np.int32)
     mult = np.full(C, 1 << 30, np.int32)
     shift = np.full(C, 52, np.int32)
     for z_x in (0, 255):
-        got, ohw = run_dw(x, z_x, w, bias, mult, shift, 128, 0, 255, (1, 1), (1, 1, 1, 1), (1, 1))
+        got, ohw = run_dw(kernel, x, z_x, w, bias, mult, shift, 128, 0, 255, (1, 1), (1, 1, 1, 1), (1, 1))
         want = qconv(x, z_x, w, bias, mult, shift, 128, 0, 255, (1, 1), (1, 1, 1, 1), (1, 1), C, ohw)
         assert_same(got, want)
 
 
 @pytest.mark.parametrize("kind", ["small_shift", "huge_shift", "huge_bias", "zero_mult",
                                   "mixed"])
-def test_multiplier_edges(kind):
+def test_multiplier_edges(kernel, kind):
     """Shifts 1..62, M0 = 0, |bias| near 2^31: the vector path or the reference fallback must
     give the spec's result either way."""
     rng = np.random.default_rng(11)
@@ -128,7 +147,7 @@ def test_multiplier_edges(kind):
         shift[1::3] = 31
         bias[2::3] = 2**30
     for z_y in (0, 128):
-        got, ohw = run_dw(x, 7, w, bias, mult, shift, z_y, 0, 255, (1, 1), (1, 1, 1, 1), (1, 1))
+        got, ohw = run_dw(kernel, x, 7, w, bias, mult, shift, z_y, 0, 255, (1, 1), (1, 1, 1, 1), (1, 1))
         want = qconv(x, 7, w, bias, mult, shift, z_y, 0, 255, (1, 1), (1, 1, 1, 1), (1, 1), C, ohw)
         assert_same(got, want)
 
@@ -142,15 +161,15 @@ def test_prepare_takes_fast_path_for_realistic_multipliers():
 
 
 @pytest.mark.parametrize("N,H", [(1, 17), (3, 5)])
-def test_thread_invariance(N, H):
+def test_thread_invariance(kernel, N, H):
     rng = np.random.default_rng(8)
     x, w, bias, mult, shift = make(rng, N, 96, H, 19, 3, 3)
     outs = []
     for nt in (1, 2):
-        got, ohw = with_threads(nt, run_dw, x, 128, w, bias, mult, shift, 128, 0, 255, (1, 1),
+        got, ohw = with_threads(nt, run_dw, kernel, x, 128, w, bias, mult, shift, 128, 0, 255, (1, 1),
                                 (1, 1, 1, 1), (1, 1), 2)
         outs.append(got)
-        got1, _ = with_threads(nt, run_dw, x, 128, w, bias, mult, shift, 128, 0, 255, (1, 1),
+        got1, _ = with_threads(nt, run_dw, kernel, x, 128, w, bias, mult, shift, 128, 0, 255, (1, 1),
                                (1, 1, 1, 1), (1, 1), 1)
         outs.append(got1)
     want = qconv(x, 128, w, bias, mult, shift, 128, 0, 255, (1, 1), (1, 1, 1, 1), (1, 1), 96, ohw)
