@@ -351,6 +351,7 @@ def _conv_worker_avx2(t, nt, split_rows, x1, geo, z_x, wpack, wsum, bias, mult, 
     abase = base + tileb
     arows = scratch[abase:abase + mc * ng * 4].view(np.uint16)
     ys = y2.strides[0]
+    toff = vnni.table_offset(wpack, group * gbytes, M, kh * kw * Cg, z_x, z_y)
     for pc in range(p_lo, p_hi, mc):
         rows = min(mc, p_hi - pc)
         for g in range(group):
@@ -364,9 +365,9 @@ def _conv_worker_avx2(t, nt, split_rows, x1, geo, z_x, wpack, wsum, bias, mult, 
                     mr = min(MR, rows - ip * MR)
                     aoff = abase + ip * ng * MR * 4
                     p0 = pc + ip * MR
-                    if cols == NR_:
-                        _ukernelq_avx2(mr, scratch, aoff, 4 * ng, 4, wpack, boff, ng, y2, p0 * ys + m0, ys,
-                                       wsum, bias, mult, shift, m0, z_x, z_y, act_min, act_max)
+                    if cols == NR_ and toff >= 0:
+                        _ukernelq_avx2(mr, scratch, aoff, 4 * ng, 4, wpack, boff, ng, y2, p0 * ys + m0,
+                                       ys, wpack, toff, M, m0, act_min, act_max)
                     else:
                         _ukernel_avx2(mr, scratch, aoff, 4 * ng, 4, wpack, boff, ng, tile)
                         _epilogue(tile, NR_, mr, cols, y2, p0, m0, wsum, z_x, bias, mult, shift,

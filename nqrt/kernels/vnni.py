@@ -68,10 +68,13 @@ def _make_ukernel(isa, mr, nv, fused=False):
     """Intrinsic for an mr x NR (NR = VL*nv) tile of dot products.
 
     uk(a: u8[:], aoff, ars, ags, b: i8[:], boff, ngroups, c: i32[:]):  c[r*NR + col] = the dot.
-    fused: uk(a, aoff, ars, ags, b, boff, ngroups, y: u8[:, :], yoff, ystride, wsum, bias, mult,
-              shift (int32[M]), m0, z_x, z_y, act_min, act_max): the requantize epilogue in
-              vector IR on the accumulator registers, storing u8 y[yoff + r*ystride + col] for
-              all NR columns (channels m0 .. m0+NR-1 must exist).
+    fused: the requantize epilogue in vector IR on the accumulator registers, storing u8
+           y[yoff + r*ystride + col] for all NR columns (channels m0 .. m0+NR-1 must exist):
+      vnni512: uk(a, aoff, ars, ags, b, boff, ngroups, y: u8[:, :], yoff, ystride, wsum, bias,
+                  mult, shift (int32[M]), m0, z_x, z_y, act_min, act_max)
+      avx2:    uk(a, aoff, ars, ags, b, boff, ngroups, y, yoff, ystride, tab: i8[:], toff, M, m0,
+                  act_min, act_max) with the plan-time requantize table (requant_table) whose
+                  M0 array starts at byte toff of tab.
     a + aoff: packed A micro-panel: the 4 bytes of row r, k-group g at aoff + r*ars + g*ags
     (GEMM: [group][MR rows][4], ars = 4, ags = 4*MR; conv: [row][group][4], ars = 4*ngroups,
     ags = 4); rows >= mr are not read.
@@ -170,7 +173,9 @@ def _make_ukernel(isa, mr, nv, fused=False):
                     for s in range(1, nsets):
                         v = builder.add(v, fin[s, r, j])
                     final[r, j] = v
-            if fused:
+            if fused and isa == "avx2":
+                _emit_table_requant_store(context, builder, sa, args, final, mr, nv, vl)
+            elif fused:
                 _emit_requant_store(context, builder, sa, args, final, mr, nv, vl)
             else:
                 cp = builder.bitcast(_data_ptr(context, builder, sa[7], args[7]),
@@ -181,7 +186,13 @@ def _make_ukernel(isa, mr, nv, fused=False):
                         builder.store(final[r, j], builder.bitcast(p, vty.as_pointer()), align=4)
             return context.get_dummy_value()
 
-    if fused:
+    if fused and isa == "avx2":
+        def ukernel(typingctx, a, aoff, ars, ags, b, boff, ngroups, y, yoff, ystride, tab, toff,
+                    M, m0, act_min, act_max):
+            sig = types.void(a, aoff, ars, ags, b, boff, ngroups, y, yoff, ystride, tab, toff, M,
+                             m0, act_min, act_max)
+            return sig, codegen
+    elif fused:
         def ukernel(typingctx, a, aoff, ars, ags, b, boff, ngroups, y, yoff, ystride, wsum, bias,
                     mult, shift, m0, z_x, z_y, act_min, act_max):
             sig = types.void(a, aoff, ars, ags, b, boff, ngroups, y, yoff, ystride, wsum, bias,
@@ -234,6 +245,69 @@ def _emit_requant_store(context, builder, sa, args, final, mr, nv, vl):
             acc = builder.add(builder.sext(final[r, j], v64), corr)
             v = builder.ashr(builder.add(builder.mul(acc, mu), rnd), n)
             v = builder.add(v, zy)
+            v = builder.select(builder.icmp_signed("<", v, lo), lo, v)
+            v = builder.select(builder.icmp_signed(">", v, hi), hi, v)
+            off = builder.add(builder.mul(ystride_, ir.Constant(_I64, r)),
+                              ir.Constant(_I64, vl * j))
+            p = builder.gep(yp, [off])
+            builder.store(builder.trunc(v, v8), builder.bitcast(p, v8.as_pointer()), align=1)
+
+
+def _emit_table_requant_store(context, builder, sa, args, final, mr, nv, vl):
+    """AVX2 epilogue from the requantize table (requant_table): per lane
+        y = clamp(((dot·M0 + BC) >>> SH) + ZD, act_min, act_max)
+    dot is the raw int32 sum of x·w (no zero-point term: BC holds it), so the 64-bit product is
+    vpmuldq on the even lanes and on the odd lanes shifted down (both operands are exact
+    sign-extended 32-bit values), the shift is logical (BC makes the sum non-negative) and the
+    result fits the low 32 bits of each 64-bit lane; the table loads and lane splits happen
+    once per call, outside the row loop."""
+    (y_, yoff_, ystride_, tab_, toff_, M_, m0_, lo_, hi_) = args[7:16]
+    v32 = ir.VectorType(_I32, vl)
+    v64 = ir.VectorType(_I64, vl)
+    h64 = ir.VectorType(_I64, vl // 2)
+    v8 = ir.VectorType(_I8, vl)
+    c32 = ir.Constant(h64, [32] * (vl // 2))
+    even = ir.Constant(ir.VectorType(_I32, vl // 2), list(range(0, vl, 2)))
+    odd = ir.Constant(ir.VectorType(_I32, vl // 2), list(range(1, vl, 2)))
+
+    def splat32(x):
+        sv = builder.insert_element(ir.Constant(v32, None), builder.trunc(x, _I32),
+                                    ir.Constant(_I32, 0))
+        return builder.shuffle_vector(sv, ir.Constant(v32, None),
+                                      ir.Constant(ir.VectorType(_I32, vl), [0] * vl))
+
+    def low_sext(v):             # the low 32 bits of each 64-bit lane, sign-extended
+        return builder.ashr(builder.shl(v, c32), c32)
+
+    tp = builder.gep(_data_ptr(context, builder, sa[10], tab_), [toff_])
+    tp = builder.bitcast(tp, _I8.as_pointer())
+    lo = splat32(lo_)
+    hi = splat32(hi_)
+    yp = builder.bitcast(_data_ptr(context, builder, sa[7], y_), _I8.as_pointer())
+    yp = builder.gep(yp, [yoff_])
+    for j in range(nv):
+        c = builder.add(m0_, ir.Constant(_I64, vl * j))
+
+        def load(array_index, width, vty):
+            off = builder.add(builder.mul(M_, ir.Constant(_I64, 8 * array_index)),
+                              builder.mul(c, ir.Constant(_I64, width)))
+            return builder.load(builder.bitcast(builder.gep(tp, [off]), vty.as_pointer()),
+                                align=1)
+
+        mu, bc, sh = load(0, 8, v64), load(1, 8, v64), load(2, 8, v64)
+        zd = load(3, 4, v32)
+        halves = []
+        for sel in (even, odd):
+            halves.append((low_sext(builder.shuffle_vector(mu, mu, sel)),
+                           builder.shuffle_vector(bc, bc, sel),
+                           builder.shuffle_vector(sh, sh, sel)))
+        for r in range(mr):
+            a64 = builder.bitcast(final[r, j], h64)
+            parts = []
+            for (m_h, bc_h, sh_h), a_h in zip(halves, (low_sext(a64), builder.ashr(a64, c32))):
+                parts.append(builder.lshr(builder.add(builder.mul(a_h, m_h), bc_h), sh_h))
+            v = builder.bitcast(builder.or_(parts[0], builder.shl(parts[1], c32)), v32)
+            v = builder.add(v, zd)
             v = builder.select(builder.icmp_signed("<", v, lo), lo, v)
             v = builder.select(builder.icmp_signed(">", v, hi), hi, v)
             off = builder.add(builder.mul(ystride_, ir.Constant(_I64, r)),
@@ -329,26 +403,19 @@ def _ukernelq_v512(mr, a, aoff, ars, ags, b, boff, ng, y, yoff, ys, wsum, bias, 
 
 
 @njit(**JIT)
-def _ukernelq_avx2(mr, a, aoff, ars, ags, b, boff, ng, y, yoff, ys, wsum, bias, mult, shift, m0, zx,
-                   zy, lo, hi):
+def _ukernelq_avx2(mr, a, aoff, ars, ags, b, boff, ng, y, yoff, ys, tab, toff, M, m0, lo, hi):
     if mr == 6:
-        _ukq_avx2_6(a, aoff, ars, ags, b, boff, ng, y, yoff, ys, wsum, bias, mult, shift, m0, zx, zy, lo,
-                     hi)
+        _ukq_avx2_6(a, aoff, ars, ags, b, boff, ng, y, yoff, ys, tab, toff, M, m0, lo, hi)
     elif mr == 5:
-        _ukq_avx2_5(a, aoff, ars, ags, b, boff, ng, y, yoff, ys, wsum, bias, mult, shift, m0, zx, zy, lo,
-                     hi)
+        _ukq_avx2_5(a, aoff, ars, ags, b, boff, ng, y, yoff, ys, tab, toff, M, m0, lo, hi)
     elif mr == 4:
-        _ukq_avx2_4(a, aoff, ars, ags, b, boff, ng, y, yoff, ys, wsum, bias, mult, shift, m0, zx, zy, lo,
-                     hi)
+        _ukq_avx2_4(a, aoff, ars, ags, b, boff, ng, y, yoff, ys, tab, toff, M, m0, lo, hi)
     elif mr == 3:
-        _ukq_avx2_3(a, aoff, ars, ags, b, boff, ng, y, yoff, ys, wsum, bias, mult, shift, m0, zx, zy, lo,
-                     hi)
+        _ukq_avx2_3(a, aoff, ars, ags, b, boff, ng, y, yoff, ys, tab, toff, M, m0, lo, hi)
     elif mr == 2:
-        _ukq_avx2_2(a, aoff, ars, ags, b, boff, ng, y, yoff, ys, wsum, bias, mult, shift, m0, zx, zy, lo,
-                     hi)
+        _ukq_avx2_2(a, aoff, ars, ags, b, boff, ng, y, yoff, ys, tab, toff, M, m0, lo, hi)
     else:
-        _ukq_avx2_1(a, aoff, ars, ags, b, boff, ng, y, yoff, ys, wsum, bias, mult, shift, m0, zx, zy, lo,
-                     hi)
+        _ukq_avx2_1(a, aoff, ars, ags, b, boff, ng, y, yoff, ys, tab, toff, M, m0, lo, hi)
 
 
 # ----------------------------------------------------------------------------- plan-time packing
@@ -380,6 +447,92 @@ def pack_b(w, isa):
     packed = np.ascontiguousarray(wp).view(np.int8).reshape(-1)
     wsum = w.astype(np.int64).sum(axis=1).astype(np.int32)
     return packed, wsum
+
+
+TABLE_HEADER = 8      # flag (1: usable), z_x, z_y (u8), a pad byte, K (u32 little-endian)
+
+
+def requant_table_bytes(M):
+    """Bytes of requant_table for M output channels."""
+    return TABLE_HEADER + 28 * int(M)
+
+
+def requant_table(K, wsum, bias, mult, shift, z_x, z_y):
+    """The avx2 fused epilogue's per-channel constants, computed once at plan time and appended
+    to the packed weights (append_requant_table): int8 bytes
+        [flag u8, z_x u8, z_y u8, pad, K u32][M0 i64[M]][BC i64[M]][SH i64[M]][ZD i32[M]]
+    such that for every raw dot d = Σ_k x·w with |d| ≤ K·255·127 (x in [0, 255], w in
+    [-127, 127]):
+        ((d·M0 + BC) mod 2^64) in [0, 2^62),  ((d·M0 + BC) >> SH) + ZD  is exactly
+        requantize(d − z_x·wsum + bias, M0, SH) + z_y   (spec 3.3, round half up),
+    with BC = corr·M0 + 2^(SH−1) + D·2^SH, corr = bias − z_x·wsum, ZD = z_y − D and D ≥ 0 the
+    smallest offset that makes every numerator non-negative.  The flag is 0 when some channel
+    cannot be represented that way (a shift above 60, |corr| + K·255·127 ≥ 2^32, a numerator
+    range of 2^61 or more, or an offset / shifted value of 2^30 or more: never for the
+    multipliers of spec 3.2 and realistic K); the kernels then use the scalar epilogue.
+    Exact integer arithmetic (Python ints)."""
+    M = len(bias)
+    amax = int(K) * 255 * 127
+    m0s = np.zeros(M, np.int64)
+    bcs = np.zeros(M, np.int64)
+    shs = np.zeros(M, np.int64)
+    zds = np.zeros(M, np.int32)
+    ok = True
+    for c in range(M):
+        m0, n = int(mult[c]), int(shift[c])
+        corr = int(bias[c]) - int(z_x) * int(wsum[c])
+        if not (0 <= m0 < 2**31 and 1 <= n <= 60 and abs(corr) + amax < 2**32):
+            ok = False
+            break
+        rnd = 1 << (n - 1)
+        lo = (corr - amax) * m0 + rnd
+        hi = (corr + amax) * m0 + rnd
+        if lo <= -2**61 or hi >= 2**61:
+            ok = False
+            break
+        d = 0 if lo >= 0 else (-lo + (1 << n) - 1) >> n
+        if d >= 2**30 or (hi + (d << n)) >> n >= 2**30:
+            ok = False
+            break
+        bc = corr * m0 + rnd + (d << n)    # = lo + d·2^n + amax·m0 in [0, 2^n + 2^61): int64
+        m0s[c], bcs[c], shs[c], zds[c] = m0, bc, n, int(z_y) - d
+    head = np.zeros(TABLE_HEADER, np.uint8)
+    head[0] = 1 if ok else 0
+    head[1], head[2] = int(z_x), int(z_y)
+    head[4:8] = np.array([K], np.uint32).view(np.uint8)
+    head = head.view(np.int8)
+    parts = [head, m0s.view(np.int8), bcs.view(np.int8), shs.view(np.int8), zds.view(np.int8)]
+    return np.concatenate(parts)
+
+
+def append_requant_table(wpack, K, wsum, bias, mult, shift, z_x, z_y):
+    """wpack (packed for the avx2 path) followed by requant_table(...)."""
+    return np.concatenate([np.asarray(wpack, np.int8).reshape(-1),
+                           requant_table(K, wsum, bias, mult, shift, z_x, z_y)])
+
+
+def with_requant_table(wpack, path, K, wsum, bias, mult, shift, z_x, z_y):
+    """Plan time, for a GEMM or a non-depthwise conv packed for `path` (dot length K per
+    output): the packed weights the path's kernels read, i.e. with the avx2 epilogue table
+    appended on the avx2 path (without it they fall back to the scalar epilogue) and
+    unchanged on the others."""
+    if path != "avx2":
+        return wpack
+    return append_requant_table(wpack, K, wsum, bias, mult, shift, z_x, z_y)
+
+
+@njit(**JIT)
+def table_offset(wpack, bbytes, M, K, z_x, z_y):
+    """Byte offset of the M0 array of the requant table that follows `bbytes` bytes of packed B
+    in wpack; -1 when wpack has no table, its flag says it is unusable, or it was built for
+    another K or other zero points than this call's."""
+    if wpack.size != bbytes + TABLE_HEADER + 28 * M:
+        return -1
+    h = wpack[bbytes:bbytes + TABLE_HEADER].view(np.uint8)
+    k = np.int64(h[4]) | (np.int64(h[5]) << 8) | (np.int64(h[6]) << 16) | (np.int64(h[7]) << 24)
+    if h[0] != 1 or np.int64(h[1]) != z_x or np.int64(h[2]) != z_y or k != K:
+        return -1
+    return bbytes + TABLE_HEADER
 
 
 # ----------------------------------------------------------------------------- run-time helpers
@@ -530,6 +683,7 @@ def _worker_avx2(t, nt, split_rows, x, z_x, wpack, wsum, M, K, bias, mult, shift
     abase = base + ((MR * NR * 4 + 63) // 64) * 64
     mc = plan_mc(P, ng, MR)
     ys = y.strides[0]
+    toff = table_offset(wpack, max(1, (M + NR - 1) // NR) * NR * ng * AVX2_G, M, K, z_x, z_y)
     for pc in range(p_lo, p_hi, mc):
         rows = min(mc, p_hi - pc)
         _pack_a(x, pc, rows, K, ng, True, MR, scratch, abase)
@@ -540,9 +694,9 @@ def _worker_avx2(t, nt, split_rows, x, z_x, wpack, wsum, M, K, bias, mult, shift
                 aoff = abase + ip * MR * ng * 4
                 boff = j * ng * NR * 2
                 p0 = pc + ip * MR
-                if cols == NR:
-                    _ukernelq_avx2(mr, scratch, aoff, 4 * ng, 4, wpack, boff, ng, y, p0 * ys + j * NR, ys,
-                                   wsum, bias, mult, shift, j * NR, z_x, z_y, act_min, act_max)
+                if cols == NR and toff >= 0:
+                    _ukernelq_avx2(mr, scratch, aoff, 4 * ng, 4, wpack, boff, ng, y, p0 * ys + j * NR,
+                                   ys, wpack, toff, M, j * NR, act_min, act_max)
                 else:
                     _ukernel_avx2(mr, scratch, aoff, 4 * ng, 4, wpack, boff, ng, tile)
                     _epilogue(tile, NR, mr, cols, y, p0, j * NR, wsum, z_x, bias, mult, shift,

@@ -131,14 +131,24 @@ def prepare(model: NqModel, path: str | None = None) -> Consts:
                                                   path)
             else:
                 wpack, wsum = K.pack_gemm_weights(np.ascontiguousarray(w), path)
-            c["wpack"] = pools.add("w", np.asarray(wpack, dtype=np.int8))
-            c["wpack_len"] = int(np.asarray(wpack).size)
             c["wsum"] = pools.add("i", np.asarray(wsum, dtype=np.int32))
             if np.asarray(const(2)).size != m:
                 raise FormatError(f"node {node.name!r} ({node.op}): bias must have {m} values")
-            c["bias"] = pools.add("i", np.asarray(const(2), np.int32))
-            c["mult"] = pools.add("i", _per_channel(const(3), m, "multiplier", node))
-            c["shift"] = pools.add("i", _per_channel(const(4), m, "shift", node))
+            bias = np.asarray(const(2), np.int32).ravel()
+            mult = _per_channel(const(3), m, "multiplier", node)
+            shift = _per_channel(const(4), m, "shift", node)
+            group = int(node.attrs.get("group", 1))
+            if not (node.op == "QConv" and group > 1 and group == m and w.shape[1] == 1):
+                # GEMM-like (not depthwise): the fast path's epilogue constants, from the
+                # input/output zero points
+                wpack = K.with_requant_table(wpack, path, int(np.prod(w.shape[1:])), wsum, bias,
+                                             mult, shift, model.qparams(node.inputs[0])[1],
+                                             model.qparams(node.outputs[0])[1])
+            c["wpack"] = pools.add("w", np.asarray(wpack, dtype=np.int8))
+            c["wpack_len"] = int(np.asarray(wpack).size)
+            c["bias"] = pools.add("i", bias)
+            c["mult"] = pools.add("i", mult)
+            c["shift"] = pools.add("i", shift)
         elif node.op == "QAveragePool":
             k1 = math.prod(node.attrs["kernel_shape"]) + 1
             mult, shift = np.asarray(const(1), np.int32).ravel(), np.asarray(const(2), np.int32).ravel()

@@ -7,6 +7,7 @@ import pytest
 from nqrt.kernels import conv as K
 from nqrt.kernels import cpu
 from nqrt.kernels.conv import conv_scratch_size, pack_conv_weights
+from nqrt.kernels.vnni import with_requant_table
 from naive import out_size, qconv
 from kernels._util import assert_same, dot_std, requant_params, with_threads
 
@@ -56,9 +57,15 @@ def _make(case, z_x, z_y, act, seed, per_channel=True):
 
 
 def _kernel(case, x, z_x, w, bias, mult, shift, z_y, lo, hi, ohw, nthreads=2, path="portable",
-            scratch_threads=None):
+            scratch_threads=None, table=True, table_zps=None):
+    """The path's conv kernel on NCHW x.  table: append the plan-time requantize table as the
+    planner does (not for depthwise), built for table_zps (default (z_x, z_y)); False runs the
+    avx2 path's fallback epilogue."""
     N, C, H, W, M, kh, kw, (sh, sw), (pt, pl, pb, pr), (dh, dw), group = case
     wpack, wsum = pack_conv_weights(w, group, path)
+    if table and not (group == C == M):
+        tz_x, tz_y = (z_x, z_y) if table_zps is None else table_zps
+        wpack = with_requant_table(wpack, path, w[0].size, wsum, bias, mult, shift, tz_x, tz_y)
     y = np.full((N, *ohw, M), 77, np.uint8)
     st = nthreads if scratch_threads is None else scratch_threads
     scratch = np.zeros(conv_scratch_size(N, H, W, C, M, kh, kw, *ohw, group, st, path), np.uint8)
@@ -151,6 +158,7 @@ def test_conv_scratch_for_one_thread_runs_serially(path):
     N, C, H, W, M, kh, kw, (sh, sw), (pt, pl, pb, pr), (dh, dw), group = case
     x, w, bias, mult, shift, lo, hi, (OH, OW) = _make(case, 128, 128, "none", seed=3)
     wpack, wsum = pack_conv_weights(w, group, path)
+    wpack = with_requant_table(wpack, path, w[0].size, wsum, bias, mult, shift, 128, 128)
     xh = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
     scratch = np.zeros(conv_scratch_size(N, H, W, C, M, kh, kw, OH, OW, group, 1, path), np.uint8)
     y = np.zeros((N, OH, OW, M), np.uint8)
@@ -184,3 +192,20 @@ def test_conv_saturation_extremes():
 def test_pack_rejects_unknown_path():
     with pytest.raises(ValueError):
         pack_conv_weights(np.zeros((2, 1, 1, 1), np.int8), 1, "sse9")
+
+
+@pytest.mark.skipif("avx2" not in PATHS, reason="no AVX2 on this CPU")
+@pytest.mark.parametrize("name", ["3x3_pad1", "pointwise", "group2", "stem_7x7"])
+def test_avx2_epilogue_table_and_fallbacks(name):
+    """The avx2 conv with its requantize table, without one (scalar epilogue), and with a table
+    built for other zero points (must be ignored): the same exact result."""
+    case = CASES[name]
+    x, w, bias, mult, shift, lo, hi, ohw = _make(case, 17, 0, "relu", seed=9)
+    N, C, H, W, M, kh, kw, st, pads, dil, group = case
+    want = qconv(x, 17, w, bias, mult, shift, 0, lo, hi, st, pads, dil, group, ohw)
+    assert_same(_kernel(case, x, 17, w, bias, mult, shift, 0, lo, hi, ohw, path="avx2"), want)
+    assert_same(_kernel(case, x, 17, w, bias, mult, shift, 0, lo, hi, ohw, path="avx2",
+                        table=False), want)
+    for tzp in ((18, 0), (17, 1)):
+        assert_same(_kernel(case, x, 17, w, bias, mult, shift, 0, lo, hi, ohw, path="avx2",
+                            table_zps=tzp), want)

@@ -8,6 +8,7 @@ import pytest
 from nqrt.kernels import cpu
 from nqrt.kernels import gemm as G
 from nqrt.kernels.gemm import gemm_u8, pack_gemm_weights
+from nqrt.kernels.vnni import with_requant_table
 from naive import qgemm
 from kernels._util import assert_same, dot_std, requant_params, with_threads
 
@@ -77,6 +78,7 @@ def _run_path(path, x, z_x, w, bias, mult, shift, z_y, lo, hi, nthreads=2, scrat
     M = w.shape[0]
     wpack, wsum = pack_gemm_weights(w, path)
     assert np.array_equal(wsum, w.astype(np.int64).sum(axis=1))
+    wpack = with_requant_table(wpack, path, K, wsum, bias, mult, shift, z_x, z_y)   # as planned
     y = np.full((P, M), 77, np.uint8)
     if path == "portable":
         assert G.gemm_scratch_size(P, K, M, nthreads, path) == 0

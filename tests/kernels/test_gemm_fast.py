@@ -14,7 +14,8 @@ import textwrap
 import numpy as np
 import pytest
 
-from nqrt.kernels import cpu, gemm_fast
+from nqrt.kernels import cpu, gemm_fast, vnni
+from nqrt.kernels.vnni import with_requant_table
 
 PATHS = list(cpu.available_paths())
 
@@ -62,11 +63,15 @@ def make_case(rng, P, K, M, z_x=None, x=None, w=None, out_std=60.0):
     return x, z_x, w, bias, mult, shift
 
 
-def run(path, x, z_x, w, bias, mult, shift, z_y, act_min, act_max, nthreads=2):
+def run(path, x, z_x, w, bias, mult, shift, z_y, act_min, act_max, nthreads=2, table=True):
+    """table: with the plan-time requantize table (avx2; the planner always adds it), else the
+    avx2 fallback epilogue."""
     P, K = x.shape
     M = w.shape[0]
     wpack, wsum = gemm_fast.pack_b(w, path)
     assert np.array_equal(wsum, w.astype(np.int64).sum(axis=1))
+    if table:
+        wpack = with_requant_table(wpack, path, K, wsum, bias, mult, shift, z_x, z_y)
     scratch = np.zeros(gemm_fast.gemm_scratch_size(P, K, M, nthreads, path), np.uint8)
     y = np.full((P, M), 77, np.uint8)
     gemm_fast.gemm_kernel(path)(x, z_x, wpack, wsum, M, K, bias, mult, shift, z_y, act_min,
@@ -136,6 +141,36 @@ def test_thread_count_independent(path, shape):
     ys = [run(path, x, z_x, w, bias, mult, shift, 3, 0, 255, nthreads=nt) for nt in (1, 2, 3)]
     assert np.array_equal(ys[0], ys[1]) and np.array_equal(ys[0], ys[2])
     assert np.array_equal(ys[0], reference(x, z_x, w, bias, mult, shift, 3, 0, 255))
+
+
+@pytest.mark.skipif("avx2" not in PATHS, reason="no AVX2 on this CPU")
+@pytest.mark.parametrize("kind", ["table", "no_table", "shift_61", "huge_corr", "other_zps"])
+def test_avx2_epilogue_table(kind):
+    """The avx2 fused epilogue reads the plan-time table; without a usable one (none, a shift
+    beyond 60, |bias - z_x·wsum| + K·255·127 >= 2^32, a table built for other zero points) the
+    kernel takes the scalar epilogue.  Exact either way."""
+    rng = np.random.default_rng(21)
+    P, K, M = 23, 75, 40
+    x, z_x, w, bias, mult, shift = make_case(rng, P, K, M)
+    z_y = 9
+    if kind == "shift_61":
+        shift[::3] = 61
+        mult[::3] = rng.integers(1 << 30, 1 << 31, len(mult[::3]))
+    elif kind == "huge_corr":
+        bias[:] = 2**31 - 100
+        shift[:] = 60
+    ref = reference(x, z_x, w, bias, mult, shift, z_y, 0, 255)
+    wpack, wsum = gemm_fast.pack_b(w, "avx2")
+    tz = (z_x + 1, z_y) if kind == "other_zps" else (z_x, z_y)
+    table = vnni.requant_table(K, wsum, bias, mult, shift, *tz)
+    assert table[0] == (0 if kind in ("shift_61", "huge_corr") else 1)
+    if kind != "no_table":
+        wpack = with_requant_table(wpack, "avx2", K, wsum, bias, mult, shift, *tz)
+    scratch = np.zeros(gemm_fast.gemm_scratch_size(P, K, M, 2, "avx2"), np.uint8)
+    y = np.full((P, M), 77, np.uint8)
+    gemm_fast.gemm_kernel("avx2")(x, z_x, wpack, wsum, M, K, bias, mult, shift, z_y, 0, 255, y,
+                                  scratch)
+    assert np.array_equal(y, ref)
 
 
 def test_paths_agree_and_wrapper():
