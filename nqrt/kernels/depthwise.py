@@ -347,6 +347,7 @@ _PERM_HI = (4, 5, 6, 7, 12, 13, 14, 15)
 _UNPACK_LO = [0, 16, 1, 17, 2, 18, 3, 19, 8, 24, 9, 25, 10, 26, 11, 27]
 _UNPACK_HI = [4, 20, 5, 21, 6, 22, 7, 23, 12, 28, 13, 29, 14, 30, 15, 31]
 _RESTORE = [0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 12, 13, 14, 15]
+PX = 4                  # output pixels per iteration of the x86 kernel (sharing tap loads)
 
 
 def pack_depthwise_weights_x86(w):
@@ -438,8 +439,8 @@ def _dw_pairs_x86(typingctx, ad, npairs, npx, xstep, wq, nblk, rec, lo, hi, y, y
         m_restore = ir.Constant(ir.VectorType(_I32, 16), _RESTORE)
         wstep = builder.mul(nb_, k32)                       # int16 elements per pair
 
-        def load_x(q_addr_idx, xoff):
-            a = builder.add(builder.load(builder.gep(adp, [q_addr_idx])), xoff)
+        def load_x(addr, xoff):
+            a = builder.add(addr, xoff)
             return builder.zext(builder.load(builder.inttoptr(a, v8.as_pointer()), align=1), v16)
 
         q64 = ir.VectorType(_I64, 4)
@@ -463,71 +464,99 @@ def _dw_pairs_x86(typingctx, ad, npairs, npx, xstep, wq, nblk, rec, lo, hi, y, y
             q = builder.select(builder.icmp_signed("<", q, lov), lov, q)
             return builder.select(builder.icmp_signed(">", q, hiv), hiv, q)
 
+        def pixels(p, u, exit_block):
+            """Blocks computing pixels p .. p+u-1 (all 16-channel blocks); the weight and
+            address loads of a tap pair are shared by the u pixels.  Ends in exit_block."""
+            entry = builder.block
+            blk_loop = builder.append_basic_block(f"dwx{u}.blk")
+            pair_loop = builder.append_basic_block(f"dwx{u}.pair")
+            blk_end = builder.append_basic_block(f"dwx{u}.blkend")
+            xbases = [builder.mul(builder.add(p, ir.Constant(_I64, k)), xs_) for k in range(u)]
+            ybases = [builder.add(yo_, builder.mul(builder.add(p, ir.Constant(_I64, k)), ys_))
+                      for k in range(u)]
+            builder.branch(blk_loop)
+
+            builder.position_at_end(blk_loop)
+            b = builder.phi(_I64)
+            b.add_incoming(ir.Constant(_I64, 0), entry)
+            c = builder.mul(b, k16)
+            w0 = builder.mul(b, k32)
+            builder.branch(pair_loop)
+
+            builder.position_at_end(pair_loop)
+            q = builder.phi(_I64)
+            q.add_incoming(ir.Constant(_I64, 0), blk_loop)
+            wo = builder.phi(_I64)
+            wo.add_incoming(w0, blk_loop)
+            accs = []
+            for k in range(2 * u):
+                ph = builder.phi(h32)
+                ph.add_incoming(zero32, blk_loop)
+                accs.append(ph)
+            i2 = builder.mul(q, two)
+            aa = builder.add(builder.load(builder.gep(adp, [i2])), c)
+            ab = builder.add(builder.load(builder.gep(adp, [builder.add(i2, one)])), c)
+            wlo = builder.load(builder.bitcast(builder.gep(wqp, [wo]), v16.as_pointer()), align=1)
+            whi = builder.load(builder.bitcast(builder.gep(wqp, [builder.add(wo, k16)]),
+                                               v16.as_pointer()), align=1)
+            new = []
+            for k in range(u):
+                xa = load_x(aa, xbases[k])
+                xb = load_x(ab, xbases[k])
+                ilo = builder.shuffle_vector(xa, xb, m_lo)
+                ihi = builder.shuffle_vector(xa, xb, m_hi)
+                new.append(builder.add(accs[2 * k], builder.call(madd, [ilo, wlo])))
+                new.append(builder.add(accs[2 * k + 1], builder.call(madd, [ihi, whi])))
+            q2 = builder.add(q, one)
+            q.add_incoming(q2, pair_loop)
+            wo.add_incoming(builder.add(wo, wstep), pair_loop)
+            for ph, v in zip(accs, new):
+                ph.add_incoming(v, pair_loop)
+            builder.cbranch(builder.icmp_signed("<", q2, nq_), pair_loop, blk_end)
+
+            builder.position_at_end(blk_end)
+            j0 = builder.mul(b, two)
+            for k in range(u):
+                rlo = requant(new[2 * k], j0)
+                rhi = requant(new[2 * k + 1], builder.add(j0, one))
+                cat = builder.shuffle_vector(rlo, rhi, m_restore)
+                yptr = builder.gep(yp, [builder.add(ybases[k], c)])
+                builder.store(builder.trunc(cat, v8), builder.bitcast(yptr, v8.as_pointer()),
+                              align=1)
+            b2 = builder.add(b, one)
+            b.add_incoming(b2, blk_end)
+            builder.cbranch(builder.icmp_signed("<", b2, nb_), blk_loop, exit_block)
+
+        # PX pixels at a time, then one at a time
         pre = builder.block
         px_loop = builder.append_basic_block("dwx.px")
-        blk_loop = builder.append_basic_block("dwx.blk")
-        pair_loop = builder.append_basic_block("dwx.pair")
-        blk_end = builder.append_basic_block("dwx.blkend")
-        px_end = builder.append_basic_block("dwx.pxend")
+        two_px = builder.append_basic_block("dwx.many")
+        one_px = builder.append_basic_block("dwx.one")
+        px_next = builder.append_basic_block("dwx.pxnext")
         done = builder.append_basic_block("dwx.done")
         builder.branch(px_loop)
 
         builder.position_at_end(px_loop)
         p = builder.phi(_I64)
         p.add_incoming(ir.Constant(_I64, 0), pre)
-        xbase = builder.mul(p, xs_)
-        ybase = builder.add(yo_, builder.mul(p, ys_))
-        builder.branch(blk_loop)
+        builder.cbranch(builder.icmp_signed("<=", builder.add(p, ir.Constant(_I64, PX)), np_),
+                        two_px, one_px)
 
-        builder.position_at_end(blk_loop)
-        b = builder.phi(_I64)
-        b.add_incoming(ir.Constant(_I64, 0), px_loop)
-        c = builder.mul(b, k16)
-        xc = builder.add(xbase, c)
-        w0 = builder.mul(b, k32)
-        builder.branch(pair_loop)
+        px_next1 = builder.append_basic_block("dwx.pxnext1")
+        builder.position_at_end(two_px)
+        pixels(p, PX, px_next)
+        builder.position_at_end(one_px)
+        pixels(p, 1, px_next1)
 
-        builder.position_at_end(pair_loop)
-        q = builder.phi(_I64)
-        q.add_incoming(ir.Constant(_I64, 0), blk_loop)
-        wo = builder.phi(_I64)
-        wo.add_incoming(w0, blk_loop)
-        acc_lo = builder.phi(h32)
-        acc_lo.add_incoming(zero32, blk_loop)
-        acc_hi = builder.phi(h32)
-        acc_hi.add_incoming(zero32, blk_loop)
-        i2 = builder.mul(q, two)
-        xa = load_x(i2, xc)
-        xb = load_x(builder.add(i2, one), xc)
-        ilo = builder.shuffle_vector(xa, xb, m_lo)
-        ihi = builder.shuffle_vector(xa, xb, m_hi)
-        wlo = builder.load(builder.bitcast(builder.gep(wqp, [wo]), v16.as_pointer()), align=1)
-        whi = builder.load(builder.bitcast(builder.gep(wqp, [builder.add(wo, k16)]),
-                                           v16.as_pointer()), align=1)
-        acc_lo2 = builder.add(acc_lo, builder.call(madd, [ilo, wlo]))
-        acc_hi2 = builder.add(acc_hi, builder.call(madd, [ihi, whi]))
-        q2 = builder.add(q, one)
-        q.add_incoming(q2, pair_loop)
-        wo.add_incoming(builder.add(wo, wstep), pair_loop)
-        acc_lo.add_incoming(acc_lo2, pair_loop)
-        acc_hi.add_incoming(acc_hi2, pair_loop)
-        builder.cbranch(builder.icmp_signed("<", q2, nq_), pair_loop, blk_end)
-
-        builder.position_at_end(blk_end)
-        j0 = builder.mul(b, two)
-        rlo = requant(acc_lo2, j0)
-        rhi = requant(acc_hi2, builder.add(j0, one))
-        cat = builder.shuffle_vector(rlo, rhi, m_restore)
-        yptr = builder.gep(yp, [builder.add(ybase, c)])
-        builder.store(builder.trunc(cat, v8), builder.bitcast(yptr, v8.as_pointer()), align=1)
-        b2 = builder.add(b, one)
-        b.add_incoming(b2, blk_end)
-        builder.cbranch(builder.icmp_signed("<", b2, nb_), blk_loop, px_end)
-
-        builder.position_at_end(px_end)
-        p2 = builder.add(p, one)
-        p.add_incoming(p2, px_end)
+        builder.position_at_end(px_next)
+        p2 = builder.add(p, ir.Constant(_I64, PX))
+        p.add_incoming(p2, px_next)
         builder.cbranch(builder.icmp_signed("<", p2, np_), px_loop, done)
+
+        builder.position_at_end(px_next1)
+        p1 = builder.add(p, one)
+        p.add_incoming(p1, px_next1)
+        builder.cbranch(builder.icmp_signed("<", p1, np_), px_loop, done)
 
         builder.position_at_end(done)
         return context.get_dummy_value()
