@@ -565,17 +565,19 @@ def _pack_a(x, p0, rows, K, ng, widen, MR, apack, base):
     copies run through slice views indexed from 0, so LLVM vectorizes them.  k past K keeps
     stale bytes (the packed B is zero there); rows past `rows` are never read."""
     rb = 4 * ng
-    for q in range(rows):
-        src = x[p0 + q]
-        o = base + q * rb
-        if widen:
-            dst = apack[o:o + rb].view(np.uint16)
+    if widen:
+        dst = apack[base:base + rows * rb].view(np.uint16)     # one view for the block
+        for q in range(rows):
+            drow = dst[q * 2 * ng:q * 2 * ng + K]
+            srow = x[p0 + q]
             for k in range(K):
-                dst[k] = src[k]
-        else:
-            dst8 = apack[o:o + rb]
+                drow[k] = srow[k]
+    else:
+        for q in range(rows):
+            drow8 = apack[base + q * rb:base + q * rb + K]
+            srow = x[p0 + q]
             for k in range(K):
-                dst8[k] = src[k]
+                drow8[k] = srow[k]
 
 
 @njit(**JIT)
