@@ -44,7 +44,7 @@ from nqrt.kernels.depthwise import (depthwise_conv_u8, depthwise_conv_u8_x86,
                                     depthwise_scratch_bytes, depthwise_scratch_bytes_x86,
                                     pack_depthwise_weights, pack_depthwise_weights_x86)
 from nqrt.kernels.gemm import NR, gemm_tile, gemm_u8
-from nqrt.kernels.vnni import (AVX2_G, AVX2_MR, AVX2_NR, PAR_MIN_MACS, V512_G, V512_MR, V512_NR,
+from nqrt.kernels.vnni import (AVX2_G, AVX2_MR, AVX2_NR, AVX2_VL, PAR_MIN_MACS, V512_G, V512_MR, V512_NR,
                                _epilogue, _split, _ukernel_avx2, _ukernel_v512, _ukernelq_avx2,
                                _ukernelq_v512, padded_groups, plan_mc)
 
@@ -365,9 +365,10 @@ def _conv_worker_avx2(t, nt, split_rows, x1, geo, z_x, wpack, wsum, bias, mult, 
                     mr = min(MR, rows - ip * MR)
                     aoff = abase + ip * ng * MR * 4
                     p0 = pc + ip * MR
-                    if cols == NR_ and toff >= 0:
+                    if toff >= 0 and cols % AVX2_VL == 0:     # whole 8-column vectors
                         _ukernelq_avx2(mr, scratch, aoff, 4 * ng, 4, wpack, boff, ng, y2, p0 * ys + m0,
-                                       ys, wpack, toff, M, m0, act_min, act_max)
+                                       ys, wpack, toff, M + vnni.TABLE_PAD, m0, cols // AVX2_VL,
+                                       act_min, act_max)
                     else:
                         _ukernel_avx2(mr, scratch, aoff, 4 * ng, 4, wpack, boff, ng, tile)
                         _epilogue(tile, NR_, mr, cols, y2, p0, m0, wsum, z_x, bias, mult, shift,

@@ -72,9 +72,10 @@ def _make_ukernel(isa, mr, nv, fused=False):
            y[yoff + r*ystride + col] for all NR columns (channels m0 .. m0+NR-1 must exist):
       vnni512: uk(a, aoff, ars, ags, b, boff, ngroups, y: u8[:, :], yoff, ystride, wsum, bias,
                   mult, shift (int32[M]), m0, z_x, z_y, act_min, act_max)
-      avx2:    uk(a, aoff, ars, ags, b, boff, ngroups, y, yoff, ystride, tab: i8[:], toff, M, m0,
-                  act_min, act_max) with the plan-time requantize table (requant_table) whose
-                  M0 array starts at byte toff of tab.
+      avx2:    uk(a, aoff, ars, ags, b, boff, ngroups, y, yoff, ystride, tab: i8[:], toff, Mt, m0,
+                  nst, act_min, act_max) with the plan-time requantize table (requant_table,
+                  arrays of Mt entries) whose M0 array starts at byte toff of tab; only the
+                  first nst (>= 1) groups of 8 columns are computed and stored.
     a + aoff: packed A micro-panel: the 4 bytes of row r, k-group g at aoff + r*ars + g*ags
     (GEMM: [group][MR rows][4], ars = 4, ags = 4*MR; conv: [row][group][4], ars = 4*ngroups,
     ags = 4); rows >= mr are not read.
@@ -188,9 +189,9 @@ def _make_ukernel(isa, mr, nv, fused=False):
 
     if fused and isa == "avx2":
         def ukernel(typingctx, a, aoff, ars, ags, b, boff, ngroups, y, yoff, ystride, tab, toff,
-                    M, m0, act_min, act_max):
-            sig = types.void(a, aoff, ars, ags, b, boff, ngroups, y, yoff, ystride, tab, toff, M,
-                             m0, act_min, act_max)
+                    Mt, m0, nst, act_min, act_max):
+            sig = types.void(a, aoff, ars, ags, b, boff, ngroups, y, yoff, ystride, tab, toff, Mt,
+                             m0, nst, act_min, act_max)
             return sig, codegen
     elif fused:
         def ukernel(typingctx, a, aoff, ars, ags, b, boff, ngroups, y, yoff, ystride, wsum, bias,
@@ -260,13 +261,11 @@ def _emit_table_requant_store(context, builder, sa, args, final, mr, nv, vl):
     vpmuldq on the even lanes and on the odd lanes shifted down (both operands are exact
     sign-extended 32-bit values), the shift is logical (BC makes the sum non-negative) and the
     result fits the low 32 bits of each 64-bit lane; the table loads and lane splits happen
-    once per call, outside the row loop."""
-    (y_, yoff_, ystride_, tab_, toff_, M_, m0_, lo_, hi_) = args[7:16]
+    once per call, outside the row loop.  Vectors j >= nst (columns past the valid ones of a
+    partial panel) are skipped."""
+    (y_, yoff_, ystride_, tab_, toff_, M_, m0_, nst_, lo_, hi_) = args[7:17]
     v32 = ir.VectorType(_I32, vl)
-    v64 = ir.VectorType(_I64, vl)
-    h64 = ir.VectorType(_I64, vl // 2)
-    v8 = ir.VectorType(_I8, vl)
-    c32 = ir.Constant(h64, [32] * (vl // 2))
+    c32 = ir.Constant(ir.VectorType(_I64, vl // 2), [32] * (vl // 2))
     even = ir.Constant(ir.VectorType(_I32, vl // 2), list(range(0, vl, 2)))
     odd = ir.Constant(ir.VectorType(_I32, vl // 2), list(range(1, vl, 2)))
 
@@ -286,34 +285,51 @@ def _emit_table_requant_store(context, builder, sa, args, final, mr, nv, vl):
     yp = builder.bitcast(_data_ptr(context, builder, sa[7], y_), _I8.as_pointer())
     yp = builder.gep(yp, [yoff_])
     for j in range(nv):
-        c = builder.add(m0_, ir.Constant(_I64, vl * j))
+        if j == 0:
+            _emit_table_vector(builder, tp, M_, m0_, j, vl, final, mr, lo, hi, ystride_, yp,
+                               even, odd, low_sext, c32)
+        else:
+            with builder.if_then(builder.icmp_signed("<", ir.Constant(_I64, j), nst_)):
+                _emit_table_vector(builder, tp, M_, m0_, j, vl, final, mr, lo, hi, ystride_, yp,
+                                   even, odd, low_sext, c32)
 
-        def load(array_index, width, vty):
-            off = builder.add(builder.mul(M_, ir.Constant(_I64, 8 * array_index)),
-                              builder.mul(c, ir.Constant(_I64, width)))
-            return builder.load(builder.bitcast(builder.gep(tp, [off]), vty.as_pointer()),
-                                align=1)
 
-        mu, bc, sh = load(0, 8, v64), load(1, 8, v64), load(2, 8, v64)
-        zd = load(3, 4, v32)
-        halves = []
-        for sel in (even, odd):
-            halves.append((low_sext(builder.shuffle_vector(mu, mu, sel)),
-                           builder.shuffle_vector(bc, bc, sel),
-                           builder.shuffle_vector(sh, sh, sel)))
-        for r in range(mr):
-            a64 = builder.bitcast(final[r, j], h64)
-            parts = []
-            for (m_h, bc_h, sh_h), a_h in zip(halves, (low_sext(a64), builder.ashr(a64, c32))):
-                parts.append(builder.lshr(builder.add(builder.mul(a_h, m_h), bc_h), sh_h))
-            v = builder.bitcast(builder.or_(parts[0], builder.shl(parts[1], c32)), v32)
-            v = builder.add(v, zd)
-            v = builder.select(builder.icmp_signed("<", v, lo), lo, v)
-            v = builder.select(builder.icmp_signed(">", v, hi), hi, v)
-            off = builder.add(builder.mul(ystride_, ir.Constant(_I64, r)),
-                              ir.Constant(_I64, vl * j))
-            p = builder.gep(yp, [off])
-            builder.store(builder.trunc(v, v8), builder.bitcast(p, v8.as_pointer()), align=1)
+def _emit_table_vector(builder, tp, M_, m0_, j, vl, final, mr, lo, hi, ystride_, yp, even, odd,
+                       low_sext, c32):
+    """Columns vl·j .. vl·j + vl − 1 of every row of the tile (_emit_table_requant_store); M_ is
+    the table arrays' length."""
+    v32 = ir.VectorType(_I32, vl)
+    v64 = ir.VectorType(_I64, vl)
+    h64 = ir.VectorType(_I64, vl // 2)
+    v8 = ir.VectorType(_I8, vl)
+    c = builder.add(m0_, ir.Constant(_I64, vl * j))
+
+    def load(array_index, width, vty):
+        off = builder.add(builder.mul(M_, ir.Constant(_I64, 8 * array_index)),
+                          builder.mul(c, ir.Constant(_I64, width)))
+        return builder.load(builder.bitcast(builder.gep(tp, [off]), vty.as_pointer()),
+                            align=1)
+
+    mu, bc, sh = load(0, 8, v64), load(1, 8, v64), load(2, 8, v64)
+    zd = load(3, 4, v32)
+    halves = []
+    for sel in (even, odd):
+        halves.append((low_sext(builder.shuffle_vector(mu, mu, sel)),
+                       builder.shuffle_vector(bc, bc, sel),
+                       builder.shuffle_vector(sh, sh, sel)))
+    for r in range(mr):
+        a64 = builder.bitcast(final[r, j], h64)
+        parts = []
+        for (m_h, bc_h, sh_h), a_h in zip(halves, (low_sext(a64), builder.ashr(a64, c32))):
+            parts.append(builder.lshr(builder.add(builder.mul(a_h, m_h), bc_h), sh_h))
+        v = builder.bitcast(builder.or_(parts[0], builder.shl(parts[1], c32)), v32)
+        v = builder.add(v, zd)
+        v = builder.select(builder.icmp_signed("<", v, lo), lo, v)
+        v = builder.select(builder.icmp_signed(">", v, hi), hi, v)
+        off = builder.add(builder.mul(ystride_, ir.Constant(_I64, r)),
+                          ir.Constant(_I64, vl * j))
+        p = builder.gep(yp, [off])
+        builder.store(builder.trunc(v, v8), builder.bitcast(p, v8.as_pointer()), align=1)
 
 
 # One intrinsic per row count 1..MR (the last micro-panel of a block may be short).
@@ -403,19 +419,20 @@ def _ukernelq_v512(mr, a, aoff, ars, ags, b, boff, ng, y, yoff, ys, wsum, bias, 
 
 
 @njit(**JIT)
-def _ukernelq_avx2(mr, a, aoff, ars, ags, b, boff, ng, y, yoff, ys, tab, toff, M, m0, lo, hi):
+def _ukernelq_avx2(mr, a, aoff, ars, ags, b, boff, ng, y, yoff, ys, tab, toff, Mt, m0, nst, lo,
+                   hi):
     if mr == 6:
-        _ukq_avx2_6(a, aoff, ars, ags, b, boff, ng, y, yoff, ys, tab, toff, M, m0, lo, hi)
+        _ukq_avx2_6(a, aoff, ars, ags, b, boff, ng, y, yoff, ys, tab, toff, Mt, m0, nst, lo, hi)
     elif mr == 5:
-        _ukq_avx2_5(a, aoff, ars, ags, b, boff, ng, y, yoff, ys, tab, toff, M, m0, lo, hi)
+        _ukq_avx2_5(a, aoff, ars, ags, b, boff, ng, y, yoff, ys, tab, toff, Mt, m0, nst, lo, hi)
     elif mr == 4:
-        _ukq_avx2_4(a, aoff, ars, ags, b, boff, ng, y, yoff, ys, tab, toff, M, m0, lo, hi)
+        _ukq_avx2_4(a, aoff, ars, ags, b, boff, ng, y, yoff, ys, tab, toff, Mt, m0, nst, lo, hi)
     elif mr == 3:
-        _ukq_avx2_3(a, aoff, ars, ags, b, boff, ng, y, yoff, ys, tab, toff, M, m0, lo, hi)
+        _ukq_avx2_3(a, aoff, ars, ags, b, boff, ng, y, yoff, ys, tab, toff, Mt, m0, nst, lo, hi)
     elif mr == 2:
-        _ukq_avx2_2(a, aoff, ars, ags, b, boff, ng, y, yoff, ys, tab, toff, M, m0, lo, hi)
+        _ukq_avx2_2(a, aoff, ars, ags, b, boff, ng, y, yoff, ys, tab, toff, Mt, m0, nst, lo, hi)
     else:
-        _ukq_avx2_1(a, aoff, ars, ags, b, boff, ng, y, yoff, ys, tab, toff, M, m0, lo, hi)
+        _ukq_avx2_1(a, aoff, ars, ags, b, boff, ng, y, yoff, ys, tab, toff, Mt, m0, nst, lo, hi)
 
 
 # ----------------------------------------------------------------------------- plan-time packing
@@ -452,16 +469,19 @@ def pack_b(w, isa):
 TABLE_HEADER = 8      # flag (1: usable), z_x, z_y (u8), a pad byte, K (u32 little-endian)
 
 
+TABLE_PAD = 16        # extra zero entries per table array: a 16-column panel never reads past it
+
+
 def requant_table_bytes(M):
     """Bytes of requant_table for M output channels."""
-    return TABLE_HEADER + 28 * int(M)
+    return TABLE_HEADER + 28 * (int(M) + TABLE_PAD)
 
 
 def requant_table(K, wsum, bias, mult, shift, z_x, z_y):
     """The avx2 fused epilogue's per-channel constants, computed once at plan time and appended
     to the packed weights (append_requant_table): int8 bytes
-        [flag u8, z_x u8, z_y u8, pad, K u32][M0 i64[M]][BC i64[M]][SH i64[M]][ZD i32[M]]
-    such that for every raw dot d = Σ_k x·w with |d| ≤ K·255·127 (x in [0, 255], w in
+        [flag u8, z_x u8, z_y u8, pad, K u32][M0 i64[Mt]][BC i64[Mt]][SH i64[Mt]][ZD i32[Mt]]
+    (Mt = M + TABLE_PAD, the padding entries 0) such that for every raw dot d = Σ_k x·w with |d| ≤ K·255·127 (x in [0, 255], w in
     [-127, 127]):
         ((d·M0 + BC) mod 2^64) in [0, 2^62),  ((d·M0 + BC) >> SH) + ZD  is exactly
         requantize(d − z_x·wsum + bias, M0, SH) + z_y   (spec 3.3, round half up),
@@ -473,10 +493,10 @@ def requant_table(K, wsum, bias, mult, shift, z_x, z_y):
     Exact integer arithmetic (Python ints)."""
     M = len(bias)
     amax = int(K) * 255 * 127
-    m0s = np.zeros(M, np.int64)
-    bcs = np.zeros(M, np.int64)
-    shs = np.zeros(M, np.int64)
-    zds = np.zeros(M, np.int32)
+    m0s = np.zeros(M + TABLE_PAD, np.int64)
+    bcs = np.zeros(M + TABLE_PAD, np.int64)
+    shs = np.zeros(M + TABLE_PAD, np.int64)
+    zds = np.zeros(M + TABLE_PAD, np.int32)
     ok = True
     for c in range(M):
         m0, n = int(mult[c]), int(shift[c])
@@ -526,7 +546,7 @@ def table_offset(wpack, bbytes, M, K, z_x, z_y):
     """Byte offset of the M0 array of the requant table that follows `bbytes` bytes of packed B
     in wpack; -1 when wpack has no table, its flag says it is unusable, or it was built for
     another K or other zero points than this call's."""
-    if wpack.size != bbytes + TABLE_HEADER + 28 * M:
+    if wpack.size != bbytes + TABLE_HEADER + 28 * (M + TABLE_PAD):
         return -1
     h = wpack[bbytes:bbytes + TABLE_HEADER].view(np.uint8)
     k = np.int64(h[4]) | (np.int64(h[5]) << 8) | (np.int64(h[6]) << 16) | (np.int64(h[7]) << 24)
@@ -696,9 +716,10 @@ def _worker_avx2(t, nt, split_rows, x, z_x, wpack, wsum, M, K, bias, mult, shift
                 aoff = abase + ip * MR * ng * 4
                 boff = j * ng * NR * 2
                 p0 = pc + ip * MR
-                if cols == NR and toff >= 0:
+                if toff >= 0 and cols % AVX2_VL == 0:     # whole 8-column vectors
                     _ukernelq_avx2(mr, scratch, aoff, 4 * ng, 4, wpack, boff, ng, y, p0 * ys + j * NR,
-                                   ys, wpack, toff, M, j * NR, act_min, act_max)
+                                   ys, wpack, toff, M + TABLE_PAD, j * NR, cols // AVX2_VL,
+                                   act_min, act_max)
                 else:
                     _ukernel_avx2(mr, scratch, aoff, 4 * ng, 4, wpack, boff, ng, tile)
                     _epilogue(tile, NR, mr, cols, y, p0, j * NR, wsum, z_x, bias, mult, shift,

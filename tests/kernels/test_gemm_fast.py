@@ -82,6 +82,7 @@ def run(path, x, z_x, w, bias, mult, shift, z_y, act_min, act_max, nthreads=2, t
 SHAPES = [
     (1, 1, 1), (1, 7, 5), (1, 768, 768), (2, 3, 17), (3, 1, 70), (5, 13, 63), (6, 8, 64),
     (7, 33, 65), (13, 4096, 40), (37, 100, 129), (64, 257, 96), (130, 50, 33), (8, 768, 200),
+    (9, 40, 24), (4, 64, 8),      # a last panel of exactly 8 columns: avx2's fused epilogue
 ]
 
 
