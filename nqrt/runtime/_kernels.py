@@ -1,9 +1,11 @@
 """The import seam between the runtime and `nqrt.kernels` (CONTRACT.md names only).
 
-Every kernel the interpreter calls is a module global here; `FINGERPRINT` hashes the sources
-the compiled interpreter depends on so that Numba's on-disk cache of the interpreter (which
-inlines the kernels and would otherwise only notice changes of interpreter.py) is invalidated
-when any of them changes.
+Every kernel the interpreter calls is a module global here, and `xcall_lazy`, the call the
+interpreter makes them with (nqrt/kernels/_jit.py: kernel code is compiled separately, on
+first use, never into the interpreter).  `FINGERPRINT` hashes the other sources whose code is
+frozen into the compiled interpreter (the opcodes, the call mechanism), so that Numba's
+on-disk cache of the interpreter, which would otherwise only notice changes of
+interpreter.py, is invalidated when one of them changes.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import pkgutil
 from pathlib import Path
 
 import nqrt.kernels as _pkg   # sets NUMBA_CACHE_DIR before anything is decorated
+from nqrt.kernels._jit import xcall_lazy  # noqa: F401  (how the interpreter calls kernels)
 from nqrt.kernels.cpu import available_paths, gemm_path  # noqa: F401  (GEMM path choice)
 
 # Kernels that must come from one source together (a packer and the kernels reading its layout).
@@ -53,8 +56,8 @@ def _resolve():
         if missing:
             raise ImportError(f"nqrt.kernels lacks {', '.join(missing)} (CONTRACT.md)")
         found.update(impl)
-    sources = sorted(Path(_pkg.__file__).parent.glob("*.py"))
-    sources.append(Path(__file__).parent / "encoding.py")      # opcodes are frozen in too
+    sources = [Path(_pkg.__file__).parent / "_jit.py",        # the xcall_lazy code
+               Path(__file__).parent / "encoding.py"]          # the opcodes
     h = hashlib.sha256()
     for p in sources:
         h.update(p.name.encode())

@@ -16,19 +16,41 @@ compiles (or loads from the cache) each loop on first use.
 
 from __future__ import annotations
 
-from numba import njit
+from numba import njit, types
+from numba.core.errors import TypingError
+from numba.extending import intrinsic
 
 from nqrt.runtime._kernels import (FINGERPRINT, add_u8, avgpool_u8, clip_u8, conv2d_u8,
                                    conv2d_u8_avx2, conv2d_u8_vnni512, dequantize_u8, gemm_u8,
                                    gemm_u8_avx2, gemm_u8_vnni512, lut_u8, maxpool_u8, mul_u8,
                                    pad_u8, quantize_f32, reduce_mean_u8, requant_copy_u8,
                                    resize_nearest_u8, slice_u8, softmax_f32, transpose_f32,
-                                   transpose_u8)
+                                   transpose_u8, xcall_lazy)
 from nqrt.runtime.encoding import (OP_ADD, OP_AVGPOOL, OP_CLIP, OP_CONV, OP_DEQUANTIZE, OP_GEMM,
                                    OP_LUT, OP_MAXPOOL, OP_MUL, OP_PAD, OP_QUANTIZE, OP_REDUCE_MEAN,
                                    OP_REQUANT_COPY, OP_RESIZE, OP_SLICE, OP_SOFTMAX,
                                    OP_TRANSPOSE_F32, OP_TRANSPOSE_U8, PATH_AVX2, PATH_NAMES,
-                                   PATH_VNNI512)
+                                   PATH_VNNI512, WIDTH)
+
+
+@intrinsic
+def _row(typingctx, code, i):
+    """The WIDTH fields of instruction i of code (C-contiguous int64[n, WIDTH]) as a tuple:
+    the loop reads fields at constant indices of the tuple (cheaper to compile than indexing
+    an array row, the same loads at run time)."""
+    if not (isinstance(code, types.Array) and code.dtype == types.int64 and code.ndim == 2
+            and code.layout == "C"):
+        raise TypingError("the instruction table must be a C-contiguous int64[n, WIDTH] array")
+    tup = types.UniTuple(types.int64, WIDTH)
+
+    def codegen(context, builder, sig, args):
+        data = context.make_array(sig.args[0])(context, builder, args[0]).data
+        row = builder.gep(data, [builder.mul(args[1], context.get_constant(types.intp, WIDTH))])
+        fields = [builder.load(builder.gep(row, [context.get_constant(types.intp, k)]))
+                  for k in range(WIDTH)]
+        return context.make_tuple(builder, tup, fields)
+
+    return tup(code, types.intp), codegen
 
 
 def _make(fingerprint: str, path: int):
@@ -36,8 +58,10 @@ def _make(fingerprint: str, path: int):
     def execute(code, lpool, wpool, ipool, fpool, u8, f32, scratch):
         """Run every instruction of `code` in order (see encoding.FIELDS for the fields)."""
         _fp = fingerprint  # noqa: F841  (cache key)
+        if code.shape[1] != WIDTH:
+            raise ValueError("the instruction table must have WIDTH columns")
         for i in range(code.shape[0]):
-            c = code[i]
+            c = _row(code, i)
             op = c[0]
             if op == OP_CONV:
                 x, y, N, H, W, C, OH, OW, M = c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9]
@@ -46,99 +70,103 @@ def _make(fingerprint: str, path: int):
                 ya = u8[y:y + N * OH * OW * M].reshape((N, OH, OW, M))
                 sa = scratch[:c[29]]
                 if path == PATH_VNNI512:
-                    conv2d_u8_vnni512(xa, c[19], wpool[wp:wp + wl], ipool[ws:ws + M],
-                                      ipool[bi:bi + M], ipool[mu:mu + M], ipool[sh:sh + M], c[20],
-                                      c[21], c[22], c[10], c[11], c[12], c[13], c[14], c[15],
-                                      c[16], c[17], c[18], ya, sa)
+                    xcall_lazy(conv2d_u8_vnni512, xa, c[19], wpool[wp:wp + wl], ipool[ws:ws + M],
+                               ipool[bi:bi + M], ipool[mu:mu + M], ipool[sh:sh + M], c[20], c[21],
+                               c[22], c[10], c[11], c[12], c[13], c[14], c[15], c[16], c[17],
+                               c[18], ya, sa)
                 elif path == PATH_AVX2:
-                    conv2d_u8_avx2(xa, c[19], wpool[wp:wp + wl], ipool[ws:ws + M],
-                                   ipool[bi:bi + M], ipool[mu:mu + M], ipool[sh:sh + M], c[20],
-                                   c[21], c[22], c[10], c[11], c[12], c[13], c[14], c[15],
-                                   c[16], c[17], c[18], ya, sa)
+                    xcall_lazy(conv2d_u8_avx2, xa, c[19], wpool[wp:wp + wl], ipool[ws:ws + M],
+                               ipool[bi:bi + M], ipool[mu:mu + M], ipool[sh:sh + M], c[20], c[21],
+                               c[22], c[10], c[11], c[12], c[13], c[14], c[15], c[16], c[17],
+                               c[18], ya, sa)
                 else:
-                    conv2d_u8(xa, c[19], wpool[wp:wp + wl], ipool[ws:ws + M], ipool[bi:bi + M],
-                              ipool[mu:mu + M], ipool[sh:sh + M], c[20], c[21], c[22],
-                              c[10], c[11], c[12], c[13], c[14], c[15], c[16], c[17], c[18],
-                              ya, sa)
+                    xcall_lazy(conv2d_u8, xa, c[19], wpool[wp:wp + wl], ipool[ws:ws + M],
+                               ipool[bi:bi + M], ipool[mu:mu + M], ipool[sh:sh + M], c[20], c[21],
+                               c[22], c[10], c[11], c[12], c[13], c[14], c[15], c[16], c[17],
+                               c[18], ya, sa)
             elif op == OP_GEMM:
                 x, y, P, K, M = c[1], c[2], c[3], c[4], c[5]
                 wp, wl, ws, bi, mu, sh = c[10], c[11], c[12], c[13], c[14], c[15]
                 xa = u8[x:x + P * K].reshape((P, K))
                 ya = u8[y:y + P * M].reshape((P, M))
                 if path == PATH_VNNI512:
-                    gemm_u8_vnni512(xa, c[6], wpool[wp:wp + wl], ipool[ws:ws + M], M, K,
-                                    ipool[bi:bi + M], ipool[mu:mu + M], ipool[sh:sh + M], c[7],
-                                    c[8], c[9], ya, scratch[:c[16]])
+                    xcall_lazy(gemm_u8_vnni512, xa, c[6], wpool[wp:wp + wl], ipool[ws:ws + M], M,
+                               K, ipool[bi:bi + M], ipool[mu:mu + M], ipool[sh:sh + M], c[7],
+                               c[8], c[9], ya, scratch[:c[16]])
                 elif path == PATH_AVX2:
-                    gemm_u8_avx2(xa, c[6], wpool[wp:wp + wl], ipool[ws:ws + M], M, K,
-                                 ipool[bi:bi + M], ipool[mu:mu + M], ipool[sh:sh + M], c[7],
-                                 c[8], c[9], ya, scratch[:c[16]])
+                    xcall_lazy(gemm_u8_avx2, xa, c[6], wpool[wp:wp + wl], ipool[ws:ws + M], M, K,
+                               ipool[bi:bi + M], ipool[mu:mu + M], ipool[sh:sh + M], c[7], c[8],
+                               c[9], ya, scratch[:c[16]])
                 else:
-                    gemm_u8(xa, c[6], wpool[wp:wp + wl], ipool[ws:ws + M], ipool[bi:bi + M],
-                            ipool[mu:mu + M], ipool[sh:sh + M], c[7], c[8], c[9], ya)
+                    xcall_lazy(gemm_u8, xa, c[6], wpool[wp:wp + wl], ipool[ws:ws + M],
+                               ipool[bi:bi + M], ipool[mu:mu + M], ipool[sh:sh + M], c[7], c[8],
+                               c[9], ya)
             elif op == OP_ADD:
                 a, b, y = c[1], c[2], c[3]
-                add_u8(u8[a:a + c[4]], u8[b:b + c[5]], lpool[c[7]:c[7] + 6], lpool[c[8]:c[8] + 6],
-                       lpool[c[9]:c[9] + 6], c[10], c[11], c[12], c[13], c[14], c[15], c[16], c[17],
-                       u8[y:y + c[6]])
+                xcall_lazy(add_u8, u8[a:a + c[4]], u8[b:b + c[5]], lpool[c[7]:c[7] + 6],
+                           lpool[c[8]:c[8] + 6], lpool[c[9]:c[9] + 6], c[10], c[11], c[12], c[13],
+                           c[14], c[15], c[16], c[17], u8[y:y + c[6]])
             elif op == OP_REQUANT_COPY:
                 x, y, R, Cx, Cy = c[1], c[2], c[3], c[4], c[5]
-                requant_copy_u8(u8[x:x + R * Cx].reshape((R, Cx)), c[7], c[8], c[9], c[10], c[11],
-                                c[12], u8[y:y + R * Cy].reshape((R, Cy)), c[6])
+                xcall_lazy(requant_copy_u8, u8[x:x + R * Cx].reshape((R, Cx)), c[7], c[8], c[9],
+                           c[10], c[11], c[12], u8[y:y + R * Cy].reshape((R, Cy)), c[6])
             elif op == OP_CLIP:
                 x, y, n = c[1], c[2], c[3]
-                clip_u8(u8[x:x + n], c[4], c[5], u8[y:y + n])
+                xcall_lazy(clip_u8, u8[x:x + n], c[4], c[5], u8[y:y + n])
             elif op == OP_MAXPOOL:
                 x, y, N, H, W, C, OH, OW = c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8]
-                maxpool_u8(u8[x:x + N * H * W * C].reshape((N, H, W, C)), c[9], c[10], c[11], c[12],
-                           c[13], c[14], c[15], c[16], c[17], c[18],
+                xcall_lazy(maxpool_u8, u8[x:x + N * H * W * C].reshape((N, H, W, C)), c[9], c[10],
+                           c[11], c[12], c[13], c[14], c[15], c[16], c[17], c[18],
                            u8[y:y + N * OH * OW * C].reshape((N, OH, OW, C)))
             elif op == OP_AVGPOOL:
                 x, y, N, H, W, C, OH, OW = c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8]
                 mu, sh, k1 = c[18], c[19], c[20]
-                avgpool_u8(u8[x:x + N * H * W * C].reshape((N, H, W, C)), c[21], c[9], c[10], c[11],
-                           c[12], c[13], c[14], c[15], c[16], c[17], ipool[mu:mu + k1],
-                           ipool[sh:sh + k1], c[22], c[23], c[24],
+                xcall_lazy(avgpool_u8, u8[x:x + N * H * W * C].reshape((N, H, W, C)), c[21], c[9],
+                           c[10], c[11], c[12], c[13], c[14], c[15], c[16], c[17],
+                           ipool[mu:mu + k1], ipool[sh:sh + k1], c[22], c[23], c[24],
                            u8[y:y + N * OH * OW * C].reshape((N, OH, OW, C)))
             elif op == OP_REDUCE_MEAN:
                 x, y, O, R, I = c[1], c[2], c[3], c[4], c[5]
-                reduce_mean_u8(u8[x:x + O * R * I].reshape((O, R, I)), c[6], c[7], c[8], c[9], c[10],
-                               c[11], u8[y:y + O * I].reshape((O, I)))
+                xcall_lazy(reduce_mean_u8, u8[x:x + O * R * I].reshape((O, R, I)), c[6], c[7],
+                           c[8], c[9], c[10], c[11], u8[y:y + O * I].reshape((O, I)))
             elif op == OP_TRANSPOSE_U8:
                 x, y, n = c[1], c[2], c[3]
-                transpose_u8(u8[x:x + n], lpool[c[4]:c[4] + 6], lpool[c[5]:c[5] + 6], u8[y:y + n])
+                xcall_lazy(transpose_u8, u8[x:x + n], lpool[c[4]:c[4] + 6], lpool[c[5]:c[5] + 6],
+                           u8[y:y + n])
             elif op == OP_LUT:
                 x, y, n, t = c[1], c[2], c[3], c[4]
-                lut_u8(u8[x:x + n], u8[t:t + 256], u8[y:y + n])
+                xcall_lazy(lut_u8, u8[x:x + n], u8[t:t + 256], u8[y:y + n])
             elif op == OP_MUL:
                 a, b, y = c[1], c[2], c[3]
-                mul_u8(u8[a:a + c[4]], u8[b:b + c[5]], lpool[c[7]:c[7] + 6], lpool[c[8]:c[8] + 6],
-                       lpool[c[9]:c[9] + 6], c[10], c[11], c[12], c[13], c[14], c[15], c[16],
-                       u8[y:y + c[6]])
+                xcall_lazy(mul_u8, u8[a:a + c[4]], u8[b:b + c[5]], lpool[c[7]:c[7] + 6],
+                           lpool[c[8]:c[8] + 6], lpool[c[9]:c[9] + 6], c[10], c[11], c[12], c[13],
+                           c[14], c[15], c[16], u8[y:y + c[6]])
             elif op == OP_SLICE:
                 x, y = c[1], c[2]
-                slice_u8(u8[x:x + c[3]], c[5], lpool[c[6]:c[6] + 6], lpool[c[7]:c[7] + 6],
-                         u8[y:y + c[4]])
+                xcall_lazy(slice_u8, u8[x:x + c[3]], c[5], lpool[c[6]:c[6] + 6],
+                           lpool[c[7]:c[7] + 6], u8[y:y + c[4]])
             elif op == OP_PAD:
                 x, y = c[1], c[2]
-                pad_u8(u8[x:x + c[3]], lpool[c[5]:c[5] + 6], lpool[c[6]:c[6] + 6],
-                       lpool[c[7]:c[7] + 6], c[8], u8[y:y + c[4]])
+                xcall_lazy(pad_u8, u8[x:x + c[3]], lpool[c[5]:c[5] + 6], lpool[c[6]:c[6] + 6],
+                           lpool[c[7]:c[7] + 6], c[8], u8[y:y + c[4]])
             elif op == OP_RESIZE:
                 x, y = c[1], c[2]
-                resize_nearest_u8(u8[x:x + c[3]], lpool[c[5]:c[5] + 6], lpool[c[6]:c[6] + 6],
-                                  lpool[c[7]:c[7] + c[8]], u8[y:y + c[4]])
+                xcall_lazy(resize_nearest_u8, u8[x:x + c[3]], lpool[c[5]:c[5] + 6],
+                           lpool[c[6]:c[6] + 6], lpool[c[7]:c[7] + c[8]], u8[y:y + c[4]])
             elif op == OP_QUANTIZE:
                 x, y, n = c[1], c[2], c[3]
-                quantize_f32(f32[x:x + n], fpool[c[4]], c[5], u8[y:y + n])
+                xcall_lazy(quantize_f32, f32[x:x + n], fpool[c[4]], c[5], u8[y:y + n])
             elif op == OP_DEQUANTIZE:
                 x, y, n = c[1], c[2], c[3]
-                dequantize_u8(u8[x:x + n], fpool[c[4]], c[5], f32[y:y + n])
+                xcall_lazy(dequantize_u8, u8[x:x + n], fpool[c[4]], c[5], f32[y:y + n])
             elif op == OP_SOFTMAX:
                 x, y, O, A, I = c[1], c[2], c[3], c[4], c[5]
-                softmax_f32(f32[x:x + O * A * I].reshape((O, A, I)), f32[y:y + O * A * I].reshape((O, A, I)))
+                xcall_lazy(softmax_f32, f32[x:x + O * A * I].reshape((O, A, I)),
+                           f32[y:y + O * A * I].reshape((O, A, I)))
             elif op == OP_TRANSPOSE_F32:
                 x, y, n = c[1], c[2], c[3]
-                transpose_f32(f32[x:x + n], lpool[c[4]:c[4] + 6], lpool[c[5]:c[5] + 6], f32[y:y + n])
+                xcall_lazy(transpose_f32, f32[x:x + n], lpool[c[4]:c[4] + 6], lpool[c[5]:c[5] + 6],
+                           f32[y:y + n])
             else:
                 raise ValueError("unknown opcode")
 
