@@ -4,19 +4,20 @@ Same operand convention as `add_u8` (eltwise.py, CONTRACT.md): y is C-contiguous
 rank-6 `shape` (left-padded with 1s); a and b are flat arrays read at Σ idx·stride with
 element strides (0 = broadcast along that axis).  As in `add_u8`, trailing dims that are
 contiguous (or broadcast) in both operands are merged into one row, rows are split into
-CHUNK-element tasks, and unit / zero inner strides run specialized loops that vectorize
-(int32 product × int32 multiplier: vpmuldq).  Each output element is computed independently,
-so results do not depend on the thread count.
+CHUNK-element tasks (serial for small tensors, else a prange; the task is called through
+xcall, so it is compiled once), and unit / zero inner strides run specialized loops that
+vectorize (int32 product × int32 multiplier: vpmuldq).  Each output element is computed
+independently, so results do not depend on the thread count.
 """
 
 import numpy as np
 from numba import njit, prange
 
-from nqrt.kernels._jit import JIT, PJIT
+from nqrt.kernels._jit import JIT, PJIT, xcall
 from nqrt.kernels.eltwise import CHUNK, merge_broadcast_rows, task_offsets
 
 
-@njit(**JIT)
+@njit(inline="always", **JIT)
 def _mul_row(a, oa, sa, b, ob, sb, L, z_a, z_b, m0, rnd, n, z_y, lo, hi, y, oy):
     """y[oy + k] for k < L from a[oa + k·sa], b[ob + k·sb].  |da·db| ≤ 65 025 fits int32."""
     ys = y[oy:oy + L]
@@ -71,9 +72,9 @@ def mul_u8(a, b, shape, a_strides, b_strides, z_a, z_b, m0, n, z_y, act_min, act
     ntask = R * nch
     if R * L <= CHUNK:
         for t in range(ntask):
-            _mul_task(t, nch, K, L, a, b, shape, a_strides, b_strides, sa, sb, z_a, z_b, m0, rnd,
-                      sft, z_y, lo, hi, y)
+            xcall(_mul_task, t, nch, K, L, a, b, shape, a_strides, b_strides, sa, sb, z_a, z_b, m0,
+                  rnd, sft, z_y, lo, hi, y)
         return
     for t in prange(ntask):
-        _mul_task(t, nch, K, L, a, b, shape, a_strides, b_strides, sa, sb, z_a, z_b, m0, rnd, sft,
-                  z_y, lo, hi, y)
+        xcall(_mul_task, np.int64(t), nch, K, L, a, b, shape, a_strides, b_strides, sa, sb, z_a,
+              z_b, m0, rnd, sft, z_y, lo, hi, y)

@@ -2,9 +2,14 @@
 QConcat input (4.4), QClip, Transpose.
 
 Arrays are C-contiguous; flat kernels take 1-D views.  Parallel kernels split independent
-outputs between threads (chunks of CHUNK elements, or rows), so results do not depend on the
-thread count.  Rank-6 shapes/strides/perms are left-padded by the caller (shape with 1s,
-strides with 0s, perm with the identity on the leading axes).
+outputs between threads as a list of tasks (chunks of CHUNK elements, blocks of whole rows of
+about ROW_BLOCK elements, or transpose tiles), so results do not depend on the thread count.
+A kernel runs its task list serially when the tensor has at most CHUNK elements (no parallel
+launch), else in a prange; both loops call the task function through xcall (_jit.py), so each
+task is compiled once instead of once per call site and per parallel-loop library.  Helpers
+of one task are inlined at the Numba IR level (inline="always"): no dispatcher (and library)
+of their own to compile.  Rank-6 shapes/strides/perms are left-padded by the caller (shape
+with 1s, strides with 0s, perm with the identity on the leading axes).
 """
 
 import numpy as np
@@ -13,14 +18,22 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from nqrt.kernels._jit import JIT, PJIT
+from nqrt.kernels._jit import JIT, PJIT, xcall
 from nqrt.kernels.fixedpoint import output_u8
 
 _I8 = ir.IntType(8)
 _I32 = ir.IntType(32)
 _I64 = ir.IntType(64)
 
-CHUNK = 1 << 14   # elements per parallel chunk of the flat kernels (and the serial threshold)
+CHUNK = 1 << 14      # elements per task of the flat kernels (and the serial threshold)
+ROW_BLOCK = 1 << 12  # elements per task of the row kernels (whole rows, at least one) ...
+MIN_TASKS = 32       # ... but at least this many tasks when there are as many rows (balance)
+
+
+@njit(inline="always", **JIT)
+def row_block(R, L):
+    """Rows per task for R rows of L elements."""
+    return max(1, min(ROW_BLOCK // max(L, 1), R // MIN_TASKS))
 
 
 @njit(**JIT)
@@ -53,10 +66,11 @@ def quantize_f32(x, scale, z, y):
     s = np.float32(scale)
     zf = np.float32(z)
     if n <= CHUNK:
-        _quantize_span(x, s, zf, y, 0, n)
+        xcall(_quantize_span, x, s, zf, y, 0, n)
         return
     for ci in prange(-(-n // CHUNK)):
-        _quantize_span(x, s, zf, y, ci * CHUNK, min(n, ci * CHUNK + CHUNK))
+        i0 = np.int64(ci) * CHUNK
+        xcall(_quantize_span, x, s, zf, y, i0, min(n, i0 + CHUNK))
 
 
 @njit(**JIT)
@@ -74,10 +88,11 @@ def dequantize_u8(x, scale, z, y):
     s = np.float32(scale)
     zi = np.int32(z)
     if n <= CHUNK:
-        _dequantize_span(x, s, zi, y, 0, n)
+        xcall(_dequantize_span, x, s, zi, y, 0, n)
         return
     for ci in prange(-(-n // CHUNK)):
-        _dequantize_span(x, s, zi, y, ci * CHUNK, min(n, ci * CHUNK + CHUNK))
+        i0 = np.int64(ci) * CHUNK
+        xcall(_dequantize_span, x, s, zi, y, i0, min(n, i0 + CHUNK))
 
 
 @njit(**JIT)
@@ -95,13 +110,14 @@ def clip_u8(x, act_min, act_max, y):
     lo = np.uint8(act_min)
     hi = np.uint8(act_max)
     if n <= CHUNK:
-        _clip_span(x, lo, hi, y, 0, n)
+        xcall(_clip_span, x, lo, hi, y, 0, n)
         return
     for ci in prange(-(-n // CHUNK)):
-        _clip_span(x, lo, hi, y, ci * CHUNK, min(n, ci * CHUNK + CHUNK))
+        i0 = np.int64(ci) * CHUNK
+        xcall(_clip_span, x, lo, hi, y, i0, min(n, i0 + CHUNK))
 
 
-@njit(**JIT)
+@njit(inline="always", **JIT)
 def _unravel5(r, shape):
     """Offsets of row r (index over shape[0:5], C order) as a 5-tuple of indices."""
     i4 = r % shape[4]
@@ -114,7 +130,7 @@ def _unravel5(r, shape):
     return r // shape[1], i1, i2, i3, i4
 
 
-@njit(**JIT)
+@njit(inline="always", **JIT)
 def _add_row(a, oa, sa, b, ob, sb, L, z_a, z_b, m_a, m_b, rnd, shift, z_y, lo, hi, y, oy):
     """y[oy + k] for k < L from a[oa + k·sa], b[ob + k·sb]; specialized loops for unit / zero
     strides so that they vectorize (int32 differences × int32 multipliers: vpmuldq)."""
@@ -150,7 +166,7 @@ def _add_row(a, oa, sa, b, ob, sb, L, z_a, z_b, m_a, m_b, rnd, shift, z_y, lo, h
             ys[k] = np.uint8(min(max((v >> shift) + z_y, lo), hi))
 
 
-@njit(**JIT)
+@njit(inline="always", **JIT)
 def merge_broadcast_rows(shape, a_strides, b_strides):
     """View a rank-6 broadcast pair as R rows of L elements: trailing dims that are contiguous
     (or broadcast) in both operands merge into one row.  Returns (K, L, R, sa, sb): rows index
@@ -168,7 +184,7 @@ def merge_broadcast_rows(shape, a_strides, b_strides):
     return K, L, R, sa, sb
 
 
-@njit(**JIT)
+@njit(inline="always", **JIT)
 def task_offsets(t, nch, K, L, shape, a_strides, b_strides, sa, sb):
     """Chunk t of a merged pair (row t // nch, chunk t % nch of CHUNK elements): returns
     (element count, offset in a, offset in b, offset in y)."""
@@ -210,19 +226,24 @@ def add_u8(a, b, shape, a_strides, b_strides, z_a, z_b, m_a, m_b, shift, z_y, ac
     ntask = R * nch
     if R * L <= CHUNK:
         for t in range(ntask):
-            _add_task(t, nch, K, L, a, b, shape, a_strides, b_strides, sa, sb, z_a, z_b, m_a,
-                      m_b, rnd, sft, z_y, lo, hi, y)
+            xcall(_add_task, t, nch, K, L, a, b, shape, a_strides, b_strides, sa, sb, z_a, z_b,
+                  m_a, m_b, rnd, sft, z_y, lo, hi, y)
         return
     for t in prange(ntask):
-        _add_task(t, nch, K, L, a, b, shape, a_strides, b_strides, sa, sb, z_a, z_b, m_a, m_b,
-                  rnd, sft, z_y, lo, hi, y)
+        xcall(_add_task, np.int64(t), nch, K, L, a, b, shape, a_strides, b_strides, sa, sb, z_a,
+              z_b, m_a, m_b, rnd, sft, z_y, lo, hi, y)
 
 
 @njit(**JIT)
-def _requant_row(xr, zx, m0, rnd, n, z_y, lo, hi, yr):
-    for c in range(xr.size):
-        v = (np.int64(np.int32(np.int32(xr[c]) - zx)) * m0 + rnd) >> n
-        yr[c] = np.uint8(min(max(v + z_y, lo), hi))
+def _requant_rows(x, zx, m0, rnd, n, z_y, lo, hi, y, col_offset, r0, r1):
+    """Rows r0..r1-1 of requant_copy_u8."""
+    Cx = x.shape[1]
+    for r in range(r0, r1):
+        xr = x[r]
+        yr = y[r, col_offset:col_offset + Cx]
+        for c in range(Cx):
+            v = (np.int64(np.int32(np.int32(xr[c]) - zx)) * m0 + rnd) >> n
+            yr[c] = np.uint8(min(max(v + z_y, lo), hi))
 
 
 @njit(**PJIT)
@@ -238,11 +259,12 @@ def requant_copy_u8(x, z_x, m0, n, z_y, act_min, act_max, y, col_offset):
     lo = np.int64(act_min)
     hi = np.int64(act_max)
     if R * Cx <= CHUNK:
-        for r in range(R):
-            _requant_row(x[r], zx, m, rnd, sft, z_y, lo, hi, y[r, col_offset:col_offset + Cx])
+        xcall(_requant_rows, x, zx, m, rnd, sft, z_y, lo, hi, y, col_offset, 0, R)
         return
-    for r in prange(R):
-        _requant_row(x[r], zx, m, rnd, sft, z_y, lo, hi, y[r, col_offset:col_offset + Cx])
+    rb = row_block(R, Cx)
+    for t in prange(-(-R // rb)):
+        r0 = np.int64(t) * rb
+        xcall(_requant_rows, x, zx, m, rnd, sft, z_y, lo, hi, y, col_offset, r0, min(R, r0 + rb))
 
 
 # ----------------------------------------------------------------------------- transpose
@@ -317,7 +339,7 @@ _interleave4 = _make_interleave(4)
 TI = 64          # i-rows (output rows) per parallel task of the 2-D transpose
 
 
-@njit(**JIT)
+@njit(inline="always", **JIT)
 def _t2d_task(x, xo, xrs, y, yo, i0, i1, Nj):
     """Output rows i0..i1-1 of Y[i, j] = x[xo + j·xrs + i] (j < Nj), Y row i at y[yo + i·Nj]."""
     i = i0
@@ -397,23 +419,27 @@ def transpose_f32(x, shape, perm, y):
     ys, st = _transpose_generic(x, shape, perm, y)
     R = ys[0] * ys[1] * ys[2] * ys[3] * ys[4]
     if R * ys[5] <= CHUNK:
-        _transpose_rows(x, y, ys, st, 0, R)
+        xcall(_transpose_rows, x, y, ys, st, 0, R)
         return
-    for r in prange(R):
-        _transpose_rows(x, y, ys, st, r, r + 1)
+    rb = row_block(R, ys[5])
+    for t in prange(-(-R // rb)):
+        r0 = np.int64(t) * rb
+        xcall(_transpose_rows, x, y, ys, st, r0, min(R, r0 + rb))
 
 
 @njit(**JIT)
-def _transpose_task(t, K, Ni, Nj, xrs, x, y, ys, st):
+def _transpose_task(t, K, Ni, Nj, xrs, rb, x, y, ys, st):
     """Task t of transpose_u8: K >= 0: the 2-D transpose tile rows of outer index t // nti
-    (K = number of outer dims); K < 0: output row t (rows of ys[5] elements)."""
+    (K = number of outer dims); K < 0: output rows t·rb .. t·rb + rb − 1 (rows of ys[5]
+    elements)."""
     if K >= 0:
         nti = -(-Ni // TI)
         o = t // nti
         i0 = (t - o * nti) * TI
         _t2d_task(x, _outer_offset(o, K, ys, st), xrs, y, o * Ni * Nj, i0, min(Ni, i0 + TI), Nj)
     else:
-        _transpose_rows(x, y, ys, st, t, t + 1)
+        R = ys[0] * ys[1] * ys[2] * ys[3] * ys[4]
+        xcall(_transpose_rows, x, y, ys, st, t * rb, min(R, t * rb + rb))
 
 
 @njit(**PJIT)
@@ -432,7 +458,9 @@ def transpose_u8(x, shape, perm, y):
     n = x.size
     K = -1                                     # 2-D mode: number of batch dims (>= 0)
     Ni = Nj = xrs = np.int64(1)
-    ntask = ys[0] * ys[1] * ys[2] * ys[3] * ys[4]
+    R = ys[0] * ys[1] * ys[2] * ys[3] * ys[4]
+    rb = max(R, 1) if n <= CHUNK else row_block(R, ys[5])     # rows per task (row mode)
+    ntask = -(-R // rb)
     if st[5] != 1 and ys[5] > 1:
         ki = -1                                # y's dim holding x's innermost (stride 1) dim
         for k in range(6):
@@ -455,7 +483,7 @@ def transpose_u8(x, shape, perm, y):
                 ntask = (n // (Ni * Nj)) * -(-Ni // TI)
     if n <= CHUNK:
         for t in range(ntask):
-            _transpose_task(t, K, Ni, Nj, xrs, x, y, ys, st)
+            xcall(_transpose_task, t, K, Ni, Nj, xrs, rb, x, y, ys, st)
         return
     for t in prange(ntask):
-        _transpose_task(t, K, Ni, Nj, xrs, x, y, ys, st)
+        xcall(_transpose_task, np.int64(t), K, Ni, Nj, xrs, rb, x, y, ys, st)

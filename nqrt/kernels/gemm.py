@@ -25,7 +25,7 @@ import numpy as np
 from numba import njit, prange
 
 from nqrt.kernels import vnni
-from nqrt.kernels._jit import JIT, PJIT
+from nqrt.kernels._jit import JIT, PJIT, xcall
 from nqrt.kernels.vnni import gemm_avx2 as gemm_u8_avx2          # noqa: F401  (runtime name)
 from nqrt.kernels.vnni import gemm_vnni512 as gemm_u8_vnni512    # noqa: F401  (runtime name)
 
@@ -165,7 +165,8 @@ def gemm_tile(x, p0, p1, w, m0, m1, m_end, mo, z_x, wsum, bias, mult, shift, z_y
 def gemm_u8(x, z_x, wpack, wsum, bias, mult, shift, z_y, act_min, act_max, y):
     """QGemm on x uint8 [P, K] -> y uint8 [P, M] (contiguous); wpack/wsum from
     pack_gemm_weights; bias, mult, shift int32 [M].  Parallel over (row, column) tiles, so
-    batch-1 (P = 1) layers split over output columns."""
+    batch-1 (P = 1) layers split over output columns; each tile is a gemm_tile call through
+    xcall (compiled once, not into every parallel-loop library)."""
     P, K = x.shape
     M = y.shape[1]
     if P == 0 or M == 0:
@@ -175,8 +176,9 @@ def gemm_u8(x, z_x, wpack, wsum, bias, mult, shift, z_y, act_min, act_max, y):
     n_pt = -(-P // TILE_P)
     n_mt = -(-mp // TILE_M)
     for t in prange(n_pt * n_mt):
-        mt = t // n_pt                     # column-major tile order: neighbours share w
-        pt = t - mt * n_pt
-        gemm_tile(x, pt * TILE_P, min(P, pt * TILE_P + TILE_P), w, mt * TILE_M,
-                  min(mp, mt * TILE_M + TILE_M), M, 0, z_x, wsum, bias, mult, shift, z_y,
-                  act_min, act_max, y)
+        ti = np.int64(t)
+        mt = ti // n_pt                    # column-major tile order: neighbours share w
+        pt = ti - mt * n_pt
+        xcall(gemm_tile, x, pt * TILE_P, min(P, pt * TILE_P + TILE_P), w, mt * TILE_M,
+              min(mp, mt * TILE_M + TILE_M), M, 0, z_x, wsum, bias, mult, shift, z_y, act_min,
+              act_max, y)

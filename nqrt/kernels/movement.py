@@ -6,8 +6,10 @@ Operands are flat C-contiguous uint8 arrays viewed through rank-6 shapes (left-p
 1s).  The geometry is computed at plan time by the plain-python helpers at the bottom
 (`slice_args`, `pad_args`, `resize_args`), which also take the physical layout `perm` of the
 tensor (physical axis j holds logical axis perm[j]; None = logical order), so the kernels
-run on any layout.  Rows (the first five dims) are split between threads; each output
-element is written once, so results do not depend on the thread count.
+run on any layout.  Rows (the first five dims) are split between threads in blocks of
+eltwise.row_block rows (serial below eltwise.CHUNK output elements; the block function is
+called through xcall, so it is compiled once); each output element is written once, so
+results do not depend on the thread count.
 """
 
 import math
@@ -15,65 +17,108 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from nqrt.kernels._jit import PJIT
-from nqrt.kernels.eltwise import _unravel5
+from nqrt.kernels._jit import JIT, PJIT, xcall
+from nqrt.kernels.eltwise import CHUNK, _unravel5, row_block
 
 KERNEL_RANK = 6
+
+
+@njit(inline="always", **JIT)
+def _tuple6(a):
+    """The six entries of a rank-6 shape/strides array as a tuple (locals in registers: LLVM
+    need not reload them after every store to the output)."""
+    return a[0], a[1], a[2], a[3], a[4], a[5]
+
+
+@njit(**JIT)
+def _slice_rows(x, offset, shape, strides, y, r0, r1):
+    """Output rows r0..r1-1 of slice_u8."""
+    shape = _tuple6(shape)
+    strides = _tuple6(strides)
+    L = shape[5]
+    s5 = strides[5]
+    for r in range(r0, r1):
+        i0, i1, i2, i3, i4 = _unravel5(r, shape)
+        o = (offset + i0 * strides[0] + i1 * strides[1] + i2 * strides[2] + i3 * strides[3]
+             + i4 * strides[4])
+        yr = y[r * L:(r + 1) * L]
+        if s5 == 1:
+            xr = x[o:o + L]                 # views indexed from 0: the copy vectorizes
+            for k in range(L):
+                yr[k] = xr[k]
+        else:
+            for k in range(L):
+                yr[k] = x[o + k * s5]
 
 
 @njit(**PJIT)
 def slice_u8(x, offset, shape, strides, y):
     """y (C order over `shape`) [i0..i5] = x[offset + Σ i_d·strides[d]]: a strided copy
     (strides in elements, negative for negative steps, 0 to repeat)."""
-    L = shape[5]
-    s5 = strides[5]
     R = shape[0] * shape[1] * shape[2] * shape[3] * shape[4]
-    for r in prange(R):
-        i0, i1, i2, i3, i4 = _unravel5(r, shape)
-        o = (offset + i0 * strides[0] + i1 * strides[1] + i2 * strides[2] + i3 * strides[3]
-             + i4 * strides[4])
+    if R * shape[5] <= CHUNK:
+        xcall(_slice_rows, x, offset, shape, strides, y, 0, R)
+        return
+    rb = row_block(R, shape[5])
+    for t in prange(-(-R // rb)):
+        r0 = np.int64(t) * rb
+        xcall(_slice_rows, x, offset, shape, strides, y, r0, min(R, r0 + rb))
+
+
+@njit(**JIT)
+def _pad_rows(x, in_shape, begin, out_shape, v, y, r0, r1):
+    """Output rows r0..r1-1 of pad_u8."""
+    osh = _tuple6(out_shape)
+    ish = _tuple6(in_shape)
+    bg = _tuple6(begin)
+    L = osh[5]
+    b5 = bg[5]
+    n5 = ish[5]
+    for r in range(r0, r1):
+        i0, i1, i2, i3, i4 = _unravel5(r, osh)
+        j0 = i0 - bg[0]
+        j1 = i1 - bg[1]
+        j2 = i2 - bg[2]
+        j3 = i3 - bg[3]
+        j4 = i4 - bg[4]
         yr = y[r * L:(r + 1) * L]
-        for k in range(L):
-            yr[k] = x[o + k * s5]
+        inside = (0 <= j0 < ish[0] and 0 <= j1 < ish[1] and 0 <= j2 < ish[2]
+                  and 0 <= j3 < ish[3] and 0 <= j4 < ish[4])
+        if not inside:
+            for k in range(L):
+                yr[k] = v
+            continue
+        row = ((((j0 * ish[1] + j1) * ish[2] + j2) * ish[3] + j3) * ish[4] + j4) * n5
+        for k in range(b5):
+            yr[k] = v
+        xs = x[row:row + n5]            # views indexed from 0: the copy vectorizes
+        ys = yr[b5:b5 + n5]
+        for k in range(n5):
+            ys[k] = xs[k]
+        for k in range(b5 + n5, L):
+            yr[k] = v
 
 
 @njit(**PJIT)
 def pad_u8(x, in_shape, begin, out_shape, value, y):
     """Constant Pad: y[o] = x[o − begin] where that lies inside x (shape `in_shape`), else
     the code `value`.  out_shape[d] = begin[d] + in_shape[d] + end[d]."""
-    L = out_shape[5]
-    b5 = begin[5]
-    n5 = in_shape[5]
     v = np.uint8(value)
     R = out_shape[0] * out_shape[1] * out_shape[2] * out_shape[3] * out_shape[4]
-    for r in prange(R):
-        i0, i1, i2, i3, i4 = _unravel5(r, out_shape)
-        j0 = i0 - begin[0]
-        j1 = i1 - begin[1]
-        j2 = i2 - begin[2]
-        j3 = i3 - begin[3]
-        j4 = i4 - begin[4]
-        yr = y[r * L:(r + 1) * L]
-        inside = (0 <= j0 < in_shape[0] and 0 <= j1 < in_shape[1] and 0 <= j2 < in_shape[2]
-                  and 0 <= j3 < in_shape[3] and 0 <= j4 < in_shape[4])
-        if not inside:
-            for k in range(L):
-                yr[k] = v
-            continue
-        row = ((((j0 * in_shape[1] + j1) * in_shape[2] + j2) * in_shape[3] + j3) * in_shape[4] + j4) * n5
-        for k in range(b5):
-            yr[k] = v
-        for k in range(n5):
-            yr[b5 + k] = x[row + k]
-        for k in range(b5 + n5, L):
-            yr[k] = v
+    if R * out_shape[5] <= CHUNK:
+        xcall(_pad_rows, x, in_shape, begin, out_shape, v, y, 0, R)
+        return
+    rb = row_block(R, out_shape[5])
+    for t in prange(-(-R // rb)):
+        r0 = np.int64(t) * rb
+        xcall(_pad_rows, x, in_shape, begin, out_shape, v, y, r0, min(R, r0 + rb))
 
 
-@njit(**PJIT)
-def resize_nearest_u8(x, in_shape, out_shape, index, y):
-    """ResizeNearest: y[o0..o5] = x[index_0[o0], ..., index_5[o5]] with x of shape
-    `in_shape`; `index` concatenates the six per-axis tables (axis d: out_shape[d] entries in
-    [0, in_shape[d]), starting at Σ_{e<d} out_shape[e])."""
+@njit(**JIT)
+def _resize_rows(x, in_shape, out_shape, index, y, r0, r1):
+    """Output rows r0..r1-1 of resize_nearest_u8."""
+    out_shape = _tuple6(out_shape)
+    in_shape = _tuple6(in_shape)
     L = out_shape[5]
     t1 = out_shape[0]
     t2 = t1 + out_shape[1]
@@ -85,14 +130,29 @@ def resize_nearest_u8(x, in_shape, out_shape, index, y):
     s2 = s3 * in_shape[3]
     s1 = s2 * in_shape[2]
     s0 = s1 * in_shape[1]
-    R = out_shape[0] * out_shape[1] * out_shape[2] * out_shape[3] * out_shape[4]
-    for r in prange(R):
+    for r in range(r0, r1):
         i0, i1, i2, i3, i4 = _unravel5(r, out_shape)
         o = (index[i0] * s0 + index[t1 + i1] * s1 + index[t2 + i2] * s2 + index[t3 + i3] * s3
              + index[t4 + i4] * s4)
         yr = y[r * L:(r + 1) * L]
+        ix = index[t5:t5 + L]
         for k in range(L):
-            yr[k] = x[o + index[t5 + k]]
+            yr[k] = x[o + ix[k]]
+
+
+@njit(**PJIT)
+def resize_nearest_u8(x, in_shape, out_shape, index, y):
+    """ResizeNearest: y[o0..o5] = x[index_0[o0], ..., index_5[o5]] with x of shape
+    `in_shape`; `index` concatenates the six per-axis tables (axis d: out_shape[d] entries in
+    [0, in_shape[d]), starting at Σ_{e<d} out_shape[e])."""
+    R = out_shape[0] * out_shape[1] * out_shape[2] * out_shape[3] * out_shape[4]
+    if R * out_shape[5] <= CHUNK:
+        xcall(_resize_rows, x, in_shape, out_shape, index, y, 0, R)
+        return
+    rb = row_block(R, out_shape[5])
+    for t in prange(-(-R // rb)):
+        r0 = np.int64(t) * rb
+        xcall(_resize_rows, x, in_shape, out_shape, index, y, r0, min(R, r0 + rb))
 
 
 # ---------------------------------------------------------------------------------------

@@ -3,13 +3,17 @@
 Pools: x uint8 [N, H, W, C], y uint8 [N, OH, OW, C] (NHWC, C-contiguous; OH/OW from y, as the
 planner resolved pads and ceil_mode).  The window of output (oh, ow) covers rows
 oh·sh − pad_t + i·dh (i < kh) and the same for columns; only positions inside x take part.
-Parallel over output rows (N·OH); integer math only, so results do not depend on threads.
+Pools are parallel over output rows (N·OH), the row loop inside the prange (measured 6-10%
+faster than the same loop in a separate task function).  QReduceMean: over blocks of outputs,
+serial for at most CHUNK inputs; the block function is called through xcall (_jit.py), so it
+is compiled once.  Integer math only, so results do not depend on threads.
 """
 
 import numpy as np
 from numba import njit, prange
 
-from nqrt.kernels._jit import JIT, PJIT
+from nqrt.kernels._jit import JIT, PJIT, xcall
+from nqrt.kernels.eltwise import CHUNK, row_block
 from nqrt.kernels.fixedpoint import output_u8
 
 
@@ -85,15 +89,30 @@ def avgpool_u8(x, z_x, kh, kw, sh, sw, pad_t, pad_l, pad_b, pad_r, count_include
                 yr[c] = output_u8(s - inside * np.int64(z_x), m0, sft, z_y, act_min, act_max)
 
 
-@njit(**PJIT)
-def reduce_mean_u8(x, z_x, m0, n, z_y, act_min, act_max, y):
-    """y[o, i] = clamp(requantize(Σ_r (x[o, r, i] − z_x), M0, n) + z_y) for x uint8 [O, R, I],
-    y uint8 [O, I] (GlobalAveragePool in NHWC: O = N, R = H·W, I = C).  Parallel over (o, i)."""
+@njit(**JIT)
+def _reduce_mean_outputs(x, z_x, m0, n, z_y, act_min, act_max, y, t0, t1):
+    """Outputs t0..t1-1 (t = o·I + i) of reduce_mean_u8."""
     O, R, I = x.shape
-    for t in prange(O * I):
+    for t in range(t0, t1):
         o = t // I
         i = t - o * I
         s = np.int64(0)
         for r in range(R):
             s += x[o, r, i]
         y[o, i] = output_u8(s - R * np.int64(z_x), m0, n, z_y, act_min, act_max)
+
+
+@njit(**PJIT)
+def reduce_mean_u8(x, z_x, m0, n, z_y, act_min, act_max, y):
+    """y[o, i] = clamp(requantize(Σ_r (x[o, r, i] − z_x), M0, n) + z_y) for x uint8 [O, R, I],
+    y uint8 [O, I] (GlobalAveragePool in NHWC: O = N, R = H·W, I = C).  Parallel over blocks
+    of outputs (o, i)."""
+    O, R, I = x.shape
+    T = O * I
+    if T * R <= CHUNK:
+        xcall(_reduce_mean_outputs, x, z_x, m0, n, z_y, act_min, act_max, y, 0, T)
+        return
+    tb = row_block(T, R)
+    for b in prange(-(-T // tb)):
+        t0 = np.int64(b) * tb
+        xcall(_reduce_mean_outputs, x, z_x, m0, n, z_y, act_min, act_max, y, t0, min(T, t0 + tb))
