@@ -5,13 +5,17 @@ no copies, no allocation) and dispatches on integer opcodes to the kernels, whos
 loops use Numba's current thread count (Session sets it) or, for the fast GEMM paths, the
 thread count the plan sized their scratch for.  No Python runs per op.
 
+The loop calls every kernel through `xcall_lazy` (nqrt/kernels/_jit.py): a kernel is
+compiled, or loaded from Numba's cache, when a plan first runs an instruction of its op, and
+its code is not copied into the loop.  So a first run compiles only the kernels of the ops
+its plan uses, each once, and the loop itself stays small.
+
 One compiled loop per GEMM path (encoding.PATH_IDS), created by `_make(FINGERPRINT, path)`:
 the path is a closure constant, so Numba prunes the other paths' branches before typing and
-a loop never contains (or compiles) the SIMD code of a path the host cannot run.  The
-fingerprint of the kernel and encoding sources is a closure constant too, hence part of
-Numba's cache key, so the cached machine code (which inlines the kernels) is rebuilt whenever
-any of them changes.  `execute` (plain Python) picks the loop from the plan's lpool[0] and
-compiles (or loads from the cache) each loop on first use.
+a loop never reaches (or compiles) the SIMD kernels of a path the host cannot run.  The
+fingerprint of the sources frozen into the loop (opcodes, the call mechanism) is a closure
+constant too, hence part of Numba's cache key.  `execute` (plain Python) picks the loop from
+the plan's lpool[0] and compiles (or loads from the cache) each loop on first use.
 """
 
 from __future__ import annotations
