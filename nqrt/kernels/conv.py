@@ -39,7 +39,7 @@ import numpy as np
 from numba import njit, prange
 
 from nqrt.kernels import vnni
-from nqrt.kernels._jit import JIT, PJIT
+from nqrt.kernels._jit import JIT, PJIT, xcall
 from nqrt.kernels.depthwise import (depthwise_conv_u8, depthwise_conv_u8_x86,
                                     depthwise_scratch_bytes, depthwise_scratch_bytes_x86,
                                     pack_depthwise_weights, pack_depthwise_weights_x86)
@@ -417,16 +417,16 @@ def _conv_worker_v512(t, nt, split_rows, x1, geo, z_x, wpack, wsum, bias, mult, 
 def _conv_par_avx2(nt, split_rows, x1, geo, z_x, wpack, wsum, bias, mult, shift, z_y, act_min,
                    act_max, y2, scratch, per):
     for t in prange(nt):
-        _conv_worker_avx2(t, nt, split_rows, x1, geo, z_x, wpack, wsum, bias, mult, shift, z_y,
-                          act_min, act_max, y2, scratch, per)
+        xcall(_conv_worker_avx2, np.int64(t), nt, split_rows, x1, geo, z_x, wpack, wsum, bias, mult,
+              shift, z_y, act_min, act_max, y2, scratch, per)
 
 
 @njit(**PJIT)
 def _conv_par_v512(nt, split_rows, x1, geo, z_x, wpack, wsum, bias, mult, shift, z_y, act_min,
                    act_max, y2, scratch, per):
     for t in prange(nt):
-        _conv_worker_v512(t, nt, split_rows, x1, geo, z_x, wpack, wsum, bias, mult, shift, z_y,
-                          act_min, act_max, y2, scratch, per)
+        xcall(_conv_worker_v512, np.int64(t), nt, split_rows, x1, geo, z_x, wpack, wsum, bias, mult,
+              shift, z_y, act_min, act_max, y2, scratch, per)
 
 
 @njit(**JIT)
@@ -444,8 +444,8 @@ def _depthwise(x, z_x, wpack, bias, mult, shift, z_y, act_min, act_max, kh, kw, 
     sb = x86_dw_slice_bytes(C, kh, kw, W)
     if scratch.size < sb:
         raise ValueError("conv2d_u8: scratch smaller than one thread's slice")
-    depthwise_conv_u8_x86(x, z_x, wpack, bias, mult, shift, z_y, act_min, act_max, kh, kw, sh,
-                          sw, dh, dw, pad_t, pad_l, y, scratch, sb)
+    xcall(depthwise_conv_u8_x86, x, z_x, wpack, bias, mult, shift, z_y, act_min, act_max, kh, kw,
+          sh, sw, dh, dw, pad_t, pad_l, y, scratch, sb)
 
 
 @njit(**JIT)
@@ -458,8 +458,8 @@ def conv2d_u8_avx2(x, z_x, wpack, wsum, bias, mult, shift, z_y, act_min, act_max
     if N * OH * OW * M == 0:
         return
     if is_depthwise(C, M, group):
-        _depthwise(x, z_x, wpack, bias, mult, shift, z_y, act_min, act_max, kh, kw, sh, sw, dh, dw,
-                   pad_t, pad_l, y, scratch)
+        xcall(_depthwise, x, z_x, wpack, bias, mult, shift, z_y, act_min, act_max, kh, kw, sh, sw,
+              dh, dw, pad_t, pad_l, y, scratch)
         return
     per = fast_slice_bytes(N, H, W, C, M, kh, kw, OH, OW, group, False)
     if scratch.size < per:
@@ -468,7 +468,7 @@ def conv2d_u8_avx2(x, z_x, wpack, wsum, bias, mult, shift, z_y, act_min, act_max
     P = N * OH * OW
     if is_pointwise(kh, kw, sh, sw, pad_t, pad_l, group, H, W, OH, OW):
         pg = vnni.thread_scratch_bytes(P, padded_groups(C, AVX2_G), AVX2_MR, AVX2_NR)
-        vnni.gemm_avx2(x.reshape((P, C)), z_x, wpack, wsum, M, C, bias, mult, shift, z_y,
+        xcall(vnni.gemm_avx2, x.reshape((P, C)), z_x, wpack, wsum, M, C, bias, mult, shift, z_y,
                        act_min, act_max, y.reshape((P, M)), scratch[:T * pg])
         return
     Kg = kh * kw * (C // group)
@@ -478,10 +478,10 @@ def conv2d_u8_avx2(x, z_x, wpack, wsum, bias, mult, shift, z_y, act_min, act_max
     x1 = x.reshape(-1)
     y2 = y.reshape((P, M))
     if nt == 1:
-        _conv_worker_avx2(0, 1, split_rows, x1, geo, z_x, wpack, wsum, bias, mult, shift, z_y,
-                          act_min, act_max, y2, scratch, pg)
+        xcall(_conv_worker_avx2, 0, 1, split_rows, x1, geo, z_x, wpack, wsum, bias, mult, shift,
+              z_y, act_min, act_max, y2, scratch, pg)
     else:
-        _conv_par_avx2(nt, split_rows, x1, geo, z_x, wpack, wsum, bias, mult, shift, z_y,
+        xcall(_conv_par_avx2, nt, split_rows, x1, geo, z_x, wpack, wsum, bias, mult, shift, z_y,
                        act_min, act_max, y2, scratch, pg)
 
 
@@ -494,8 +494,8 @@ def conv2d_u8_vnni512(x, z_x, wpack, wsum, bias, mult, shift, z_y, act_min, act_
     if N * OH * OW * M == 0:
         return
     if is_depthwise(C, M, group):
-        _depthwise(x, z_x, wpack, bias, mult, shift, z_y, act_min, act_max, kh, kw, sh, sw, dh, dw,
-                   pad_t, pad_l, y, scratch)
+        xcall(_depthwise, x, z_x, wpack, bias, mult, shift, z_y, act_min, act_max, kh, kw, sh, sw,
+              dh, dw, pad_t, pad_l, y, scratch)
         return
     per = fast_slice_bytes(N, H, W, C, M, kh, kw, OH, OW, group, True)
     if scratch.size < per:
@@ -504,7 +504,7 @@ def conv2d_u8_vnni512(x, z_x, wpack, wsum, bias, mult, shift, z_y, act_min, act_
     P = N * OH * OW
     if is_pointwise(kh, kw, sh, sw, pad_t, pad_l, group, H, W, OH, OW):
         pg = vnni.thread_scratch_bytes(P, padded_groups(C, V512_G), V512_MR, V512_NR)
-        vnni.gemm_vnni512(x.reshape((P, C)), z_x, wpack, wsum, M, C, bias, mult, shift, z_y,
+        xcall(vnni.gemm_vnni512, x.reshape((P, C)), z_x, wpack, wsum, M, C, bias, mult, shift, z_y,
                           act_min, act_max, y.reshape((P, M)), scratch[:T * pg])
         return
     Kg = kh * kw * (C // group)
@@ -514,8 +514,8 @@ def conv2d_u8_vnni512(x, z_x, wpack, wsum, bias, mult, shift, z_y, act_min, act_
     x1 = x.reshape(-1)
     y2 = y.reshape((P, M))
     if nt == 1:
-        _conv_worker_v512(0, 1, split_rows, x1, geo, z_x, wpack, wsum, bias, mult, shift, z_y,
-                          act_min, act_max, y2, scratch, pg)
+        xcall(_conv_worker_v512, 0, 1, split_rows, x1, geo, z_x, wpack, wsum, bias, mult, shift,
+              z_y, act_min, act_max, y2, scratch, pg)
     else:
-        _conv_par_v512(nt, split_rows, x1, geo, z_x, wpack, wsum, bias, mult, shift, z_y,
+        xcall(_conv_par_v512, nt, split_rows, x1, geo, z_x, wpack, wsum, bias, mult, shift, z_y,
                        act_min, act_max, y2, scratch, pg)

@@ -36,7 +36,7 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from nqrt.kernels._jit import JIT, PJIT
+from nqrt.kernels._jit import JIT, PJIT, xcall
 from nqrt.kernels.fixedpoint import output_u8
 
 VL = 16                 # channels per vector block
@@ -313,13 +313,14 @@ def depthwise_conv_u8(x, z_x, wpack, bias, mult, shift, z_y, act_min, act_max, k
                     scratch[o_zd:o_zd + 4 * C].view(np.int32))
     nt = min(scratch.size // slice_bytes, R)
     if nt <= 1 or R * OW * C * kh * kw < PAR_MIN_MACS:
-        _dw_task(fast, x, z_x, wpack, bias, mult, shift, z_y, act_min, act_max, kh, kw, sh, sw,
-                 dh, dw, pad_t, pad_l, y, scratch[:slice_bytes], 0, R)
+        xcall(_dw_task, fast, x, z_x, wpack, bias, mult, shift, z_y, act_min, act_max, kh, kw, sh,
+              sw, dh, dw, pad_t, pad_l, y, scratch[:slice_bytes], 0, R)
         return
     for t in prange(nt):
-        _dw_task(fast, x, z_x, wpack, bias, mult, shift, z_y, act_min, act_max, kh, kw, sh, sw,
-                 dh, dw, pad_t, pad_l, y, scratch[t * slice_bytes:(t + 1) * slice_bytes],
-                 t * R // nt, (t + 1) * R // nt)
+        ti = np.int64(t)                       # (prange indices are unsigned)
+        xcall(_dw_task, fast, x, z_x, wpack, bias, mult, shift, z_y, act_min, act_max, kh, kw, sh,
+              sw, dh, dw, pad_t, pad_l, y, scratch[ti * slice_bytes:(ti + 1) * slice_bytes],
+              ti * R // nt, (ti + 1) * R // nt)
 
 
 # ============================================================================= AVX2 path
@@ -680,13 +681,14 @@ def depthwise_conv_u8_x86(x, z_x, wpack, bias, mult, shift, z_y, act_min, act_ma
         return
     nt = min(scratch.size // slice_bytes, R)
     if nt <= 1 or R * OW * C * kh * kw < PAR_MIN_MACS:
-        _dw_task_x86(x, z_x, wpack, bias, mult, shift, z_y, act_min, act_max, kh, kw, sh, sw,
-                     dh, dw, pad_t, pad_l, y, scratch[:slice_bytes], 0, R)
+        xcall(_dw_task_x86, x, z_x, wpack, bias, mult, shift, z_y, act_min, act_max, kh, kw, sh,
+              sw, dh, dw, pad_t, pad_l, y, scratch[:slice_bytes], 0, R)
         return
     for t in prange(nt):
-        _dw_task_x86(x, z_x, wpack, bias, mult, shift, z_y, act_min, act_max, kh, kw, sh, sw,
-                     dh, dw, pad_t, pad_l, y, scratch[t * slice_bytes:(t + 1) * slice_bytes],
-                     t * R // nt, (t + 1) * R // nt)
+        ti = np.int64(t)                       # (prange indices are unsigned)
+        xcall(_dw_task_x86, x, z_x, wpack, bias, mult, shift, z_y, act_min, act_max, kh, kw, sh,
+              sw, dh, dw, pad_t, pad_l, y, scratch[ti * slice_bytes:(ti + 1) * slice_bytes],
+              ti * R // nt, (ti + 1) * R // nt)
 
 
 @njit(**JIT)

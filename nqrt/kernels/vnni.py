@@ -39,7 +39,7 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from nqrt.kernels._jit import JIT, PJIT
+from nqrt.kernels._jit import JIT, PJIT, xcall
 
 # ----------------------------------------------------------------------------- parameters
 UNROLL = 2              # k-groups per loop iteration (K is padded to G * UNROLL)
@@ -741,16 +741,16 @@ def scratch_size(P, K, M, nthreads, isa512):
 def _par_vnni512(nt, split_rows, x, z_x, wpack, wsum, M, K, bias, mult, shift, z_y, act_min,
                  act_max, y, scratch, per):
     for t in prange(nt):
-        _worker_v512(t, nt, split_rows, x, z_x, wpack, wsum, M, K, bias, mult, shift, z_y,
-                     act_min, act_max, y, scratch, per)
+        xcall(_worker_v512, np.int64(t), nt, split_rows, x, z_x, wpack, wsum, M, K, bias, mult,
+              shift, z_y, act_min, act_max, y, scratch, per)
 
 
 @njit(**PJIT)
 def _par_avx2(nt, split_rows, x, z_x, wpack, wsum, M, K, bias, mult, shift, z_y, act_min,
               act_max, y, scratch, per):
     for t in prange(nt):
-        _worker_avx2(t, nt, split_rows, x, z_x, wpack, wsum, M, K, bias, mult, shift, z_y,
-                     act_min, act_max, y, scratch, per)
+        xcall(_worker_avx2, np.int64(t), nt, split_rows, x, z_x, wpack, wsum, M, K, bias, mult,
+              shift, z_y, act_min, act_max, y, scratch, per)
 
 
 # Entry points: serial functions that enter a parallel region only when more than one thread
@@ -763,11 +763,11 @@ def gemm_vnni512(x, z_x, wpack, wsum, M, K, bias, mult, shift, z_y, act_min, act
     per = thread_scratch_bytes(P, padded_groups(K, V512_G), V512_MR, V512_NR)
     nt, split_rows = plan_threads(P, K, M, V512_MR, V512_NR, scratch.size // per)
     if nt == 1:
-        _worker_v512(0, 1, split_rows, x, z_x, wpack, wsum, M, K, bias, mult, shift, z_y,
+        xcall(_worker_v512, 0, 1, split_rows, x, z_x, wpack, wsum, M, K, bias, mult, shift, z_y,
                      act_min, act_max, y, scratch, per)
     else:
-        _par_vnni512(nt, split_rows, x, z_x, wpack, wsum, M, K, bias, mult, shift, z_y, act_min,
-                     act_max, y, scratch, per)
+        xcall(_par_vnni512, nt, split_rows, x, z_x, wpack, wsum, M, K, bias, mult, shift, z_y,
+              act_min, act_max, y, scratch, per)
 
 
 @njit(**JIT)
@@ -777,8 +777,8 @@ def gemm_avx2(x, z_x, wpack, wsum, M, K, bias, mult, shift, z_y, act_min, act_ma
     per = thread_scratch_bytes(P, padded_groups(K, AVX2_G), AVX2_MR, AVX2_NR)
     nt, split_rows = plan_threads(P, K, M, AVX2_MR, AVX2_NR, scratch.size // per)
     if nt == 1:
-        _worker_avx2(0, 1, split_rows, x, z_x, wpack, wsum, M, K, bias, mult, shift, z_y,
+        xcall(_worker_avx2, 0, 1, split_rows, x, z_x, wpack, wsum, M, K, bias, mult, shift, z_y,
                      act_min, act_max, y, scratch, per)
     else:
-        _par_avx2(nt, split_rows, x, z_x, wpack, wsum, M, K, bias, mult, shift, z_y, act_min,
+        xcall(_par_avx2, nt, split_rows, x, z_x, wpack, wsum, M, K, bias, mult, shift, z_y, act_min,
                   act_max, y, scratch, per)
