@@ -37,7 +37,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from nqrt.kernels._jit import JIT, PJIT, xcall
-from nqrt.kernels.fixedpoint import output_u8
+from nqrt.kernels.fixedpoint import offset_requant, output_u8
 
 VL = 16                 # channels per vector block
 PAR_MIN_MACS = 1 << 16  # below this many MACs, one thread (a parallel launch costs a few us)
@@ -204,32 +204,14 @@ def _prepare(bias, mult, shift, z_y, kh, kw, bc, sh, zd):
     channel's values could leave int64 / int32 (then the caller uses the reference path)."""
     C = bias.size
     amax = np.int64(kh * kw) * 255 * 128
-    lim = np.int64(1) << np.int64(61)
-    ok = True
     for c in range(C):
-        m0 = np.int64(mult[c])
-        n = np.int64(shift[c])
-        if m0 < 0 or n < 1 or n > 60:
-            ok = False
-            break
-        b = np.int64(bias[c])
-        rnd = np.int64(1) << (n - 1)
-        lo = (b - amax) * m0 + rnd          # |b ± amax| < 2^32, m0 < 2^31: no overflow
-        hi = (b + amax) * m0 + rnd
-        if lo <= -lim or hi >= lim:
-            ok = False
-            break
-        d = np.int64(0)
-        if lo < 0:
-            d = (-lo + (np.int64(1) << n) - 1) >> n
-        top = (hi + (d << n)) >> n           # hi + d·2^n < 2^61 + 2^61 + 2^60: fits
-        if d >= (1 << 30) or top >= (1 << 30):
-            ok = False
-            break
-        bc[c] = b * m0 + rnd + (d << n)
-        sh[c] = n
+        ok, bcc, d = offset_requant(bias[c], amax, mult[c], shift[c])
+        if not ok:
+            return False
+        bc[c] = bcc
+        sh[c] = shift[c]
         zd[c] = np.int32(z_y - d)
-    return ok
+    return True
 
 
 @njit(**JIT)
@@ -572,35 +554,22 @@ def _prepare_x86(wf, bias, mult, shift, z_x, z_y, T, C, rec, rec32):
     channel's values could leave int64 / int32 (then the caller uses the scalar formula for
     every channel)."""
     amax = np.int64(T) * 255 * 127
-    lim = np.int64(1) << np.int64(61)
     for j in range(2 * (C // VL)):
         half = j & 1
         for lane in range(8):
             # lo lanes hold channels 0-3, 8-11 of the block, hi lanes 4-7, 12-15
             ch = (j >> 1) * VL + (lane & 3) + (8 if lane >= 4 else 0) + 4 * half
-            m0 = np.int64(mult[ch])
-            n = np.int64(shift[ch])
-            if m0 < 0 or n < 1 or n > 60:
-                return False
             ws = np.int64(0)
             for t in range(T):
                 ws += np.int64(wf[t * C + ch])
             b2 = np.int64(bias[ch]) - np.int64(z_x) * ws      # |b2| < 2^31 + 2^15·T
-            rnd = np.int64(1) << (n - 1)
-            lo = (b2 - amax) * m0 + rnd          # |b2 ± amax| < 2^33 (T < 2^16), m0 < 2^31
-            hi = (b2 + amax) * m0 + rnd
-            if lo <= -lim or hi >= lim:
-                return False
-            d = np.int64(0)
-            if lo < 0:
-                d = (-lo + (np.int64(1) << n) - 1) >> n
-            top = (hi + (d << n)) >> n
-            if d >= (1 << 30) or top >= (1 << 30):
+            ok, bc, d = offset_requant(b2, amax, mult[ch], shift[ch])
+            if not ok:
                 return False
             r = j * REC_I64 + 4 * (lane & 1) + (lane >> 1)
-            rec[r] = m0
-            rec[r + 8] = b2 * m0 + rnd + (d << n)
-            rec[r + 16] = n
+            rec[r] = mult[ch]
+            rec[r + 8] = bc
+            rec[r + 16] = shift[ch]
             rec32[2 * (j * REC_I64 + 24) + lane] = np.int32(z_y - d)
     return True
 

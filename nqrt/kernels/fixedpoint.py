@@ -27,3 +27,39 @@ def clamp(v, lo, hi):
 def output_u8(acc, m0, n, z_y, act_min, act_max):
     """The epilogue: uint8(clamp(requantize(acc, M0, n) + z_y, act_min, act_max))."""
     return np.uint8(clamp(requantize(acc, m0, n) + z_y, act_min, act_max))
+
+
+@njit(**JIT)
+def offset_requant(b, amax, m0, n):
+    """Constants of requantize with a logical shift, as the SIMD epilogues compute it (AVX2 has
+    no 64-bit arithmetic shift): returns (ok, bc, off) such that for every integer d with
+    |d| <= amax
+        num = d·M0 + bc  lies in [0, 2^62)   and   (num >> n) − off == requantize(d + b, M0, n)
+    (bc = b·M0 + 2^(n−1) + off·2^n; off >= 0 is the smallest offset making every numerator
+    non-negative, so the caller adds z_y − off after the shift).  ok is False, and the caller
+    must use requantize itself, when that is not representable: M0 outside [0, 2^31), n outside
+    1..60, (|b| + amax)·M0 above 2^61, or off or the shifted value reaching 2^30 (never for the
+    multipliers of spec 3.2 and realistic dot products).  Exact int64 arithmetic: every
+    intermediate is checked before it could overflow."""
+    b = np.int64(b)
+    amax = np.int64(amax)
+    m0 = np.int64(m0)
+    n = np.int64(n)
+    lim = np.int64(1) << np.int64(61)
+    if m0 < 0 or m0 >= (np.int64(1) << np.int64(31)) or n < 1 or n > 60:
+        return False, np.int64(0), np.int64(0)
+    span = abs(b) + amax                       # |b| < 2^62, amax < 2^40: no overflow
+    if m0 > 0 and span > lim // m0:
+        return False, np.int64(0), np.int64(0)
+    rnd = np.int64(1) << (n - 1)
+    lo = (b - amax) * m0 + rnd                 # |.| <= 2^61 + 2^59
+    hi = (b + amax) * m0 + rnd
+    off = np.int64(0)
+    if lo < 0:
+        off = (-lo + (np.int64(1) << n) - 1) >> n
+    if off >= (1 << 30):
+        return False, np.int64(0), np.int64(0)
+    top = (hi + (off << n)) >> n               # hi + off·2^n < 2^61 + 2^59 + 2^61 + 2^60
+    if top >= (1 << 30):
+        return False, np.int64(0), np.int64(0)
+    return True, b * m0 + rnd + (off << n), off

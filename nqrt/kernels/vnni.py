@@ -40,6 +40,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from nqrt.kernels._jit import JIT, PJIT, xcall
+from nqrt.kernels.fixedpoint import offset_requant
 
 # ----------------------------------------------------------------------------- parameters
 UNROLL = 2              # k-groups per loop iteration (K is padded to G * UNROLL)
@@ -499,23 +500,12 @@ def requant_table(K, wsum, bias, mult, shift, z_x, z_y):
     zds = np.zeros(M + TABLE_PAD, np.int32)
     ok = True
     for c in range(M):
-        m0, n = int(mult[c]), int(shift[c])
         corr = int(bias[c]) - int(z_x) * int(wsum[c])
-        if not (0 <= m0 < 2**31 and 1 <= n <= 60 and abs(corr) + amax < 2**32):
+        good, bc, d = offset_requant(corr, amax, int(mult[c]), int(shift[c]))
+        if not good:
             ok = False
             break
-        rnd = 1 << (n - 1)
-        lo = (corr - amax) * m0 + rnd
-        hi = (corr + amax) * m0 + rnd
-        if lo <= -2**61 or hi >= 2**61:
-            ok = False
-            break
-        d = 0 if lo >= 0 else (-lo + (1 << n) - 1) >> n
-        if d >= 2**30 or (hi + (d << n)) >> n >= 2**30:
-            ok = False
-            break
-        bc = corr * m0 + rnd + (d << n)    # = lo + d·2^n + amax·m0 in [0, 2^n + 2^61): int64
-        m0s[c], bcs[c], shs[c], zds[c] = m0, bc, n, int(z_y) - d
+        m0s[c], bcs[c], shs[c], zds[c] = int(mult[c]), bc, int(shift[c]), int(z_y) - d
     head = np.zeros(TABLE_HEADER, np.uint8)
     head[0] = 1 if ok else 0
     head[1], head[2] = int(z_x), int(z_y)

@@ -91,3 +91,31 @@ def test_output_clamp():
     assert output_u8(10, 1 << 30, 31, 128, 0, 255) == 133
     assert output_u8(10, 1 << 30, 31, 128, 140, 200) == 140
     assert clamp(5, 6, 9) == 6 and clamp(10, 6, 9) == 9 and clamp(7, 6, 9) == 7
+
+
+def test_offset_requant_matches_requantize():
+    """The logical-shift form of the SIMD epilogues equals the spec's requantize for every dot
+    in [-amax, amax] (the ends and random points), with a non-negative numerator below 2^62;
+    unrepresentable constants are reported, never wrong."""
+    import numpy as np
+
+    from nqrt.kernels.fixedpoint import offset_requant
+    rng = np.random.default_rng(4)
+    n_ok = 0
+    for _ in range(300):
+        amax = int(rng.integers(1, 2000)) * 255 * 127
+        b = int(rng.integers(-2**31, 2**31))
+        m0 = int(rng.integers(2**30, 2**31))
+        n = int(rng.integers(20, 63))
+        ok, bc, off = offset_requant(b, amax, m0, n)
+        if not ok:
+            continue
+        n_ok += 1
+        for d in [-amax, amax, 0, *rng.integers(-amax, amax + 1, 20).tolist()]:
+            num = d * m0 + int(bc)
+            assert 0 <= num < 2**62
+            want = ((d + b) * m0 + (1 << (n - 1))) >> n
+            assert (num >> n) - int(off) == want
+    assert n_ok > 100
+    assert not offset_requant(0, 255 * 127, 2**30, 61)[0]          # shift beyond 60
+    assert not offset_requant(2**31 - 1, 2**32, 2**31 - 1, 40)[0]  # numerator range too wide
