@@ -16,6 +16,7 @@ ONNX Runtime FP32 is within 1e-4 relative error on the test models.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Callable
 
@@ -219,9 +220,24 @@ def split(attrs, x):
 # -- elementwise unary functions (dtype-preserving: the quantizer evaluates them in float64
 #    to build QLut tables) -------------------------------------------------------------------
 
+@functools.lru_cache(maxsize=None)
+def _erf_kernel():
+    """libm's erf over a float64 array, compiled on first use (numba is a dependency; scipy
+    is not, so a plain `pip install .` converts Erf/Gelu models too)."""
+    from numba import njit      # noqa: PLC0415 - only models with Erf/Gelu need it
+
+    @njit(cache=True, nogil=True)
+    def erf_f64(a, out):
+        for i in range(a.size):
+            out[i] = math.erf(a[i])
+    return erf_f64
+
+
 def _erf(x):
-    from scipy.special import erf      # noqa: PLC0415 - only models with Erf/Gelu need scipy
-    return erf(x).astype(x.dtype, copy=False)
+    a = np.ascontiguousarray(x, dtype=np.float64).reshape(-1)
+    out = np.empty_like(a)
+    _erf_kernel()(a, out)
+    return out.reshape(np.shape(x)).astype(x.dtype, copy=False)
 
 
 def _sigmoid(x):
