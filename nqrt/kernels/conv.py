@@ -45,7 +45,7 @@ from nqrt.kernels.depthwise import (depthwise_conv_u8, depthwise_conv_u8_x86,
                                     pack_depthwise_weights, pack_depthwise_weights_x86)
 from nqrt.kernels.gemm import NR, gemm_tile, gemm_u8
 from nqrt.kernels.vnni import (AVX2_G, AVX2_MR, AVX2_NR, AVX2_VL, PAR_MIN_MACS, V512_G, V512_MR, V512_NR,
-                               _epilogue, _split, _ukernel_avx2, _ukernel_v512, _ukernelq_avx2,
+                               _epilogue, _thread_share, _ukernel_avx2, _ukernel_v512, _ukernelq_avx2,
                                _ukernelq_v512, padded_groups, plan_mc)
 
 ALIGN = 64        # scratch slices start on cache lines
@@ -321,18 +321,6 @@ def conv_threads(P, Kg, Mg, group, MR, NR_, nthreads):
     return min(nt, npan), False
 
 
-@njit(**JIT)
-def _fast_share(MR, NR_, P, Mg, t, nt, split_rows):
-    """(p_lo, p_hi, j_lo, j_hi): pixels and per-group channel panels thread t computes."""
-    npan = (Mg + NR_ - 1) // NR_
-    if split_rows:
-        nrow = (P + MR - 1) // MR
-        r0, r1 = _split(nrow, nt, t)
-        return r0 * MR, min(r1 * MR, P), 0, npan
-    j0, j1 = _split(npan, nt, t)
-    return 0, P, j0, j1
-
-
 # The avx2 and vnni512 workers differ only in constants and the micro-kernels they call (one
 # function per ISA: a runtime branch would compile the vnni512 intrinsics on every host).
 @njit(**JIT)
@@ -345,7 +333,7 @@ def _conv_worker_avx2(t, nt, split_rows, x1, geo, z_x, wpack, wsum, bias, mult, 
     P = N * OH * OW
     ng, mc, tileb, _ = _fast_geometry(P, kh * kw * Cg, G, MR, NR_)
     gbytes = ((Mg + NR_ - 1) // NR_) * ng * NR_ * G          # packed B bytes per group
-    p_lo, p_hi, j_lo, j_hi = _fast_share(MR, NR_, P, Mg, t, nt, split_rows)
+    p_lo, p_hi, j_lo, j_hi = _thread_share(MR, NR_, P, Mg, t, nt, split_rows)   # per group
     base = t * per
     tile = scratch[base:base + MR * NR_ * 4].view(np.int32)
     abase = base + tileb
@@ -385,7 +373,7 @@ def _conv_worker_v512(t, nt, split_rows, x1, geo, z_x, wpack, wsum, bias, mult, 
     P = N * OH * OW
     ng, mc, tileb, _ = _fast_geometry(P, kh * kw * Cg, G, MR, NR_)
     gbytes = ((Mg + NR_ - 1) // NR_) * ng * NR_ * G
-    p_lo, p_hi, j_lo, j_hi = _fast_share(MR, NR_, P, Mg, t, nt, split_rows)
+    p_lo, p_hi, j_lo, j_hi = _thread_share(MR, NR_, P, Mg, t, nt, split_rows)   # per group
     base = t * per
     tile = scratch[base:base + MR * NR_ * 4].view(np.int32)
     abase = base + tileb
