@@ -353,9 +353,10 @@ def _conv_worker_avx2(t, nt, split_rows, x1, geo, z_x, wpack, wsum, bias, mult, 
                     mr = min(MR, rows - ip * MR)
                     aoff = abase + ip * ng * MR * 4
                     p0 = pc + ip * MR
-                    if toff >= 0 and cols % AVX2_VL == 0:     # whole 8-column vectors
+                    # whole 8-column vectors of whole table blocks
+                    if toff >= 0 and cols % AVX2_VL == 0 and m0 % AVX2_VL == 0:
                         _ukernelq_avx2(mr, scratch, aoff, 4 * ng, 4, wpack, boff, ng, y2, p0 * ys + m0,
-                                       ys, wpack, toff, M + vnni.TABLE_PAD, m0, cols // AVX2_VL,
+                                       ys, wpack, toff, m0, cols // AVX2_VL,
                                        act_min, act_max)
                     else:
                         _ukernel_avx2(mr, scratch, aoff, 4 * ng, 4, wpack, boff, ng, tile)

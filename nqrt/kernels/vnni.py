@@ -73,10 +73,10 @@ def _make_ukernel(isa, mr, nv, fused=False):
            y[yoff + r*ystride + col] for all NR columns (channels m0 .. m0+NR-1 must exist):
       vnni512: uk(a, aoff, ars, ags, b, boff, ngroups, y: u8[:, :], yoff, ystride, wsum, bias,
                   mult, shift (int32[M]), m0, z_x, z_y, act_min, act_max)
-      avx2:    uk(a, aoff, ars, ags, b, boff, ngroups, y, yoff, ystride, tab: i8[:], toff, Mt, m0,
-                  nst, act_min, act_max) with the plan-time requantize table (requant_table,
-                  arrays of Mt entries) whose M0 array starts at byte toff of tab; only the
-                  first nst (>= 1) groups of 8 columns are computed and stored.
+      avx2:    uk(a, aoff, ars, ags, b, boff, ngroups, y, yoff, ystride, tab: i8[:], toff, m0,
+                  nst, act_min, act_max) with the plan-time requantize table (requant_table)
+                  whose first block starts at byte toff of tab; m0 is a multiple of 8; only
+                  the first nst (1 or 2) groups of 8 columns are computed and stored.
     a + aoff: packed A micro-panel: the 4 bytes of row r, k-group g at aoff + r*ars + g*ags
     (GEMM: [group][MR rows][4], ars = 4, ags = 4*MR; conv: [row][group][4], ars = 4*ngroups,
     ags = 4); rows >= mr are not read.
@@ -190,9 +190,9 @@ def _make_ukernel(isa, mr, nv, fused=False):
 
     if fused and isa == "avx2":
         def ukernel(typingctx, a, aoff, ars, ags, b, boff, ngroups, y, yoff, ystride, tab, toff,
-                    Mt, m0, nst, act_min, act_max):
-            sig = types.void(a, aoff, ars, ags, b, boff, ngroups, y, yoff, ystride, tab, toff, Mt,
-                             m0, nst, act_min, act_max)
+                    m0, nst, act_min, act_max):
+            sig = types.void(a, aoff, ars, ags, b, boff, ngroups, y, yoff, ystride, tab, toff, m0,
+                             nst, act_min, act_max)
             return sig, codegen
     elif fused:
         def ukernel(typingctx, a, aoff, ars, ags, b, boff, ngroups, y, yoff, ystride, wsum, bias,
@@ -261,76 +261,90 @@ def _emit_table_requant_store(context, builder, sa, args, final, mr, nv, vl):
     dot is the raw int32 sum of x·w (no zero-point term: BC holds it), so the 64-bit product is
     vpmuldq on the even lanes and on the odd lanes shifted down (both operands are exact
     sign-extended 32-bit values), the shift is logical (BC makes the sum non-negative) and the
-    result fits the low 32 bits of each 64-bit lane; the table loads and lane splits happen
-    once per call, outside the row loop.  Vectors j >= nst (columns past the valid ones of a
-    partial panel) are skipped."""
-    (y_, yoff_, ystride_, tab_, toff_, M_, m0_, nst_, lo_, hi_) = args[7:17]
-    v32 = ir.VectorType(_I32, vl)
-    c32 = ir.Constant(ir.VectorType(_I64, vl // 2), [32] * (vl // 2))
-    even = ir.Constant(ir.VectorType(_I32, vl // 2), list(range(0, vl, 2)))
-    odd = ir.Constant(ir.VectorType(_I32, vl // 2), list(range(1, vl, 2)))
+    result fits the low 32 bits of each 64-bit lane.  The table stores every constant already
+    split into even and odd lanes (TABLE_BLOCK layout), so the kernel uses it as memory
+    operands with no shuffles.  The int32 results of a row's two 8-column vectors are narrowed
+    together by vpackssdw + vpackuswb (saturating, so exactly a clamp to [0, 255]), put back in
+    column order (vpermd) and clamped to [act_min, act_max] as bytes: one 16-byte store per
+    row.  Vectors j >= nst (columns past the valid ones of a partial panel) are skipped: with
+    nst = 1 only the first 8 columns are computed and stored (8 bytes per row)."""
+    if nv != 2:
+        raise NotImplementedError("the avx2 table epilogue stores pairs of 8-column vectors")
+    (y_, yoff_, ystride_, tab_, toff_, m0_, nst_, lo_, hi_) = args[7:16]
+    v8 = ir.VectorType(_I8, 16)
 
-    def splat32(x):
-        sv = builder.insert_element(ir.Constant(v32, None), builder.trunc(x, _I32),
+    def splat8(x):
+        sv = builder.insert_element(ir.Constant(v8, None), builder.trunc(x, _I8),
                                     ir.Constant(_I32, 0))
-        return builder.shuffle_vector(sv, ir.Constant(v32, None),
-                                      ir.Constant(ir.VectorType(_I32, vl), [0] * vl))
-
-    def low_sext(v):             # the low 32 bits of each 64-bit lane, sign-extended
-        return builder.ashr(builder.shl(v, c32), c32)
+        return builder.shuffle_vector(sv, ir.Constant(v8, None),
+                                      ir.Constant(ir.VectorType(_I32, 16), [0] * 16))
 
     tp = builder.gep(_data_ptr(context, builder, sa[10], tab_), [toff_])
     tp = builder.bitcast(tp, _I8.as_pointer())
-    lo = splat32(lo_)
-    hi = splat32(hi_)
+    lo = splat8(lo_)
+    hi = splat8(hi_)
     yp = builder.bitcast(_data_ptr(context, builder, sa[7], y_), _I8.as_pointer())
     yp = builder.gep(yp, [yoff_])
-    for j in range(nv):
-        if j == 0:
-            _emit_table_vector(builder, tp, M_, m0_, j, vl, final, mr, lo, hi, ystride_, yp,
-                               even, odd, low_sext, c32)
-        else:
-            with builder.if_then(builder.icmp_signed("<", ir.Constant(_I64, j), nst_)):
-                _emit_table_vector(builder, tp, M_, m0_, j, vl, final, mr, lo, hi, ystride_, yp,
-                                   even, odd, low_sext, c32)
+    both = builder.icmp_signed(">", nst_, ir.Constant(_I64, 1))
+    with builder.if_else(both) as (pair, single):
+        with pair:
+            _emit_table_rows(builder, tp, m0_, 2, vl, final, mr, lo, hi, ystride_, yp)
+        with single:
+            _emit_table_rows(builder, tp, m0_, 1, vl, final, mr, lo, hi, ystride_, yp)
 
 
-def _emit_table_vector(builder, tp, M_, m0_, j, vl, final, mr, lo, hi, ystride_, yp, even, odd,
-                       low_sext, c32):
-    """Columns vl·j .. vl·j + vl − 1 of every row of the tile (_emit_table_requant_store); M_ is
-    the table arrays' length."""
+def _emit_table_rows(builder, tp, m0_, nvec, vl, final, mr, lo, hi, ystride_, yp):
+    """Rows of the tile for the first nvec (1 or 2) 8-column vectors (_emit_table_requant_store)."""
     v32 = ir.VectorType(_I32, vl)
-    v64 = ir.VectorType(_I64, vl)
     h64 = ir.VectorType(_I64, vl // 2)
-    v8 = ir.VectorType(_I8, vl)
-    c = builder.add(m0_, ir.Constant(_I64, vl * j))
+    v16s = ir.VectorType(_I16, 16)
+    v32b = ir.VectorType(_I8, 32)
+    c32 = ir.Constant(h64, [32] * (vl // 2))
+    mod = builder.module
+    packssdw = mod.declare_intrinsic("llvm.x86.avx2.packssdw", fnty=ir.FunctionType(v16s, [v32, v32]))
+    packuswb = mod.declare_intrinsic("llvm.x86.avx2.packuswb", fnty=ir.FunctionType(v32b, [v16s, v16s]))
+    blk = builder.mul(builder.udiv(m0_, ir.Constant(_I64, vl)), ir.Constant(_I64, TABLE_BLOCK))
 
-    def load(array_index, width, vty):
-        off = builder.add(builder.mul(M_, ir.Constant(_I64, 8 * array_index)),
-                          builder.mul(c, ir.Constant(_I64, width)))
-        return builder.load(builder.bitcast(builder.gep(tp, [off]), vty.as_pointer()),
-                            align=1)
+    def load(j, field, vty):
+        off = builder.add(blk, ir.Constant(_I64, j * TABLE_BLOCK + 32 * field))
+        return builder.load(builder.bitcast(builder.gep(tp, [off]), vty.as_pointer()), align=1)
 
-    mu, bc, sh = load(0, 8, v64), load(1, 8, v64), load(2, 8, v64)
-    zd = load(3, 4, v32)
-    halves = []
-    for sel in (even, odd):
-        halves.append((low_sext(builder.shuffle_vector(mu, mu, sel)),
-                       builder.shuffle_vector(bc, bc, sel),
-                       builder.shuffle_vector(sh, sh, sel)))
+    def low_sext(v):             # sign-extended low halves: lets LLVM select vpmuldq
+        return builder.ashr(builder.shl(v, c32), c32)
+
+    consts = []
+    for j in range(nvec):
+        c = [load(j, f, h64) for f in range(6)] + [load(j, 6, v32)]
+        c[0], c[1] = low_sext(c[0]), low_sext(c[1])      # M0 < 2^31: exact
+        consts.append(c)
     for r in range(mr):
-        a64 = builder.bitcast(final[r, j], h64)
-        parts = []
-        for (m_h, bc_h, sh_h), a_h in zip(halves, (low_sext(a64), builder.ashr(a64, c32))):
-            parts.append(builder.lshr(builder.add(builder.mul(a_h, m_h), bc_h), sh_h))
-        v = builder.bitcast(builder.or_(parts[0], builder.shl(parts[1], c32)), v32)
-        v = builder.add(v, zd)
-        v = builder.select(builder.icmp_signed("<", v, lo), lo, v)
-        v = builder.select(builder.icmp_signed(">", v, hi), hi, v)
-        off = builder.add(builder.mul(ystride_, ir.Constant(_I64, r)),
-                          ir.Constant(_I64, vl * j))
-        p = builder.gep(yp, [off])
-        builder.store(builder.trunc(v, v8), builder.bitcast(p, v8.as_pointer()), align=1)
+        vals = []
+        for j in range(nvec):
+            me, mo, be, bo, se, so, zd = consts[j]
+            a64 = builder.bitcast(final[r, j], h64)
+            a_even = low_sext(a64)
+            a_odd = builder.ashr(a64, c32)
+            even = builder.lshr(builder.add(builder.mul(a_even, me), be), se)
+            odd = builder.lshr(builder.add(builder.mul(a_odd, mo), bo), so)
+            v = builder.bitcast(builder.or_(even, builder.shl(odd, c32)), v32)
+            vals.append(builder.add(v, zd))
+        second = vals[1] if nvec == 2 else vals[0]
+        packed = builder.call(packuswb, [builder.call(packssdw, [vals[0], second])] * 2)
+        # dwords of `packed`: [v0 0-3, v1 0-3, v0 0-3, v1 0-3 | v0 4-7, v1 4-7, ...]
+        order = [0, 4, 1, 5] if nvec == 2 else [0, 4]
+        q = builder.shuffle_vector(builder.bitcast(packed, v32), ir.Constant(v32, None),
+                                   ir.Constant(ir.VectorType(_I32, len(order)), order))
+        nb = 4 * len(order)
+        bty = ir.VectorType(_I8, nb)
+        b = builder.bitcast(q, bty)
+        lo_n = lo if nb == 16 else builder.shuffle_vector(
+            lo, lo, ir.Constant(ir.VectorType(_I32, nb), list(range(nb))))
+        hi_n = hi if nb == 16 else builder.shuffle_vector(
+            hi, hi, ir.Constant(ir.VectorType(_I32, nb), list(range(nb))))
+        b = builder.select(builder.icmp_unsigned("<", b, lo_n), lo_n, b)
+        b = builder.select(builder.icmp_unsigned(">", b, hi_n), hi_n, b)
+        p = builder.gep(yp, [builder.mul(ystride_, ir.Constant(_I64, r))])
+        builder.store(b, builder.bitcast(p, bty.as_pointer()), align=1)
 
 
 # One intrinsic per row count 1..MR (the last micro-panel of a block may be short).
@@ -422,20 +436,19 @@ def _ukernelq_v512(mr, a, aoff, ars, ags, b, boff, ng, y, yoff, ys, wsum, bias, 
 # Inlined into the two avx2 workers at the Numba IR level: the call with its ~40 argument words
 # cost ~9% on small-K GEMMs (12544x16x96: 0.92 -> 0.83 ms), for ~1.6 s more compile.
 @njit(inline="always", **JIT)
-def _ukernelq_avx2(mr, a, aoff, ars, ags, b, boff, ng, y, yoff, ys, tab, toff, Mt, m0, nst, lo,
-                   hi):
+def _ukernelq_avx2(mr, a, aoff, ars, ags, b, boff, ng, y, yoff, ys, tab, toff, m0, nst, lo, hi):
     if mr == 6:
-        _ukq_avx2_6(a, aoff, ars, ags, b, boff, ng, y, yoff, ys, tab, toff, Mt, m0, nst, lo, hi)
+        _ukq_avx2_6(a, aoff, ars, ags, b, boff, ng, y, yoff, ys, tab, toff, m0, nst, lo, hi)
     elif mr == 5:
-        _ukq_avx2_5(a, aoff, ars, ags, b, boff, ng, y, yoff, ys, tab, toff, Mt, m0, nst, lo, hi)
+        _ukq_avx2_5(a, aoff, ars, ags, b, boff, ng, y, yoff, ys, tab, toff, m0, nst, lo, hi)
     elif mr == 4:
-        _ukq_avx2_4(a, aoff, ars, ags, b, boff, ng, y, yoff, ys, tab, toff, Mt, m0, nst, lo, hi)
+        _ukq_avx2_4(a, aoff, ars, ags, b, boff, ng, y, yoff, ys, tab, toff, m0, nst, lo, hi)
     elif mr == 3:
-        _ukq_avx2_3(a, aoff, ars, ags, b, boff, ng, y, yoff, ys, tab, toff, Mt, m0, nst, lo, hi)
+        _ukq_avx2_3(a, aoff, ars, ags, b, boff, ng, y, yoff, ys, tab, toff, m0, nst, lo, hi)
     elif mr == 2:
-        _ukq_avx2_2(a, aoff, ars, ags, b, boff, ng, y, yoff, ys, tab, toff, Mt, m0, nst, lo, hi)
+        _ukq_avx2_2(a, aoff, ars, ags, b, boff, ng, y, yoff, ys, tab, toff, m0, nst, lo, hi)
     else:
-        _ukq_avx2_1(a, aoff, ars, ags, b, boff, ng, y, yoff, ys, tab, toff, Mt, m0, nst, lo, hi)
+        _ukq_avx2_1(a, aoff, ars, ags, b, boff, ng, y, yoff, ys, tab, toff, m0, nst, lo, hi)
 
 
 # ----------------------------------------------------------------------------- plan-time packing
@@ -470,22 +483,27 @@ def pack_b(w, isa):
 
 
 TABLE_HEADER = 8      # flag (1: usable), z_x, z_y (u8), a pad byte, K (u32 little-endian)
+TABLE_BLOCK = 224     # bytes of constants per 8 output channels (see requant_table)
+TABLE_PAD_BLOCKS = 2  # zero blocks past the last channel: a 16-column panel never reads past them
 
 
-TABLE_PAD = 16        # extra zero entries per table array: a 16-column panel never reads past it
+def _table_blocks(M):
+    return (int(M) + AVX2_VL - 1) // AVX2_VL + TABLE_PAD_BLOCKS
 
 
 def requant_table_bytes(M):
     """Bytes of requant_table for M output channels."""
-    return TABLE_HEADER + 28 * (int(M) + TABLE_PAD)
+    return TABLE_HEADER + TABLE_BLOCK * _table_blocks(M)
 
 
 def requant_table(K, wsum, bias, mult, shift, z_x, z_y):
     """The avx2 fused epilogue's per-channel constants, computed once at plan time and appended
     to the packed weights (append_requant_table): int8 bytes
-        [flag u8, z_x u8, z_y u8, pad, K u32][M0 i64[Mt]][BC i64[Mt]][SH i64[Mt]][ZD i32[Mt]]
-    (Mt = M + TABLE_PAD, the padding entries 0) such that for every raw dot d = Σ_k x·w with |d| ≤ K·255·127 (x in [0, 255], w in
-    [-127, 127]):
+        [flag u8, z_x u8, z_y u8, pad, K u32] then one TABLE_BLOCK per 8 channels c0 .. c0+7:
+        [M0 i64 of c0, c0+2, c0+4, c0+6][M0 i64 of c0+1, c0+3, c0+5, c0+7]   (even, odd lanes)
+        [BC even][BC odd][SH even][SH odd] (i64 x 4 each)  [ZD i32 of c0 .. c0+7]
+    (TABLE_PAD_BLOCKS zero blocks follow the last channel) such that for every raw dot
+    d = Σ_k x·w with |d| ≤ K·255·127 (x in [0, 255], w in [-127, 127]):
         ((d·M0 + BC) mod 2^64) in [0, 2^62),  ((d·M0 + BC) >> SH) + ZD  is exactly
         requantize(d − z_x·wsum + bias, M0, SH) + z_y   (spec 3.3, round half up),
     with BC = corr·M0 + 2^(SH−1) + D·2^SH, corr = bias − z_x·wsum, ZD = z_y − D and D ≥ 0 the
@@ -495,11 +513,12 @@ def requant_table(K, wsum, bias, mult, shift, z_x, z_y):
     multipliers of spec 3.2 and realistic K); the kernels then use the scalar epilogue.
     Exact integer arithmetic (Python ints)."""
     M = len(bias)
+    n = AVX2_VL * _table_blocks(M)
     amax = int(K) * 255 * 127
-    m0s = np.zeros(M + TABLE_PAD, np.int64)
-    bcs = np.zeros(M + TABLE_PAD, np.int64)
-    shs = np.zeros(M + TABLE_PAD, np.int64)
-    zds = np.zeros(M + TABLE_PAD, np.int32)
+    m0s = np.zeros(n, np.int64)
+    bcs = np.zeros(n, np.int64)
+    shs = np.zeros(n, np.int64)
+    zds = np.zeros(n, np.int32)
     ok = True
     for c in range(M):
         corr = int(bias[c]) - int(z_x) * int(wsum[c])
@@ -512,9 +531,15 @@ def requant_table(K, wsum, bias, mult, shift, z_x, z_y):
     head[0] = 1 if ok else 0
     head[1], head[2] = int(z_x), int(z_y)
     head[4:8] = np.array([K], np.uint32).view(np.uint8)
-    head = head.view(np.int8)
-    parts = [head, m0s.view(np.int8), bcs.view(np.int8), shs.view(np.int8), zds.view(np.int8)]
-    return np.concatenate(parts)
+
+    def lanes(a):            # [blocks, 8] -> [blocks, even 4 | odd 4] as bytes
+        a = a.reshape(-1, AVX2_VL)
+        return np.concatenate([a[:, 0::2], a[:, 1::2]], axis=1).view(np.int8)
+
+    blocks = np.concatenate([lanes(m0s), lanes(bcs), lanes(shs), zds.reshape(-1, AVX2_VL).view(np.int8)],
+                            axis=1)
+    assert blocks.shape[1] == TABLE_BLOCK
+    return np.concatenate([head.view(np.int8), blocks.reshape(-1)])
 
 
 def append_requant_table(wpack, K, wsum, bias, mult, shift, z_x, z_y):
@@ -534,11 +559,16 @@ def with_requant_table(wpack, path, K, wsum, bias, mult, shift, z_x, z_y):
 
 
 @njit(**JIT)
+def requant_table_bytes_jit(M):
+    return TABLE_HEADER + TABLE_BLOCK * ((M + AVX2_VL - 1) // AVX2_VL + TABLE_PAD_BLOCKS)
+
+
+@njit(**JIT)
 def table_offset(wpack, bbytes, M, K, z_x, z_y):
-    """Byte offset of the M0 array of the requant table that follows `bbytes` bytes of packed B
+    """Byte offset of the first block of the requant table that follows `bbytes` bytes of packed B
     in wpack; -1 when wpack has no table, its flag says it is unusable, or it was built for
     another K or other zero points than this call's."""
-    if wpack.size != bbytes + TABLE_HEADER + 28 * (M + TABLE_PAD):
+    if wpack.size != bbytes + requant_table_bytes_jit(M):
         return -1
     h = wpack[bbytes:bbytes + TABLE_HEADER].view(np.uint8)
     k = np.int64(h[4]) | (np.int64(h[5]) << 8) | (np.int64(h[6]) << 16) | (np.int64(h[7]) << 24)
@@ -710,7 +740,7 @@ def _worker_avx2(t, nt, split_rows, x, z_x, wpack, wsum, M, K, bias, mult, shift
                 p0 = pc + ip * MR
                 if toff >= 0 and cols % AVX2_VL == 0:     # whole 8-column vectors
                     _ukernelq_avx2(mr, scratch, aoff, 4 * ng, 4, wpack, boff, ng, y, p0 * ys + j * NR,
-                                   ys, wpack, toff, M + TABLE_PAD, j * NR, cols // AVX2_VL,
+                                   ys, wpack, toff, j * NR, cols // AVX2_VL,
                                    act_min, act_max)
                 else:
                     _ukernel_avx2(mr, scratch, aoff, 4 * ng, 4, wpack, boff, ng, tile)

@@ -39,6 +39,11 @@ CASES = {
     "chunks": (1, 160, 7, 9, 40, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1),
     # fast path: few pixels, many channels -> threads split the channel panels
     "deep_small": (1, 32, 4, 4, 96, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1),
+    # avx2 table epilogue and groups: 24 channels per group -> group 1's panels start at
+    # channels 24 (16 columns) and 40 (8 columns, one vector); 20 per group -> group 1's
+    # first panel starts at channel 20, inside a table block (the kernel must fall back)
+    "group2_m24": (1, 8, 5, 6, 48, 1, 1, (1, 1), (0, 0, 0, 0), (1, 1), 2),
+    "group2_m20": (2, 8, 5, 6, 40, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 2),
 }
 ZPS = [(128, 128, "none"), (0, 100, "relu"), (255, 30, "relu6"), (17, 0, "none")]
 
