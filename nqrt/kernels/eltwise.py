@@ -273,19 +273,90 @@ def _vptr(context, builder, aty, val, off):
     return builder.gep(builder.bitcast(data, _I8.as_pointer()), [off])
 
 
-@intrinsic
-def _t16x16(typingctx, x, xo, xrs, y, yo, yrs):
-    """y[yo + i·yrs + j] = x[xo + j·xrs + i] for i, j < 16 (uint8): 16 row loads, four rounds
-    of byte interleaves (rows k and k + 8, low / high halves), 16 row stores."""
-    def codegen(context, builder, sig, args):
-        x_, xo_, xrs_, y_, yo_, yrs_ = args
-        v16 = ir.VectorType(_I8, 16)
+_F32 = ir.FloatType()
+
+
+def _fptr(context, builder, aty, val, off):
+    data = cgutils.create_struct_proxy(aty)(context, builder, value=val).data
+    return builder.gep(builder.bitcast(data, _F32.as_pointer()), [off])
+
+
+def _splat(builder, value, n):
+    vty = ir.VectorType(value.type, n)
+    v = builder.insert_element(ir.Constant(vty, None), value, ir.Constant(_I32, 0))
+    return builder.shuffle_vector(v, ir.Constant(vty, None),
+                                  ir.Constant(ir.VectorType(_I32, n), [0] * n))
+
+
+def _quantize_vector(builder, v, s, zf):
+    """quantize_one on every lane of a float vector v (spec 3.1): clamp(rint(v / s) + z, 0,
+    255) as uint8, NaN -> z; the same IEEE operations as the scalar code."""
+    n = v.type.count
+    vf = v.type
+    rint = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vf, [vf]),
+                                          f"llvm.rint.v{n}f32")
+    q = builder.call(rint, [builder.fdiv(v, _splat(builder, s, n))])
+    nan = builder.fcmp_unordered("uno", q, q)
+    t = builder.fadd(q, _splat(builder, zf, n))
+    zero = ir.Constant(vf, [0.0] * n)
+    top = ir.Constant(vf, [255.0] * n)
+    t = builder.select(builder.fcmp_ordered("<", t, zero), zero, t)
+    t = builder.select(builder.fcmp_ordered(">", t, top), top, t)
+    u = builder.fptoui(t, ir.VectorType(_I8, n))
+    return builder.select(nan, builder.fptoui(_splat(builder, zf, n), u.type), u)
+
+
+def _dequantize_vector(builder, b, s, z):
+    """float32(int32(b) - z) * s on every lane of a uint8 vector b (as dequantize_u8)."""
+    n = b.type.count
+    d = builder.sub(builder.zext(b, ir.VectorType(_I32, n)),
+                    _splat(builder, builder.trunc(z, _I32), n))
+    return builder.fmul(builder.sitofp(d, ir.VectorType(_F32, n)), _splat(builder, s, n))
+
+
+def _row_io(context, builder, sig, args, conv):
+    """(load(r_offset) -> <16 x i8>, store(vector of i8, offset)) for the byte-shuffle
+    intrinsics: plain uint8 rows, or float32 rows quantized on load (conv "quantize": x is
+    float32, args end with s, zf) or dequantized on store (conv "dequantize": y is float32,
+    args end with s, z).  Offsets are in elements of the array they index."""
+    x_, xo_, y_, yo_ = args[0], args[1], args[3], args[4]
+    v16 = ir.VectorType(_I8, 16)
+    if conv == "quantize":
+        xp = _fptr(context, builder, sig.args[0], x_, xo_)
+        s_, zf_ = args[-2], args[-1]
+
+        def load(off):
+            p = builder.gep(xp, [off])
+            v = builder.load(builder.bitcast(p, ir.VectorType(_F32, 16).as_pointer()), align=4)
+            return _quantize_vector(builder, v, s_, zf_)
+    else:
         xp = _vptr(context, builder, sig.args[0], x_, xo_)
+
+        def load(off):
+            return builder.load(builder.bitcast(builder.gep(xp, [off]), v16.as_pointer()), align=1)
+    if conv == "dequantize":
+        yp = _fptr(context, builder, sig.args[3], y_, yo_)
+        s_, z_ = args[-2], args[-1]
+
+        def store(v, off):
+            f = _dequantize_vector(builder, v, s_, z_)
+            builder.store(f, builder.bitcast(builder.gep(yp, [off]), f.type.as_pointer()), align=4)
+    else:
         yp = _vptr(context, builder, sig.args[3], y_, yo_)
-        rows = []
-        for r in range(16):
-            p = builder.gep(xp, [builder.mul(xrs_, ir.Constant(_I64, r))])
-            rows.append(builder.load(builder.bitcast(p, v16.as_pointer()), align=1))
+
+        def store(v, off):
+            builder.store(v, builder.bitcast(builder.gep(yp, [off]), v.type.as_pointer()), align=1)
+    return load, store
+
+
+def make_t16x16(conv=None):
+    """Intrinsic t(x, xo, xrs, y, yo, yrs[, s, z]): y[yo + i·yrs + j] = x[xo + j·xrs + i] for
+    i, j < 16: 16 row loads, four rounds of byte interleaves (rows k and k + 8, low / high
+    halves), 16 row stores; uint8 -> uint8, or fused with Quantize / Dequantize (_row_io)."""
+    def codegen(context, builder, sig, args):
+        xrs_, yrs_ = args[2], args[5]
+        load, store = _row_io(context, builder, sig, args, conv)
+        rows = [load(builder.mul(xrs_, ir.Constant(_I64, r))) for r in range(16)]
         lo_m = ir.Constant(ir.VectorType(_I32, 16), [v for k in range(8) for v in (k, 16 + k)])
         hi_m = ir.Constant(ir.VectorType(_I32, 16), [v for k in range(8, 16) for v in (k, 16 + k)])
         for _ in range(4):
@@ -295,24 +366,27 @@ def _t16x16(typingctx, x, xo, xrs, y, yo, yrs):
                 nxt.append(builder.shuffle_vector(rows[k], rows[k + 8], hi_m))
             rows = nxt
         for r in range(16):
-            p = builder.gep(yp, [builder.mul(yrs_, ir.Constant(_I64, r))])
-            builder.store(rows[r], builder.bitcast(p, v16.as_pointer()), align=1)
+            store(rows[r], builder.mul(yrs_, ir.Constant(_I64, r)))
         return context.get_dummy_value()
-    return types.void(x, xo, xrs, y, yo, yrs), codegen
+
+    if conv is None:
+        def t16(typingctx, x, xo, xrs, y, yo, yrs):
+            return types.void(x, xo, xrs, y, yo, yrs), codegen
+    else:
+        def t16(typingctx, x, xo, xrs, y, yo, yrs, s, z):
+            return types.void(x, xo, xrs, y, yo, yrs, s, z), codegen
+    t16.__name__ = "_t16x16" + ("" if conv is None else "_" + conv)
+    return intrinsic(t16)
 
 
-def _make_interleave(K):
+def make_interleave(K, conv=None):
     """Intrinsic: y[yo + i·K + j] = x[xo + j·xrs + i] for i < 16, j < K (K = 2, 3, 4): K row
-    loads, one interleaving shuffle, one 16·K-byte store."""
+    loads, one interleaving shuffle, one 16·K-element store; conv as make_t16x16."""
     def codegen(context, builder, sig, args):
-        x_, xo_, xrs_, y_, yo_ = args
+        xrs_ = args[2]
+        load, store = _row_io(context, builder, sig, args, conv)
         v16 = ir.VectorType(_I8, 16)
-        xp = _vptr(context, builder, sig.args[0], x_, xo_)
-        yp = _vptr(context, builder, sig.args[3], y_, yo_)
-        rows = []
-        for r in range(K):
-            p = builder.gep(xp, [builder.mul(xrs_, ir.Constant(_I64, r))])
-            rows.append(builder.load(builder.bitcast(p, v16.as_pointer()), align=1))
+        rows = [load(builder.mul(xrs_, ir.Constant(_I64, r))) for r in range(K)]
         cat = ir.Constant(ir.VectorType(_I32, 32), list(range(32)))
         if K == 2:
             a, b, idx = rows[0], rows[1], lambda j, i: 16 * j + i
@@ -322,19 +396,23 @@ def _make_interleave(K):
             b = builder.shuffle_vector(rows[2], c, cat)
             idx = (lambda j, i: 16 * j + i if j < 2 else 32 + 16 * (j - 2) + i)
         mask = ir.Constant(ir.VectorType(_I32, 16 * K), [idx(j, i) for i in range(16) for j in range(K)])
-        out = builder.shuffle_vector(a, b, mask)
-        builder.store(out, builder.bitcast(yp, ir.VectorType(_I8, 16 * K).as_pointer()), align=1)
+        store(builder.shuffle_vector(a, b, mask), ir.Constant(_I64, 0))
         return context.get_dummy_value()
 
-    def interleave(typingctx, x, xo, xrs, y, yo):
-        return types.void(x, xo, xrs, y, yo), codegen
-    interleave.__name__ = f"_interleave{K}"
+    if conv is None:
+        def interleave(typingctx, x, xo, xrs, y, yo):
+            return types.void(x, xo, xrs, y, yo), codegen
+    else:
+        def interleave(typingctx, x, xo, xrs, y, yo, s, z):
+            return types.void(x, xo, xrs, y, yo, s, z), codegen
+    interleave.__name__ = f"_interleave{K}" + ("" if conv is None else "_" + conv)
     return intrinsic(interleave)
 
 
-_interleave2 = _make_interleave(2)
-_interleave3 = _make_interleave(3)
-_interleave4 = _make_interleave(4)
+_t16x16 = make_t16x16()
+_interleave2 = make_interleave(2)
+_interleave3 = make_interleave(3)
+_interleave4 = make_interleave(4)
 
 TI = 64          # i-rows (output rows) per parallel task of the 2-D transpose
 
@@ -442,20 +520,12 @@ def _transpose_task(t, K, Ni, Nj, xrs, rb, x, y, ys, st):
         xcall(_transpose_rows, x, y, ys, st, t * rb, min(R, t * rb + rb))
 
 
-@njit(**PJIT)
-def transpose_u8(x, shape, perm, y):
-    """y = x.reshape(shape).transpose(perm) written C-contiguous into y (flat); shape/perm
-    rank 6 (left-padded with size-1 dims, as layout.transpose_args gives them).
-
-    When y's innermost dim is strided in x, the transpose is a batch of 2-D transposes
-    Y[i, j] = X[j, i]: i = the output dims that are contiguous in x (x's innermost dims,
-    merged), j = y's innermost dims (merged while contiguous in x), batch = the dims before
-    i (any strides); needs nothing between i and j in y's order.  Those run as 16 x 16 byte
-    tiles (vector shuffles), or interleaves when j has 2..4 elements (NCHW -> NHWC of an
-    RGB image).  Otherwise rows of y are copied (contiguous or strided reads).  One task
-    list either way: serial for small tensors, else prange."""
-    ys, st = _transpose_generic(x, shape, perm, y)
-    n = x.size
+@njit(inline="always", **JIT)
+def transpose_tasks(n, ys, st, ti):
+    """The task list of a rank-6 transpose of n elements (y's shape ys, x's strides st in y's
+    dim order; see transpose_u8): (K, Ni, Nj, xrs, rb, ntask).  K >= 0: batches of 2-D
+    transposes Y[i, j] = X[j, i] (K batch dims, Ni x Nj, x's j stride xrs), task t = batch
+    t // ceil(Ni / ti), ti output rows i; K = -1: rows of y, rb rows per task."""
     K = -1                                     # 2-D mode: number of batch dims (>= 0)
     Ni = Nj = xrs = np.int64(1)
     R = ys[0] * ys[1] * ys[2] * ys[3] * ys[4]
@@ -480,7 +550,25 @@ def transpose_u8(x, shape, perm, y):
                 Nj *= ys[kj]
             if kj == ki + 1:
                 K = klo
-                ntask = (n // (Ni * Nj)) * -(-Ni // TI)
+                ntask = (n // (Ni * Nj)) * -(-Ni // ti)
+    return K, Ni, Nj, xrs, rb, ntask
+
+
+@njit(**PJIT)
+def transpose_u8(x, shape, perm, y):
+    """y = x.reshape(shape).transpose(perm) written C-contiguous into y (flat); shape/perm
+    rank 6 (left-padded with size-1 dims, as layout.transpose_args gives them).
+
+    When y's innermost dim is strided in x, the transpose is a batch of 2-D transposes
+    Y[i, j] = X[j, i]: i = the output dims that are contiguous in x (x's innermost dims,
+    merged), j = y's innermost dims (merged while contiguous in x), batch = the dims before
+    i (any strides); needs nothing between i and j in y's order.  Those run as 16 x 16 byte
+    tiles (vector shuffles), or interleaves when j has 2..4 elements (NCHW -> NHWC of an
+    RGB image).  Otherwise rows of y are copied (contiguous or strided reads).  One task
+    list either way: serial for small tensors, else prange."""
+    ys, st = _transpose_generic(x, shape, perm, y)
+    n = x.size
+    K, Ni, Nj, xrs, rb, ntask = transpose_tasks(n, ys, st, TI)
     if n <= CHUNK:
         for t in range(ntask):
             xcall(_transpose_task, t, K, Ni, Nj, xrs, rb, x, y, ys, st)

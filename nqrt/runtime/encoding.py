@@ -6,7 +6,10 @@ A plan is a program for one @njit interpreter loop:
   ``code[i, 1:]`` its fields in the order of ``FIELDS[opcode]`` (unused tail = 0).
 * Operand fields ``x``, ``y``, ``a``, ``b`` are element offsets into an *arena*: the uint8
   arena for uint8 tensors, the float32 arena for float32 tensors (which one is fixed by the
-  opcode).  Tensors are C-contiguous in their physical layout (see layout.py); dims fields
+  opcode).  A negative float32 operand -(k + 1) is instead the caller's buffer k, at address
+  ``io[k]`` (the interpreter's last argument): the graph inputs in order, then the outputs
+  (``Plan.inputs`` / ``Plan.outputs``), so Quantize reads the caller's arrays and each
+  output's producer writes the array returned to the caller (no copies in or out).  Tensors are C-contiguous in their physical layout (see layout.py); dims fields
   give that physical shape.  Scratch space for kernels is a separate uint8 arena.
 * Constant fields name offsets into the load-time pools: ``wpack`` into the int8 pool
   (packed weights; ``wpack_len`` bytes), ``wsum``/``bias``/``mult``/``shift`` into the int32
@@ -58,6 +61,8 @@ OP_QUANTIZE = 1
 OP_DEQUANTIZE = 2
 OP_SOFTMAX = 3
 OP_TRANSPOSE_F32 = 4
+OP_QUANTIZE_T = 5       # Quantize fused with the transpose into the runtime layout (inputs)
+OP_DEQUANTIZE_T = 6     # the transpose back fused with Dequantize (outputs)
 # Integer ops
 OP_CONV = 10
 OP_GEMM = 11
@@ -80,6 +85,8 @@ FIELDS: dict[int, tuple[str, ...]] = {
     OP_DEQUANTIZE: ("x", "y", "size", "scale", "z"),
     OP_SOFTMAX: ("x", "y", "O", "A", "I"),
     OP_TRANSPOSE_F32: ("x", "y", "size", "shape", "perm"),
+    OP_QUANTIZE_T: ("x", "y", "size", "scale", "z", "shape", "perm"),
+    OP_DEQUANTIZE_T: ("x", "y", "size", "scale", "z", "shape", "perm"),
     OP_CONV: ("x", "y", "N", "H", "W", "C", "OH", "OW", "M", "kh", "kw", "sh", "sw", "dh", "dw",
               "pad_t", "pad_l", "group", "z_x", "z_y", "act_min", "act_max",
               "wpack", "wpack_len", "wsum", "bias", "mult", "shift", "scratch"),
@@ -109,7 +116,8 @@ OP_NAMES = {v: k for k, v in list(globals().items()) if k.startswith("OP_") and 
 
 # Fields that hold arena offsets, per arena, for each opcode (the planner patches them).
 U8_OPERANDS = {
-    OP_QUANTIZE: ("y",), OP_DEQUANTIZE: ("x",), OP_CONV: ("x", "y"), OP_GEMM: ("x", "y"),
+    OP_QUANTIZE: ("y",), OP_DEQUANTIZE: ("x",), OP_QUANTIZE_T: ("y",), OP_DEQUANTIZE_T: ("x",),
+    OP_CONV: ("x", "y"), OP_GEMM: ("x", "y"),
     OP_ADD: ("a", "b", "y"), OP_REQUANT_COPY: ("x", "y"), OP_CLIP: ("x", "y"),
     OP_MAXPOOL: ("x", "y"), OP_AVGPOOL: ("x", "y"), OP_REDUCE_MEAN: ("x", "y"),
     OP_TRANSPOSE_U8: ("x", "y"), OP_LUT: ("x", "table", "y"), OP_MUL: ("a", "b", "y"),
@@ -117,6 +125,7 @@ U8_OPERANDS = {
 }
 F32_OPERANDS = {
     OP_QUANTIZE: ("x",), OP_DEQUANTIZE: ("y",), OP_SOFTMAX: ("x", "y"),
+    OP_QUANTIZE_T: ("x",), OP_DEQUANTIZE_T: ("y",),
     OP_TRANSPOSE_F32: ("x", "y"),
 }
 

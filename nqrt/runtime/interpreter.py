@@ -20,21 +20,23 @@ the plan's lpool[0] and compiles (or loads from the cache) each loop on first us
 
 from __future__ import annotations
 
-from numba import njit, types
+import numpy as np
+from numba import carray, njit, types
 from numba.core.errors import TypingError
 from numba.extending import intrinsic
 
 from nqrt.runtime._kernels import (FINGERPRINT, add_u8, avgpool_u8, clip_u8, conv2d_u8,
-                                   conv2d_u8_avx2, conv2d_u8_vnni512, dequantize_u8, gemm_u8,
-                                   gemm_u8_avx2, gemm_u8_vnni512, lut_u8, maxpool_u8, mul_u8,
-                                   pad_u8, quantize_f32, reduce_mean_u8, requant_copy_u8,
+                                   conv2d_u8_avx2, conv2d_u8_vnni512, dequantize_transpose_u8,
+                                   dequantize_u8, gemm_u8, gemm_u8_avx2, gemm_u8_vnni512, lut_u8,
+                                   maxpool_u8, mul_u8, pad_u8, quantize_f32,
+                                   quantize_transpose_f32, reduce_mean_u8, requant_copy_u8,
                                    resize_nearest_u8, slice_u8, softmax_f32, transpose_f32,
                                    transpose_u8, xcall_lazy)
-from nqrt.runtime.encoding import (OP_ADD, OP_AVGPOOL, OP_CLIP, OP_CONV, OP_DEQUANTIZE, OP_GEMM,
-                                   OP_LUT, OP_MAXPOOL, OP_MUL, OP_PAD, OP_QUANTIZE, OP_REDUCE_MEAN,
-                                   OP_REQUANT_COPY, OP_RESIZE, OP_SLICE, OP_SOFTMAX,
-                                   OP_TRANSPOSE_F32, OP_TRANSPOSE_U8, PATH_AVX2, PATH_NAMES,
-                                   PATH_VNNI512, WIDTH)
+from nqrt.runtime.encoding import (OP_ADD, OP_AVGPOOL, OP_CLIP, OP_CONV, OP_DEQUANTIZE,
+                                   OP_DEQUANTIZE_T, OP_GEMM, OP_LUT, OP_MAXPOOL, OP_MUL, OP_PAD,
+                                   OP_QUANTIZE, OP_QUANTIZE_T, OP_REDUCE_MEAN, OP_REQUANT_COPY,
+                                   OP_RESIZE, OP_SLICE, OP_SOFTMAX, OP_TRANSPOSE_F32,
+                                   OP_TRANSPOSE_U8, PATH_AVX2, PATH_NAMES, PATH_VNNI512, WIDTH)
 
 
 @intrinsic
@@ -57,10 +59,34 @@ def _row(typingctx, code, i):
     return tup(code, types.intp), codegen
 
 
+@intrinsic
+def _f32_pointer(typingctx, addr):
+    """An int64 address as a float32 pointer (for numba.carray)."""
+    if addr != types.int64:
+        raise TypingError("address must be int64")
+
+    def codegen(context, builder, sig, args):
+        return builder.inttoptr(args[0], context.get_value_type(sig.return_type))
+
+    return types.CPointer(types.float32)(types.int64), codegen
+
+
+@njit(inline="always", cache=True)
+def _f32_at(f32, io, off, n):
+    """The n float32 elements of a float32 operand: f32[off:off + n] for off >= 0, else the
+    caller's buffer number -off - 1, at address io[-off - 1] (encoding.py)."""
+    if off >= 0:
+        addr = np.int64(f32.ctypes.data) + 4 * off
+    else:
+        addr = io[-off - 1]
+    return carray(_f32_pointer(addr), n)
+
+
 def _make(fingerprint: str, path: int):
     @njit(cache=True, nogil=True)
-    def execute(code, lpool, wpool, ipool, fpool, u8, f32, scratch):
-        """Run every instruction of `code` in order (see encoding.FIELDS for the fields)."""
+    def execute(code, lpool, wpool, ipool, fpool, u8, f32, scratch, io):
+        """Run every instruction of `code` in order (see encoding.FIELDS for the fields);
+        io: int64 addresses of the caller's float32 buffers (graph inputs, then outputs)."""
         _fp = fingerprint  # noqa: F841  (cache key)
         if code.shape[1] != WIDTH:
             raise ValueError("the instruction table must have WIDTH columns")
@@ -159,18 +185,26 @@ def _make(fingerprint: str, path: int):
                            lpool[c[6]:c[6] + 6], lpool[c[7]:c[7] + c[8]], u8[y:y + c[4]])
             elif op == OP_QUANTIZE:
                 x, y, n = c[1], c[2], c[3]
-                xcall_lazy(quantize_f32, f32[x:x + n], fpool[c[4]], c[5], u8[y:y + n])
+                xcall_lazy(quantize_f32, _f32_at(f32, io, x, n), fpool[c[4]], c[5], u8[y:y + n])
             elif op == OP_DEQUANTIZE:
                 x, y, n = c[1], c[2], c[3]
-                xcall_lazy(dequantize_u8, u8[x:x + n], fpool[c[4]], c[5], f32[y:y + n])
+                xcall_lazy(dequantize_u8, u8[x:x + n], fpool[c[4]], c[5], _f32_at(f32, io, y, n))
+            elif op == OP_QUANTIZE_T:
+                x, y, n = c[1], c[2], c[3]
+                xcall_lazy(quantize_transpose_f32, _f32_at(f32, io, x, n), fpool[c[4]], c[5],
+                           lpool[c[6]:c[6] + 6], lpool[c[7]:c[7] + 6], u8[y:y + n])
+            elif op == OP_DEQUANTIZE_T:
+                x, y, n = c[1], c[2], c[3]
+                xcall_lazy(dequantize_transpose_u8, u8[x:x + n], fpool[c[4]], c[5],
+                           lpool[c[6]:c[6] + 6], lpool[c[7]:c[7] + 6], _f32_at(f32, io, y, n))
             elif op == OP_SOFTMAX:
                 x, y, O, A, I = c[1], c[2], c[3], c[4], c[5]
-                xcall_lazy(softmax_f32, f32[x:x + O * A * I].reshape((O, A, I)),
-                           f32[y:y + O * A * I].reshape((O, A, I)))
+                xcall_lazy(softmax_f32, _f32_at(f32, io, x, O * A * I).reshape((O, A, I)),
+                           _f32_at(f32, io, y, O * A * I).reshape((O, A, I)))
             elif op == OP_TRANSPOSE_F32:
                 x, y, n = c[1], c[2], c[3]
-                xcall_lazy(transpose_f32, f32[x:x + n], lpool[c[4]:c[4] + 6], lpool[c[5]:c[5] + 6],
-                           f32[y:y + n])
+                xcall_lazy(transpose_f32, _f32_at(f32, io, x, n), lpool[c[4]:c[4] + 6],
+                           lpool[c[5]:c[5] + 6], _f32_at(f32, io, y, n))
             else:
                 raise ValueError("unknown opcode")
 
@@ -190,12 +224,12 @@ def loop_for(path_id: int):
     return f
 
 
-def execute(code, lpool, wpool, ipool, fpool, u8, f32, scratch):
+def execute(code, lpool, wpool, ipool, fpool, u8, f32, scratch, io):
     """Run a plan (see encoding.py) with the loop of the plan's GEMM path (lpool[0])."""
-    loop_for(int(lpool[0]))(code, lpool, wpool, ipool, fpool, u8, f32, scratch)
+    loop_for(int(lpool[0]))(code, lpool, wpool, ipool, fpool, u8, f32, scratch, io)
 
 
-def profile(code, lpool, wpool, ipool, fpool, u8, f32, scratch, repeats=5):
+def profile(code, lpool, wpool, ipool, fpool, u8, f32, scratch, io, repeats=5):
     """Debug/profiling hook: run a plan instruction by instruction, each `repeats` times in a row
     through the compiled loop on a one-row table; returns the median seconds per instruction
     (float64 [n_instr]).  An instruction never writes its own inputs, so repeating it is
@@ -212,6 +246,6 @@ def profile(code, lpool, wpool, ipool, fpool, u8, f32, scratch, repeats=5):
         row = code[i:i + 1]
         for r in range(t.shape[1]):
             t0 = time.perf_counter()
-            loop(row, lpool, wpool, ipool, fpool, u8, f32, scratch)
+            loop(row, lpool, wpool, ipool, fpool, u8, f32, scratch, io)
             t[i, r] = time.perf_counter() - t0
     return np.median(t, axis=1)

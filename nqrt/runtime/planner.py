@@ -202,8 +202,10 @@ class Plan:
     u8_size: int
     f32_size: int
     scratch_size: int
-    inputs: list[tuple[str, int, tuple[int, ...]]]      # (name, f32 offset, shape)
-    outputs: dict[str, tuple[int, tuple[int, ...]]]     # name -> (f32 offset, shape)
+    # The caller's float32 buffers (encoding.py): io[k] for k < len(inputs) is inputs[k], then
+    # io[len(inputs) + j] the j-th output; instructions address buffer k as offset -(k + 1).
+    inputs: list[tuple[str, tuple[int, ...]]]           # (name, shape), in io order
+    outputs: dict[str, tuple[int, tuple[int, ...]]]     # name -> (io index, shape)
     shapes: dict[str, tuple[int, ...]]                  # logical shape of every run-time tensor
     layouts: dict[str, tuple[int, ...]]                 # physical perm of every run-time tensor
     slots: list[Slot]
@@ -305,6 +307,14 @@ class _Builder:
                       shape=self._lp(shape6), perm=self._lp(perm6))
             self._transposed[key] = t
         return self._transposed[key]
+
+    def _copy_f32(self, v: Value, name: str) -> Value:
+        """A float32 copy of `v` (same layout) in a fresh tensor (an identity transpose)."""
+        shape6, perm6 = L.transpose_args(v.shape, v.perm, v.perm)
+        t = self._new(f"{name}@copy", "f32", v.shape, v.perm)
+        self.emit(E.OP_TRANSPOSE_F32, x=v.storage, y=t.storage, size=L.numel(v.shape),
+                  shape=self._lp(shape6), perm=self._lp(perm6))
+        return t
 
     def _u8_const(self, name) -> Value:
         """A uint8 constant as a run-time tensor: logical layout, a slot live over the whole
@@ -683,13 +693,25 @@ class _Builder:
     def build(self) -> Plan:
         for i, node in enumerate(self.model.nodes):
             _HANDLERS[node.op](self, node, i)
+        # Graph inputs and outputs live in the caller's buffers (io), not in the arena: the
+        # first Quantize reads the caller's array and each output's producer writes the array
+        # returned to the caller.  Each output needs a buffer of its own: one that is a graph
+        # input's (an input passed through) or another output's (two names of one tensor) is
+        # copied into a fresh tensor first.
+        io_slot: dict[int, int] = {}
+        for k, io in enumerate(self.model.graph_inputs):
+            io_slot[self.values[io.name].storage] = k
         outputs = {}
         for io in self.model.graph_outputs:
             v = self.values[io.name]
             if v.kind != "f32":
                 raise FormatError(f"graph output {io.name!r} must be float32")
             v = self._ensure(v, L.identity(len(v.shape)))
+            if v.storage in io_slot:
+                v = self._copy_f32(v, io.name)
+            io_slot[v.storage] = len(io_slot)
             outputs[io.name] = v
+        self._fuse_boundary()
         n = len(self.instrs)
         for k, (op, f) in enumerate(self.instrs):
             for fname in E.U8_OPERANDS.get(op, ()) + E.F32_OPERANDS.get(op, ()):
@@ -702,8 +724,12 @@ class _Builder:
         for slot, _ in self._consts_used:            # uint8 constants: live over the whole program
             self.slots[slot].last = n
         live = [s for s in self.slots if s.first <= s.last]   # drop never-produced transients
+        for slot, k in io_slot.items():
+            self.slots[slot].offset = -(k + 1)
         u8_size = _allocate([s for s in live if s.arena == "u8"], U8_ALIGN, n)
-        f32_size = _allocate([s for s in live if s.arena == "f32"], F32_ALIGN, n)
+        external = {id(self.slots[slot]) for slot in io_slot}
+        f32_size = _allocate([s for s in live if s.arena == "f32" and id(s) not in external],
+                             F32_ALIGN, n)
         rows = []
         for op, f in self.instrs:
             f = dict(f)
@@ -717,15 +743,46 @@ class _Builder:
         return Plan(
             code=code, lpool=lpool, u8_size=max(u8_size, 1), f32_size=max(f32_size, 1),
             scratch_size=self.scratch,
-            inputs=[(io.name, self.slots[self.values[io.name].storage].offset, self.values[io.name].shape)
-                    for io in self.model.graph_inputs],
-            outputs={k: (self.slots[v.storage].offset, v.shape) for k, v in outputs.items()},
+            inputs=[(io.name, self.values[io.name].shape) for io in self.model.graph_inputs],
+            outputs={k: (io_slot[v.storage], v.shape) for k, v in outputs.items()},
             shapes={k: v.shape for k, v in named.items()},
             layouts={k: v.perm for k, v in named.items()},
             slots=live,
             path=self.consts.path,
             u8_consts=[(self.slots[slot].offset, self._const_bytes(name)) for slot, name in self._consts_used],
         )
+
+    def _fuse_boundary(self) -> None:
+        """Quantize then a uint8 transpose (a graph input into the runtime layout) becomes one
+        OP_QUANTIZE_T, and a uint8 transpose then Dequantize (back to a graph output's layout)
+        one OP_DEQUANTIZE_T, when no other instruction reads the uint8 tensor between them:
+        the float tensor is then read or written once, in the other layout."""
+        readers: dict[int, int] = {}
+        producer: dict[int, int] = {}
+        for k, (op, f) in enumerate(self.instrs):
+            for fname in E.U8_OPERANDS.get(op, ()):
+                if fname == "y":
+                    producer[f[fname]] = k
+                else:
+                    readers[f[fname]] = readers.get(f[fname], 0) + 1
+        drop = set()
+        for k, (op, f) in enumerate(self.instrs):
+            if op != E.OP_TRANSPOSE_U8 or readers.get(f["x"]) != 1 and readers.get(f["y"]) != 1:
+                continue
+            src = producer.get(f["x"])
+            if readers.get(f["x"]) == 1 and src is not None and self.instrs[src][0] == E.OP_QUANTIZE:
+                q = self.instrs[src][1]
+                self.instrs[src] = (E.OP_QUANTIZE_T, dict(q, y=f["y"], shape=f["shape"], perm=f["perm"]))
+                drop.add(k)
+                continue
+            users = [j for j in range(k + 1, len(self.instrs))
+                     if self.instrs[j][0] == E.OP_DEQUANTIZE and self.instrs[j][1]["x"] == f["y"]]
+            if readers.get(f["y"]) == 1 and users:
+                j = users[0]
+                d = self.instrs[j][1]
+                self.instrs[j] = (E.OP_DEQUANTIZE_T, dict(d, x=f["x"], shape=f["shape"], perm=f["perm"]))
+                drop.add(k)
+        self.instrs = [ins for k, ins in enumerate(self.instrs) if k not in drop]
 
     def _const_bytes(self, name) -> np.ndarray:
         off = self.consts.u8_const[name]

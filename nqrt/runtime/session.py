@@ -63,9 +63,10 @@ def _interpreter_for(plan):
 
 class _Bound:
     """A plan plus its arenas (allocated once per plan, reused by every run; the plan's uint8
-    constants are copied into the uint8 arena here), the views of the graph inputs/outputs in
-    the float32 arena and the interpreter's argument tuple (so a run does no per-call slicing,
-    reshaping or size arithmetic)."""
+    constants are copied into the uint8 arena here) and the interpreter's argument tuple (so a
+    run does no per-call slicing, reshaping or size arithmetic).  The graph inputs and outputs
+    are not in the arenas: each run points `io` at the caller's input arrays and at freshly
+    allocated output arrays (`bind`), which the interpreter reads and writes in place."""
 
     def __init__(self, plan: _planner.Plan, consts):
         self.plan = plan
@@ -73,18 +74,36 @@ class _Bound:
         self.f32 = _aligned(plan.f32_size, np.float32)
         self.scratch = _aligned(plan.scratch_size, np.uint8)
         plan.init_u8(self.u8)     # uint8 constants (QLut tables, QAdd/QMul operands), once per plan
-        self.in_views = [self._view(off, shape) for _, off, shape in plan.inputs]
-        self.out_views = {name: self._view(off, shape) for name, (off, shape) in plan.outputs.items()}
+        self.io = np.zeros(len(plan.inputs) + len(plan.outputs), np.int64)
+        self.out_specs = [(name, k, tuple(int(d) for d in shape))
+                          for name, (k, shape) in plan.outputs.items()]
         self.args = (plan.code, plan.lpool, consts.wpool, consts.ipool, consts.fpool,
-                     self.u8, self.f32, self.scratch)
+                     self.u8, self.f32, self.scratch, self.io)
         self.key = None
         self.fn = None            # the compiled interpreter loop for this plan (set on first run)
 
-    def _view(self, off: int, shape) -> np.ndarray:
-        n = 1
-        for d in shape:
-            n *= int(d)
-        return self.f32[off:off + n].reshape(tuple(int(d) for d in shape))
+    def bind(self, arrs) -> dict[str, np.ndarray]:
+        """Point io at the input arrays `arrs` (float32, the plan's shapes, in plan.inputs
+        order; C-contiguous and aligned, see _buffer) and at a new float32 array per output;
+        returns {output name: its array}.  The caller keeps `arrs` alive until the run ends."""
+        io = self.io
+        for k, a in enumerate(arrs):
+            io[k] = a.__array_interface__["data"][0]
+        outs = {}
+        for name, k, shape in self.out_specs:
+            o = np.empty(shape, np.float32)
+            io[k] = o.__array_interface__["data"][0]
+            outs[name] = o
+        return outs
+
+
+def _buffer(a: np.ndarray) -> np.ndarray:
+    """`a` itself when the interpreter can read it in place (C-contiguous and aligned), else
+    a C-contiguous copy."""
+    flags = a.flags
+    if flags.c_contiguous and flags.aligned:
+        return a
+    return np.array(a, dtype=np.float32, order="C")
 
 
 def _aligned(n: int, dtype, align: int = 64) -> np.ndarray:
@@ -231,8 +250,8 @@ class Session:
         with self._lock:
             if b.key in self._plans:                        # (another thread may have evicted it)
                 self._plans.move_to_end(b.key)
-            for view, a in zip(b.in_views, arrs):
-                view[...] = a                               # copies any strides
+            arrs = [_buffer(a) for a in arrs]             # kept alive until the run ends
+            out = b.bind(arrs)
             prev = _get_num_threads()                       # thread-local, like set_num_threads
             if prev != want:
                 _set_num_threads(want)
@@ -241,5 +260,4 @@ class Session:
             finally:
                 if prev != want:
                     _set_num_threads(prev)
-            out = b.out_views
-            return {name: out[name].copy() for name in names}
+            return {name: out[name] for name in names}

@@ -25,7 +25,8 @@ sess = Session(model, threads=1)
 out = sess.run({io.name: b.env[io.name] for io in model.graph_inputs})
 assert all(np.isfinite(v).all() for v in out.values())
 OPS = {E.OP_QUANTIZE: "quantize_f32", E.OP_DEQUANTIZE: "dequantize_u8", E.OP_MAXPOOL: "maxpool_u8",
-       E.OP_TRANSPOSE_U8: "transpose_u8", E.OP_TRANSPOSE_F32: "transpose_f32"}
+       E.OP_TRANSPOSE_U8: "transpose_u8", E.OP_TRANSPOSE_F32: "transpose_f32",
+       E.OP_QUANTIZE_T: "quantize_transpose_f32", E.OP_DEQUANTIZE_T: "dequantize_transpose_u8"}
 used = sorted(OPS[int(op)] for op in set(sess.plan_for({model.graph_inputs[0].name: (1, 3, 5, 5)}).code[:, 0]))
 compiled = sorted(n for n in KERNELS if getattr(K, n).overloads)
 assert "maxpool_u8" in used and compiled == used, (compiled, used)

@@ -121,3 +121,40 @@ def test_load_from_file_and_simulate_mode(tmp_path):
         assert np.array_equal(direct[k], loaded[k])
     sim = Session.load(path, mode="simulate").run(f)
     assert set(sim) == set(direct) and all(sim[k].dtype == np.float32 for k in sim)
+
+
+def test_output_that_is_an_input_gets_its_own_array():
+    """Graph inputs and outputs are the caller's arrays (no arena copies).  A file cannot list
+    a graph input as an output (validate.py: outputs are produced by nodes), but an in-memory
+    model can: the output must still come back as an array of its own, equal to the input,
+    and the caller's input must never be written."""
+    b = Builder(23)
+    x = b.input((2, 3, 4, 4), name="x")
+    d = b.dequantize(b.conv(b.quantize(x), 4, (3, 3), pads=[1, 1, 1, 1]))
+    b.output(x)
+    b.output(d)
+    m = b.model()
+    feeds = {"x": np.random.default_rng(5).standard_normal((2, 3, 4, 4)).astype(np.float32)}
+    keep = feeds["x"].copy()
+    out = Session(m).run(feeds)
+    ref = runtime_ref.run(m, {"x": keep})
+    assert np.array_equal(out["x"], keep) and np.array_equal(out[d], ref[d])
+    assert np.array_equal(feeds["x"], keep)
+    assert not np.shares_memory(out["x"], feeds["x"]) and not np.shares_memory(out["x"], out[d])
+
+
+def test_unaligned_and_strided_inputs_are_read_correctly():
+    m = _model()
+    s = Session(m)
+    x = feed(2, seed=6)["x"]
+    ref = Session(m).run({"x": x})
+    raw = np.zeros(x.nbytes + 1, np.uint8)
+    unaligned = np.frombuffer(raw.data, dtype=np.float32, count=x.size, offset=1).reshape(x.shape)
+    assert not unaligned.flags.aligned
+    raw[1:] = x.view(np.uint8).ravel()
+    strided = np.zeros((2, 3, 8, 16), np.float32)[..., ::2]
+    strided[...] = x
+    for a in (unaligned, strided):
+        got = s.run({"x": a})
+        for k in ref:
+            assert np.array_equal(got[k], ref[k])
