@@ -149,7 +149,11 @@ class Timing:
 
 
 SLOW_CALL_S = 0.5  # calls this long need no extra warm-up (a wake-up costs < 1 % of them)
-COOLDOWN_S = 0.08  # > the ~40 ms ORT's pool threads keep spinning after a run (measured here)
+# > the ~40 ms ORT's pool threads keep spinning after a run (measured here) and the 2^28 cycles
+# (~85 ms at 3.2 GHz) OpenBLAS's threads spin after a numpy call (its THREAD_TIMEOUT default):
+# with 0.08 s, 2-thread nqrt calls right after numpy's still stalled (medians of 8 ms for a
+# 0.03 ms GEMM).
+COOLDOWN_S = 0.2
 
 
 def time_interleaved(candidates: dict[str, Callable[[], object]], repeats: int, warmup: int = 2,
