@@ -242,7 +242,7 @@ def conv2d_u8(x, z_x, wpack, wsum, bias, mult, shift, z_y, act_min, act_max, kh,
 
 
 # ----------------------------------------------------------------------------- fast paths
-@njit(**JIT)
+@njit(inline="always", **JIT)
 def _im2col_pixel(x1, H, W, C, n, oh, ow, c0, Cg, kh, kw, sh, sw, dh, dw, pad_t, pad_l, zx, t):
     """t[(i·kw + j)·Cg + c] = x_pad[n, oh·sh − pad_t + i·dh, ow·sw − pad_l + j·dw, c0 + c]
     (x1: x flattened, NHWC; t: u8, or u16 for zero-extended values).  Copies go through slice views indexed from 0 (no negative-index
