@@ -487,13 +487,10 @@ TABLE_BLOCK = 224     # bytes of constants per 8 output channels (see requant_ta
 TABLE_PAD_BLOCKS = 2  # zero blocks past the last channel: a 16-column panel never reads past them
 
 
-def _table_blocks(M):
-    return (int(M) + AVX2_VL - 1) // AVX2_VL + TABLE_PAD_BLOCKS
-
-
-def requant_table_bytes(M):
-    """Bytes of requant_table for M output channels."""
-    return TABLE_HEADER + TABLE_BLOCK * _table_blocks(M)
+@njit(**JIT)
+def table_blocks(M):
+    """Number of TABLE_BLOCKs in requant_table for M output channels."""
+    return (M + AVX2_VL - 1) // AVX2_VL + TABLE_PAD_BLOCKS
 
 
 def requant_table(K, wsum, bias, mult, shift, z_x, z_y):
@@ -513,7 +510,7 @@ def requant_table(K, wsum, bias, mult, shift, z_x, z_y):
     multipliers of spec 3.2 and realistic K); the kernels then use the scalar epilogue.
     Exact integer arithmetic (Python ints)."""
     M = len(bias)
-    n = AVX2_VL * _table_blocks(M)
+    n = AVX2_VL * table_blocks(M)
     amax = int(K) * 255 * 127
     m0s = np.zeros(n, np.int64)
     bcs = np.zeros(n, np.int64)
@@ -559,16 +556,11 @@ def with_requant_table(wpack, path, K, wsum, bias, mult, shift, z_x, z_y):
 
 
 @njit(**JIT)
-def requant_table_bytes_jit(M):
-    return TABLE_HEADER + TABLE_BLOCK * ((M + AVX2_VL - 1) // AVX2_VL + TABLE_PAD_BLOCKS)
-
-
-@njit(**JIT)
 def table_offset(wpack, bbytes, M, K, z_x, z_y):
     """Byte offset of the first block of the requant table that follows `bbytes` bytes of packed B
     in wpack; -1 when wpack has no table, its flag says it is unusable, or it was built for
     another K or other zero points than this call's."""
-    if wpack.size != bbytes + requant_table_bytes_jit(M):
+    if wpack.size != bbytes + TABLE_HEADER + TABLE_BLOCK * table_blocks(M):
         return -1
     h = wpack[bbytes:bbytes + TABLE_HEADER].view(np.uint8)
     k = np.int64(h[4]) | (np.int64(h[5]) << 8) | (np.int64(h[6]) << 16) | (np.int64(h[7]) << 24)

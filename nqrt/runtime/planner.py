@@ -757,30 +757,28 @@ class _Builder:
         OP_QUANTIZE_T, and a uint8 transpose then Dequantize (back to a graph output's layout)
         one OP_DEQUANTIZE_T, when no other instruction reads the uint8 tensor between them:
         the float tensor is then read or written once, in the other layout."""
-        readers: dict[int, int] = {}
-        producer: dict[int, int] = {}
+        readers: dict[int, list[int]] = {}          # uint8 slot -> instructions reading it
+        producer: dict[int, int] = {}               # uint8 slot -> the instruction writing it
         for k, (op, f) in enumerate(self.instrs):
             for fname in E.U8_OPERANDS.get(op, ()):
                 if fname == "y":
                     producer[f[fname]] = k
                 else:
-                    readers[f[fname]] = readers.get(f[fname], 0) + 1
+                    readers.setdefault(f[fname], []).append(k)
         drop = set()
         for k, (op, f) in enumerate(self.instrs):
-            if op != E.OP_TRANSPOSE_U8 or readers.get(f["x"]) != 1 and readers.get(f["y"]) != 1:
+            if op != E.OP_TRANSPOSE_U8:
                 continue
             src = producer.get(f["x"])
-            if readers.get(f["x"]) == 1 and src is not None and self.instrs[src][0] == E.OP_QUANTIZE:
+            users = readers.get(f["y"], [])
+            if readers[f["x"]] == [k] and src is not None and self.instrs[src][0] == E.OP_QUANTIZE:
                 q = self.instrs[src][1]
                 self.instrs[src] = (E.OP_QUANTIZE_T, dict(q, y=f["y"], shape=f["shape"], perm=f["perm"]))
                 drop.add(k)
-                continue
-            users = [j for j in range(k + 1, len(self.instrs))
-                     if self.instrs[j][0] == E.OP_DEQUANTIZE and self.instrs[j][1]["x"] == f["y"]]
-            if readers.get(f["y"]) == 1 and users:
-                j = users[0]
-                d = self.instrs[j][1]
-                self.instrs[j] = (E.OP_DEQUANTIZE_T, dict(d, x=f["x"], shape=f["shape"], perm=f["perm"]))
+            elif len(users) == 1 and self.instrs[users[0]][0] == E.OP_DEQUANTIZE:
+                d = self.instrs[users[0]][1]
+                self.instrs[users[0]] = (E.OP_DEQUANTIZE_T,
+                                         dict(d, x=f["x"], shape=f["shape"], perm=f["perm"]))
                 drop.add(k)
         self.instrs = [ins for k, ins in enumerate(self.instrs) if k not in drop]
 
