@@ -76,6 +76,7 @@ def convert(
     calibration: Calibration = typer.Option(Calibration.minmax, "--calibration", help="Activation range calibrator."),
     percentile: float = typer.Option(99.99, "--percentile", help="Percentile for --calibration percentile."),
     batch_size: int = typer.Option(32, "--batch-size", help="Calibration batch size (bounds memory)."),
+    weight_bits: int = typer.Option(8, "--weight-bits", help="8, or 7: weights in [-63, 63] (less precise; on AVX2 CPUs without VNNI, ~1.2x faster exact convs/GEMMs). Depthwise convs keep 8."),
 ) -> None:
     """Convert an FP32 ONNX model into a static int8 .nq model, calibrating on CALIB."""
 
@@ -85,7 +86,7 @@ def convert(
         report = run_convert(
             str(model), str(output), str(calib),
             calibration_method=calibration.value, percentile=percentile,
-            per_channel=not per_tensor, batch_size=batch_size,
+            per_channel=not per_tensor, batch_size=batch_size, weight_bits=weight_bits,
         )
         typer.echo(report.summary())
 

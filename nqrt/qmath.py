@@ -24,6 +24,7 @@ SHIFT_MIN = 1                 # n >= 1 so the rounding term 2**(n-1) is an integ
 SHIFT_MAX = 62                # acc * M0 + 2**(n-1) must fit in int64
 UINT8_MIN, UINT8_MAX = 0, 255
 INT8_WEIGHT_MAX = 127         # weights are symmetric int8 in [-127, 127]
+WEIGHT_BITS = {8: 127, 7: 63}  # converter option -> largest |q| (7 bits: the AVX2 fast kernel)
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 
 
@@ -109,8 +110,9 @@ def choose_activation_qparams(rmin: float, rmax: float) -> tuple[float, int]:
     return float(np.float32(scale)), zero_point
 
 
-def choose_weight_scales(w: np.ndarray, axis: int | None) -> np.ndarray:
-    """Symmetric int8 weight scales: max|w| / 127 per channel (axis) or per tensor (axis None).
+def choose_weight_scales(w: np.ndarray, axis: int | None, qmax: int = INT8_WEIGHT_MAX) -> np.ndarray:
+    """Symmetric int8 weight scales: max|w| / qmax (127, or 63 for 7-bit weights) per channel
+    (axis) or per tensor (axis None).
 
     All-zero channels get scale 1.0 (their quantized weights are 0 whatever the scale).
     Returned as float32 so that the value stored in the file is the value used.
@@ -121,13 +123,14 @@ def choose_weight_scales(w: np.ndarray, axis: int | None) -> np.ndarray:
     else:
         moved = np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)
         amax = np.max(np.abs(moved), axis=1) if moved.shape[1] else np.zeros(w.shape[axis])
-    scale = amax / INT8_WEIGHT_MAX
+    scale = amax / qmax
     scale[scale == 0.0] = 1.0
     return scale.astype(np.float32)
 
 
-def quantize_weights(w: np.ndarray, scales: np.ndarray, axis: int | None) -> np.ndarray:
-    """int8 weights q = clamp(round_half_even(w / s), -127, 127)."""
+def quantize_weights(w: np.ndarray, scales: np.ndarray, axis: int | None,
+                     qmax: int = INT8_WEIGHT_MAX) -> np.ndarray:
+    """int8 weights q = clamp(round_half_even(w / s), -qmax, qmax) (qmax 127, or 63)."""
     w = np.asarray(w, dtype=np.float64)
     s = np.asarray(scales, dtype=np.float64)
     if axis is not None:
@@ -135,7 +138,7 @@ def quantize_weights(w: np.ndarray, scales: np.ndarray, axis: int | None) -> np.
         shape[axis] = -1
         s = s.reshape(shape)
     q = np.rint(w / s)
-    return np.clip(q, -INT8_WEIGHT_MAX, INT8_WEIGHT_MAX).astype(np.int8)
+    return np.clip(q, -qmax, qmax).astype(np.int8)
 
 
 def quantize_float_ref(x: np.ndarray, scale: float, zero_point: int) -> np.ndarray:

@@ -140,3 +140,18 @@ def test_model_inconsistent_with_calibration_shapes(tmp_path):
     proc = nqrt_cli("convert", tmp_path / "m.onnx", "-o", out, "--calib", tmp_path / "c.npz")
     assert_one_line_error(proc, "bad_reshape")
     assert not out.exists()
+
+
+def test_weight_bits_option(tmp_path):
+    out = tmp_path / "m7.nq"
+    proc = nqrt_cli("convert", EXAMPLES / "digits_mlp.onnx", "-o", out, "--calib",
+                    EXAMPLES / "digits_calib_flat.npz", "--weight-bits", "7")
+    assert proc.returncode == 0, proc.stderr
+    model = nqrt.load(out).model
+    assert model.metadata["weights"]["bits"] == 7
+    assert max(int(np.abs(t.data).max()) for t in model.tensors.values() if t.dtype == "int8") == 63
+    bad = tmp_path / "m5.nq"
+    assert_one_line_error(nqrt_cli("convert", EXAMPLES / "digits_mlp.onnx", "-o", bad, "--calib",
+                                   EXAMPLES / "digits_calib_flat.npz", "--weight-bits", "5"),
+                          "weight_bits must be one of [7, 8]")
+    assert not bad.exists()

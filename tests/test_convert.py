@@ -205,7 +205,7 @@ def test_percentile_calibration_and_per_tensor(tmp_path):
 
     nq = read_nq(str(out))
     assert nq.metadata["calibration"] == {"method": "percentile", "percentile": 99.9, "samples": 32}
-    assert nq.metadata["weights"] == {"granularity": "per-tensor"}
+    assert nq.metadata["weights"] == {"granularity": "per-tensor", "bits": 8}
     for n in nq.nodes:
         if n.op == "QConv":
             assert nq.tensors[n.inputs[1]].quant.axis is None
@@ -351,6 +351,42 @@ def test_unknown_method_and_bad_arguments(tmp_path):
     model = residual_model()
     for kwargs, msg in [({"calibration_method": "entropy"}, "unknown calibration method"),
                         ({"calibration_method": "percentile", "percentile": 10.0}, "percentile"),
-                        ({"batch_size": 0}, "batch_size")]:
+                        ({"batch_size": 0}, "batch_size"),
+                        ({"weight_bits": 6}, r"weight_bits must be one of \[7, 8\], got 6")]:
         with pytest.raises(InputError, match=msg):
             convert(model, tmp_path / "m.nq", [data(model, 2)], **kwargs)
+
+
+def test_seven_bit_weights(tmp_path):
+    """weight_bits=7: QConv/QGemm weights in [-63, 63] (depthwise convs keep 8 bits), recorded
+    in the metadata; on the avx2 path the planner packs those layers for the vpmaddubsw kernel;
+    digits accuracy stays within a point of the 8-bit model's."""
+    from nqrt.format.reader import read_nq
+    from nqrt.kernels import cpu, vnni
+    from nqrt.runtime import planner
+    from nqrt.runtime.session import Session
+
+    examples = os.path.join(os.path.dirname(__import__("nqrt").__file__), "examples")
+    src = os.path.join(examples, "digits_cnn.onnx")
+    calib = os.path.join(examples, "digits_calib.npz")
+    with np.load(os.path.join(examples, "digits_test.npz")) as z:
+        x, labels = z["input"], z["label"]
+    acc = {}
+    for bits in (8, 7):
+        out = tmp_path / f"m{bits}.nq"
+        convert(src, out, calib, weight_bits=bits)
+        nq = read_nq(str(out))
+        assert nq.metadata["weights"] == {"granularity": "per-channel", "bits": bits}
+        for n in nq.nodes:
+            if n.op in ("QConv", "QGemm"):
+                w = nq.tensors[n.inputs[1]].data
+                depthwise = n.op == "QConv" and int(n.attrs["group"]) == w.shape[0] > 1
+                limit = 127 if bits == 8 or depthwise else 63
+                assert np.abs(w).max() == limit, (n.name, bits)
+        acc[bits] = float(np.mean(np.argmax(Session.load(nq).run({"input": x})["logits"], 1) == labels))
+        if bits == 7 and "avx2" in cpu.available_paths():
+            consts = planner.prepare(nq, "avx2")
+            layouts = [int(consts.wpool[c["wpack"]]) for n, c in zip(nq.nodes, consts.node)
+                       if n.op == "QGemm" or n.op == "QConv" and int(n.attrs["group"]) == 1]
+            assert layouts and set(layouts) == {vnni.LAYOUT_QUADS}
+    assert acc[7] >= acc[8] - 0.01, acc

@@ -45,7 +45,8 @@ from nqrt.kernels.depthwise import (depthwise_conv_u8, depthwise_conv_u8_x86,
                                     pack_depthwise_weights, pack_depthwise_weights_x86)
 from nqrt.kernels.gemm import NR, gemm_tile, gemm_u8
 from nqrt.kernels.vnni import (AVX2_G, AVX2_MR, AVX2_NR, AVX2_VL, PAR_MIN_MACS, V512_G, V512_MR, V512_NR,
-                               _epilogue, _thread_share, _ukernel_avx2, _ukernel_v512, _ukernelq_avx2,
+                               _epilogue, _thread_share, _ukernel_avx2, _ukernel_avx2q, _ukernel_v512,
+                               _ukernelq_avx2, _ukernelq_avx2q,
                                _ukernelq_v512, padded_groups, plan_mc)
 
 ALIGN = 64        # scratch slices start on cache lines
@@ -145,6 +146,10 @@ def pack_conv_weights(w, group, path="portable"):
     mg = M // group
     kg = kh * kw * cg
     wk = w.transpose(0, 2, 3, 1).reshape(group, mg, kg)          # k order (i, j, c)
+    if path == "avx2":          # the layout (and kernel) the weights' range allows
+        isa = vnni.avx2_isa(w)
+        parts = [vnni.pack_b(wk[g], isa)[0] for g in range(group)]
+        return vnni.with_layout_header(np.concatenate(parts), isa), wsum
     if path != "portable":
         parts = [vnni.pack_b(wk[g], path)[0] for g in range(group)]
         return np.concatenate(parts), wsum
@@ -326,40 +331,56 @@ def conv_threads(P, Kg, Mg, group, MR, NR_, nthreads):
 @njit(**JIT)
 def _conv_worker_avx2(t, nt, split_rows, x1, geo, z_x, wpack, wsum, bias, mult, shift, z_y,
                       act_min, act_max, y2, scratch, per):
-    MR, NR_, G = AVX2_MR, AVX2_NR, AVX2_G
+    """Both avx2 layouts (vnni.avx2_groups): im2col rows packed as u16 pairs (avx2) or u8
+    quads (avx2q) in the same scratch (mc from the pairs layout, which needs the more bytes)."""
+    MR, NR_ = AVX2_MR, AVX2_NR
     N, H, W, C, OH, OW, M, kh, kw, sh, sw, dh, dw, pad_t, pad_l, group = geo
     Cg = C // group
     Mg = M // group
     P = N * OH * OW
-    ng, mc, tileb, _ = _fast_geometry(P, kh * kw * Cg, G, MR, NR_)
+    quads, G, ng = vnni.avx2_groups(wpack, kh * kw * Cg)
+    _, mc, tileb, _ = _fast_geometry(P, kh * kw * Cg, AVX2_G, MR, NR_)
     gbytes = ((Mg + NR_ - 1) // NR_) * ng * NR_ * G          # packed B bytes per group
     p_lo, p_hi, j_lo, j_hi = _thread_share(MR, NR_, P, Mg, t, nt, split_rows)   # per group
     base = t * per
     tile = scratch[base:base + MR * NR_ * 4].view(np.int32)
     abase = base + tileb
-    arows = scratch[abase:abase + mc * ng * 4].view(np.uint16)
     ys = y2.strides[0]
-    toff = vnni.table_offset(wpack, group * gbytes, M, kh * kw * Cg, z_x, z_y)
+    toff = vnni.table_offset(wpack, vnni.LAYOUT_HEADER + group * gbytes, M, kh * kw * Cg, z_x,
+                             z_y)
     for pc in range(p_lo, p_hi, mc):
         rows = min(mc, p_hi - pc)
         for g in range(group):
-            _pack_conv_rows(x1, H, W, C, OH, OW, pc, rows, g * Cg, Cg, kh, kw, sh, sw, dh, dw,
-                            pad_t, pad_l, z_x, arows, 2 * ng)
+            if quads:
+                _pack_conv_rows(x1, H, W, C, OH, OW, pc, rows, g * Cg, Cg, kh, kw, sh, sw, dh,
+                                dw, pad_t, pad_l, z_x, scratch[abase:abase + mc * ng * 4], 4 * ng)
+            else:
+                _pack_conv_rows(x1, H, W, C, OH, OW, pc, rows, g * Cg, Cg, kh, kw, sh, sw, dh,
+                                dw, pad_t, pad_l, z_x,
+                                scratch[abase:abase + mc * ng * 4].view(np.uint16), 2 * ng)
             for j in range(j_lo, j_hi):
                 m0 = g * Mg + j * NR_
                 cols = min(NR_, Mg - j * NR_)
-                boff = g * gbytes + j * ng * NR_ * G
+                boff = vnni.LAYOUT_HEADER + g * gbytes + j * ng * NR_ * G
                 for ip in range((rows + MR - 1) // MR):
                     mr = min(MR, rows - ip * MR)
                     aoff = abase + ip * ng * MR * 4
                     p0 = pc + ip * MR
                     # whole 8-column vectors of whole table blocks
                     if toff >= 0 and cols % AVX2_VL == 0 and m0 % AVX2_VL == 0:
-                        _ukernelq_avx2(mr, scratch, aoff, 4 * ng, 4, wpack, boff, ng, y2, p0 * ys + m0,
-                                       ys, wpack, toff, m0, cols // AVX2_VL,
-                                       act_min, act_max)
+                        if quads:
+                            _ukernelq_avx2q(mr, scratch, aoff, 4 * ng, 4, wpack, boff, ng, y2,
+                                            p0 * ys + m0, ys, wpack, toff, m0, cols // AVX2_VL,
+                                            act_min, act_max)
+                        else:
+                            _ukernelq_avx2(mr, scratch, aoff, 4 * ng, 4, wpack, boff, ng, y2,
+                                           p0 * ys + m0, ys, wpack, toff, m0, cols // AVX2_VL,
+                                           act_min, act_max)
                     else:
-                        _ukernel_avx2(mr, scratch, aoff, 4 * ng, 4, wpack, boff, ng, tile)
+                        if quads:
+                            _ukernel_avx2q(mr, scratch, aoff, 4 * ng, 4, wpack, boff, ng, tile)
+                        else:
+                            _ukernel_avx2(mr, scratch, aoff, 4 * ng, 4, wpack, boff, ng, tile)
                         _epilogue(tile, NR_, mr, cols, y2, p0, m0, wsum, z_x, bias, mult, shift,
                                   z_y, act_min, act_max)
 

@@ -44,13 +44,13 @@ def _check_path(path):
 
 def pack_gemm_weights(w, path="portable"):
     """int8 w[M, K] -> (wpack int8[:], wsum int32[M]) in `path`'s layout.  Portable: int8
-    [Mp, K] row-major, Mp = ceil(M / NR)·NR with zero rows; fast paths: vnni.pack_b."""
+    [Mp, K] row-major, Mp = ceil(M / NR)·NR with zero rows; fast paths: vnni.pack_for_path."""
     _check_path(path)
     w = np.asarray(w)
     if w.dtype != np.int8 or w.ndim != 2:
         raise ValueError(f"expected int8[M, K] weights, got {w.dtype}{list(w.shape)}")
     if path != "portable":
-        return vnni.pack_b(w, path)
+        return vnni.pack_for_path(w, path)
     m, k = w.shape
     mp = -(-m // NR) * NR
     wpack = np.zeros((mp, k), dtype=np.int8)

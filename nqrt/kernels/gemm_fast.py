@@ -154,7 +154,7 @@ def pack_b(w, path=None):
         raise ValueError("w must be int8[M, K]")
     if path == "portable":
         return _pack_portable(w)
-    return vnni.pack_b(w, path)
+    return vnni.pack_for_path(w, path)
 
 
 def pack_b_vnni(w):

@@ -9,9 +9,19 @@ Two SIMD back ends share one packed layout and one driver structure:
              acc(8 x i32) += sum of 2 (s16 x s16) per lane; exact (no vpmaddubsw saturation).
              Group G = 2 k, vector = 8 output channels, register tile 6 x 16 (16 ymm registers).
 
-Both compute the exact int32 dot product sum_k x[p,k] * w[m,k] (spec section 3.5: |dot| < 2^31
+  "avx2q"    the avx2 path's kernel for weights in [-64, 63] (e.g. converted with 7-bit
+             weights): llvm.x86.avx2.pmadd.ub.sw on u8 x s8, then pmadd.wd with ones.  A pair
+             sum a0·w0 + a1·w1 is at most 2·255·64 = 32640 in magnitude, so vpmaddubsw cannot
+             saturate: exact, with 3 vector ops per 32 multiply-adds instead of 4.
+             Group G = 4 k (A and B stay bytes), register tile 6 x 16.
+
+All compute the exact int32 dot product sum_k x[p,k] * w[m,k] (spec section 3.5: |dot| < 2^31
 for K <= 66 000, w in [-127, 127]), so results are bit-identical to the naive reference and to
 each other, independent of thread count.
+
+The avx2 path packs each layer for one of its two kernels (avx2_isa: "avx2q" when every weight
+lies in [-64, 63], else "avx2") and records which in a LAYOUT_HEADER-byte header in front of B
+(byte 0: LAYOUT_PAIRS or LAYOUT_QUADS); the avx2 drivers read it and run the matching kernel.
 
 Packed layouts (private; "group" = G consecutive k):
   B (weights, plan time):  [panel = NR output channels][group][NR][G bytes]
@@ -50,6 +60,10 @@ V512_NR = V512_VL * V512_NV          # 64 output channels per panel
 
 AVX2_G, AVX2_VL, AVX2_NV, AVX2_MR = 2, 8, 2, 6
 AVX2_NR = AVX2_VL * AVX2_NV          # 16 output channels per panel
+AVX2Q_G = 4                          # "avx2q": groups of 4 k, same tile and panels as "avx2"
+LAYOUT_HEADER = 64                   # bytes in front of the avx2 path's packed B
+LAYOUT_PAIRS, LAYOUT_QUADS = 0, 1    # header byte 0: "avx2" / "avx2q" layout
+QUAD_W_MIN, QUAD_W_MAX = -64, 63     # weights for which vpmaddubsw pair sums cannot saturate
 
 A_BLOCK_BYTES = 160 * 1024   # packed A rows kept per thread (L2-resident), see plan_mc
 PAR_MIN_MACS = 1 << 16       # below this, one thread (launch overhead dominates)
@@ -84,12 +98,12 @@ def _make_ukernel(isa, mr, nv, fused=False):
     """
     if isa == "vnni512":
         vl, name = 16, "llvm.x86.avx512.vpdpbusd.512"
-    elif isa == "avx2":
+    elif isa in ("avx2", "avx2q"):
         vl, name = 8, "llvm.x86.avx2.pmadd.wd"
     else:
         raise ValueError(isa)
     nr = vl * nv
-    bbytes = 4 if isa == "vnni512" else 2     # bytes of B per (group, column)
+    bbytes = 2 if isa == "avx2" else 4        # bytes of B per (group, column)
     vty = ir.VectorType(_I32, vl)
     # vpdpbusd has a 4-5 cycle latency: with few accumulators, alternate two sets over the
     # unrolled groups.  (avx2's dependency chain is a 1-cycle vpaddd: one set is enough.)
@@ -99,11 +113,16 @@ def _make_ukernel(isa, mr, nv, fused=False):
         def codegen(context, builder, signature, args):
             a_, aoff_, ars_, ags_, b_, boff_, ng_ = args[:7]
             mod = builder.module
+            v16s = ir.VectorType(_I16, 16)
+            v32b = ir.VectorType(_I8, 32)
             if isa == "vnni512":
                 fn = cgutils.get_or_insert_function(mod, ir.FunctionType(vty, [vty, vty, vty]), name)
             else:
-                v16s = ir.VectorType(_I16, 16)
                 fn = cgutils.get_or_insert_function(mod, ir.FunctionType(vty, [v16s, v16s]), name)
+            if isa == "avx2q":
+                fub = cgutils.get_or_insert_function(
+                    mod, ir.FunctionType(v16s, [v32b, v32b]), "llvm.x86.avx2.pmadd.ub.sw")
+                ones = ir.Constant(v16s, [1] * 16)
             sa = signature.args
             ap = builder.gep(builder.bitcast(_data_ptr(context, builder, sa[0], a_), _I8.as_pointer()),
                              [aoff_])
@@ -136,6 +155,8 @@ def _make_ukernel(isa, mr, nv, fused=False):
                     p = builder.gep(bg, [ir.Constant(_I64, vl * bbytes * j)])
                     if isa == "vnni512":
                         bv.append(builder.load(builder.bitcast(p, vty.as_pointer()), align=1))
+                    elif isa == "avx2q":
+                        bv.append(builder.load(builder.bitcast(p, v32b.as_pointer()), align=1))
                     else:   # 16 x i8 -> 16 x i16 (vpmovsxbw): B stays int8 in memory
                         b8 = builder.load(builder.bitcast(p, ir.VectorType(_I8, 16).as_pointer()),
                                           align=1)
@@ -150,6 +171,11 @@ def _make_ukernel(isa, mr, nv, fused=False):
                         if isa == "vnni512":
                             # operand order: (acc, u8 operand, s8 operand)
                             cur[s, r, j] = builder.call(fn, [cur[s, r, j], sv, bv[j]])
+                        elif isa == "avx2q":
+                            # (u8 operand, s8 operand): int16 pair sums, exact for |w| <= 64
+                            pairs = builder.call(fub, [builder.bitcast(sv, v32b), bv[j]])
+                            cur[s, r, j] = builder.add(cur[s, r, j],
+                                                       builder.call(fn, [pairs, ones]))
                         else:
                             v16s = ir.VectorType(_I16, 16)
                             prod = builder.call(fn, [builder.bitcast(sv, v16s),
@@ -175,7 +201,7 @@ def _make_ukernel(isa, mr, nv, fused=False):
                     for s in range(1, nsets):
                         v = builder.add(v, fin[s, r, j])
                     final[r, j] = v
-            if fused and isa == "avx2":
+            if fused and isa != "vnni512":
                 _emit_table_requant_store(context, builder, sa, args, final, mr, nv, vl)
             elif fused:
                 _emit_requant_store(context, builder, sa, args, final, mr, nv, vl)
@@ -188,7 +214,7 @@ def _make_ukernel(isa, mr, nv, fused=False):
                         builder.store(final[r, j], builder.bitcast(p, vty.as_pointer()), align=4)
             return context.get_dummy_value()
 
-    if fused and isa == "avx2":
+    if fused and isa != "vnni512":
         def ukernel(typingctx, a, aoff, ars, ags, b, boff, ngroups, y, yoff, ystride, tab, toff,
                     m0, nst, act_min, act_max):
             sig = types.void(a, aoff, ars, ags, b, boff, ngroups, y, yoff, ystride, tab, toff, m0,
@@ -363,6 +389,13 @@ _uk_avx2_5 = _make_ukernel("avx2", 5, AVX2_NV)
 _uk_avx2_6 = _make_ukernel("avx2", 6, AVX2_NV)
 
 
+_uk_avx2q_1 = _make_ukernel("avx2q", 1, AVX2_NV)
+_uk_avx2q_2 = _make_ukernel("avx2q", 2, AVX2_NV)
+_uk_avx2q_3 = _make_ukernel("avx2q", 3, AVX2_NV)
+_uk_avx2q_4 = _make_ukernel("avx2q", 4, AVX2_NV)
+_uk_avx2q_5 = _make_ukernel("avx2q", 5, AVX2_NV)
+_uk_avx2q_6 = _make_ukernel("avx2q", 6, AVX2_NV)
+
 _ukq_v512_1 = _make_ukernel("vnni512", 1, V512_NV, True)
 _ukq_v512_2 = _make_ukernel("vnni512", 2, V512_NV, True)
 _ukq_v512_3 = _make_ukernel("vnni512", 3, V512_NV, True)
@@ -376,6 +409,13 @@ _ukq_avx2_3 = _make_ukernel("avx2", 3, AVX2_NV, True)
 _ukq_avx2_4 = _make_ukernel("avx2", 4, AVX2_NV, True)
 _ukq_avx2_5 = _make_ukernel("avx2", 5, AVX2_NV, True)
 _ukq_avx2_6 = _make_ukernel("avx2", 6, AVX2_NV, True)
+
+_ukq_avx2q_1 = _make_ukernel("avx2q", 1, AVX2_NV, True)
+_ukq_avx2q_2 = _make_ukernel("avx2q", 2, AVX2_NV, True)
+_ukq_avx2q_3 = _make_ukernel("avx2q", 3, AVX2_NV, True)
+_ukq_avx2q_4 = _make_ukernel("avx2q", 4, AVX2_NV, True)
+_ukq_avx2q_5 = _make_ukernel("avx2q", 5, AVX2_NV, True)
+_ukq_avx2q_6 = _make_ukernel("avx2q", 6, AVX2_NV, True)
 
 
 @njit(**JIT)
@@ -408,6 +448,22 @@ def _ukernel_avx2(mr, a, aoff, ars, ags, b, boff, ng, c):
         _uk_avx2_2(a, aoff, ars, ags, b, boff, ng, c)
     else:
         _uk_avx2_1(a, aoff, ars, ags, b, boff, ng, c)
+
+
+@njit(**JIT)
+def _ukernel_avx2q(mr, a, aoff, ars, ags, b, boff, ng, c):
+    if mr == 6:
+        _uk_avx2q_6(a, aoff, ars, ags, b, boff, ng, c)
+    elif mr == 5:
+        _uk_avx2q_5(a, aoff, ars, ags, b, boff, ng, c)
+    elif mr == 4:
+        _uk_avx2q_4(a, aoff, ars, ags, b, boff, ng, c)
+    elif mr == 3:
+        _uk_avx2q_3(a, aoff, ars, ags, b, boff, ng, c)
+    elif mr == 2:
+        _uk_avx2q_2(a, aoff, ars, ags, b, boff, ng, c)
+    else:
+        _uk_avx2q_1(a, aoff, ars, ags, b, boff, ng, c)
 
 
 @njit(**JIT)
@@ -451,6 +507,22 @@ def _ukernelq_avx2(mr, a, aoff, ars, ags, b, boff, ng, y, yoff, ys, tab, toff, m
         _ukq_avx2_1(a, aoff, ars, ags, b, boff, ng, y, yoff, ys, tab, toff, m0, nst, lo, hi)
 
 
+@njit(inline="always", **JIT)
+def _ukernelq_avx2q(mr, a, aoff, ars, ags, b, boff, ng, y, yoff, ys, tab, toff, m0, nst, lo, hi):
+    if mr == 6:
+        _ukq_avx2q_6(a, aoff, ars, ags, b, boff, ng, y, yoff, ys, tab, toff, m0, nst, lo, hi)
+    elif mr == 5:
+        _ukq_avx2q_5(a, aoff, ars, ags, b, boff, ng, y, yoff, ys, tab, toff, m0, nst, lo, hi)
+    elif mr == 4:
+        _ukq_avx2q_4(a, aoff, ars, ags, b, boff, ng, y, yoff, ys, tab, toff, m0, nst, lo, hi)
+    elif mr == 3:
+        _ukq_avx2q_3(a, aoff, ars, ags, b, boff, ng, y, yoff, ys, tab, toff, m0, nst, lo, hi)
+    elif mr == 2:
+        _ukq_avx2q_2(a, aoff, ars, ags, b, boff, ng, y, yoff, ys, tab, toff, m0, nst, lo, hi)
+    else:
+        _ukq_avx2q_1(a, aoff, ars, ags, b, boff, ng, y, yoff, ys, tab, toff, m0, nst, lo, hi)
+
+
 # ----------------------------------------------------------------------------- plan-time packing
 @njit(**JIT)
 def padded_groups(K, G):
@@ -469,6 +541,10 @@ def pack_b(w, isa):
         G, NR, dt = V512_G, V512_NR, np.int8
     elif isa == "avx2":
         G, NR, dt = AVX2_G, AVX2_NR, np.int8
+    elif isa == "avx2q":
+        G, NR, dt = AVX2Q_G, AVX2_NR, np.int8
+        if w.size and (w.min() < QUAD_W_MIN or w.max() > QUAD_W_MAX):
+            raise ValueError("the avx2q layout needs weights in [-64, 63]")
     else:
         raise ValueError(isa)
     ng = padded_groups(K, G)
@@ -480,6 +556,42 @@ def pack_b(w, isa):
     packed = np.ascontiguousarray(wp).view(np.int8).reshape(-1)
     wsum = w.astype(np.int64).sum(axis=1).astype(np.int32)
     return packed, wsum
+
+
+def avx2_isa(w):
+    """The avx2 path's kernel for int8 weights w: "avx2q" (vpmaddubsw, exact because every
+    weight lies in [-64, 63]) or "avx2" (vpmaddwd)."""
+    w = np.asarray(w)
+    if w.size and QUAD_W_MIN <= int(w.min()) and int(w.max()) <= QUAD_W_MAX:
+        return "avx2q"
+    return "avx2"
+
+
+def with_layout_header(packed, isa):
+    """The avx2 path's weights: a LAYOUT_HEADER-byte header naming the layout, then `packed`
+    (pack_b(..., isa) of every group, concatenated)."""
+    head = np.zeros(LAYOUT_HEADER, np.int8)
+    head[0] = LAYOUT_QUADS if isa == "avx2q" else LAYOUT_PAIRS
+    return np.concatenate([head, np.asarray(packed, np.int8).reshape(-1)])
+
+
+def pack_for_path(w, path):
+    """Plan time, a fast path's GEMM weights: int8 w[M, K] -> (wpack, wsum).  vnni512: pack_b;
+    avx2: the layout avx2_isa(w) allows, behind its header."""
+    if path == "avx2":
+        isa = avx2_isa(w)
+        packed, wsum = pack_b(w, isa)
+        return with_layout_header(packed, isa), wsum
+    return pack_b(w, path)
+
+
+@njit(**JIT)
+def avx2_groups(wpack, K):
+    """(quads, G, ng) of the avx2 path's weights wpack for dot length K: whether the header
+    names the avx2q layout, its k-group size and the number of k-groups per panel."""
+    quads = wpack[0] == LAYOUT_QUADS
+    G = AVX2Q_G if quads else AVX2_G
+    return quads, G, padded_groups(K, G)
 
 
 TABLE_HEADER = 8      # flag (1: usable), z_x, z_y (u8), a pad byte, K (u32 little-endian)
@@ -710,32 +822,43 @@ def _worker_v512(t, nt, split_rows, x, z_x, wpack, wsum, M, K, bias, mult, shift
 @njit(**JIT)
 def _worker_avx2(t, nt, split_rows, x, z_x, wpack, wsum, M, K, bias, mult, shift, z_y,
                  act_min, act_max, y, scratch, per):
+    """Both avx2 layouts (avx2_groups): A packed as u16 pairs (avx2) or u8 quads (avx2q), in
+    the same per-thread scratch (mc from the pairs layout, which needs the more bytes)."""
     MR, NR = AVX2_MR, AVX2_NR
     P = x.shape[0]
-    ng = padded_groups(K, AVX2_G)
+    quads, G, ng = avx2_groups(wpack, K)
     p_lo, p_hi, j_lo, j_hi = _thread_share(MR, NR, P, M, t, nt, split_rows)
     base = t * per
     tile = scratch[base:base + MR * NR * 4].view(np.int32)
     abase = base + ((MR * NR * 4 + 63) // 64) * 64
-    mc = plan_mc(P, ng, MR)
+    mc = plan_mc(P, padded_groups(K, AVX2_G), MR)
     ys = y.strides[0]
-    toff = table_offset(wpack, max(1, (M + NR - 1) // NR) * NR * ng * AVX2_G, M, K, z_x, z_y)
+    toff = table_offset(wpack, LAYOUT_HEADER + max(1, (M + NR - 1) // NR) * NR * ng * G, M, K,
+                        z_x, z_y)
     for pc in range(p_lo, p_hi, mc):
         rows = min(mc, p_hi - pc)
-        _pack_a(x, pc, rows, K, ng, True, MR, scratch, abase)
+        _pack_a(x, pc, rows, K, ng, not quads, MR, scratch, abase)
         for j in range(j_lo, j_hi):
             cols = min(NR, M - j * NR)
             for ip in range((rows + MR - 1) // MR):
                 mr = min(MR, rows - ip * MR)
                 aoff = abase + ip * MR * ng * 4
-                boff = j * ng * NR * 2
+                boff = LAYOUT_HEADER + j * ng * NR * G
                 p0 = pc + ip * MR
                 if toff >= 0 and cols % AVX2_VL == 0:     # whole 8-column vectors
-                    _ukernelq_avx2(mr, scratch, aoff, 4 * ng, 4, wpack, boff, ng, y, p0 * ys + j * NR,
-                                   ys, wpack, toff, j * NR, cols // AVX2_VL,
-                                   act_min, act_max)
+                    if quads:
+                        _ukernelq_avx2q(mr, scratch, aoff, 4 * ng, 4, wpack, boff, ng, y,
+                                        p0 * ys + j * NR, ys, wpack, toff, j * NR,
+                                        cols // AVX2_VL, act_min, act_max)
+                    else:
+                        _ukernelq_avx2(mr, scratch, aoff, 4 * ng, 4, wpack, boff, ng, y,
+                                       p0 * ys + j * NR, ys, wpack, toff, j * NR,
+                                       cols // AVX2_VL, act_min, act_max)
                 else:
-                    _ukernel_avx2(mr, scratch, aoff, 4 * ng, 4, wpack, boff, ng, tile)
+                    if quads:
+                        _ukernel_avx2q(mr, scratch, aoff, 4 * ng, 4, wpack, boff, ng, tile)
+                    else:
+                        _ukernel_avx2(mr, scratch, aoff, 4 * ng, 4, wpack, boff, ng, tile)
                     _epilogue(tile, NR, mr, cols, y, p0, j * NR, wsum, z_x, bias, mult, shift,
                               z_y, act_min, act_max)
 

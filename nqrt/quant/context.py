@@ -57,10 +57,12 @@ class QContext:
     its (s, z) were chosen from (propagated through same-scale ops, unioned by Concat).
     """
 
-    def __init__(self, graph: Graph, ranges: dict, per_channel: bool = True, shapes: dict | None = None):
+    def __init__(self, graph: Graph, ranges: dict, per_channel: bool = True, shapes: dict | None = None,
+                 weight_bits: int = 8):
         self.graph = graph
         self.ranges = ranges
         self.per_channel = per_channel
+        self.weight_bits = weight_bits
         self.shapes = shapes or {}
         self.tensors: dict[str, NqTensor] = {}
         self.nodes: list[NqNode] = []

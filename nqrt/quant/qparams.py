@@ -1,7 +1,8 @@
 """Quantization-parameter policy (formats/nq-v1.md 3.4, 3.6, 4.8).
 
   * activations: uint8 asymmetric, per tensor, from a real range (0 always representable);
-  * weights: int8 symmetric in [-127, 127], per output channel (axis 0) or per tensor;
+  * weights: int8 symmetric in [-127, 127] (or [-63, 63], converter option weight_bits=7),
+    per output channel (axis 0) or per tensor;
   * biases: int32, scale s_x·s_w[m], zero point 0, with the 3.6 overflow guard;
   * fused activations: (lo, hi) -> (act_min, act_max) in the output's integer domain.
 
@@ -91,8 +92,8 @@ def _bias_overflows(b: np.ndarray, s_x: float, s_w: np.ndarray) -> np.ndarray:
 
 
 def quantize_weights_and_bias(w: np.ndarray, b: np.ndarray | None, s_x: float, per_channel: bool,
-                              what: str = "node") -> WeightQuant:
-    """Symmetric int8 weights (axis 0 = output channel) and int32 bias at s_x·s_w.
+                              what: str = "node", qmax: int = qmath.INT8_WEIGHT_MAX) -> WeightQuant:
+    """Symmetric int8 weights in [-qmax, qmax] (axis 0 = output channel) and int32 bias at s_x·s_w.
 
     Overflow guard (3.6): where round(b / (s_x·s_w[m])) would leave int32, s_w[m] is enlarged
     to |b[m]| / (s_x·(2^31 − 1))·(1 + 2^−20) (per tensor: the single scale takes the largest
@@ -102,7 +103,7 @@ def quantize_weights_and_bias(w: np.ndarray, b: np.ndarray | None, s_x: float, p
     m_out = int(w.shape[0])
     b = np.zeros(m_out, np.float32) if b is None else np.broadcast_to(np.asarray(b, np.float32).reshape(-1), (m_out,))
     axis = 0 if per_channel else None
-    s_w = qmath.choose_weight_scales(w, axis).astype(np.float32)
+    s_w = qmath.choose_weight_scales(w, axis, qmax).astype(np.float32)
     s_w_full = np.broadcast_to(s_w, (m_out,)).astype(np.float32)
     warnings: list[str] = []
 
@@ -130,7 +131,7 @@ def quantize_weights_and_bias(w: np.ndarray, b: np.ndarray | None, s_x: float, p
             f"enlarged up to {ratio:.4g}x (formats/nq-v1.md 3.6)")
 
     s_w_full = np.broadcast_to(s_w, (m_out,)).astype(np.float32)
-    w_q = qmath.quantize_weights(w, s_w, axis)
+    w_q = qmath.quantize_weights(w, s_w, axis, qmax)
     s_b = s_x * s_w_full.astype(np.float64)
     bias_q = np.clip(np.rint(b.astype(np.float64) / s_b), qmath.INT32_MIN, qmath.INT32_MAX).astype(np.int32)
     return WeightQuant(w_q=w_q, w_scale=s_w, axis=axis, bias_q=bias_q,

@@ -36,7 +36,7 @@ def _io_shape(v, batch_symbol: str | None) -> tuple:
 
 
 def quantize_graph(graph: Graph, ranges: dict, per_channel: bool = True, *,
-                   shapes: dict | None = None) -> NqModel:
+                   shapes: dict | None = None, weight_bits: int = 8) -> NqModel:
     """Build the integer model of an optimized float graph.
 
     ranges: {float tensor name: (lo, hi)} for graph inputs and every non-same-scale node
@@ -44,7 +44,7 @@ def quantize_graph(graph: Graph, ranges: dict, per_channel: bool = True, *,
     Metadata gets `weights`, `ranges` (the ranges used) and `warnings`.
     """
     check_supported(graph)
-    ctx = QContext(graph, ranges, per_channel, shapes)
+    ctx = QContext(graph, ranges, per_channel, shapes, weight_bits)
     used_inputs = {t for n in graph.nodes for t in n.inputs} | ctx.output_names
     inputs = [NqIO(v.name, _io_shape(v, ctx.batch_symbol)) for v in graph.inputs]
     for io in inputs:
@@ -72,7 +72,7 @@ def quantize_graph(graph: Graph, ranges: dict, per_channel: bool = True, *,
         outputs.append(io)
     # The document order puts graph inputs first; keep the build order otherwise.
     metadata = {
-        "weights": {"granularity": "per-channel" if per_channel else "per-tensor"},
+        "weights": {"granularity": "per-channel" if per_channel else "per-tensor", "bits": weight_bits},
         "ranges": {k: [float(r[0]), float(r[1])] for k, r in ranges.items()},
         "warnings": list(ctx.warnings),
     }

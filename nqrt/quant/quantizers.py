@@ -76,7 +76,12 @@ def _weighted(ctx: QContext, node: Node, op: str, w: np.ndarray, b: np.ndarray |
     x, y = node.inputs[0], node.outputs[0]
     act = fused_act(node)
     s_x, _ = ctx.qparams(x)
-    wq = qp.quantize_weights_and_bias(w, b, s_x, ctx.per_channel, what=label)
+    # 7-bit weights (an opt-in) let the AVX2 kernel use vpmaddubsw exactly; depthwise convs
+    # have their own kernel, which gains nothing from them, so they keep 8 bits.
+    depthwise = op == Q_CONV and int(attrs.get("group", 1)) > 1 and int(attrs["group"]) == w.shape[0] \
+        and w.shape[1] == 1
+    qmax = qmath.WEIGHT_BITS[8 if depthwise else ctx.weight_bits]
+    wq = qp.quantize_weights_and_bias(w, b, s_x, ctx.per_channel, what=label, qmax=qmax)
     for msg in wq.warnings:
         ctx.warnings.append(msg)
     ctx.new_u8_from_range(y, act, label)

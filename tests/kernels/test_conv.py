@@ -7,6 +7,7 @@ import pytest
 from nqrt.kernels import conv as K
 from nqrt.kernels import cpu
 from nqrt.kernels.conv import conv_scratch_size, pack_conv_weights
+from nqrt.kernels import vnni
 from nqrt.kernels.vnni import with_requant_table
 from naive import out_size, qconv
 from kernels._util import assert_same, dot_std, requant_params, with_threads
@@ -48,13 +49,13 @@ CASES = {
 ZPS = [(128, 128, "none"), (0, 100, "relu"), (255, 30, "relu6"), (17, 0, "none")]
 
 
-def _make(case, z_x, z_y, act, seed, per_channel=True):
+def _make(case, z_x, z_y, act, seed, per_channel=True, w_range=(-127, 127)):
     N, C, H, W, M, kh, kw, (sh, sw), (pt, pl, pb, pr), (dh, dw), group = case
     rng = np.random.default_rng(seed)
     OH = out_size(H, kh, sh, pt, pb, dh)
     OW = out_size(W, kw, sw, pl, pr, dw)
     x = rng.integers(0, 256, (N, C, H, W), dtype=np.uint8)
-    w = rng.integers(-127, 128, (M, C // group, kh, kw)).astype(np.int8)
+    w = rng.integers(w_range[0], w_range[1] + 1, (M, C // group, kh, kw)).astype(np.int8)
     bias = rng.integers(-20_000, 20_000, M).astype(np.int32)
     mult, shift = requant_params(M, dot_std(w[0].size), rng, per_channel)
     lo, hi = {"none": (0, 255), "relu": (z_y, 255), "relu6": (z_y, min(255, z_y + 60))}[act]
@@ -214,3 +215,35 @@ def test_avx2_epilogue_table_and_fallbacks(name):
     for tzp in ((18, 0), (17, 1)):
         assert_same(_kernel(case, x, 17, w, bias, mult, shift, 0, lo, hi, ohw, path="avx2",
                             table_zps=tzp), want)
+
+
+@pytest.mark.skipif("avx2" not in PATHS, reason="host has no AVX2")
+@pytest.mark.parametrize("name", ["3x3_pad1", "pointwise", "group2", "group2_m24", "group2_m20",
+                                  "chunks", "deep_small", "stem_7x7", "batch3_odd", "conv1d"])
+@pytest.mark.parametrize("table", [True, False])
+def test_conv_avx2q_seven_bit_weights(name, table):
+    """Weights in [-64, 63] (7-bit): the avx2 path packs them for its vpmaddubsw kernel, whose
+    pair sums then cannot saturate.  Extremes included: x = 255 against w = -64 / 63 gives the
+    largest pair sums (±32640); exact against the naive reference for 1 and 2 threads."""
+    case = CASES[name]
+    x, w, bias, mult, shift, lo, hi, ohw = _make(case, 7, 120, "relu", seed=5, w_range=(-64, 63))
+    x[:, :, ::2] = 255
+    w.reshape(-1)[::3] = -64
+    w.reshape(-1)[1::5] = 63
+    N, C, H, W, M, kh, kw, st, pads, dil, group = case
+    wpack, _ = pack_conv_weights(w, group, "avx2")
+    assert wpack[0] == vnni.LAYOUT_QUADS
+    want = qconv(x, 7, w, bias, mult, shift, 120, lo, hi, st, pads, dil, group, ohw)
+    for nt in (1, 2):
+        got = _kernel(case, x, 7, w, bias, mult, shift, 120, lo, hi, ohw, nthreads=nt,
+                      path="avx2", table=table)
+        assert_same(got, want)
+
+
+@pytest.mark.skipif("avx2" not in PATHS, reason="host has no AVX2")
+def test_avx2_layout_follows_the_weight_range():
+    w = np.zeros((4, 3, 3, 3), np.int8)
+    for lo_, hi_, layout in ((-64, 63, vnni.LAYOUT_QUADS), (-65, 0, vnni.LAYOUT_PAIRS),
+                             (0, 64, vnni.LAYOUT_PAIRS)):
+        w[0, 0, 0, 0], w[1, 0, 0, 0] = lo_, hi_
+        assert pack_conv_weights(w, 1, "avx2")[0][0] == layout

@@ -271,3 +271,24 @@ def test_vnni512_compiles_for_znver4(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=600, env=env)
     assert out.returncode == 0 and "vpdpbusd" in out.stdout, out.stderr[-3000:]
+
+
+@pytest.mark.skipif("avx2" not in PATHS, reason="host has no AVX2")
+@pytest.mark.parametrize("P,K,M", [(1, 768, 768), (23, 75, 40), (100, 5, 17), (64, 300, 24),
+                                   (7, 1, 9), (130, 64, 96)])
+@pytest.mark.parametrize("table", [True, False])
+def test_avx2q_seven_bit_weights(P, K, M, table):
+    """Weights in [-64, 63]: the avx2 path's vpmaddubsw layout (header byte LAYOUT_QUADS),
+    exact at the largest pair sums (x = 255 against w = -64 / 63), for 1, 2 and 3 threads."""
+    rng = np.random.default_rng(P * K + M)
+    w = rng.integers(-64, 64, (M, K)).astype(np.int8)
+    w.reshape(-1)[::3] = -64
+    w.reshape(-1)[1::4] = 63
+    x = rng.integers(0, 256, (P, K), dtype=np.uint8)
+    x[:, ::2] = 255
+    x, z_x, w, bias, mult, shift = make_case(rng, P, K, M, x=x, w=w)
+    assert gemm_fast.pack_b(w, "avx2")[0][0] == vnni.LAYOUT_QUADS
+    ref = reference(x, z_x, w, bias, mult, shift, 3, 0, 250)
+    for nt in (1, 2, 3):
+        y = run("avx2", x, z_x, w, bias, mult, shift, 3, 0, 250, nthreads=nt, table=table)
+        assert np.array_equal(y, ref), nt
