@@ -175,7 +175,7 @@ def test_convert_structure_and_report(name, tmp_path):
     assert meta["source_format"] == "onnx" and meta["source_bytes"] == src.stat().st_size
     assert len(meta["source_sha256"]) == 64
     assert meta["calibration"] == {"method": "minmax", "percentile": None, "samples": 24}
-    assert meta["weights"] == {"granularity": "per-channel"}
+    assert meta["weights"] == {"granularity": "per-channel", "bits": 8}
     assert "x" in meta["ranges"] and meta["warnings"] == []
     assert [io.name for io in nq.graph_outputs] == [o.name for o in model.graph.output]
     assert Counter(n.op for n in nq.nodes) == EXPECTED_OPS[name]

@@ -121,7 +121,7 @@ def test_cnn_structure_dtypes_and_scales():
     # GlobalAveragePool -> QReduceMean over the spatial axes with the observed count
     rm = by_name["gap"]
     assert rm.attrs["axes"] == [2, 3] and rm.attrs["keepdims"] == 1 and rm.attrs["count"] == 16
-    assert m.metadata["weights"] == {"granularity": "per-channel"} and m.metadata["warnings"] == []
+    assert m.metadata["weights"] == {"granularity": "per-channel", "bits": 8} and m.metadata["warnings"] == []
 
 
 def test_per_tensor_weights():
