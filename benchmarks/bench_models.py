@@ -1,13 +1,16 @@
 """Whole-model latency: nqrt int8 / nqrt simulate vs ONNX Runtime FP32 / ONNX Runtime int8, one run.
 
     python benchmarks/bench_models.py [--models digits_cnn,digits_resnet,digits_mlp,mlp,resnet18,mobilenetv2]
-                                      [--batch 1,8] [--threads 2] [--repeats 20] [--cache-dir DIR]
+                                      [--batch 1,8] [--threads 2] [--repeats 20] [--cache-dir DIR] [--seven-bit]
 
 For every model: the FP32 ONNX file (bundled digits models from nqrt/examples; the benchmark
 models written once by tools/make_bench_models.py into the cache dir), calibration data (the
 bundled calibration set for digits; 16 seeded standard-normal samples for the others), then
   * nqrt int8      nqrt.convert(per_channel=True, calibration_method="minmax") + nqrt.load(mode="integer")
   * nqrt simulate  the same .nq file, nqrt.load(mode="simulate") (float simulation of the int8 model)
+  * nqrt int8 w7   (--seven-bit) nqrt.convert(..., weight_bits=7): QConv/QGemm weights in
+                   [-63, 63], which on AVX2 CPUs without VNNI run the exact vpmaddubsw kernel;
+                   timed in the same interleaved run, reported in a third table
   * ORT FP32       onnxruntime on the FP32 model
   * ORT int8       onnxruntime.quantization.quantize_static: QDQ, per-channel, QUInt8 activations,
                    QInt8 weights (u8s8, ORT's x86 fast path), MinMax, the same calibration data
@@ -42,6 +45,9 @@ CALIB_SAMPLES = 16
 EVAL_SAMPLES = 8
 
 CANDIDATES = ["nqrt int8", "nqrt simulate", "ORT FP32", "ORT int8"]
+W7 = "nqrt int8 w7"
+W7_COLUMNS = ["model", "batch", "nqrt int8 w7 ms", "w7/ORT-int8", "w7/ORT-int8 (min)",
+              "ORT-FP32/w7", "ORT-FP32/w7 (min)", "w7 / 8-bit nqrt", "SQNR w7 dB", "SQNR 8-bit dB"]
 COLUMNS = ["model", "batch", "nqrt int8 ms", "nqrt sim ms", "ORT FP32 ms", "ORT int8 ms",
            "nqrt/ORT-int8", "ORT-FP32/nqrt", "SQNR nqrt dB", "SQNR sim dB", "SQNR ORT-int8 dB"]
 MIN_COLUMNS = ["model", "batch", "nqrt int8 ms", "nqrt sim ms", "ORT FP32 ms", "ORT int8 ms",
@@ -64,6 +70,7 @@ class ModelResult:
     name: str
     rows: list = field(default_factory=list)        # main table rows
     min_rows: list = field(default_factory=list)    # min-latency table rows
+    w7_rows: list = field(default_factory=list)     # 7-bit weight table rows (--seven-bit)
     notes: list = field(default_factory=list)
     info: list = field(default_factory=list)
 
@@ -172,7 +179,7 @@ def _pick(outputs, name):
 
 def bench_model(name: str, batches: list[int], threads: int, repeats: int, warmup: int,
                 cache_dir: Path, max_seconds: float | None, ort_preprocess: bool = True,
-                echo=print) -> ModelResult:
+                echo=print, seven_bit: bool = False) -> ModelResult:
     import numpy as np
 
     res = ModelResult(name)
@@ -194,16 +201,23 @@ def bench_model(name: str, batches: list[int], threads: int, repeats: int, warmu
     nq_path = work / f"{name}.nq"
     nq_int = nq_sim = None
 
-    def _convert():
+    def _convert(path=nq_path, bits=8):
         import nqrt
 
-        if nq_path.exists():
-            nq_path.unlink()
+        if path.exists():
+            path.unlink()
         t0 = time.perf_counter()
-        nqrt.convert(str(case.onnx_path), str(nq_path), calibration=str(case.calib_npz),
-                     per_channel=True, calibration_method="minmax")
+        nqrt.convert(str(case.onnx_path), str(path), calibration=str(case.calib_npz),
+                     per_channel=True, calibration_method="minmax", weight_bits=bits)
         return time.perf_counter() - t0
 
+    nq_w7 = None
+    if seven_bit:
+        w7_path = work / f"{name}.w7.nq"
+        if attempt(W7, _convert, w7_path, 7, notes=notes) is not None:
+            import nqrt
+
+            nq_w7 = attempt(W7, nqrt.load, str(w7_path), threads=threads, mode="integer", notes=notes)
     t_conv = attempt("nqrt", _convert, notes=notes)
     if t_conv is not None:
         res.info.append(f"nqrt convert {t_conv:.1f} s")
@@ -228,6 +242,8 @@ def bench_model(name: str, batches: list[int], threads: int, repeats: int, warmu
 
     # ---- agreement on the evaluation set (independent of the timing batch)
     sessions = {"nqrt int8": nq_int, "nqrt simulate": nq_sim, "ORT FP32": ort_fp32, "ORT int8": ort_int8}
+    if nq_w7 is not None:
+        sessions[W7] = nq_w7
     runners = {}
     for label, sess in sessions.items():
         if sess is None:
@@ -245,7 +261,7 @@ def bench_model(name: str, batches: list[int], threads: int, repeats: int, warmu
             outs[label] = np.asarray(y)
     sq = {}
     if "ORT FP32" in outs:
-        for label in ("nqrt int8", "nqrt simulate", "ORT int8"):
+        for label in ("nqrt int8", "nqrt simulate", "ORT int8", W7):
             if label in outs:
                 sq[label] = attempt(f"{label} SQNR", common.sqnr_db, outs["ORT FP32"], outs[label], notes=notes)
     if "nqrt int8" in outs and "nqrt simulate" in outs:
@@ -282,6 +298,13 @@ def bench_model(name: str, batches: list[int], threads: int, repeats: int, warmu
                             + [fmt_ratio(ratio(mn.get("nqrt int8"), mn.get("ORT int8"))),
                                fmt_ratio(ratio(mn.get("ORT FP32"), mn.get("nqrt int8")))]
                             + ["/".join(map(str, counts)) or NA])
+        if seven_bit:
+            res.w7_rows.append([
+                name, str(b), fmt_ms(g(W7)), fmt_ratio(ratio(g(W7), g("ORT int8"))),
+                fmt_ratio(ratio(mn.get(W7), mn.get("ORT int8"))),
+                fmt_ratio(ratio(g("ORT FP32"), g(W7))), fmt_ratio(ratio(mn.get("ORT FP32"), mn.get(W7))),
+                fmt_ratio(ratio(g(W7), g("nqrt int8"))), fmt_num(sq.get(W7)), fmt_num(sq.get("nqrt int8")),
+            ])
     return res
 
 
@@ -291,7 +314,7 @@ def bench_model(name: str, batches: list[int], threads: int, repeats: int, warmu
 
 def run(models: list[str], batches: list[int], threads: int, repeats: int, warmup: int,
         cache_dir: Path, max_seconds: float | None = None, ort_preprocess: bool = True,
-        echo=print) -> list[ModelResult]:
+        echo=print, seven_bit: bool = False) -> list[ModelResult]:
     """Benchmark `models` and print the tables through `echo`.  Returns the per-model results."""
     echo(common.environment_line(threads) + f"\n# ORT intra-op spinning {'on' if common.ORT_SPIN else 'off'}")
     echo(f"# repeats={repeats} warmup={warmup} batches={','.join(map(str, batches))} cache={cache_dir}")
@@ -299,7 +322,7 @@ def run(models: list[str], batches: list[int], threads: int, repeats: int, warmu
     for name in models:
         echo(f"# {name} ...")
         r = bench_model(name, batches, threads, repeats, warmup, cache_dir, max_seconds,
-                        ort_preprocess=ort_preprocess, echo=echo)
+                        ort_preprocess=ort_preprocess, echo=echo, seven_bit=seven_bit)
         for n in r.notes:
             echo(f"#   {name}: {n}")
         results.append(r)
@@ -309,6 +332,11 @@ def run(models: list[str], batches: list[int], threads: int, repeats: int, warmu
     echo(format_table(MIN_COLUMNS, [row for r in results for row in r.min_rows],
                       title="Minimum latency (ms), ratios of minima (less sensitive to machine load), "
                       "timed samples per candidate"))
+    if seven_bit:
+        echo(format_table(W7_COLUMNS, [row for r in results for row in r.w7_rows],
+                          title="7-bit weights (weight_bits=7), same run: ratios < 1x mean faster than "
+                          "ORT int8, > 1x means faster than ORT FP32; 'w7 / 8-bit nqrt' < 1x: faster "
+                          "than the default conversion"))
     for r in results:
         for n in r.notes:
             echo(f"- {r.name}: {n}")
@@ -340,6 +368,8 @@ def main(argv=None) -> int:
                    help="quantize with ORT without its recommended quant_pre_process step")
     p.add_argument("--ort-no-spin", action="store_true",
                    help="turn off ORT's pool-thread spinning between runs (ORT's default is on)")
+    p.add_argument("--seven-bit", action="store_true",
+                   help="also time nqrt with 7-bit weights (convert weight_bits=7), in the same run")
     a = p.parse_args(argv)
     common.ORT_SPIN = not a.ort_no_spin
     models = [m.strip() for m in a.models.split(",") if m.strip()]
@@ -351,7 +381,7 @@ def main(argv=None) -> int:
         print(f"# {note}")
     a.cache_dir.mkdir(parents=True, exist_ok=True)
     run(models, _csv_ints(a.batch), a.threads, a.repeats, a.warmup, a.cache_dir,
-        max_seconds=a.max_seconds, ort_preprocess=not a.no_ort_preprocess)
+        max_seconds=a.max_seconds, ort_preprocess=not a.no_ort_preprocess, seven_bit=a.seven_bit)
     return 0
 
 
