@@ -1,7 +1,7 @@
 """Kernel throughput: nqrt int8 GEMM / conv (through one-node converted models) vs ONNX Runtime and numpy.
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_kernels.py \
-        [--threads 2] [--repeats 20] [--only gemm|conv] [--cache-dir DIR]
+        [--threads 2] [--repeats 20] [--only gemm|conv] [--cache-dir DIR] [--seven-bit]
 
 GEMM (M,K,N) rows, each a float input A[M,K] times a constant weight B[K,N]:
   * nqrt int8          one-node ONNX MatMul converted by nqrt.convert (per-channel, MinMax) and
@@ -13,6 +13,9 @@ GEMM (M,K,N) rows, each a float input A[M,K] times a constant weight B[K,N]:
                        MinMax): ORT's float-in/float-out equivalent of the nqrt row
   * ORT FP32           one-node MatMul
   * numpy FP32         a @ b (OpenBLAS; slowed by OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE if set)
+  * nqrt int8 w7       (--seven-bit) the nqrt row converted with weight_bits=7 (weights in
+                       [-63, 63]: the exact vpmaddubsw kernel on AVX2 CPUs without VNNI);
+                       its ratios are the "w7/peer" columns
 Conv rows (56x56, 3x3, pad 1): 64->64 dense and 128-channel depthwise, batch 1 and 8, with bias:
 nqrt int8, ORT FP32 Conv, ORT int8 QDQ (QLinearConv after ORT's fusion).
 Throughput is GMAC/s from the median latency; ratios are nqrt's GMAC/s over the peer's (>1x: nqrt
@@ -39,6 +42,7 @@ OPSET = 13
 
 GEMM_CANDS = ["nqrt int8", "ORT MatMulInteger", "ORT int8 QDQ", "ORT FP32", "numpy FP32"]
 CONV_CANDS = ["nqrt int8", "ORT int8 QDQ", "ORT FP32"]
+W7 = "nqrt int8 w7"    # --seven-bit: the same one-node model converted with weight_bits=7
 
 
 @dataclass
@@ -119,7 +123,8 @@ def conv_case(label, batch, C, groups):
 # runners
 
 
-def _nqrt_session(case: Case, work: Path, tag: str, threads: int, notes: list, fallback_gemm=None):
+def _nqrt_session(case: Case, work: Path, tag: str, threads: int, notes: list, fallback_gemm=None,
+                  weight_bits=8):
     """Convert the one-node model with nqrt and load it; on a MatMul failure retry as Gemm."""
     import numpy as np
     import onnx
@@ -131,8 +136,9 @@ def _nqrt_session(case: Case, work: Path, tag: str, threads: int, notes: list, f
         onnx.save(model, str(src))
         calib = work / f"{tag}{suffix}.calib.npz"
         np.savez(calib, **{case.input_name: case.calib})
-        out = work / f"{tag}{suffix}.nq"
-        nqrt.convert(str(src), str(out), calibration=str(calib), per_channel=True, calibration_method="minmax")
+        out = work / f"{tag}{suffix}{'' if weight_bits == 8 else '.w7'}.nq"
+        nqrt.convert(str(src), str(out), calibration=str(calib), per_channel=True, calibration_method="minmax",
+                     weight_bits=weight_bits)
         return nqrt.load(str(out), threads=threads, mode="integer")
 
     try:
@@ -174,12 +180,16 @@ def bench_case(case: Case, cands_wanted, threads, repeats, warmup, work: Path, m
         cands["ORT FP32"] = common.ort_runner(ort_fp32, feed)
         outs["ORT FP32"] = attempt("ORT FP32", lambda: cands["ORT FP32"]()[0], notes=notes)
 
-    nq = attempt("nqrt", _nqrt_session, case, work, tag, threads, notes, fallback_gemm, notes=notes)
-    if nq is not None:
-        y = attempt("nqrt", lambda: _first(nq.run(feed)), notes=notes)
-        if y is not None:
-            cands["nqrt int8"] = lambda: nq.run(feed)
-            outs["nqrt int8"] = y
+    for label, bits in (("nqrt int8", 8), (W7, 7)):
+        if label not in cands_wanted:
+            continue
+        nq = attempt(label, _nqrt_session, case, work, tag, threads, notes, fallback_gemm, bits,
+                     notes=notes)
+        if nq is not None:
+            y = attempt(label, lambda s=nq: _first(s.run(feed)), notes=notes)
+            if y is not None:
+                cands[label] = lambda s=nq: s.run(feed)
+                outs[label] = y
 
     def _ort_q():
         p = common.ort_quantize_qdq(fp32_path, work / f"{tag}.ort_int8.onnx", case.input_name, case.calib,
@@ -199,7 +209,7 @@ def bench_case(case: Case, cands_wanted, threads, repeats, warmup, work: Path, m
 
     sq = {}
     if outs.get("ORT FP32") is not None:
-        for k in ("nqrt int8", "ORT int8 QDQ"):
+        for k in ("nqrt int8", W7, "ORT int8 QDQ"):
             if outs.get(k) is not None:
                 sq[k] = attempt(f"{k} SQNR", common.sqnr_db, outs["ORT FP32"], np.asarray(outs[k]), notes=notes)
 
@@ -216,7 +226,7 @@ def bench_case(case: Case, cands_wanted, threads, repeats, warmup, work: Path, m
     return {"case": case, "median": med, "min": mins, "gmacs": gmacs, "sqnr": sq, "notes": notes}
 
 
-def gemm_results(threads, repeats, warmup, work, max_seconds, shapes=GEMM_SHAPES):
+def gemm_results(threads, repeats, warmup, work, max_seconds, shapes=GEMM_SHAPES, cands=GEMM_CANDS):
     import numpy as np
 
     results = []
@@ -237,39 +247,44 @@ def gemm_results(threads, repeats, warmup, work, max_seconds, shapes=GEMM_SHAPES
         def np_mm():
             return lambda: x @ b
 
-        results.append(bench_case(case, GEMM_CANDS, threads, repeats, warmup, work, max_seconds,
+        results.append(bench_case(case, cands, threads, repeats, warmup, work, max_seconds,
                                   extra={"ORT MatMulInteger": mmi, "numpy FP32": np_mm},
                                   fallback_gemm=gemm_model.fp32_model))
     return results
 
 
-def conv_results(threads, repeats, warmup, work, max_seconds, cases=CONV_CASES):
-    return [bench_case(conv_case(*c), CONV_CANDS, threads, repeats, warmup, work, max_seconds)
+def conv_results(threads, repeats, warmup, work, max_seconds, cases=CONV_CASES, cands=CONV_CANDS):
+    return [bench_case(conv_case(*c), cands, threads, repeats, warmup, work, max_seconds)
             for c in cases]
 
 
 def _tables(results, cands, kind, threads):
-    peers = [c for c in cands if c != "nqrt int8"]
-    cols = ([kind, "MMAC"] + [f"{c}" for c in cands] + [f"nqrt/{p}" for p in peers]
-            + ["SQNR nqrt dB", "SQNR ORT-QDQ dB"])
+    subjects = [c for c in cands if c.startswith("nqrt")]           # nqrt int8 [, nqrt int8 w7]
+    short = {"nqrt int8": "nqrt", W7: "w7"}
+    peers = [c for c in cands if c not in subjects]
+    pairs = [(s, p) for s in subjects for p in peers]
+    cols = ([kind, "MMAC"] + [f"{c}" for c in cands] + [f"{short[s]}/{p}" for s, p in pairs]
+            + [f"SQNR {short[s]} dB" for s in subjects] + ["SQNR ORT-QDQ dB"])
     rows, ms_rows = [], []
     for r in results:
         g, med, sq = r["gmacs"], r["median"], r["sqnr"]
         rows.append([r["case"].label, f"{r['case'].macs / 1e6:.1f}"] + [fmt_num(g.get(c)) for c in cands]
-                    + [fmt_ratio(ratio(g.get("nqrt int8"), g.get(p))) for p in peers]
-                    + [fmt_num(sq.get("nqrt int8")), fmt_num(sq.get("ORT int8 QDQ"))])
+                    + [fmt_ratio(ratio(g.get(s), g.get(p))) for s, p in pairs]
+                    + [fmt_num(sq.get(s)) for s in subjects] + [fmt_num(sq.get("ORT int8 QDQ"))])
         mn = r["min"]
         ms_rows.append([r["case"].label] + [f"{fmt_ms(med.get(c))} / {fmt_ms(mn.get(c))}" for c in cands]
-                       + [fmt_ratio(ratio(mn.get(p), mn.get("nqrt int8"))) for p in peers])
+                       + [fmt_ratio(ratio(mn.get(p), mn.get(s))) for s, p in pairs])
     t1 = format_table(cols, rows, title=f"{kind}: GMAC/s from median latency, threads={threads} "
                       "(nqrt/peer > 1x: nqrt faster)")
-    t2 = format_table([kind] + [f"{c} ms" for c in cands] + [f"nqrt/{p} (min)" for p in peers], ms_rows,
-                      title=f"{kind}: latency ms, median / min; speed ratios from the minima")
+    t2 = format_table([kind] + [f"{c} ms" for c in cands] + [f"{short[s]}/{p} (min)" for s, p in pairs],
+                      ms_rows, title=f"{kind}: latency ms, median / min; speed ratios from the minima")
     return t1 + "\n" + t2
 
 
 def run(threads, repeats, warmup, cache_dir: Path, only=None, max_seconds=None, echo=print,
-        gemm_shapes=GEMM_SHAPES, conv_cases=CONV_CASES):
+        gemm_shapes=GEMM_SHAPES, conv_cases=CONV_CASES, seven_bit=False):
+    gemm_cands = GEMM_CANDS + ([W7] if seven_bit else [])
+    conv_cands = CONV_CANDS + ([W7] if seven_bit else [])
     echo(common.environment_line(threads) + f"\n# ORT intra-op spinning {'on' if common.ORT_SPIN else 'off'}")
     echo(f"# repeats={repeats} warmup={warmup}")
     warn = common.slow_blas_warning()
@@ -280,14 +295,14 @@ def run(threads, repeats, warmup, cache_dir: Path, only=None, max_seconds=None, 
     out = {}
     if only in (None, "gemm"):
         echo("# GEMM ...")
-        out["gemm"] = gemm_results(threads, repeats, warmup, work, max_seconds, gemm_shapes)
-        echo(_tables(out["gemm"], GEMM_CANDS, "GEMM MxKxN", threads))
+        out["gemm"] = gemm_results(threads, repeats, warmup, work, max_seconds, gemm_shapes, gemm_cands)
+        echo(_tables(out["gemm"], gemm_cands, "GEMM MxKxN", threads))
         if warn:
             echo("# numpy FP32 row measured with " + warn.split(" is set")[0].replace("warning: ", ""))
     if only in (None, "conv"):
         echo("# conv ...")
-        out["conv"] = conv_results(threads, repeats, warmup, work, max_seconds, conv_cases)
-        echo(_tables(out["conv"], CONV_CANDS, "conv 56x56", threads))
+        out["conv"] = conv_results(threads, repeats, warmup, work, max_seconds, conv_cases, conv_cands)
+        echo(_tables(out["conv"], conv_cands, "conv 56x56", threads))
     for rs in out.values():
         for r in rs:
             for n in r["notes"]:
@@ -307,6 +322,8 @@ def main(argv=None) -> int:
     p.add_argument("--max-seconds", type=float, default=10.0,
                    help="stop timing a candidate after this many seconds (>= 3 samples kept)")
     p.add_argument("--cache-dir", type=Path, default=common.DEFAULT_CACHE)
+    p.add_argument("--seven-bit", action="store_true",
+                   help="also time nqrt with 7-bit weights (convert weight_bits=7), in the same run")
     p.add_argument("--ort-no-spin", action="store_true",
                    help="turn off ORT's pool-thread spinning between runs (ORT's default is on)")
     a = p.parse_args(argv)
@@ -314,7 +331,8 @@ def main(argv=None) -> int:
     common.collect_warnings()
     for note in common.apply_threads(a.threads):
         print(f"# {note}")
-    run(a.threads, a.repeats, a.warmup, a.cache_dir, only=a.only, max_seconds=a.max_seconds)
+    run(a.threads, a.repeats, a.warmup, a.cache_dir, only=a.only, max_seconds=a.max_seconds,
+        seven_bit=a.seven_bit)
     return 0
 
 
