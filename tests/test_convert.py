@@ -357,10 +357,11 @@ def test_unknown_method_and_bad_arguments(tmp_path):
             convert(model, tmp_path / "m.nq", [data(model, 2)], **kwargs)
 
 
-def test_seven_bit_weights(tmp_path):
+def test_seven_bit_weights(tmp_path, monkeypatch):
     """weight_bits=7: QConv/QGemm weights in [-63, 63] (depthwise convs keep 8 bits), recorded
-    in the metadata; on the avx2 path the planner packs those layers for the vpmaddubsw kernel;
-    digits accuracy stays within a point of the 8-bit model's."""
+    in the metadata; on the avx2 path the planner packs those layers for the vpmaddubsw kernel,
+    which gives exactly the portable path's outputs; digits accuracy stays within a point of
+    the 8-bit model's."""
     from nqrt.format.reader import read_nq
     from nqrt.kernels import cpu, vnni
     from nqrt.runtime import planner
@@ -383,8 +384,13 @@ def test_seven_bit_weights(tmp_path):
                 depthwise = n.op == "QConv" and int(n.attrs["group"]) == w.shape[0] > 1
                 limit = 127 if bits == 8 or depthwise else 63
                 assert np.abs(w).max() == limit, (n.name, bits)
-        acc[bits] = float(np.mean(np.argmax(Session.load(nq).run({"input": x})["logits"], 1) == labels))
+        logits = Session.load(nq).run({"input": x})["logits"]
+        acc[bits] = float(np.mean(np.argmax(logits, 1) == labels))
         if bits == 7 and "avx2" in cpu.available_paths():
+            with monkeypatch.context() as mp:                 # the same file on the portable path
+                mp.setenv("NQRT_GEMM_PATH", "portable")
+                portable = Session.load(nq).run({"input": x})["logits"]
+            assert np.array_equal(portable, logits)
             consts = planner.prepare(nq, "avx2")
             layouts = [int(consts.wpool[c["wpack"]]) for n, c in zip(nq.nodes, consts.node)
                        if n.op == "QGemm" or n.op == "QConv" and int(n.attrs["group"]) == 1]
