@@ -87,18 +87,32 @@ def _dq2d(x, xo, xrs, y, yo, i0, i1, Nj, s, zi):
             y[yo + ii * Nj + jj] = _dequantize_one(x[xo + jj * xrs + ii], s, zi)
 
 
+@njit(inline="always", **JIT)
+def _tile_task(t, K, Ni, Nj, ti, ys, st):
+    """2-D mode (K >= 0) task t of transpose_tasks with ti output rows per task:
+    (x offset of its batch, y offset of its batch, first row, end row)."""
+    nti = -(-Ni // ti)
+    o = t // nti
+    i0 = (t - o * nti) * ti
+    return _outer_offset(o, K, ys, st), o * Ni * Nj, i0, min(Ni, i0 + ti)
+
+
+@njit(inline="always", **JIT)
+def _row_task(t, rb, ys):
+    """Row mode (K = -1) task t: (row length, first row, end row) of y."""
+    R = ys[0] * ys[1] * ys[2] * ys[3] * ys[4]
+    return ys[5], t * rb, min(R, t * rb + rb)
+
+
 @njit(**JIT)
 def _q_task(t, K, Ni, Nj, xrs, rb, x, s, zf, y, ys, st):
     """Task t of quantize_transpose_f32 (the tasks of eltwise.transpose_tasks)."""
     if K >= 0:
-        nti = -(-Ni // TI_Q)
-        o = t // nti
-        i0 = (t - o * nti) * TI_Q
-        _q2d(x, _outer_offset(o, K, ys, st), xrs, y, o * Ni * Nj, i0, min(Ni, i0 + TI_Q), Nj, s, zf)
+        xo, yo, i0, i1 = _tile_task(t, K, Ni, Nj, TI_Q, ys, st)
+        _q2d(x, xo, xrs, y, yo, i0, i1, Nj, s, zf)
         return
-    L = ys[5]
-    R = ys[0] * ys[1] * ys[2] * ys[3] * ys[4]
-    for r in range(t * rb, min(R, t * rb + rb)):
+    L, r0, r1 = _row_task(t, rb, ys)
+    for r in range(r0, r1):
         o = _outer_offset(r, 5, ys, st)
         for k in range(L):
             y[r * L + k] = quantize_one(x[o + k * st[5]], s, zf)
@@ -108,14 +122,11 @@ def _q_task(t, K, Ni, Nj, xrs, rb, x, s, zf, y, ys, st):
 def _dq_task(t, K, Ni, Nj, xrs, rb, x, s, zi, y, ys, st):
     """Task t of dequantize_transpose_u8."""
     if K >= 0:
-        nti = -(-Ni // TI_DQ)
-        o = t // nti
-        i0 = (t - o * nti) * TI_DQ
-        _dq2d(x, _outer_offset(o, K, ys, st), xrs, y, o * Ni * Nj, i0, min(Ni, i0 + TI_DQ), Nj, s, zi)
+        xo, yo, i0, i1 = _tile_task(t, K, Ni, Nj, TI_DQ, ys, st)
+        _dq2d(x, xo, xrs, y, yo, i0, i1, Nj, s, zi)
         return
-    L = ys[5]
-    R = ys[0] * ys[1] * ys[2] * ys[3] * ys[4]
-    for r in range(t * rb, min(R, t * rb + rb)):
+    L, r0, r1 = _row_task(t, rb, ys)
+    for r in range(r0, r1):
         o = _outer_offset(r, 5, ys, st)
         for k in range(L):
             y[r * L + k] = _dequantize_one(x[o + k * st[5]], s, zi)
