@@ -40,7 +40,7 @@ from numba import njit, prange
 
 from nqrt.kernels import vnni
 from nqrt.kernels._jit import JIT, PJIT, xcall
-from nqrt.kernels.depthwise import (depthwise_conv_u8, depthwise_conv_u8_x86,
+from nqrt.kernels.depthwise import (append_depthwise_table, depthwise_conv_u8, depthwise_conv_u8_x86,
                                     depthwise_scratch_bytes, depthwise_scratch_bytes_x86,
                                     pack_depthwise_weights, pack_depthwise_weights_x86)
 from nqrt.kernels.gemm import NR, gemm_tile, gemm_u8
@@ -127,6 +127,17 @@ def conv_scratch_size(N, H, W, C, M, kh, kw, OH, OW, group, nthreads, path="port
         return nthreads * int(x86_dw_slice_bytes(C, kh, kw, W))
     return nthreads * int(fast_slice_bytes(N, H, W, C, M, kh, kw, OH, OW, group,
                                            path == "vnni512"))
+
+
+def with_depthwise_table(wpack, path, C, kh, kw, bias, mult, shift, z_x, z_y):
+    """Plan time, for a depthwise QConv packed for `path`: on the x86 paths (avx2, vnni512)
+    wpack with the requantize records for these zero points appended (built once instead of
+    per call and thread; a kernel given other zero points builds its own: same results);
+    the portable packing unchanged."""
+    _check_path(path)
+    if path == "portable":
+        return wpack
+    return append_depthwise_table(wpack, C, kh, kw, bias, mult, shift, z_x, z_y)
 
 
 def pack_conv_weights(w, group, path="portable"):

@@ -323,7 +323,12 @@ def depthwise_conv_u8(x, z_x, wpack, bias, mult, shift, z_y, act_min, act_max, k
 #
 # Packed weights ("avx2"/"vnni512" paths, pack_depthwise_weights_x86):
 #   int16 [npairs, nblk, 32] (per 16-channel block: lo half interleaved, then hi half) as
-#   bytes, followed by the portable int8 [kh, kw, C] layout (read by the scalar channel tail).
+#   bytes, followed by the portable int8 [kh, kw, C] layout (read by the scalar channel tail),
+#   and optionally (append_depthwise_table, at plan time) a 64-byte header + the requantize
+#   records for one (z_x, z_y); without a matching table each task builds them in its slice.
+#
+# Work split: by output rows; when there are fewer than SPLIT_ROWS_MIN rows per thread (7x7
+# and 14x14 maps at batch 1), by 16-channel blocks instead, so both threads stay busy.
 
 _PERM_LO = (0, 1, 2, 3, 8, 9, 10, 11)     # channel (within a 16-block) of each lo lane
 _PERM_HI = (4, 5, 6, 7, 12, 13, 14, 15)
@@ -382,8 +387,10 @@ def _load_u8(typingctx, addr):
 
 
 @intrinsic
-def _dw_pairs_x86(typingctx, ad, npairs, npx, xstep, wq, nblk, rec, lo, hi, y, yo, ystep):
-    """For p < npx, b < nblk (channels c = 16·b .. 16·b + 15 in lane order, see above):
+def _dw_pairs_x86(typingctx, ad, npairs, npx, xstep, wq, b0, b1, nblk, rec, lo, hi, y, yo,
+                  ystep):
+    """For p < npx, b0 <= b < b1 (channels c = 16·b .. 16·b + 15 in lane order, see above; nblk
+    blocks in all, b0 < b1 <= nblk):
         acc = Σ_q vpmaddwd(interleave(x[ad[2q] + p·xstep + c], x[ad[2q+1] + p·xstep + c]),
                            wq[(q·nblk + b)·32 ...])                               (int32, exact)
         y[yo + p·ystep + c] = clamp(((acc·M0 + BC) >>> shift) + ZD, lo, hi)
@@ -392,10 +399,10 @@ def _dw_pairs_x86(typingctx, ad, npairs, npx, xstep, wq, nblk, rec, lo, hi, y, y
     shift.  ad: i64[2·npairs] absolute byte addresses; wq i16[:]; y u8[:] flat.  npairs, npx,
     nblk >= 1.  The caller guarantees acc·M0 + BC in [0, 2^63) and the shifted value + ZD
     within int32 (_prepare_x86), so the result fits the low 32 bits of each 64-bit lane."""
-    sig = types.void(ad, npairs, npx, xstep, wq, nblk, rec, lo, hi, y, yo, ystep)
+    sig = types.void(ad, npairs, npx, xstep, wq, b0, b1, nblk, rec, lo, hi, y, yo, ystep)
 
     def codegen(context, builder, signature, args):
-        (ad_, nq_, np_, xs_, wq_, nb_, rec_, lo_, hi_, y_, yo_, ys_) = args
+        (ad_, nq_, np_, xs_, wq_, b0_, b1_, nb_, rec_, lo_, hi_, y_, yo_, ys_) = args
         sa = signature.args
         v8 = ir.VectorType(_I8, VL)
         v16 = ir.VectorType(_I16, VL)
@@ -407,8 +414,8 @@ def _dw_pairs_x86(typingctx, ad, npairs, npx, xstep, wq, nblk, rec, lo, hi, y, y
                                               "llvm.x86.avx2.pmadd.wd")
         adp = _ptr(context, builder, sa[0], ad_, _I64)
         wqp = _ptr(context, builder, sa[4], wq_, _I16)
-        recp = _ptr(context, builder, sa[6], rec_, _I64)
-        yp = _ptr(context, builder, sa[9], y_, _I8)
+        recp = _ptr(context, builder, sa[8], rec_, _I64)
+        yp = _ptr(context, builder, sa[11], y_, _I8)
         lov = _splat(builder, builder.trunc(lo_, _I32), h32)
         hiv = _splat(builder, builder.trunc(hi_, _I32), h32)
         zero32 = ir.Constant(h32, None)
@@ -461,7 +468,7 @@ def _dw_pairs_x86(typingctx, ad, npairs, npx, xstep, wq, nblk, rec, lo, hi, y, y
 
             builder.position_at_end(blk_loop)
             b = builder.phi(_I64)
-            b.add_incoming(ir.Constant(_I64, 0), entry)
+            b.add_incoming(b0_, entry)
             c = builder.mul(b, k16)
             w0 = builder.mul(b, k32)
             builder.branch(pair_loop)
@@ -508,7 +515,7 @@ def _dw_pairs_x86(typingctx, ad, npairs, npx, xstep, wq, nblk, rec, lo, hi, y, y
                               align=1)
             b2 = builder.add(b, one)
             b.add_incoming(b2, blk_end)
-            builder.cbranch(builder.icmp_signed("<", b2, nb_), blk_loop, exit_block)
+            builder.cbranch(builder.icmp_signed("<", b2, b1_), blk_loop, exit_block)
 
         # PX pixels at a time, then one at a time
         pre = builder.block
@@ -574,32 +581,85 @@ def _prepare_x86(wf, bias, mult, shift, z_x, z_y, T, C, rec, rec32):
     return True
 
 
+DW_TABLE_HEADER = 64    # bytes before the records of a plan-time table (append_depthwise_table)
+TABLE_USABLE = 1        # header byte 0: the records hold every 16-channel block
+TABLE_SCALAR = 2        # header byte 0: some channel cannot be represented: scalar formula
+
+
+@njit(**JIT)
+def _records_bytes(C):
+    """Bytes of the requantize records of the 16-channel blocks of C channels."""
+    return 8 * REC_I64 * 2 * (C // VL)
+
+
+def append_depthwise_table(wpack, C, kh, kw, bias, mult, shift, z_x, z_y):
+    """Plan time: wpack (pack_depthwise_weights_x86) followed by the requantize records of
+    every 16-channel block for these zero points (_prepare_x86), so that the kernel does not
+    rebuild them per call and thread.  Layout: a DW_TABLE_HEADER-byte header (byte 0
+    TABLE_USABLE or TABLE_SCALAR, bytes 1, 2 the z_x, z_y it was built for) then the records
+    (_layout_x86).  A kernel given other zero points ignores the table and builds its own."""
+    wpack = np.asarray(wpack, np.int8)
+    T = kh * kw
+    tab = np.zeros(DW_TABLE_HEADER + _records_bytes(C), np.uint8)
+    wf = wpack[x86_weight_bytes(C, kh, kw):x86_weight_bytes(C, kh, kw) + T * C]
+    ok = C < VL or _prepare_x86(wf, np.asarray(bias, np.int32), np.asarray(mult, np.int32),
+                                np.asarray(shift, np.int32), int(z_x), int(z_y), T, C,
+                                tab[DW_TABLE_HEADER:].view(np.int64),
+                                tab[DW_TABLE_HEADER:].view(np.int32))
+    tab[0] = TABLE_USABLE if ok else TABLE_SCALAR
+    tab[1], tab[2] = z_x, z_y
+    return np.concatenate([wpack, tab.view(np.int8)])
+
+
+@njit(**JIT)
+def _table_state(wpack, base, C, z_x, z_y):
+    """0: wpack has no table for these zero points; else its header byte 0."""
+    if wpack.size != base + DW_TABLE_HEADER + _records_bytes(C):
+        return 0
+    h = wpack[base:base + DW_TABLE_HEADER].view(np.uint8)
+    if np.int64(h[1]) != z_x or np.int64(h[2]) != z_y:
+        return 0
+    return np.int64(h[0])
+
+
 @njit(**JIT)
 def _dw_task_x86(x, z_x, wpack, bias, mult, shift, z_y, act_min, act_max, kh, kw, sh, sw, dh,
-                 dw, pad_t, pad_l, y, sl, r0, r1):
-    """Output rows r0..r1-1 (r = n·OH + oh) with the thread slice `sl`: per row, the border
-    pixels one call each and the horizontal interior as one run with a fixed input step; the
-    vector kernel for the 16-channel blocks (unless a multiplier is out of its range) and the
-    spec's scalar formula for the remaining channels."""
+                 dw, pad_t, pad_l, y, sl, r0, r1, b0, b1, tail):
+    """Output rows r0..r1-1 (r = n·OH + oh), 16-channel blocks b0..b1-1 and, if `tail`, the
+    channels past the last block, with the thread slice `sl`: per row, the border pixels one
+    call each and the horizontal interior as one run with a fixed input step; the vector
+    kernel for the blocks (unless a multiplier is out of its range) and the spec's scalar
+    formula for the remaining channels.  The records come from wpack's plan-time table when
+    it matches z_x, z_y, else they are built in `sl`."""
     N, H, W, C = x.shape
     OH, OW = y.shape[1], y.shape[2]
     T = kh * kw
     npairs = (T + 1) // 2
     nb16 = npairs * (C // VL) * 64                 # bytes of the int16 weight part
     wq = wpack[:nb16].view(np.int16)
-    wf = wpack[nb16:]
+    wf = wpack[nb16:nb16 + T * C]
     xf = x.reshape(-1)
     yf = y.reshape(-1)
     o_rec, o_ad, o_zr, _ = _layout_x86(C, kh, kw, W)
     nblk = C // VL
-    rec = sl[o_rec:o_ad].view(np.int64)
-    rec32 = sl[o_rec:o_ad].view(np.int32)
     ad = sl[o_ad:o_ad + 16 * npairs].view(np.int64)
     zrow = sl[o_zr:o_zr + W * C]
     zrow[:] = np.uint8(z_x)
-    if nblk > 0 and not _prepare_x86(wf, bias, mult, shift, z_x, z_y, T, C, rec, rec32):
-        nblk = 0                                   # scalar formula for every channel
-    c0 = nblk * VL
+    state = _table_state(wpack, nb16 + T * C, C, z_x, z_y)
+    usable = True
+    if state == TABLE_USABLE:
+        t0 = nb16 + T * C + DW_TABLE_HEADER
+        rec = wpack[t0:t0 + _records_bytes(C)].view(np.int64)
+    else:
+        rec = sl[o_rec:o_ad].view(np.int64)
+        usable = state != TABLE_SCALAR and (nblk == 0 or _prepare_x86(
+            wf, bias, mult, shift, z_x, z_y, T, C, rec, sl[o_rec:o_ad].view(np.int32)))
+    # the scalar formula's channels [cs, ce): the tail past the blocks, or, when some channel
+    # cannot use the vector requantize, this task's blocks too
+    cs = b0 * VL if not usable else nblk * VL
+    ce = C if tail else (b1 * VL if not usable else cs)
+    if not usable:
+        b1 = b0
     xa = xf.ctypes.data
     za = zrow.ctypes.data
     ow_lo = min(OW, -(-pad_l // sw))
@@ -625,11 +685,11 @@ def _dw_task_x86(x, z_x, wpack, bias, mult, shift, z_y, act_min, act_max, kh, kw
             if T & 1:
                 ad[T] = ad[T - 1]                  # its weight is 0
             yo = ((n * OH + oh) * OW + ow) * C
-            if nblk > 0:
-                _dw_pairs_x86(ad, npairs, npx, sw * C, wq, nblk, rec, act_min, act_max, yf, yo,
-                              C)
-            for p in range(npx):                   # channels past the vector blocks
-                for c in range(c0, C):
+            if b1 > b0:
+                _dw_pairs_x86(ad, npairs, npx, sw * C, wq, b0, b1, nblk, rec, act_min, act_max,
+                              yf, yo, C)
+            for p in range(npx):
+                for c in range(cs, ce):
                     s = np.int64(0)
                     for k in range(T):
                         s += (_load_u8(ad[k] + p * sw * C + c) - z_x) * np.int64(wf[k * C + c])
@@ -638,26 +698,43 @@ def _dw_task_x86(x, z_x, wpack, bias, mult, shift, z_y, act_min, act_max, kh, kw
             ow += npx
 
 
+SPLIT_ROWS_MIN = 4      # rows per thread below which threads split the channel blocks instead
+
+
 @njit(**PJIT)
 def depthwise_conv_u8_x86(x, z_x, wpack, bias, mult, shift, z_y, act_min, act_max, kh, kw, sh,
                           sw, dh, dw, pad_t, pad_l, y, scratch, slice_bytes):
-    """Depthwise conv on the avx2 / vnni512 paths; wpack from pack_depthwise_weights_x86;
-    scratch of >= 1 slice of slice_bytes (>= depthwise_scratch_bytes).  Parallel over output
-    rows as depthwise_conv_u8; one thread below PAR_MIN_MACS."""
+    """Depthwise conv on the avx2 / vnni512 paths; wpack from pack_depthwise_weights_x86
+    (optionally with append_depthwise_table); scratch of >= 1 slice of slice_bytes
+    (>= depthwise_scratch_bytes).  One thread below PAR_MIN_MACS.  Task t of nt owns rows
+    [t·R/nt, (t+1)·R/nt) with all channels, or, when there are fewer than SPLIT_ROWS_MIN rows
+    per task (small feature maps at batch 1), all rows with blocks [t·B/nt, (t+1)·B/nt) (the
+    last task also the channel tail); each output is computed the same way in either split,
+    so results do not depend on the thread count."""
     N, OH, OW, C = y.shape
     R = N * OH
     if R * OW * C == 0:
         return
-    nt = min(scratch.size // slice_bytes, R)
+    B = C // VL
+    nt = scratch.size // slice_bytes
     if nt <= 1 or R * OW * C * kh * kw < PAR_MIN_MACS:
         xcall(_dw_task_x86, x, z_x, wpack, bias, mult, shift, z_y, act_min, act_max, kh, kw, sh,
-              sw, dh, dw, pad_t, pad_l, y, scratch[:slice_bytes], 0, R)
+              sw, dh, dw, pad_t, pad_l, y, scratch[:slice_bytes], 0, R, 0, B, True)
         return
+    if R < SPLIT_ROWS_MIN * nt and B >= nt:
+        for t in prange(nt):
+            ti = np.int64(t)                   # (prange indices are unsigned)
+            xcall(_dw_task_x86, x, z_x, wpack, bias, mult, shift, z_y, act_min, act_max, kh, kw,
+                  sh, sw, dh, dw, pad_t, pad_l, y,
+                  scratch[ti * slice_bytes:(ti + 1) * slice_bytes], 0, R, ti * B // nt,
+                  (ti + 1) * B // nt, ti == nt - 1)
+        return
+    nt = min(nt, R)
     for t in prange(nt):
         ti = np.int64(t)                       # (prange indices are unsigned)
         xcall(_dw_task_x86, x, z_x, wpack, bias, mult, shift, z_y, act_min, act_max, kh, kw, sh,
               sw, dh, dw, pad_t, pad_l, y, scratch[ti * slice_bytes:(ti + 1) * slice_bytes],
-              ti * R // nt, (ti + 1) * R // nt)
+              ti * R // nt, (ti + 1) * R // nt, 0, B, True)
 
 
 @njit(**JIT)

@@ -138,12 +138,14 @@ def prepare(model: NqModel, path: str | None = None) -> Consts:
             mult = _per_channel(const(3), m, "multiplier", node)
             shift = _per_channel(const(4), m, "shift", node)
             group = int(node.attrs.get("group", 1))
-            if not (node.op == "QConv" and group > 1 and group == m and w.shape[1] == 1):
-                # GEMM-like (not depthwise): the fast path's epilogue constants, from the
-                # input/output zero points
+            z_x, z_y = model.qparams(node.inputs[0])[1], model.qparams(node.outputs[0])[1]
+            # the fast paths' requantize constants, from the input/output zero points
+            if node.op == "QConv" and group > 1 and group == m and w.shape[1] == 1:
+                wpack = K.with_depthwise_table(wpack, path, m, w4.shape[2], w4.shape[3], bias, mult,
+                                               shift, z_x, z_y)
+            else:
                 wpack = K.with_requant_table(wpack, path, int(np.prod(w.shape[1:])), wsum, bias,
-                                             mult, shift, model.qparams(node.inputs[0])[1],
-                                             model.qparams(node.outputs[0])[1])
+                                             mult, shift, z_x, z_y)
             c["wpack"] = pools.add("w", np.asarray(wpack, dtype=np.int8))
             c["wpack_len"] = int(np.asarray(wpack).size)
             c["bias"] = pools.add("i", bias)

@@ -1,6 +1,7 @@
 """The depthwise kernels vs the naive QConv: the portable one (depthwise_conv_u8: generic vector
 path, scalar channel tail, reference fallback) and, where the CPU has AVX2, the x86 one
-(depthwise_conv_u8_x86: vpmaddwd tap pairs, z_x rows for padding, lane-order requantize).
+(depthwise_conv_u8_x86: vpmaddwd tap pairs, z_x rows for padding, lane-order requantize),
+the latter also with the plan-time requantize table ("x86_table").
 Strides, asymmetric pads, dilation, kernel sizes (odd and even tap counts), channel counts
 around the 16-lane blocks, zero points, saturation, extreme multipliers, thread invariance."""
 
@@ -9,16 +10,18 @@ import pytest
 from naive import out_size, qconv
 
 from nqrt.kernels import cpu
-from nqrt.kernels.depthwise import (_prepare, depthwise_conv_u8, depthwise_conv_u8_x86,
-                                    depthwise_scratch_bytes, depthwise_scratch_bytes_x86,
-                                    pack_depthwise_weights, pack_depthwise_weights_x86)
+from nqrt.kernels.depthwise import (DW_TABLE_HEADER, TABLE_SCALAR, TABLE_USABLE, _prepare,
+                                    append_depthwise_table, depthwise_conv_u8,
+                                    depthwise_conv_u8_x86, depthwise_scratch_bytes,
+                                    depthwise_scratch_bytes_x86, pack_depthwise_weights,
+                                    pack_depthwise_weights_x86, x86_weight_bytes)
 
 from ._util import assert_same, dot_std, requant_params, with_threads
 
 ALIGN = 64
 
 
-KERNELS = ["portable"] + (["x86"] if "avx2" in cpu.available_paths() else [])
+KERNELS = ["portable"] + (["x86", "x86_table"] if "avx2" in cpu.available_paths() else [])
 
 
 @pytest.fixture(params=KERNELS)
@@ -27,13 +30,15 @@ def kernel(request):
 
 
 def _slice(kernel, C, kh, kw, W, OW):
-    n = depthwise_scratch_bytes_x86(C, kh, kw, W) if kernel == "x86" else \
+    n = depthwise_scratch_bytes_x86(C, kh, kw, W) if kernel.startswith("x86") else \
         depthwise_scratch_bytes(C, kh, kw, OW)
     return -(-int(n) // ALIGN) * ALIGN
 
 
-def run_dw(kernel, x, z_x, w, bias, mult, shift, z_y, lo, hi, strides, pads, dil, nthreads=2):
-    """x uint8 NCHW, w int8 [C, 1, kh, kw]; returns NCHW y from the NHWC kernel."""
+def run_dw(kernel, x, z_x, w, bias, mult, shift, z_y, lo, hi, strides, pads, dil, nthreads=2,
+           table_zps=None):
+    """x uint8 NCHW, w int8 [C, 1, kh, kw]; returns NCHW y from the NHWC kernel ("x86_table":
+    with the plan-time table built for table_zps, default (z_x, z_y))."""
     N, C, H, W = x.shape
     kh, kw = w.shape[2:]
     OH = out_size(H, kh, strides[0], pads[0], pads[2], dil[0])
@@ -42,9 +47,14 @@ def run_dw(kernel, x, z_x, w, bias, mult, shift, z_y, lo, hi, strides, pads, dil
     scratch = np.full(nthreads * sb, 0xAB, np.uint8)      # garbage: the kernel must not rely on 0s
     xh = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
     y = np.full((N, OH, OW, C), 77, np.uint8)
-    fn, pack = ((depthwise_conv_u8_x86, pack_depthwise_weights_x86) if kernel == "x86" else
-                (depthwise_conv_u8, pack_depthwise_weights))
-    fn(xh, z_x, pack(w), bias, mult, shift, z_y, lo, hi, kh, kw, strides[0], strides[1], dil[0],
+    if kernel == "portable":
+        fn, wpack = depthwise_conv_u8, pack_depthwise_weights(w)
+    else:
+        fn, wpack = depthwise_conv_u8_x86, pack_depthwise_weights_x86(w)
+    if kernel == "x86_table":
+        tz_x, tz_y = (z_x, z_y) if table_zps is None else table_zps
+        wpack = append_depthwise_table(wpack, C, kh, kw, bias, mult, shift, tz_x, tz_y)
+    fn(xh, z_x, wpack, bias, mult, shift, z_y, lo, hi, kh, kw, strides[0], strides[1], dil[0],
        dil[1], pads[0], pads[1], y, scratch, sb)
     return y.transpose(0, 3, 1, 2), (OH, OW)
 
@@ -160,18 +170,73 @@ def test_prepare_takes_fast_path_for_realistic_multipliers():
     assert _prepare(bias, mult, shift, 100, 3, 3, bc, sh, zd)
 
 
-@pytest.mark.parametrize("N,H", [(1, 17), (3, 5)])
-def test_thread_invariance(kernel, N, H):
+@pytest.mark.parametrize("N,H,C", [(1, 17, 96), (3, 5, 96), (1, 7, 96), (1, 3, 40), (1, 2, 17)])
+def test_thread_invariance(kernel, N, H, C):
+    """Row split (N·OH >= 4 rows per thread) and, for small maps, the x86 kernel's split of the
+    16-channel blocks (the last task also taking the channel tail), for 1-3 threads' scratch."""
     rng = np.random.default_rng(8)
-    x, w, bias, mult, shift = make(rng, N, 96, H, 19, 3, 3)
+    x, w, bias, mult, shift = make(rng, N, C, H, 19, 3, 3)
     outs = []
     for nt in (1, 2):
-        got, ohw = with_threads(nt, run_dw, kernel, x, 128, w, bias, mult, shift, 128, 0, 255, (1, 1),
-                                (1, 1, 1, 1), (1, 1), 2)
-        outs.append(got)
-        got1, _ = with_threads(nt, run_dw, kernel, x, 128, w, bias, mult, shift, 128, 0, 255, (1, 1),
-                               (1, 1, 1, 1), (1, 1), 1)
-        outs.append(got1)
-    want = qconv(x, 128, w, bias, mult, shift, 128, 0, 255, (1, 1), (1, 1, 1, 1), (1, 1), 96, ohw)
+        for slices in (1, 2, 3):
+            got, ohw = with_threads(nt, run_dw, kernel, x, 128, w, bias, mult, shift, 128, 0, 255,
+                                    (1, 1), (1, 1, 1, 1), (1, 1), slices)
+            outs.append(got)
+    want = qconv(x, 128, w, bias, mult, shift, 128, 0, 255, (1, 1), (1, 1, 1, 1), (1, 1), C, ohw)
     for o in outs:
         assert_same(o, want)
+
+
+@pytest.mark.skipif("avx2" not in cpu.available_paths(), reason="needs the x86 kernel")
+@pytest.mark.parametrize("slices", [1, 2])
+def test_table_for_other_zero_points_is_ignored(slices):
+    """A table built for other zero points (a wpack reused with another z_x or z_y) must not
+    be used: the kernel rebuilds the records and gives the spec's results."""
+    rng = np.random.default_rng(21)
+    x, w, bias, mult, shift = make(rng, 1, 48, 6, 7, 3, 3)
+    for tzp in ((0, 120), (128, 0)):
+        got, ohw = run_dw("x86_table", x, 128, w, bias, mult, shift, 120, 0, 255, (1, 1),
+                          (1, 1, 1, 1), (1, 1), slices, table_zps=tzp)
+        want = qconv(x, 128, w, bias, mult, shift, 120, 0, 255, (1, 1), (1, 1, 1, 1), (1, 1), 48,
+                     ohw)
+        assert_same(got, want)
+
+
+@pytest.mark.skipif("avx2" not in cpu.available_paths(), reason="needs the x86 kernel")
+def test_table_header_flags():
+    """The table says TABLE_USABLE for realistic multipliers and TABLE_SCALAR when some
+    channel's constants leave int64 (then every channel takes the scalar formula)."""
+    rng = np.random.default_rng(22)
+    C = 32
+    _, w, bias, mult, shift = make(rng, 1, C, 4, 4, 3, 3)
+    wpack = pack_depthwise_weights_x86(w)
+    base = x86_weight_bytes(C, 3, 3) + 9 * C
+    tab = append_depthwise_table(wpack, C, 3, 3, bias, mult, shift, 5, 9).view(np.uint8)
+    assert tuple(tab[base:base + 3]) == (TABLE_USABLE, 5, 9)
+    assert tab.size == base + DW_TABLE_HEADER + 2 * (C // 16) * 224
+    bias[3] = 2**31 - 5
+    shift[3] = 62
+    tab = append_depthwise_table(wpack, C, 3, 3, bias, mult, shift, 5, 9).view(np.uint8)
+    assert tab[base] == TABLE_SCALAR
+
+
+@pytest.mark.skipif("avx2" not in cpu.available_paths(), reason="needs the x86 kernel")
+def test_matching_table_is_what_the_kernel_reads():
+    """With matching zero points the kernel takes the records from the table (not rebuilding
+    them): corrupting one record's multipliers changes exactly that block's outputs."""
+    rng = np.random.default_rng(23)
+    C, kh, kw = 32, 3, 3
+    x, w, bias, mult, shift = make(rng, 1, C, 5, 6, kh, kw)
+    xh = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    wpack = append_depthwise_table(pack_depthwise_weights_x86(w), C, kh, kw, bias, mult, shift,
+                                   128, 120)
+    rec0 = x86_weight_bytes(C, kh, kw) + kh * kw * C + DW_TABLE_HEADER
+    wpack[rec0:rec0 + 64] = 0                    # block 0, low half: M0 even/odd lanes := 0
+    sb = _slice("x86", C, kh, kw, 6, 6)
+    y = np.zeros((1, 5, 6, C), np.uint8)
+    depthwise_conv_u8_x86(xh, 128, wpack, bias, mult, shift, 120, 0, 255, kh, kw, 1, 1, 1, 1, 1, 1,
+                          y, np.zeros(sb, np.uint8), sb)
+    want = qconv(x, 128, w, bias, mult, shift, 120, 0, 255, (1, 1), (1, 1, 1, 1), (1, 1), C,
+                 (5, 6)).transpose(0, 2, 3, 1)
+    differs = (y != want).any(axis=(0, 1, 2))
+    assert differs[:16].any() and not differs[16:].any()
