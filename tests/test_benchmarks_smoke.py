@@ -90,3 +90,31 @@ def test_bench_kernels_small_gemm_and_conv(tmp_path):
     cols, rows = common.parse_table(text, 2)
     assert cols[0] == "conv 56x56" and rows[0][0] == "dw3x3 128 b1"
     assert set(out) == {"gemm", "conv"}
+
+
+def test_idle_latency_tool(tmp_path):
+    """tools/idle_latency.py end to end on the bundled digits MLP: one row per configuration
+    (nqrt, nqrt bound, ONNX Runtime), a min / median pair per gap, min <= median."""
+    import subprocess
+
+    import numpy as np
+
+    import nqrt
+
+    examples = Path(nqrt.__file__).parent / "examples"
+    calib = np.load(examples / "digits_calib_flat.npz")
+    out = tmp_path / "mlp.nq"
+    nqrt.convert(str(examples / "digits_mlp.onnx"), str(out), {k: calib[k] for k in calib.files})
+    tool = Path(__file__).resolve().parent.parent / "tools" / "idle_latency.py"
+    proc = subprocess.run([sys.executable, str(tool), str(out), "--onnx",
+                           str(examples / "digits_mlp.onnx"), "--calls", "2", "--gaps", "0,0.02",
+                           "--threads", "1"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    rows = [ln for ln in proc.stdout.splitlines()[2:] if ln.strip()]
+    assert [r.split("  ")[0].strip() for r in rows] == ["nqrt", "nqrt, OMP_PROC_BIND=spread",
+                                                        "ONNX Runtime"]
+    for r in rows:
+        cells = r[30:].replace("/", " ").split()
+        assert len(cells) == 4, r
+        lo0, med0, lo1, med1 = map(float, cells)
+        assert 0 < lo0 <= med0 and 0 < lo1 <= med1, r
