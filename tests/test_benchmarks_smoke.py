@@ -94,7 +94,8 @@ def test_bench_kernels_small_gemm_and_conv(tmp_path):
 
 def test_idle_latency_tool(tmp_path):
     """tools/idle_latency.py end to end on the bundled digits MLP: one row per configuration
-    (nqrt, nqrt bound, ONNX Runtime), a min / median pair per gap, min <= median."""
+    (nqrt pinned / not pinned / OpenMP-bound, ONNX Runtime), a min / median pair per gap,
+    min <= median."""
     import subprocess
 
     import numpy as np
@@ -111,8 +112,9 @@ def test_idle_latency_tool(tmp_path):
                            "--threads", "1"], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     rows = [ln for ln in proc.stdout.splitlines()[2:] if ln.strip()]
-    assert [r.split("  ")[0].strip() for r in rows] == ["nqrt", "nqrt, OMP_PROC_BIND=spread",
-                                                        "ONNX Runtime"]
+    assert [r.split("  ")[0].strip() for r in rows] == [
+        "nqrt (workers pinned)", "nqrt, NQRT_PIN_WORKERS=0", "nqrt, OMP_PROC_BIND=spread",
+        "ONNX Runtime"]
     for r in rows:
         cells = r[30:].replace("/", " ").split()
         assert len(cells) == 4, r

@@ -3,15 +3,16 @@
     python tools/idle_latency.py MODEL.nq [--onnx MODEL.onnx] [--batch 1] [--threads 2]
                                  [--gaps 0,0.1] [--calls 30]
 
-Each configuration runs in a fresh child process: nqrt as it starts by default, nqrt with
-OMP_PROC_BIND=spread (OpenMP binds each of its threads to its own CPU), and, with --onnx,
-ONNX Runtime on that ONNX model.  A child warms up, then times `--calls` single inferences,
+Each configuration runs in a fresh child process: nqrt as it starts by default (its worker
+threads pinned, nqrt/runtime/affinity.py), nqrt with NQRT_PIN_WORKERS=0 (not pinned), nqrt
+with OMP_PROC_BIND=spread (OpenMP binds each of its threads, the caller's too, to its own CPU),
+and, with --onnx, ONNX Runtime on that ONNX model.  A child warms up, then times `--calls` single inferences,
 sleeping `gap` seconds before each; it prints the minimum and median per gap.
 
 Why: Numba's OpenMP workers sleep after about 8 ms without work (GNU OpenMP's default spin).
-On a VM the woken worker can be queued behind the calling thread on the caller's CPU while
-the caller spins at the end of the parallel region, so the first regions after an idle
-period stall for milliseconds; binding the threads to distinct CPUs avoids that.
+On a VM an unpinned woken worker can be queued behind the calling thread on the caller's CPU
+while the caller spins at the end of the parallel region, so the first regions after an idle
+period stall for milliseconds; pinning the workers to other CPUs avoids that.
 """
 
 from __future__ import annotations
@@ -79,7 +80,8 @@ def main(argv=None) -> int:
     ap.add_argument("--gaps", default="0,0.1", help="idle seconds before each call, comma-separated")
     ap.add_argument("--calls", type=int, default=30, help="timed calls per gap")
     args = ap.parse_args(argv)
-    configs = [("nqrt", "nqrt", args.model, {}),
+    configs = [("nqrt (workers pinned)", "nqrt", args.model, {}),
+               ("nqrt, NQRT_PIN_WORKERS=0", "nqrt", args.model, {"NQRT_PIN_WORKERS": "0"}),
                ("nqrt, OMP_PROC_BIND=spread", "nqrt", args.model, {"OMP_PROC_BIND": "spread"})]
     if args.onnx:
         configs.append(("ONNX Runtime", "ort", args.onnx, {}))

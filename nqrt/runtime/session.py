@@ -21,6 +21,7 @@ import numpy as np
 
 from nqrt.errors import InputError
 from nqrt.format.model import NqModel
+from nqrt.runtime import affinity as _affinity
 from nqrt.runtime import planner as _planner
 
 MODES = ("integer", "simulate")
@@ -247,6 +248,8 @@ class Session:
         if fn is None:
             fn = b.fn = _interpreter_for(b.plan)
         want = self._nthreads
+        if want > 1 and _affinity._pinned_pid != os.getpid():
+            _affinity.pin_workers(_set_num_threads, _get_num_threads)
         with self._lock:
             if b.key in self._plans:                        # (another thread may have evicted it)
                 self._plans.move_to_end(b.key)
