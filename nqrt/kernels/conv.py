@@ -36,7 +36,10 @@ for any thread count.  The fast general path splits pixel micro-panels between t
 """
 
 import numpy as np
-from numba import njit, prange
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from nqrt.kernels import vnni
 from nqrt.kernels._jit import JIT, PJIT, xcall
@@ -258,6 +261,43 @@ def conv2d_u8(x, z_x, wpack, wsum, bias, mult, shift, z_y, act_min, act_max, kh,
 
 
 # ----------------------------------------------------------------------------- fast paths
+@intrinsic
+def _copy_run_8_32(typingctx, dst, src, n):
+    """dst[:n] = src[:n] for 8 <= n <= 32 (src u8; dst u8, or u16 zero-extending), as two
+    fixed-size vector copies (16 values if n >= 16, else 8) overlapping in the middle; no
+    access outside [0, n).  A loop with a run-time trip count of e.g. 21 (a 7-tap stem row of
+    3 channels) would leave the last values to a scalar tail."""
+    sig = types.void(dst, src, n)
+
+    def codegen(context, builder, signature, args):
+        d_, s_, n_ = args
+        delt = ir.IntType(signature.args[0].dtype.bitwidth)
+        dp = cgutils.create_struct_proxy(signature.args[0])(context, builder, value=d_).data
+        sp = cgutils.create_struct_proxy(signature.args[1])(context, builder, value=s_).data
+        dp = builder.bitcast(dp, delt.as_pointer())
+        sp = builder.bitcast(sp, ir.IntType(8).as_pointer())
+
+        def copy(width, off):
+            vs = ir.VectorType(ir.IntType(8), width)
+            vd = ir.VectorType(delt, width)
+            v = builder.load(builder.bitcast(builder.gep(sp, [off]), vs.as_pointer()), align=1)
+            if delt.width != 8:
+                v = builder.zext(v, vd)
+            builder.store(v, builder.bitcast(builder.gep(dp, [off]), vd.as_pointer()), align=1)
+
+        wide = builder.icmp_signed(">=", n_, ir.Constant(n_.type, 16))
+        with builder.if_else(wide) as (then, other):
+            with then:
+                copy(16, ir.Constant(n_.type, 0))
+                copy(16, builder.sub(n_, ir.Constant(n_.type, 16)))
+            with other:
+                copy(8, ir.Constant(n_.type, 0))
+                copy(8, builder.sub(n_, ir.Constant(n_.type, 8)))
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
 @njit(inline="always", **JIT)
 def _im2col_pixel(x1, H, W, C, n, oh, ow, c0, Cg, kh, kw, sh, sw, dh, dw, pad_t, pad_l, zx, t):
     """t[(i·kw + j)·Cg + c] = x_pad[n, oh·sh − pad_t + i·dh, ow·sw − pad_l + j·dw, c0 + c]
@@ -275,8 +315,11 @@ def _im2col_pixel(x1, H, W, C, n, oh, ow, c0, Cg, kh, kw, sh, sw, dh, dw, pad_t,
         elif rowrun:
             a = ((n * H + ih) * W + iw0) * C
             src = x1[a:a + L]
-            for q in range(L):
-                dst[q] = src[q]
+            if L >= 8 and L <= 32:
+                _copy_run_8_32(dst, src, np.int64(L))
+            else:
+                for q in range(L):
+                    dst[q] = src[q]
         else:
             for j in range(kw):
                 iw = iw0 + j * dw

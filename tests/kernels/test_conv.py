@@ -36,6 +36,12 @@ CASES = {
     "batch3_odd": (3, 7, 5, 9, 19, 3, 3, (1, 2), (1, 0, 2, 1), (1, 1), 1),
     "group2_1x1": (3, 8, 4, 5, 6, 1, 1, (1, 1), (0, 0, 0, 0), (1, 1), 2),
     "conv1d_dil_group2": (2, 6, 1, 23, 10, 1, 3, (1, 1), (0, 3, 0, 0), (1, 2), 2),
+    # im2col row runs (group 1, dilation 1: kw·C contiguous bytes) at the fixed-size copy's
+    # bounds: 8 and 16 values (one copy each), 32 (two 16s), 33 (the loop)
+    "row_run_8": (1, 2, 6, 9, 5, 3, 4, (1, 1), (1, 1, 1, 2), (1, 1), 1),
+    "row_run_16": (1, 4, 6, 9, 5, 3, 4, (1, 2), (1, 1, 1, 2), (1, 1), 1),
+    "row_run_32": (1, 8, 6, 9, 5, 3, 4, (1, 1), (0, 1, 1, 2), (1, 1), 1),
+    "row_run_33": (1, 11, 6, 9, 5, 2, 3, (1, 1), (1, 1, 0, 1), (1, 1), 1),
     # fast path: K = 1440 -> several pixel chunks per thread; M = 40 -> a partial panel
     "chunks": (1, 160, 7, 9, 40, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1),
     # fast path: few pixels, many channels -> threads split the channel panels
@@ -219,7 +225,8 @@ def test_avx2_epilogue_table_and_fallbacks(name):
 
 @pytest.mark.skipif("avx2" not in PATHS, reason="host has no AVX2")
 @pytest.mark.parametrize("name", ["3x3_pad1", "pointwise", "group2", "group2_m24", "group2_m20",
-                                  "chunks", "deep_small", "stem_7x7", "batch3_odd", "conv1d"])
+                                  "chunks", "deep_small", "stem_7x7", "batch3_odd", "conv1d",
+                                  "row_run_8", "row_run_32"])
 @pytest.mark.parametrize("table", [True, False])
 def test_conv_avx2q_seven_bit_weights(name, table):
     """Weights in [-64, 63] (7-bit): the avx2 path packs them for its vpmaddubsw kernel, whose
