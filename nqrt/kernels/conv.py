@@ -47,10 +47,10 @@ from nqrt.kernels.depthwise import (append_depthwise_table, depthwise_conv_u8, d
                                     depthwise_scratch_bytes, depthwise_scratch_bytes_x86,
                                     pack_depthwise_weights, pack_depthwise_weights_x86)
 from nqrt.kernels.gemm import NR, gemm_tile, gemm_u8
-from nqrt.kernels.vnni import (AVX2_G, AVX2_MR, AVX2_NR, AVX2_VL, PAR_MIN_MACS, V512_G, V512_MR, V512_NR,
+from nqrt.kernels.vnni import (AVX2_G, AVX2_MR, AVX2_NR, AVX2_VL, V512_G, V512_MR, V512_NR,
                                _epilogue, _thread_share, _ukernel_avx2, _ukernel_avx2q, _ukernel_v512,
-                               _ukernelq_avx2, _ukernelq_avx2q,
-                               _ukernelq_v512, padded_groups, plan_mc)
+                               _ukernelq_avx2, _ukernelq_avx2q, _ukernelq_v512, fast_threads,
+                               padded_groups, plan_mc)
 
 ALIGN = 64        # scratch slices start on cache lines
 PATHS = ("vnni512", "avx2", "portable")
@@ -360,26 +360,6 @@ def _pack_conv_rows(x1, H, W, C, OH, OW, p0, rows, c0, Cg, kh, kw, sh, sw, dh, d
                 n += 1
 
 
-@njit(**JIT)
-def conv_threads(P, Kg, Mg, group, MR, NR_, nthreads):
-    """(nt, split_rows) for the fast general path: split pixel micro-panels (rows) or output
-    channel panels between threads, whichever leaves the busiest thread less work (packing a
-    micro-panel costs about half a micro-kernel call, and a channel split packs every row on
-    every thread)."""
-    nt = max(nthreads, 1)
-    if P * Kg * Mg * group < PAR_MIN_MACS:
-        nt = 1
-    nrow = (P + MR - 1) // MR
-    npan = (Mg + NR_ - 1) // NR_
-    if nt == 1:
-        return 1, True
-    cost_rows = -(-nrow // nt) * (2 * npan + 1)
-    cost_cols = nrow * (2 * (-(-npan // nt)) + 1)
-    if cost_rows <= cost_cols:
-        return min(nt, nrow), True
-    return min(nt, npan), False
-
-
 # The avx2 and vnni512 workers differ only in constants and the micro-kernels they call (one
 # function per ISA: a runtime branch would compile the vnni512 intrinsics on every host).
 @njit(**JIT)
@@ -537,7 +517,7 @@ def conv2d_u8_avx2(x, z_x, wpack, wsum, bias, mult, shift, z_y, act_min, act_max
         return
     Kg = kh * kw * (C // group)
     pg = _fast_geometry(P, Kg, AVX2_G, AVX2_MR, AVX2_NR)[3]
-    nt, split_rows = conv_threads(P, Kg, M // group, group, AVX2_MR, AVX2_NR, T)
+    nt, split_rows = fast_threads(P, Kg * group, M // group, AVX2_MR, AVX2_NR, T)
     geo = (N, H, W, C, OH, OW, M, kh, kw, sh, sw, dh, dw, pad_t, pad_l, group)
     x1 = x.reshape(-1)
     y2 = y.reshape((P, M))
@@ -573,7 +553,7 @@ def conv2d_u8_vnni512(x, z_x, wpack, wsum, bias, mult, shift, z_y, act_min, act_
         return
     Kg = kh * kw * (C // group)
     pg = _fast_geometry(P, Kg, V512_G, V512_MR, V512_NR)[3]
-    nt, split_rows = conv_threads(P, Kg, M // group, group, V512_MR, V512_NR, T)
+    nt, split_rows = fast_threads(P, Kg * group, M // group, V512_MR, V512_NR, T)
     geo = (N, H, W, C, OH, OW, M, kh, kw, sh, sw, dh, dw, pad_t, pad_l, group)
     x1 = x.reshape(-1)
     y2 = y.reshape((P, M))
