@@ -207,3 +207,22 @@ def xcall_lazy(typingctx, fn, *args):
         return _emit_call(context, builder, sig, llargs, binding, callee)
 
     return types.none(fn, types.StarArgTuple.from_types(args)), codegen
+
+
+@intrinsic
+def fetch_add(typingctx, arr, i):
+    """Atomically arr[i] += 1 (arr: int64 array), returning the value before: how the threads
+    of a parallel loop take work items from a shared counter (each item goes to exactly one
+    thread, whichever asks first; sequentially consistent)."""
+    if not (isinstance(arr, types.Array) and arr.dtype == types.int64):
+        raise TypingError("fetch_add needs an int64 array")
+    sig = types.int64(arr, i)
+
+    def codegen(context, builder, signature, args):
+        a, idx = args
+        data = cgutils.create_struct_proxy(signature.args[0])(context, builder, value=a).data
+        idx = context.cast(builder, idx, signature.args[1], types.int64)
+        ptr = builder.gep(data, [idx])
+        return builder.atomic_rmw("add", ptr, ir.Constant(ir.IntType(64), 1), "seq_cst")
+
+    return sig, codegen

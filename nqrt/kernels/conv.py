@@ -42,15 +42,15 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from nqrt.kernels import vnni
-from nqrt.kernels._jit import JIT, PJIT, xcall
+from nqrt.kernels._jit import JIT, PJIT, fetch_add, xcall
 from nqrt.kernels.depthwise import (append_depthwise_table, depthwise_conv_u8, depthwise_conv_u8_x86,
                                     depthwise_scratch_bytes, depthwise_scratch_bytes_x86,
                                     pack_depthwise_weights, pack_depthwise_weights_x86)
 from nqrt.kernels.gemm import NR, gemm_tile, gemm_u8
 from nqrt.kernels.vnni import (AVX2_G, AVX2_MR, AVX2_NR, AVX2_VL, V512_G, V512_MR, V512_NR,
-                               _epilogue, _thread_share, _ukernel_avx2, _ukernel_avx2q, _ukernel_v512,
+                               _epilogue, _ukernel_avx2, _ukernel_avx2q, _ukernel_v512,
                                _ukernelq_avx2, _ukernelq_avx2q, _ukernelq_v512, fast_threads,
-                               padded_groups, plan_mc)
+                               padded_groups, plan_mc, work_blocks)
 
 ALIGN = 64        # scratch slices start on cache lines
 PATHS = ("vnni512", "avx2", "portable")
@@ -364,7 +364,7 @@ def _pack_conv_rows(x1, H, W, C, OH, OW, p0, rows, c0, Cg, kh, kw, sh, sw, dh, d
 # function per ISA: a runtime branch would compile the vnni512 intrinsics on every host).
 @njit(**JIT)
 def _conv_worker_avx2(t, nt, split_rows, x1, geo, z_x, wpack, wsum, bias, mult, shift, z_y,
-                      act_min, act_max, y2, scratch, per):
+                      act_min, act_max, y2, scratch, per, ctr):
     """Both avx2 layouts (vnni.avx2_groups): im2col rows packed as u16 pairs (avx2) or u8
     quads (avx2q) in the same scratch (mc from the pairs layout, which needs the more bytes)."""
     MR, NR_ = AVX2_MR, AVX2_NR
@@ -375,15 +375,19 @@ def _conv_worker_avx2(t, nt, split_rows, x1, geo, z_x, wpack, wsum, bias, mult, 
     quads, G, ng = vnni.avx2_groups(wpack, kh * kw * Cg)
     _, mc, tileb, _ = _fast_geometry(P, kh * kw * Cg, AVX2_G, MR, NR_)
     gbytes = ((Mg + NR_ - 1) // NR_) * ng * NR_ * G          # packed B bytes per group
-    p_lo, p_hi, j_lo, j_hi = _thread_share(MR, NR_, P, Mg, t, nt, split_rows)   # per group
     base = t * per
     tile = scratch[base:base + MR * NR_ * 4].view(np.int32)
     abase = base + tileb
     ys = y2.strides[0]
     toff = vnni.table_offset(wpack, vnni.LAYOUT_HEADER + group * gbytes, M, kh * kw * Cg, z_x,
                              z_y)
-    for pc in range(p_lo, p_hi, mc):
-        rows = min(mc, p_hi - pc)
+    bsz, nblk, j_lo, j_hi = work_blocks(MR, NR_, P, Mg, mc, t, nt, split_rows)   # per group
+    for i in range(nblk):
+        b = fetch_add(ctr, 0) if split_rows else i
+        if b >= nblk:
+            break
+        pc = b * bsz
+        rows = min(bsz, P - pc)
         for g in range(group):
             if quads:
                 _pack_conv_rows(x1, H, W, C, OH, OW, pc, rows, g * Cg, Cg, kh, kw, sh, sw, dh,
@@ -421,7 +425,7 @@ def _conv_worker_avx2(t, nt, split_rows, x1, geo, z_x, wpack, wsum, bias, mult, 
 
 @njit(**JIT)
 def _conv_worker_v512(t, nt, split_rows, x1, geo, z_x, wpack, wsum, bias, mult, shift, z_y,
-                      act_min, act_max, y2, scratch, per):
+                      act_min, act_max, y2, scratch, per, ctr):
     MR, NR_, G = V512_MR, V512_NR, V512_G
     N, H, W, C, OH, OW, M, kh, kw, sh, sw, dh, dw, pad_t, pad_l, group = geo
     Cg = C // group
@@ -429,14 +433,18 @@ def _conv_worker_v512(t, nt, split_rows, x1, geo, z_x, wpack, wsum, bias, mult, 
     P = N * OH * OW
     ng, mc, tileb, _ = _fast_geometry(P, kh * kw * Cg, G, MR, NR_)
     gbytes = ((Mg + NR_ - 1) // NR_) * ng * NR_ * G
-    p_lo, p_hi, j_lo, j_hi = _thread_share(MR, NR_, P, Mg, t, nt, split_rows)   # per group
     base = t * per
     tile = scratch[base:base + MR * NR_ * 4].view(np.int32)
     abase = base + tileb
     arows = scratch[abase:abase + mc * ng * 4]
     ys = y2.strides[0]
-    for pc in range(p_lo, p_hi, mc):
-        rows = min(mc, p_hi - pc)
+    bsz, nblk, j_lo, j_hi = work_blocks(MR, NR_, P, Mg, mc, t, nt, split_rows)   # per group
+    for i in range(nblk):
+        b = fetch_add(ctr, 0) if split_rows else i
+        if b >= nblk:
+            break
+        pc = b * bsz
+        rows = min(bsz, P - pc)
         for g in range(group):
             _pack_conv_rows(x1, H, W, C, OH, OW, pc, rows, g * Cg, Cg, kh, kw, sh, sw, dh, dw,
                             pad_t, pad_l, z_x, arows, 4 * ng)
@@ -459,18 +467,18 @@ def _conv_worker_v512(t, nt, split_rows, x1, geo, z_x, wpack, wsum, bias, mult, 
 
 @njit(**PJIT)
 def _conv_par_avx2(nt, split_rows, x1, geo, z_x, wpack, wsum, bias, mult, shift, z_y, act_min,
-                   act_max, y2, scratch, per):
+                   act_max, y2, scratch, per, ctr):
     for t in prange(nt):
         xcall(_conv_worker_avx2, np.int64(t), nt, split_rows, x1, geo, z_x, wpack, wsum, bias, mult,
-              shift, z_y, act_min, act_max, y2, scratch, per)
+              shift, z_y, act_min, act_max, y2, scratch, per, ctr)
 
 
 @njit(**PJIT)
 def _conv_par_v512(nt, split_rows, x1, geo, z_x, wpack, wsum, bias, mult, shift, z_y, act_min,
-                   act_max, y2, scratch, per):
+                   act_max, y2, scratch, per, ctr):
     for t in prange(nt):
         xcall(_conv_worker_v512, np.int64(t), nt, split_rows, x1, geo, z_x, wpack, wsum, bias, mult,
-              shift, z_y, act_min, act_max, y2, scratch, per)
+              shift, z_y, act_min, act_max, y2, scratch, per, ctr)
 
 
 @njit(**JIT)
@@ -521,12 +529,13 @@ def conv2d_u8_avx2(x, z_x, wpack, wsum, bias, mult, shift, z_y, act_min, act_max
     geo = (N, H, W, C, OH, OW, M, kh, kw, sh, sw, dh, dw, pad_t, pad_l, group)
     x1 = x.reshape(-1)
     y2 = y.reshape((P, M))
+    ctr = np.zeros(8, np.int64)               # the shared block counter (vnni.work_blocks)
     if nt == 1:
         xcall(_conv_worker_avx2, 0, 1, split_rows, x1, geo, z_x, wpack, wsum, bias, mult, shift,
-              z_y, act_min, act_max, y2, scratch, pg)
+              z_y, act_min, act_max, y2, scratch, pg, ctr)
     else:
         xcall(_conv_par_avx2, nt, split_rows, x1, geo, z_x, wpack, wsum, bias, mult, shift, z_y,
-                       act_min, act_max, y2, scratch, pg)
+                       act_min, act_max, y2, scratch, pg, ctr)
 
 
 @njit(**JIT)
@@ -557,9 +566,10 @@ def conv2d_u8_vnni512(x, z_x, wpack, wsum, bias, mult, shift, z_y, act_min, act_
     geo = (N, H, W, C, OH, OW, M, kh, kw, sh, sw, dh, dw, pad_t, pad_l, group)
     x1 = x.reshape(-1)
     y2 = y.reshape((P, M))
+    ctr = np.zeros(8, np.int64)               # the shared block counter (vnni.work_blocks)
     if nt == 1:
         xcall(_conv_worker_v512, 0, 1, split_rows, x1, geo, z_x, wpack, wsum, bias, mult, shift,
-              z_y, act_min, act_max, y2, scratch, pg)
+              z_y, act_min, act_max, y2, scratch, pg, ctr)
     else:
         xcall(_conv_par_v512, nt, split_rows, x1, geo, z_x, wpack, wsum, bias, mult, shift, z_y,
-                       act_min, act_max, y2, scratch, pg)
+                       act_min, act_max, y2, scratch, pg, ctr)

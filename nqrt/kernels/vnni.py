@@ -49,7 +49,7 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from nqrt.kernels._jit import JIT, PJIT, xcall
+from nqrt.kernels._jit import JIT, PJIT, fetch_add, xcall
 from nqrt.kernels.fixedpoint import offset_requant
 
 # ----------------------------------------------------------------------------- parameters
@@ -797,33 +797,43 @@ def plan_threads(P, K, M, MR, NR, nthreads):
 
 
 @njit(**JIT)
-def _thread_share(MR, NR, P, M, t, nt, split_rows):
-    """(p_lo, p_hi, j_lo, j_hi): rows and panels of the output that thread t computes."""
+def work_blocks(MR, NR, P, M, mc, t, nt, split_rows):
+    """(bsz, nblk, j_lo, j_hi): the output's row blocks (nblk blocks of bsz rows) and the
+    panels [j_lo, j_hi) of thread t.  split_rows: every thread computes all panels of the
+    blocks it takes from a shared counter (vnni's callers: fetch_add), several per thread, so
+    a thread slowed down (a busy or shared core) takes fewer blocks instead of holding the
+    others at the end of the loop; bsz <= mc, a multiple of MR, about P / (2·nt).  Else the
+    threads split the panels statically and each computes all rows, in blocks of mc.  Which
+    thread computes a block never changes how it is computed."""
     npan = (M + NR - 1) // NR
     if split_rows:
-        nrow = (P + MR - 1) // MR
-        r0, r1 = _split(nrow, nt, t)
-        return r0 * MR, min(r1 * MR, P), 0, npan
+        bsz = -(-P // (2 * nt))
+        bsz = min(mc, max(MR, -(-bsz // MR) * MR))
+        return bsz, -(-P // bsz), 0, npan
     j_lo, j_hi = _split(npan, nt, t)
-    return 0, P, j_lo, j_hi
+    return mc, -(-P // mc), j_lo, j_hi
 
 
 # The two workers differ only in the micro-kernel they call (a function passed as a value would
 # make the drivers uncacheable, and a runtime branch would compile both kernels).
 @njit(**JIT)
 def _worker_v512(t, nt, split_rows, x, z_x, wpack, wsum, M, K, bias, mult, shift, z_y,
-                 act_min, act_max, y, scratch, per):
+                 act_min, act_max, y, scratch, per, ctr):
     MR, NR = V512_MR, V512_NR
     P = x.shape[0]
     ng = padded_groups(K, V512_G)
-    p_lo, p_hi, j_lo, j_hi = _thread_share(MR, NR, P, M, t, nt, split_rows)
     base = t * per
     tile = scratch[base:base + MR * NR * 4].view(np.int32)
     abase = base + ((MR * NR * 4 + 63) // 64) * 64
     mc = plan_mc(P, ng, MR)
     ys = y.strides[0]
-    for pc in range(p_lo, p_hi, mc):
-        rows = min(mc, p_hi - pc)
+    bsz, nblk, j_lo, j_hi = work_blocks(MR, NR, P, M, mc, t, nt, split_rows)
+    for i in range(nblk):
+        b = fetch_add(ctr, 0) if split_rows else i
+        if b >= nblk:
+            break
+        pc = b * bsz
+        rows = min(bsz, P - pc)
         _pack_a(x, pc, rows, K, ng, False, MR, scratch, abase)
         for j in range(j_lo, j_hi):
             cols = min(NR, M - j * NR)
@@ -843,13 +853,12 @@ def _worker_v512(t, nt, split_rows, x, z_x, wpack, wsum, M, K, bias, mult, shift
 
 @njit(**JIT)
 def _worker_avx2(t, nt, split_rows, x, z_x, wpack, wsum, M, K, bias, mult, shift, z_y,
-                 act_min, act_max, y, scratch, per):
+                 act_min, act_max, y, scratch, per, ctr):
     """Both avx2 layouts (avx2_groups): A packed as u16 pairs (avx2) or u8 quads (avx2q), in
     the same per-thread scratch (mc from the pairs layout, which needs the more bytes)."""
     MR, NR = AVX2_MR, AVX2_NR
     P = x.shape[0]
     quads, G, ng = avx2_groups(wpack, K)
-    p_lo, p_hi, j_lo, j_hi = _thread_share(MR, NR, P, M, t, nt, split_rows)
     base = t * per
     tile = scratch[base:base + MR * NR * 4].view(np.int32)
     abase = base + ((MR * NR * 4 + 63) // 64) * 64
@@ -857,8 +866,13 @@ def _worker_avx2(t, nt, split_rows, x, z_x, wpack, wsum, M, K, bias, mult, shift
     ys = y.strides[0]
     toff = table_offset(wpack, LAYOUT_HEADER + max(1, (M + NR - 1) // NR) * NR * ng * G, M, K,
                         z_x, z_y)
-    for pc in range(p_lo, p_hi, mc):
-        rows = min(mc, p_hi - pc)
+    bsz, nblk, j_lo, j_hi = work_blocks(MR, NR, P, M, mc, t, nt, split_rows)
+    for i in range(nblk):
+        b = fetch_add(ctr, 0) if split_rows else i
+        if b >= nblk:
+            break
+        pc = b * bsz
+        rows = min(bsz, P - pc)
         _pack_a(x, pc, rows, K, ng, not quads, MR, scratch, abase)
         for j in range(j_lo, j_hi):
             cols = min(NR, M - j * NR)
@@ -898,18 +912,18 @@ def scratch_size(P, K, M, nthreads, isa512):
 
 @njit(**PJIT)
 def _par_vnni512(nt, split_rows, x, z_x, wpack, wsum, M, K, bias, mult, shift, z_y, act_min,
-                 act_max, y, scratch, per):
+                 act_max, y, scratch, per, ctr):
     for t in prange(nt):
         xcall(_worker_v512, np.int64(t), nt, split_rows, x, z_x, wpack, wsum, M, K, bias, mult,
-              shift, z_y, act_min, act_max, y, scratch, per)
+              shift, z_y, act_min, act_max, y, scratch, per, ctr)
 
 
 @njit(**PJIT)
 def _par_avx2(nt, split_rows, x, z_x, wpack, wsum, M, K, bias, mult, shift, z_y, act_min,
-              act_max, y, scratch, per):
+              act_max, y, scratch, per, ctr):
     for t in prange(nt):
         xcall(_worker_avx2, np.int64(t), nt, split_rows, x, z_x, wpack, wsum, M, K, bias, mult,
-              shift, z_y, act_min, act_max, y, scratch, per)
+              shift, z_y, act_min, act_max, y, scratch, per, ctr)
 
 
 # Entry points: serial functions that enter a parallel region only when more than one thread
@@ -921,12 +935,13 @@ def gemm_vnni512(x, z_x, wpack, wsum, M, K, bias, mult, shift, z_y, act_min, act
     P = x.shape[0]
     per = thread_scratch_bytes(P, padded_groups(K, V512_G), V512_MR, V512_NR)
     nt, split_rows = fast_threads(P, K, M, V512_MR, V512_NR, scratch.size // per)
+    ctr = np.zeros(8, np.int64)               # the shared block counter (work_blocks)
     if nt == 1:
         xcall(_worker_v512, 0, 1, split_rows, x, z_x, wpack, wsum, M, K, bias, mult, shift, z_y,
-                     act_min, act_max, y, scratch, per)
+                     act_min, act_max, y, scratch, per, ctr)
     else:
         xcall(_par_vnni512, nt, split_rows, x, z_x, wpack, wsum, M, K, bias, mult, shift, z_y,
-              act_min, act_max, y, scratch, per)
+              act_min, act_max, y, scratch, per, ctr)
 
 
 @njit(**JIT)
@@ -935,9 +950,10 @@ def gemm_avx2(x, z_x, wpack, wsum, M, K, bias, mult, shift, z_y, act_min, act_ma
     P = x.shape[0]
     per = thread_scratch_bytes(P, padded_groups(K, AVX2_G), AVX2_MR, AVX2_NR)
     nt, split_rows = fast_threads(P, K, M, AVX2_MR, AVX2_NR, scratch.size // per)
+    ctr = np.zeros(8, np.int64)               # the shared block counter (work_blocks)
     if nt == 1:
         xcall(_worker_avx2, 0, 1, split_rows, x, z_x, wpack, wsum, M, K, bias, mult, shift, z_y,
-                     act_min, act_max, y, scratch, per)
+                     act_min, act_max, y, scratch, per, ctr)
     else:
         xcall(_par_avx2, nt, split_rows, x, z_x, wpack, wsum, M, K, bias, mult, shift, z_y, act_min,
-                  act_max, y, scratch, per)
+                  act_max, y, scratch, per, ctr)

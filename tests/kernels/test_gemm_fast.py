@@ -248,7 +248,8 @@ def test_vnni512_compiles_for_znver4(tmp_path):
         i64 = types.int64
         sig = (types.Array(types.uint8, 2, "C"), i64, i8, i32, i64, i64, i32, i32, i32, i64, i64,
                i64, types.Array(types.uint8, 2, "C"), u8)
-        vnni._worker_v512.compile((i64, i64, types.boolean) + sig[:-1] + (u8, i64))
+        vnni._worker_v512.compile((i64, i64, types.boolean) + sig[:-1] + (u8, i64,
+                                  types.Array(types.int64, 1, "C")))
         asm = vnni._worker_v512.inspect_asm(vnni._worker_v512.signatures[0])
         n = asm.count("vpdpbusd")
         assert n >= 24 * 2, n
