@@ -36,7 +36,7 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from nqrt.kernels._jit import JIT, PJIT, xcall
+from nqrt.kernels._jit import JIT, PJIT, fetch_add, xcall
 from nqrt.kernels.fixedpoint import offset_requant, output_u8
 
 VL = 16                 # channels per vector block
@@ -327,8 +327,9 @@ def depthwise_conv_u8(x, z_x, wpack, bias, mult, shift, z_y, act_min, act_max, k
 #   and optionally (append_depthwise_table, at plan time) a 64-byte header + the requantize
 #   records for one (z_x, z_y); without a matching table each task builds them in its slice.
 #
-# Work split: by output rows; when there are fewer than SPLIT_ROWS_MIN rows per thread (7x7
-# and 14x14 maps at batch 1), by 16-channel blocks instead, so both threads stay busy.
+# Work split: chunks of output rows taken from a shared counter; when there are fewer than
+# SPLIT_ROWS_MIN rows per thread (7x7 and 14x14 maps at batch 1), by 16-channel blocks
+# instead, so both threads stay busy.
 
 _PERM_LO = (0, 1, 2, 3, 8, 9, 10, 11)     # channel (within a 16-block) of each lo lane
 _PERM_HI = (4, 5, 6, 7, 12, 13, 14, 15)
@@ -624,8 +625,10 @@ def _table_state(wpack, base, C, z_x, z_y):
 
 @njit(**JIT)
 def _dw_task_x86(x, z_x, wpack, bias, mult, shift, z_y, act_min, act_max, kh, kw, sh, sw, dh,
-                 dw, pad_t, pad_l, y, sl, r0, r1, b0, b1, tail):
-    """Output rows r0..r1-1 (r = n·OH + oh), 16-channel blocks b0..b1-1 and, if `tail`, the
+                 dw, pad_t, pad_l, y, sl, r0, r1, b0, b1, tail, ctr, rchunk):
+    """Output rows r0..r1-1 (r = n·OH + oh) (rchunk > 0: in chunks of rchunk rows taken from
+    the shared counter ctr[0], fetch_add, so that a slower thread takes fewer; else all of
+    them), 16-channel blocks b0..b1-1 and, if `tail`, the
     channels past the last block, with the thread slice `sl`: per row, the border pixels one
     call each and the horizontal interior as one run with a fixed input step; the vector
     kernel for the blocks (unless a multiplier is out of its range) and the spec's scalar
@@ -665,37 +668,46 @@ def _dw_task_x86(x, z_x, wpack, bias, mult, shift, z_y, act_min, act_max, kh, kw
     ow_lo = min(OW, -(-pad_l // sw))
     span = W - 1 + pad_l - (kw - 1) * dw
     ow_hi = max(ow_lo, min(OW, span // sw + 1)) if span >= 0 else ow_lo
-    for r in range(r0, r1):
-        n = r // OH
-        oh = r - n * OH
-        ih0 = oh * sh - pad_t
-        ow = 0
-        while ow < OW:
-            run = ow == ow_lo and ow_hi > ow_lo
-            npx = ow_hi - ow_lo if run else 1
-            iw0 = ow * sw - pad_l
-            for i in range(kh):
-                ih = ih0 + i * dh
-                for j in range(kw):
-                    iw = iw0 + j * dw
-                    a = za
-                    if ih >= 0 and ih < H and iw >= 0 and iw < W:
-                        a = xa + ((n * H + ih) * W + iw) * C
-                    ad[i * kw + j] = a
-            if T & 1:
-                ad[T] = ad[T - 1]                  # its weight is 0
-            yo = ((n * OH + oh) * OW + ow) * C
-            if b1 > b0:
-                _dw_pairs_x86(ad, npairs, npx, sw * C, wq, b0, b1, nblk, rec, act_min, act_max,
-                              yf, yo, C)
-            for p in range(npx):
-                for c in range(cs, ce):
-                    s = np.int64(0)
-                    for k in range(T):
-                        s += (_load_u8(ad[k] + p * sw * C + c) - z_x) * np.int64(wf[k * C + c])
-                    yf[yo + p * C + c] = output_u8(s + bias[c], mult[c], shift[c], z_y, act_min,
-                                                   act_max)
-            ow += npx
+    nchunk = (r1 - r0 + rchunk - 1) // rchunk if rchunk > 0 else 1
+    for _ in range(nchunk):
+        ra, rb = r0, r1
+        if rchunk > 0:
+            c = fetch_add(ctr, 0)
+            if c >= nchunk:
+                break
+            ra = r0 + c * rchunk
+            rb = min(r1, ra + rchunk)
+        for r in range(ra, rb):
+            n = r // OH
+            oh = r - n * OH
+            ih0 = oh * sh - pad_t
+            ow = 0
+            while ow < OW:
+                run = ow == ow_lo and ow_hi > ow_lo
+                npx = ow_hi - ow_lo if run else 1
+                iw0 = ow * sw - pad_l
+                for i in range(kh):
+                    ih = ih0 + i * dh
+                    for j in range(kw):
+                        iw = iw0 + j * dw
+                        a = za
+                        if ih >= 0 and ih < H and iw >= 0 and iw < W:
+                            a = xa + ((n * H + ih) * W + iw) * C
+                        ad[i * kw + j] = a
+                if T & 1:
+                    ad[T] = ad[T - 1]                  # its weight is 0
+                yo = ((n * OH + oh) * OW + ow) * C
+                if b1 > b0:
+                    _dw_pairs_x86(ad, npairs, npx, sw * C, wq, b0, b1, nblk, rec, act_min, act_max,
+                                  yf, yo, C)
+                for p in range(npx):
+                    for c in range(cs, ce):
+                        s = np.int64(0)
+                        for k in range(T):
+                            s += (_load_u8(ad[k] + p * sw * C + c) - z_x) * np.int64(wf[k * C + c])
+                        yf[yo + p * C + c] = output_u8(s + bias[c], mult[c], shift[c], z_y, act_min,
+                                                       act_max)
+                ow += npx
 
 
 SPLIT_ROWS_MIN = 4      # rows per thread below which threads split the channel blocks instead
@@ -706,20 +718,22 @@ def depthwise_conv_u8_x86(x, z_x, wpack, bias, mult, shift, z_y, act_min, act_ma
                           sw, dh, dw, pad_t, pad_l, y, scratch, slice_bytes):
     """Depthwise conv on the avx2 / vnni512 paths; wpack from pack_depthwise_weights_x86
     (optionally with append_depthwise_table); scratch of >= 1 slice of slice_bytes
-    (>= depthwise_scratch_bytes).  One thread below PAR_MIN_MACS.  Task t of nt owns rows
-    [t·R/nt, (t+1)·R/nt) with all channels, or, when there are fewer than SPLIT_ROWS_MIN rows
-    per task (small feature maps at batch 1), all rows with blocks [t·B/nt, (t+1)·B/nt) (the
-    last task also the channel tail); each output is computed the same way in either split,
-    so results do not depend on the thread count."""
+    (>= depthwise_scratch_bytes).  One thread below PAR_MIN_MACS.  The threads take chunks of
+    output rows (all channels) from a shared counter, SPLIT_ROWS_MIN or more per thread, or,
+    when there are fewer than SPLIT_ROWS_MIN rows per thread (small feature maps at batch 1),
+    task t computes all rows of blocks [t·B/nt, (t+1)·B/nt) (the last task also the channel
+    tail); each output is computed the same way in either split, so results do not depend on
+    the thread count."""
     N, OH, OW, C = y.shape
     R = N * OH
     if R * OW * C == 0:
         return
     B = C // VL
     nt = scratch.size // slice_bytes
+    ctr = np.zeros(8, np.int64)
     if nt <= 1 or R * OW * C * kh * kw < PAR_MIN_MACS:
         xcall(_dw_task_x86, x, z_x, wpack, bias, mult, shift, z_y, act_min, act_max, kh, kw, sh,
-              sw, dh, dw, pad_t, pad_l, y, scratch[:slice_bytes], 0, R, 0, B, True)
+              sw, dh, dw, pad_t, pad_l, y, scratch[:slice_bytes], 0, R, 0, B, True, ctr, 0)
         return
     if R < SPLIT_ROWS_MIN * nt and B >= nt:
         for t in prange(nt):
@@ -727,14 +741,15 @@ def depthwise_conv_u8_x86(x, z_x, wpack, bias, mult, shift, z_y, act_min, act_ma
             xcall(_dw_task_x86, x, z_x, wpack, bias, mult, shift, z_y, act_min, act_max, kh, kw,
                   sh, sw, dh, dw, pad_t, pad_l, y,
                   scratch[ti * slice_bytes:(ti + 1) * slice_bytes], 0, R, ti * B // nt,
-                  (ti + 1) * B // nt, ti == nt - 1)
+                  (ti + 1) * B // nt, ti == nt - 1, ctr, 0)
         return
     nt = min(nt, R)
+    rchunk = -(-R // (SPLIT_ROWS_MIN * nt))    # >= SPLIT_ROWS_MIN chunks per thread
     for t in prange(nt):
         ti = np.int64(t)                       # (prange indices are unsigned)
         xcall(_dw_task_x86, x, z_x, wpack, bias, mult, shift, z_y, act_min, act_max, kh, kw, sh,
               sw, dh, dw, pad_t, pad_l, y, scratch[ti * slice_bytes:(ti + 1) * slice_bytes],
-              ti * R // nt, (ti + 1) * R // nt, 0, B, True)
+              0, R, 0, B, True, ctr, rchunk)
 
 
 @njit(**JIT)
