@@ -103,6 +103,13 @@ def worker_masks(pool: int, allowed: list[int], caller_cpu: int) -> np.ndarray:
     return masks
 
 
+def ensure_workers_pinned(set_num_threads, get_num_threads) -> None:
+    """pin_workers, unless this process already did (or decided not to): one comparison per
+    call, for the session's run path."""
+    if _pinned_pid != os.getpid():
+        pin_workers(set_num_threads, get_num_threads)
+
+
 def pin_workers(set_num_threads=numba.set_num_threads, get_num_threads=numba.get_num_threads) -> dict:
     """Pin the pool's worker threads (see the module docstring) once per process; returns
     {"pinned": {thread id: cpu}, "skipped": reason or None}.  Never raises: placement is a

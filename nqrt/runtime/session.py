@@ -248,8 +248,8 @@ class Session:
         if fn is None:
             fn = b.fn = _interpreter_for(b.plan)
         want = self._nthreads
-        if want > 1 and _affinity._pinned_pid != os.getpid():
-            _affinity.pin_workers(_set_num_threads, _get_num_threads)
+        if want > 1:
+            _affinity.ensure_workers_pinned(_set_num_threads, _get_num_threads)
         with self._lock:
             if b.key in self._plans:                        # (another thread may have evicted it)
                 self._plans.move_to_end(b.key)
