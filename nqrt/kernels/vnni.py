@@ -763,8 +763,9 @@ def fast_threads(P, K, M, MR, NR, nthreads):
     """(nt, split_rows) for the packed GEMM/conv paths: split pixel micro-panels (rows) or
     output-channel panels between threads, whichever leaves the busiest thread less work
     (packing a micro-panel of A costs about half a micro-kernel call, and a channel split packs
-    every row on every thread).  Measured, 2 threads: the channel split is 4-20 % faster for
-    1x1 convs on 7x7 maps at batch 1 (P = 49, M = 160..1280), where 9 micro-panels split 5/4."""
+    every row on every thread).  The channel split wins where few micro-panels divide
+    unevenly, e.g. 1x1 convs on 7x7 maps at batch 1: P = 49 is 9 micro-panels, 5/4 on 2
+    threads."""
     nt = max(nthreads, 1)
     if P * K * M < PAR_MIN_MACS:
         nt = 1
@@ -800,7 +801,7 @@ def plan_threads(P, K, M, MR, NR, nthreads):
 def work_blocks(MR, NR, P, M, mc, t, nt, split_rows):
     """(bsz, nblk, j_lo, j_hi): the output's row blocks (nblk blocks of bsz rows) and the
     panels [j_lo, j_hi) of thread t.  split_rows: every thread computes all panels of the
-    blocks it takes from a shared counter (vnni's callers: fetch_add), several per thread, so
+    blocks it takes from a shared counter (_jit.fetch_add), about two per thread, so
     a thread slowed down (a busy or shared core) takes fewer blocks instead of holding the
     others at the end of the loop; bsz <= mc, a multiple of MR, about P / (2·nt).  Else the
     threads split the panels statically and each computes all rows, in blocks of mc.  Which
