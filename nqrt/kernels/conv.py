@@ -50,7 +50,7 @@ from nqrt.kernels.gemm import NR, gemm_tile, gemm_u8
 from nqrt.kernels.vnni import (AVX2_G, AVX2_MR, AVX2_NR, AVX2_VL, V512_G, V512_MR, V512_NR,
                                _epilogue, _ukernel_avx2, _ukernel_avx2q, _ukernel_v512,
                                _ukernelq_avx2, _ukernelq_avx2q, _ukernelq_v512, fast_threads,
-                               padded_groups, plan_mc, work_blocks)
+                               block_rows, padded_groups, plan_mc, work_blocks)
 
 ALIGN = 64        # scratch slices start on cache lines
 PATHS = ("vnni512", "avx2", "portable")
@@ -381,13 +381,12 @@ def _conv_worker_avx2(t, nt, split_rows, x1, geo, z_x, wpack, wsum, bias, mult, 
     ys = y2.strides[0]
     toff = vnni.table_offset(wpack, vnni.LAYOUT_HEADER + group * gbytes, M, kh * kw * Cg, z_x,
                              z_y)
-    bsz, nblk, j_lo, j_hi = work_blocks(MR, NR_, P, Mg, mc, t, nt, split_rows)   # per group
+    nblk, j_lo, j_hi = work_blocks(MR, NR_, P, Mg, mc, t, nt, split_rows)   # per group
     for i in range(nblk):
         b = fetch_add(ctr, 0) if split_rows else i
         if b >= nblk:
             break
-        pc = b * bsz
-        rows = min(bsz, P - pc)
+        pc, rows = block_rows(b, nblk, P, MR)
         for g in range(group):
             if quads:
                 _pack_conv_rows(x1, H, W, C, OH, OW, pc, rows, g * Cg, Cg, kh, kw, sh, sw, dh,
@@ -438,13 +437,12 @@ def _conv_worker_v512(t, nt, split_rows, x1, geo, z_x, wpack, wsum, bias, mult, 
     abase = base + tileb
     arows = scratch[abase:abase + mc * ng * 4]
     ys = y2.strides[0]
-    bsz, nblk, j_lo, j_hi = work_blocks(MR, NR_, P, Mg, mc, t, nt, split_rows)   # per group
+    nblk, j_lo, j_hi = work_blocks(MR, NR_, P, Mg, mc, t, nt, split_rows)   # per group
     for i in range(nblk):
         b = fetch_add(ctr, 0) if split_rows else i
         if b >= nblk:
             break
-        pc = b * bsz
-        rows = min(bsz, P - pc)
+        pc, rows = block_rows(b, nblk, P, MR)
         for g in range(group):
             _pack_conv_rows(x1, H, W, C, OH, OW, pc, rows, g * Cg, Cg, kh, kw, sh, sw, dh, dw,
                             pad_t, pad_l, z_x, arows, 4 * ng)

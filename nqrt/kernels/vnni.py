@@ -799,20 +799,30 @@ def plan_threads(P, K, M, MR, NR, nthreads):
 
 @njit(**JIT)
 def work_blocks(MR, NR, P, M, mc, t, nt, split_rows):
-    """(bsz, nblk, j_lo, j_hi): the output's row blocks (nblk blocks of bsz rows) and the
-    panels [j_lo, j_hi) of thread t.  split_rows: every thread computes all panels of the
-    blocks it takes from a shared counter (_jit.fetch_add), about two per thread, so
-    a thread slowed down (a busy or shared core) takes fewer blocks instead of holding the
-    others at the end of the loop; bsz <= mc, a multiple of MR, about P / (2·nt).  Else the
-    threads split the panels statically and each computes all rows, in blocks of mc.  Which
-    thread computes a block never changes how it is computed."""
+    """(nblk, j_lo, j_hi): the number of row blocks of the output (block_rows) and the panels
+    [j_lo, j_hi) of thread t.  split_rows: every thread computes all panels of the blocks it
+    takes from a shared counter (_jit.fetch_add), at least two per thread and a multiple of
+    the thread count, of near-equal size, so equal threads finish together and a slower one
+    (a busy or shared core) takes fewer blocks instead of holding the others at the end.
+    Else the threads split the panels statically and each computes every block.  Blocks
+    never exceed mc rows (the packed A block).  Which thread computes a block never changes
+    how it is computed."""
     npan = (M + NR - 1) // NR
+    nrow = (P + MR - 1) // MR
+    mcp = max(1, mc // MR)                                 # micro-panels per packed A block
+    fewest = (nrow + mcp - 1) // mcp
     if split_rows:
-        bsz = -(-P // (2 * nt))
-        bsz = min(mc, max(MR, -(-bsz // MR) * MR))
-        return bsz, -(-P // bsz), 0, npan
+        k = max(2, (fewest + nt - 1) // nt)
+        return max(fewest, min(nt * k, nrow)), 0, npan
     j_lo, j_hi = _split(npan, nt, t)
-    return mc, -(-P // mc), j_lo, j_hi
+    return fewest, j_lo, j_hi
+
+
+@njit(**JIT)
+def block_rows(b, nblk, P, MR):
+    """(first row, rows) of row block b of nblk: micro-panels split as evenly as _split."""
+    lo, hi = _split((P + MR - 1) // MR, nblk, b)
+    return lo * MR, min(hi * MR, P) - lo * MR
 
 
 # The two workers differ only in the micro-kernel they call (a function passed as a value would
@@ -828,13 +838,12 @@ def _worker_v512(t, nt, split_rows, x, z_x, wpack, wsum, M, K, bias, mult, shift
     abase = base + ((MR * NR * 4 + 63) // 64) * 64
     mc = plan_mc(P, ng, MR)
     ys = y.strides[0]
-    bsz, nblk, j_lo, j_hi = work_blocks(MR, NR, P, M, mc, t, nt, split_rows)
+    nblk, j_lo, j_hi = work_blocks(MR, NR, P, M, mc, t, nt, split_rows)
     for i in range(nblk):
         b = fetch_add(ctr, 0) if split_rows else i
         if b >= nblk:
             break
-        pc = b * bsz
-        rows = min(bsz, P - pc)
+        pc, rows = block_rows(b, nblk, P, MR)
         _pack_a(x, pc, rows, K, ng, False, MR, scratch, abase)
         for j in range(j_lo, j_hi):
             cols = min(NR, M - j * NR)
@@ -867,13 +876,12 @@ def _worker_avx2(t, nt, split_rows, x, z_x, wpack, wsum, M, K, bias, mult, shift
     ys = y.strides[0]
     toff = table_offset(wpack, LAYOUT_HEADER + max(1, (M + NR - 1) // NR) * NR * ng * G, M, K,
                         z_x, z_y)
-    bsz, nblk, j_lo, j_hi = work_blocks(MR, NR, P, M, mc, t, nt, split_rows)
+    nblk, j_lo, j_hi = work_blocks(MR, NR, P, M, mc, t, nt, split_rows)
     for i in range(nblk):
         b = fetch_add(ctr, 0) if split_rows else i
         if b >= nblk:
             break
-        pc = b * bsz
-        rows = min(bsz, P - pc)
+        pc, rows = block_rows(b, nblk, P, MR)
         _pack_a(x, pc, rows, K, ng, not quads, MR, scratch, abase)
         for j in range(j_lo, j_hi):
             cols = min(NR, M - j * NR)
