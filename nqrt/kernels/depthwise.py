@@ -365,6 +365,12 @@ REC_I64 = 28    # one requantize record = 28 int64 = 224 bytes (see _layout_x86)
 
 
 @njit(**JIT)
+def _records_bytes(C):
+    """Bytes of the requantize records of the 16-channel blocks of C channels."""
+    return 8 * REC_I64 * 2 * (C // VL)
+
+
+@njit(**JIT)
 def _layout_x86(C, kh, kw, W):
     """Byte offsets inside one thread's slice: the requantize records, tap addresses
     (i64[2·npairs]), zrow (u8[W·C]); and the total.  One record per 8-lane half-block
@@ -373,7 +379,7 @@ def _layout_x86(C, kh, kw, W):
     (lane = 2·i + odd)."""
     npairs = (kh * kw + 1) // 2
     o_rec = 0
-    o_ad = o_rec + 8 * REC_I64 * 2 * (C // VL)
+    o_ad = o_rec + _records_bytes(C)
     o_zr = o_ad + 16 * npairs
     return o_rec, o_ad, o_zr, o_zr + W * C
 
@@ -585,12 +591,6 @@ def _prepare_x86(wf, bias, mult, shift, z_x, z_y, T, C, rec, rec32):
 DW_TABLE_HEADER = 64    # bytes before the records of a plan-time table (append_depthwise_table)
 TABLE_USABLE = 1        # header byte 0: the records hold every 16-channel block
 TABLE_SCALAR = 2        # header byte 0: some channel cannot be represented: scalar formula
-
-
-@njit(**JIT)
-def _records_bytes(C):
-    """Bytes of the requantize records of the 16-channel blocks of C channels."""
-    return 8 * REC_I64 * 2 * (C // VL)
 
 
 def append_depthwise_table(wpack, C, kh, kw, bias, mult, shift, z_x, z_y):
