@@ -25,6 +25,7 @@ import ctypes
 import os
 import threading
 
+import nqrt.jitcache  # noqa: F401  (sets the cache dir before _pin_pool is decorated)
 import numba
 import numpy as np
 from llvmlite import ir
