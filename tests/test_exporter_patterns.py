@@ -67,3 +67,40 @@ def test_conv_adaptive_pool_reshape_dynamo_style(tmp_path):
     graph = helper.make_graph(nodes, "cnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 9, 9])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])], inits)
     _check(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), (1, 3, 9, 9), tmp_path, 25)
+
+
+def _shuffle_block(k, x, inits, rng):
+    """One ShuffleNetV2 unit on x (N, 8, 6, 6), names suffixed by k."""
+    inits += [_f(f"w{k}", rng.normal(0, 0.4, (4, 4, 1, 1)).astype(np.float32)),
+              _f(f"b{k}", rng.normal(0, 0.1, 4).astype(np.float32))]
+    return [helper.make_node("Shape", [x], [f"s{k}"]), helper.make_node("Gather", [f"s{k}", "i1"], [f"c{k}"], axis=0),
+            helper.make_node("Add", [f"c{k}", "one"], [f"c1{k}"]), helper.make_node("Div", [f"c1{k}", "two"], [f"h{k}"]),
+            helper.make_node("Mul", [f"h{k}", "one"], [f"e1{k}"]), helper.make_node("Mul", [f"h{k}", "two"], [f"e2{k}"]),
+            helper.make_node("Slice", [x, "zero", f"e1{k}", "i1"], [f"xa{k}"]),
+            helper.make_node("Slice", [x, f"e1{k}", f"e2{k}", "i1"], [f"xb{k}"]),
+            helper.make_node("Conv", [f"xb{k}", f"w{k}", f"b{k}"], [f"cb{k}"]), helper.make_node("Relu", [f"cb{k}"], [f"rb{k}"]),
+            helper.make_node("Concat", [f"xa{k}", f"rb{k}"], [f"cat{k}"], axis=1),
+            helper.make_node("Shape", [f"cat{k}"], [f"t{k}"]), helper.make_node("Gather", [f"t{k}", "i0"], [f"n{k}"], axis=0),
+            helper.make_node("Concat", [f"n{k}", "two", "neg1", "hw"], [f"sh5{k}"], axis=0),
+            helper.make_node("Reshape", [f"cat{k}", f"sh5{k}"], [f"r5{k}"]),
+            helper.make_node("Transpose", [f"r5{k}"], [f"p5{k}"], perm=[0, 2, 1, 3, 4]),
+            helper.make_node("Concat", [f"n{k}", "neg1", "hw"], [f"sh4{k}"], axis=0),
+            helper.make_node("Reshape", [f"p5{k}", f"sh4{k}"], [f"out{k}"])]
+
+
+def test_shufflenet_chunk_and_channel_shuffle_torchscript_style(tmp_path):
+    """Two torchvision ShuffleNetV2 units as the TorchScript exporter writes them with a
+    dynamic batch: x.chunk(2, dim=1) becomes Shape -> Gather(1) -> Add -> Div -> Mul -> Slice,
+    and the channel shuffle x.view(x.size(0), 2, -1, H, W) -> transpose -> view(x.size(0), -1,
+    H, W) takes the batch from Shape.  The second unit's chunk needs the channel count of the
+    first unit's output, so shape inference must keep the channels through a Slice of an
+    (N, C, H, W) tensor and a Reshape with a symbolic batch and -1."""
+    rng = np.random.default_rng(2)
+    inits = [_f("i0", np.array([0], np.int64)), _f("i1", np.array([1], np.int64)),
+             _f("one", np.array([1], np.int64)), _f("two", np.array([2], np.int64)),
+             _f("zero", np.array([0], np.int64)), _f("neg1", np.array([-1], np.int64)), _f("hw", np.array([6, 6], np.int64))]
+    nodes = _shuffle_block(0, "x", inits, rng) + _shuffle_block(1, "out0", inits, rng)
+    nodes.append(helper.make_node("Identity", ["out1"], ["y"]))
+    graph = helper.make_graph(nodes, "shuffle", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8, 6, 6])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 8, 6, 6])], inits)
+    _check(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), (1, 8, 6, 6), tmp_path, 30)

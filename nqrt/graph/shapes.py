@@ -398,14 +398,15 @@ def _slice(n, s, inf):
     if x is None:
         return [None]
     a = n.attrs
-    if a.get("starts") is None or a.get("ends") is None or not known(x):
+    if a.get("starts") is None or a.get("ends") is None:
         if a.get("axes") is not None:
             axes = {norm_axis(ax, len(x)) for ax in a["axes"]}
             return [tuple(None if i in axes else d for i, d in enumerate(x))]
         return [(None,) * len(x)]
     out = list(x)
     for st, en, ax, sp in zip(*slice_params(a, len(x))):
-        out[ax] = slice_range(st, en, sp, x[ax])[1]
+        # only the sliced axes need a known length (x.chunk(2, 1) on an (N, C, H, W) tensor)
+        out[ax] = slice_range(st, en, sp, x[ax])[1] if is_int(x[ax]) else None
     return [tuple(out)]
 
 

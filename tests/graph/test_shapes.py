@@ -51,6 +51,16 @@ def test_infer_symbolic_through_a_small_cnn():
     assert infer_shapes(g, {"x": (2, 3, 9, 9)})[f] == (2, 36)
 
 
+def test_slice_keeps_the_symbolic_batch_and_slices_known_axes():
+    b = Builder()
+    half = b.op("Slice", ["x", b.const([2], np.int64), b.const([5], np.int64), b.const([1], np.int64)])
+    batch = b.op("Slice", ["x", b.const([0], np.int64), b.const([1], np.int64), b.const([0], np.int64)])
+    g = load_onnx(b.model([("x", ["N", 6, 4, 4])], [half, batch]))
+    shapes = infer_shapes(g)
+    assert shapes[half] == ("N", 3, 4, 4)
+    assert shapes[batch] == (None, 6, 4, 4)         # slicing the symbolic axis itself
+
+
 def test_shape_values_through_gather_unsqueeze_concat():
     b = Builder()
     s = b.op("Shape", ["x"])
