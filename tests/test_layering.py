@@ -1,6 +1,6 @@
 """The package's layers import one way: qmath/errors <- format <- graph <- quant <- converter;
-qmath <- kernels <- runtime (+ format); jitcache (Numba's cache dir) under everything that
-compiles; cli, inspect and examples on top.  The runtime never
+qmath <- kernels <- runtime (+ format); numba_config (Numba's cache dir and threading
+layer) under everything that compiles; cli, inspect and examples on top.  The runtime never
 needs onnx.  This test parses every module's imports (no execution) and fails on any edge
 that goes the other way."""
 
@@ -15,15 +15,15 @@ PKG = Path(nqrt.__file__).parent
 
 # layer -> nqrt layers it may import (itself always allowed)
 ALLOWED = {
-    "jitcache": set(),    # Numba's cache dir: imported before any cached function is decorated
+    "numba_config": set(),    # imported before any cached function is decorated
     "errors": set(),
     "qmath": set(),
     "format": {"errors", "qmath"},
-    "graph": {"errors", "qmath", "format", "jitcache"},
+    "graph": {"errors", "qmath", "format", "numba_config"},
     "quant": {"errors", "qmath", "format", "graph"},
     "converter": {"errors", "qmath", "format", "graph", "quant"},
-    "kernels": {"errors", "qmath", "jitcache"},
-    "runtime": {"errors", "qmath", "format", "kernels", "jitcache"},
+    "kernels": {"errors", "qmath", "numba_config"},
+    "runtime": {"errors", "qmath", "format", "kernels", "numba_config"},
 }
 THIRD_PARTY_FORBIDDEN = {"runtime": {"onnx", "onnxruntime"}, "kernels": {"onnx", "onnxruntime"},
                          "format": {"onnx", "numba"}}

@@ -224,7 +224,7 @@ def split(attrs, x):
 def _erf_kernel():
     """libm's erf over a float64 array, compiled on first use (numba is a dependency; scipy
     is not, so a plain `pip install .` converts Erf/Gelu models too)."""
-    import nqrt.jitcache  # noqa: F401,PLC0415 - the cache dir, before the decorator runs
+    import nqrt.numba_config  # noqa: F401,PLC0415 - the cache dir, before the decorator runs
     from numba import njit      # noqa: PLC0415 - only models with Erf/Gelu need it
 
     @njit(cache=True, nogil=True)

@@ -8,11 +8,12 @@ of the region (GNU OpenMP's barrier spin, ~8 ms), and it stays there until the s
 migrates it: MobileNetV2 at batch 1 took a median 11-16 ms per call after 0.1 s pauses
 against 3.9 ms back to back, a 0.03 ms model 7.7 ms.  A worker pinned to another CPU cannot be
 queued behind the caller: 4.7 ms and 0.28 ms, and back-to-back latency is unchanged
-(tools/idle_latency.py).  Binding every thread (OMP_PROC_BIND) also fixes it, but pins the
+(tools/latency_conditions.py).  Binding every thread (OMP_PROC_BIND) also fixes it, but pins the
 caller's thread too and every process's first thread to the same CPU.
 
 Policy (`pin_workers`, called by the session before its first multi-threaded run; once per
-process): Linux only; skipped when NQRT_PIN_WORKERS=0, when the user configured OpenMP
+process): Linux and Numba's OpenMP threading layer only (nqrt prefers it, see
+nqrt/numba_config.py); skipped when NQRT_PIN_WORKERS=0, when the user configured OpenMP
 placement (OMP_PROC_BIND, OMP_PLACES, GOMP_CPU_AFFINITY), or when fewer than two CPUs are
 allowed.  Pool thread t >= 1 is pinned to the t-th CPU (round robin) of the process's allowed
 set without the CPU the calling thread is on at that moment.  Results never depend on it:
@@ -25,7 +26,7 @@ import ctypes
 import os
 import threading
 
-import nqrt.jitcache  # noqa: F401  (sets the cache dir before _pin_pool is decorated)
+import nqrt.numba_config  # noqa: F401  (cache dir and threading layer, before _pin_pool is decorated)
 import numba
 import numpy as np
 from llvmlite import ir
@@ -77,11 +78,23 @@ def _current_cpu() -> int:
         return -1
 
 
+def _threading_layer() -> str:
+    try:
+        numba.get_num_threads()                # launches the pool if nothing has yet
+        return numba.threading_layer()
+    except Exception:  # noqa: BLE001 - no layer could be launched: nothing to pin
+        return "none"
+
+
 def _skip_reason(pool: int) -> str | None:
     if not hasattr(os, "sched_getaffinity"):
         return "not Linux"
     if os.environ.get("NQRT_PIN_WORKERS", "1") == "0":
         return "NQRT_PIN_WORKERS=0"
+    layer = _threading_layer()
+    if layer != "omp":
+        # TBB and workqueue threads are not a fixed team: a task may run on any of them
+        return f"threading layer {layer} (pinning applies to OpenMP workers)"
     user = [v for v in USER_PLACEMENT_VARS if os.environ.get(v)]
     if user:
         return f"{user[0]} is set"

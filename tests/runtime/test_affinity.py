@@ -48,14 +48,18 @@ s = nqrt.load(sys.argv[3], threads=2)
 x = np.random.default_rng(0).standard_normal((4, 1, 8, 8)).astype(np.float32)
 y = s.run({s.inputs[0].name: x})
 tasks = {int(t): sorted(os.sched_getaffinity(int(t))) for t in os.listdir("/proc/self/task")}
+import numba
 print(json.dumps({"result": affinity.last_result, "before": before, "main": tasks[os.getpid()],
+                  "layer": numba.threading_layer(),
                   "tasks": tasks, "y": next(iter(y.values())).tolist()}))
 """
 
 
 def _child(tmp_path, **env):
     e = {k: v for k, v in os.environ.items() if k not in ("NQRT_PIN_WORKERS", "OMP_PROC_BIND",
-                                                          "OMP_PLACES", "GOMP_CPU_AFFINITY")}
+                                                          "OMP_PLACES", "GOMP_CPU_AFFINITY",
+                                                          "NUMBA_THREADING_LAYER",
+                                                          "NUMBA_THREADING_LAYER_PRIORITY")}
     e.update(env, NUMBA_NUM_THREADS="2")
     proc = subprocess.run([sys.executable, "-c", CHILD, str(EXAMPLES / "digits_cnn.onnx"),
                            str(EXAMPLES / "digits_calib.npz"), str(tmp_path / "m.nq")],
@@ -68,6 +72,7 @@ def _child(tmp_path, **env):
                     reason="needs Linux and two allowed CPUs")
 def test_session_pins_workers_not_the_caller_and_opt_outs(tmp_path):
     pinned = _child(tmp_path)
+    assert pinned["layer"] == "omp"          # nqrt's preference, even where tbb is installed
     res = pinned["result"]
     assert res["skipped"] is None and list(res["pinned"]) == ["1"], res
     cpu = res["pinned"]["1"]
@@ -81,3 +86,9 @@ def test_session_pins_workers_not_the_caller_and_opt_outs(tmp_path):
     user = _child(tmp_path, OMP_PLACES="cores")
     assert user["result"] == {"pinned": {}, "skipped": "OMP_PLACES is set"}
     assert user["y"] == pinned["y"]
+    # the user's threading layer wins, and its threads (not a fixed team) are left alone
+    other = _child(tmp_path, NUMBA_THREADING_LAYER="workqueue")
+    assert other["layer"] == "workqueue"
+    assert other["result"]["pinned"] == {} and "threading layer workqueue" in other["result"]["skipped"]
+    assert all(a == other["before"] for a in other["tasks"].values())
+    assert other["y"] == pinned["y"]

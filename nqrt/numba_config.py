@@ -1,7 +1,10 @@
-"""Where Numba's on-disk cache (cache=True) goes: imported by every module that decorates a
-cached function, *before* it decorates one (Numba fixes a function's cache locator when the
-decorator runs, and reads NUMBA_CACHE_DIR only from its config).
+"""Process-wide Numba settings nqrt needs before it compiles or launches anything: where the
+on-disk cache goes, and which threading layer runs parallel regions.  Imported by every module
+that decorates a cached function, *before* it decorates one (Numba fixes a function's cache
+locator when the decorator runs, and reads NUMBA_CACHE_DIR only from its config); the
+threading layer is chosen when the first parallel region launches, later.
 
+Cache dir.
 Numba's default writes the cache next to the source file, which fails for an installed,
 read-only package (Numba then falls back to a per-user dir of its own choosing).  Unless the
 user chose NUMBA_CACHE_DIR, point it at <XDG_CACHE_HOME or ~/.cache>/nqrt/numba/<fingerprint>.
@@ -12,6 +15,17 @@ fingerprint of every kernel source (nqrt/kernels/*.py): editing any kernel (or u
 starts a fresh cache instead of running stale machine code.  Cached functions outside
 nqrt/kernels (the interpreter loop, the affinity helper, the Erf reference) either call only
 kernels or nothing, so the same rule covers them.
+
+Threading layer.  Numba's own default prefers TBB whenever the `tbb` package happens to be
+installed.  nqrt prefers OpenMP (then TBB, then workqueue) unless the user set
+NUMBA_THREADING_LAYER or NUMBA_THREADING_LAYER_PRIORITY, so that installing an unrelated
+package does not change its latency.  Measured on the 2-vCPU VM (README, "Threads"): with
+OpenMP and the workers pinned (runtime/affinity.py) a back-to-back MobileNetV2 batch-1 call
+was ~10 % faster than with TBB and ~30 % faster after 0.1 s idle, because TBB's fork/join costs
+more per parallel region.  TBB's work stealing is the better choice on a host oversubscribed by
+other processes, where an OpenMP barrier waits for a descheduled worker: NUMBA_THREADING_LAYER=tbb
+selects it (`pip install "nqrt[tbb]"`).  If Numba's pool was already launched by the
+application, its layer stays.
 
 This module imports nothing from nqrt, so any layer may import it.
 """
@@ -44,3 +58,8 @@ if not os.environ.get("NUMBA_CACHE_DIR"):
 import numba  # noqa: E402  (after the env var on purpose)
 
 numba.core.config.reload_config()   # numba may have been imported before us: re-read the env
+
+PREFERRED_LAYERS = ["omp", "tbb", "workqueue"]
+USER_LAYER_VARS = ("NUMBA_THREADING_LAYER", "NUMBA_THREADING_LAYER_PRIORITY")
+if not any(os.environ.get(v) for v in USER_LAYER_VARS):
+    numba.config.THREADING_LAYER_PRIORITY = list(PREFERRED_LAYERS)

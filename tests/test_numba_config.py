@@ -1,4 +1,4 @@
-"""Every cached Numba function of nqrt writes its cache under nqrt's cache dir (nqrt/jitcache.py),
+"""Every cached Numba function of nqrt writes its cache under nqrt's cache dir (nqrt/numba_config.py),
 never next to its source (which fails for a read-only install), whichever nqrt module a process
 imports first."""
 
