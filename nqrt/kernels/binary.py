@@ -4,9 +4,9 @@ Same operand convention as `add_u8` (eltwise.py, CONTRACT.md): y is C-contiguous
 rank-6 `shape` (left-padded with 1s); a and b are flat arrays read at Σ idx·stride with
 element strides (0 = broadcast along that axis).  As in `add_u8`, trailing dims that are
 contiguous (or broadcast) in both operands are merged into one row, rows are split into
-CHUNK-element tasks (serial for small tensors, else a prange; the task is called through
-xcall, so it is compiled once), and unit / zero inner strides run specialized loops that
-vectorize (int32 product × int32 multiplier: vpmuldq).  Each output element is computed
+tasks of about CHUNK elements (chunks of long rows, or groups of short rows; serial for
+small tensors, else a prange; the task is called through xcall, so it is compiled once),
+and unit / zero inner strides run specialized loops that vectorize (int32 product × int32 multiplier: vpmuldq).  Each output element is computed
 independently, so results do not depend on the thread count.
 """
 
@@ -14,7 +14,8 @@ import numpy as np
 from numba import njit, prange
 
 from nqrt.kernels._jit import JIT, PJIT, xcall
-from nqrt.kernels.eltwise import CHUNK, merge_broadcast_rows, task_offsets
+from nqrt.kernels.eltwise import (CHUNK, group_start, merge_broadcast_rows, next_row, task_layout,
+                                  task_offsets)
 
 
 @njit(inline="always", **JIT)
@@ -51,11 +52,20 @@ def _mul_row(a, oa, sa, b, ob, sb, L, z_a, z_b, m0, rnd, n, z_y, lo, hi, y, oy):
 
 
 @njit(**JIT)
-def _mul_task(t, nch, K, L, a, b, shape, a_strides, b_strides, sa, sb, z_a, z_b, m0, rnd, n,
-              z_y, lo, hi, y):
-    """Chunk t of the merged product (see eltwise.task_offsets)."""
-    cnt, oa, ob, oy = task_offsets(t, nch, K, L, shape, a_strides, b_strides, sa, sb)
-    _mul_row(a, oa, sa, b, ob, sb, cnt, z_a, z_b, m0, rnd, n, z_y, lo, hi, y, oy)
+def _mul_task(t, nch, G, R, K, L, a, b, shape, a_strides, b_strides, sa, sb, z_a, z_b, m0, rnd,
+              n, z_y, lo, hi, y):
+    """Task t of the merged product (see eltwise.task_layout): one chunk of a long row, or G
+    short rows."""
+    if G == 1:
+        cnt, oa, ob, oy = task_offsets(t, nch, K, L, shape, a_strides, b_strides, sa, sb)
+        _mul_row(a, oa, sa, b, ob, sb, cnt, z_a, z_b, m0, rnd, n, z_y, lo, hi, y, oy)
+        return
+    idx = np.zeros(6, np.int64)
+    r0 = t * G
+    oa, ob = group_start(r0, K, shape, a_strides, b_strides, idx)
+    for r in range(r0, min(R, r0 + G)):
+        _mul_row(a, oa, sa, b, ob, sb, L, z_a, z_b, m0, rnd, n, z_y, lo, hi, y, r * L)
+        oa, ob = next_row(K, shape, a_strides, b_strides, idx, oa, ob)
 
 
 @njit(**PJIT)
@@ -68,13 +78,12 @@ def mul_u8(a, b, shape, a_strides, b_strides, z_a, z_b, m0, n, z_y, act_min, act
     sft = np.int64(n)
     lo = np.int64(act_min)
     hi = np.int64(act_max)
-    nch = -(-L // CHUNK)
-    ntask = R * nch
+    nch, G, ntask = task_layout(L, R)
     if R * L <= CHUNK:
         for t in range(ntask):
-            xcall(_mul_task, t, nch, K, L, a, b, shape, a_strides, b_strides, sa, sb, z_a, z_b, m0,
-                  rnd, sft, z_y, lo, hi, y)
+            xcall(_mul_task, t, nch, G, R, K, L, a, b, shape, a_strides, b_strides, sa, sb, z_a,
+                  z_b, m0, rnd, sft, z_y, lo, hi, y)
         return
     for t in prange(ntask):
-        xcall(_mul_task, np.int64(t), nch, K, L, a, b, shape, a_strides, b_strides, sa, sb, z_a,
-              z_b, m0, rnd, sft, z_y, lo, hi, y)
+        xcall(_mul_task, np.int64(t), nch, G, R, K, L, a, b, shape, a_strides, b_strides, sa, sb,
+              z_a, z_b, m0, rnd, sft, z_y, lo, hi, y)

@@ -201,12 +201,64 @@ def task_offsets(t, nch, K, L, shape, a_strides, b_strides, sa, sb):
     return min(CHUNK, L - k0), oa, ob, r * L + k0
 
 
+@njit(inline="always", **JIT)
+def task_layout(L, R):
+    """(nch, G, ntask) for R merged rows of L elements: a row longer than CHUNK is cut into
+    nch = ceil(L / CHUNK) chunk tasks (G = 1); shorter rows go G = CHUNK // L to a task, so a
+    task is never tiny (an SE block's (N, H, W, C) x (N, 1, 1, C) product has rows of C)."""
+    nch = -(-L // CHUNK)
+    if nch > 1 or L == 0:
+        return nch, np.int64(1), R * nch
+    G = np.int64(max(1, CHUNK // L))
+    return np.int64(1), G, -(-R // G)
+
+
+@njit(inline="always", **JIT)
+def group_start(r0, K, shape, a_strides, b_strides, idx):
+    """Offsets in a and b of merged row r0; idx[:K] = its multi-index (for next_row)."""
+    oa = np.int64(0)
+    ob = np.int64(0)
+    rem = r0
+    for d in range(K - 1, -1, -1):
+        i = rem % shape[d]
+        rem //= shape[d]
+        idx[d] = i
+        oa += i * a_strides[d]
+        ob += i * b_strides[d]
+    return oa, ob
+
+
+@njit(inline="always", **JIT)
+def next_row(K, shape, a_strides, b_strides, idx, oa, ob):
+    """Offsets of the merged row after the one at (oa, ob) (odometer step over dims < K)."""
+    d = K - 1
+    while d >= 0:
+        idx[d] += 1
+        oa += a_strides[d]
+        ob += b_strides[d]
+        if idx[d] < shape[d]:
+            break
+        oa -= shape[d] * a_strides[d]
+        ob -= shape[d] * b_strides[d]
+        idx[d] = 0
+        d -= 1
+    return oa, ob
+
+
 @njit(**JIT)
-def _add_task(t, nch, K, L, a, b, shape, a_strides, b_strides, sa, sb, z_a, z_b, m_a, m_b, rnd,
-              shift, z_y, lo, hi, y):
-    """Chunk t of the merged add (see task_offsets)."""
-    n, oa, ob, oy = task_offsets(t, nch, K, L, shape, a_strides, b_strides, sa, sb)
-    _add_row(a, oa, sa, b, ob, sb, n, z_a, z_b, m_a, m_b, rnd, shift, z_y, lo, hi, y, oy)
+def _add_task(t, nch, G, R, K, L, a, b, shape, a_strides, b_strides, sa, sb, z_a, z_b, m_a, m_b,
+              rnd, shift, z_y, lo, hi, y):
+    """Task t of the merged add (see task_layout): one chunk of a long row, or G short rows."""
+    if G == 1:
+        n, oa, ob, oy = task_offsets(t, nch, K, L, shape, a_strides, b_strides, sa, sb)
+        _add_row(a, oa, sa, b, ob, sb, n, z_a, z_b, m_a, m_b, rnd, shift, z_y, lo, hi, y, oy)
+        return
+    idx = np.zeros(6, np.int64)
+    r0 = t * G
+    oa, ob = group_start(r0, K, shape, a_strides, b_strides, idx)
+    for r in range(r0, min(R, r0 + G)):
+        _add_row(a, oa, sa, b, ob, sb, L, z_a, z_b, m_a, m_b, rnd, shift, z_y, lo, hi, y, r * L)
+        oa, ob = next_row(K, shape, a_strides, b_strides, idx, oa, ob)
 
 
 @njit(**PJIT)
@@ -216,22 +268,22 @@ def add_u8(a, b, shape, a_strides, b_strides, z_a, z_b, m_a, m_b, shift, z_y, ac
     clamp(((a[i]−z_a)·Ma + (b[i]−z_b)·Mb + 2^(shift−1)) >> shift) + z_y), a and b read at
     Σ idx·stride (element strides, 0 = broadcast).  Multipliers are signed int32;
     |da·Ma + db·Mb| < 2^40: exact int64.  Trailing dims that are contiguous (or broadcast)
-    in both a and b are merged into one row first; rows are split into CHUNK-element tasks."""
+    in both a and b are merged into one row first; tasks are chunks of long rows or groups of
+    short rows (task_layout)."""
     K, L, R, sa, sb = merge_broadcast_rows(shape, a_strides, b_strides)
     rnd = np.int64(1) << np.int64(shift - 1)
     sft = np.int64(shift)
     lo = np.int64(act_min)
     hi = np.int64(act_max)
-    nch = -(-L // CHUNK)
-    ntask = R * nch
+    nch, G, ntask = task_layout(L, R)
     if R * L <= CHUNK:
         for t in range(ntask):
-            xcall(_add_task, t, nch, K, L, a, b, shape, a_strides, b_strides, sa, sb, z_a, z_b,
-                  m_a, m_b, rnd, sft, z_y, lo, hi, y)
+            xcall(_add_task, t, nch, G, R, K, L, a, b, shape, a_strides, b_strides, sa, sb, z_a,
+                  z_b, m_a, m_b, rnd, sft, z_y, lo, hi, y)
         return
     for t in prange(ntask):
-        xcall(_add_task, np.int64(t), nch, K, L, a, b, shape, a_strides, b_strides, sa, sb, z_a,
-              z_b, m_a, m_b, rnd, sft, z_y, lo, hi, y)
+        xcall(_add_task, np.int64(t), nch, G, R, K, L, a, b, shape, a_strides, b_strides, sa, sb,
+              z_a, z_b, m_a, m_b, rnd, sft, z_y, lo, hi, y)
 
 
 @njit(**JIT)

@@ -47,6 +47,10 @@ CASES = [
     ((40,), (1,)),
     ((1, 2, 3, 2, 2, 5), (2, 1, 1, 2, 1, 5)),
     ((2, 8, 6, 6), (8, 1, 1)),               # a constant operand of lower rank
+    # more than CHUNK elements in short rows: grouped-row tasks in a prange, crossing the
+    # batch boundary and a broadcast middle axis
+    ((2, 40, 40, 24), (2, 1, 1, 24)),
+    ((3, 50, 1, 120), (1, 50, 4, 120)),
 ]
 
 
@@ -63,6 +67,7 @@ def test_mul_matches_naive(sa, sb):
     want = naive.qmul(a, b, z_a, z_b, m0, n, z_y, lo, hi)
     assert_same(y, want, lo, hi)
     assert np.array_equal(y, _run(a, b, z_a, z_b, m0, n, z_y, lo, hi, threads=1))
+    assert np.array_equal(y, _run(a, b, z_a, z_b, m0, n, z_y, lo, hi, threads=2))
 
 
 def test_mul_channels_last_operand_and_extremes():
@@ -76,3 +81,16 @@ def test_mul_channels_last_operand_and_extremes():
         m0, n = qmath.quantize_multiplier(real)
         y = _run(a, b, z_a, z_b, m0, n, 128, 0, 255, a_perm=(0, 2, 3, 1))
         assert_same(y, naive.qmul(a, b, z_a, z_b, m0, n, 128, 0, 255))
+
+
+def test_mul_se_block_channels_last_many_rows():
+    """The SE product as the runtime runs it (x NHWC, per-image channel scale), big enough for
+    grouped-row tasks that span two images: bit-exact for 1 and 2 threads."""
+    rng = np.random.default_rng(5)
+    a = rng.integers(0, 256, (2, 16, 48, 40), dtype=np.uint8)
+    b = rng.integers(0, 256, (2, 16, 1, 1), dtype=np.uint8)
+    m0, n = qmath.quantize_multiplier(250.0 / (74.0 * 74.0))
+    want = naive.qmul(a, b, 131, 97, m0, n, 120, 3, 250)
+    for threads in (1, 2):
+        y = _run(a, b, 131, 97, m0, n, 120, 3, 250, a_perm=(0, 2, 3, 1), threads=threads)
+        assert_same(y, want, 3, 250)

@@ -86,6 +86,10 @@ ADD_CASES = [  # a shape, b shape, z_a, z_b, z_y, act
     ((1, 4, 1), (3, 1, 6), 255, 0, 10, (0, 255)),
     ((7, 1, 1, 1, 1, 9), (1,), 40, 200, 128, (20, 220)),
     ((5, 1), (1, 6), 128, 3, 250, (0, 255)),
+    # more than CHUNK elements in short rows: grouped-row tasks in a prange, crossing the
+    # batch (SE scale per image) and the broadcast middle axis
+    ((2, 40, 40, 24), (2, 1, 1, 24), 3, 250, 128, (0, 255)),
+    ((3, 50, 1, 120), (1, 50, 4, 120), 128, 128, 128, (0, 255)),
 ]
 
 
@@ -104,9 +108,10 @@ def test_add_broadcasting(case):
     add_u8(*args, y)
     want = naive.qadd(a, b, z_a, z_b, ma, mb, shift, z_y, lo, hi)
     assert_same(y.reshape(out), want, *((lo, hi) if want.size >= 100 else (None, None)))
-    y1 = np.zeros_like(y)
-    with_threads(1, add_u8, *args, y1)
-    assert np.array_equal(y, y1)
+    for threads in (1, 2):
+        y1 = np.zeros_like(y)
+        with_threads(threads, add_u8, *args, y1)
+        assert np.array_equal(y, y1)
 
 
 def test_add_rounding_ties():
