@@ -27,3 +27,18 @@ def test_lut_every_code_and_in_place():
     want = naive.lut(x, table)
     lut_u8(x, table, x)                                       # x may be y
     assert_same(x, want, 0, 255)
+
+
+@pytest.mark.parametrize("offset", [1, 3, 7])
+def test_lut_on_unaligned_views(offset):
+    """The kernel reads and writes 8 bytes at a time: operands that start at any byte (arena
+    slices) give the same result, and nothing outside the operands is written."""
+    rng = np.random.default_rng(offset)
+    n = 1000 + offset
+    buf = rng.integers(0, 256, n + 16, dtype=np.uint8)
+    out = np.full(n + 16, 7, np.uint8)
+    table = rng.integers(0, 256, 256, dtype=np.uint8)
+    x, y = buf[offset:offset + n], out[offset + 1:offset + 1 + n]
+    lut_u8(x, table, y)
+    assert_same(y, naive.lut(x, table))
+    assert (out[:offset + 1] == 7).all() and (out[offset + 1 + n:] == 7).all()
