@@ -26,8 +26,10 @@ so that num = (dot + bias)·M0 + 2^(n−1) + d·2^n ≥ 0 for every possible dot
 (|dot| ≤ kh·kw·255·128); then floor(num_spec / 2^n) = (num >>> n) − d exactly, with
 num = dot·M0 + Bc, Bc = bias·M0 + 2^(n−1) + d·2^n precomputed.  The prologue checks that all
 of this stays inside int64 / int32 (it does for any realistic multiplier); otherwise the
-whole call takes the scalar path.  Channels past the last multiple of 16 take a
-scalar loop with the spec's formula.
+whole call takes the scalar path.  When C is not a multiple of 16 (72, 88, 120 in
+MobileNetV3), the last vector block starts at C − 16 and overlaps the one before it: its
+overlapping channels are computed again by the same formula, so they are written with the
+same values.  Only C < 16 leaves channels to a scalar loop with the spec's formula.
 """
 
 import numpy as np
@@ -40,6 +42,20 @@ from nqrt.kernels._jit import JIT, PJIT, fetch_add, xcall
 from nqrt.kernels.fixedpoint import offset_requant, output_u8
 
 VL = 16                 # channels per vector block
+
+
+@njit(inline="always", **JIT)
+def vector_blocks(C):
+    """Vector blocks of C channels: block b covers channels [block_start(b, C), + VL); the last
+    one starts at C − VL when VL does not divide C (it overlaps its neighbour); none if C < VL."""
+    if C < VL:
+        return 0
+    return -(-C // VL)
+
+
+@njit(inline="always", **JIT)
+def block_start(b, C):
+    return min(b * VL, C - VL)
 PAR_MIN_MACS = 1 << 16  # below this many MACs, one thread (a parallel launch costs a few us)
 
 _I8 = ir.IntType(8)
@@ -86,19 +102,20 @@ def _splat(builder, v, vty):
 
 @intrinsic
 def _dw_pixels(typingctx, x, xo, w, wo, ntaps, npx, xstep, zx, m0, bc, sh, zd, lo, hi, y, yo,
-               ystep, nblk):
-    """For p < npx, b < nblk (c = 16·b .. 16·b + 15), with t < ntaps:
+               ystep, cl):
+    """For p < npx, for the channel blocks c .. c + 15, c = 0, 16, ... below cl, then c = cl
+    (cl = C − 16 >= 0: the last block may overlap the one before it), with t < ntaps:
         acc[c] = Σ_t (x[xo[t] + p·xstep + c] − zx) · w[wo[t] + c]       (int32, exact)
         y[yo + p·ystep + c] = clamp(((acc·m0[c] + bc[c]) >>> sh[c]) + zd[c], lo, hi)
-    x u8[:], w i8[:], y u8[:] flat; xo, wo, bc, sh i64[:]; m0, zd i32[:].  npx, nblk >= 1;
+    x u8[:], w i8[:], y u8[:] flat; xo, wo, bc, sh i64[:]; m0, zd i32[:].  npx >= 1;
     ntaps >= 0.  The caller guarantees acc·m0 + bc in [0, 2^63) and the shifted value + zd
     within int32 (see the module docstring)."""
     sig = types.void(x, xo, w, wo, ntaps, npx, xstep, zx, m0, bc, sh, zd, lo, hi, y, yo, ystep,
-                     nblk)
+                     cl)
 
     def codegen(context, builder, signature, args):
         (x_, xo_, w_, wo_, nt_, np_, xs_, zx_, m0_, bc_, sh_, zd_, lo_, hi_, y_, yo_, ys_,
-         nb_) = args
+         cl_) = args
         sa = signature.args
         v8 = ir.VectorType(_I8, VL)
         v16 = ir.VectorType(_I16, VL)
@@ -178,10 +195,10 @@ def _dw_pixels(typingctx, x, xo, w, wo, ntaps, npx, xstep, zx, m0, bc, sh, zd, l
         builder.branch(blk_end)
 
         builder.position_at_end(blk_end)
-        c2 = builder.add(c, k16)
+        c16 = builder.add(c, k16)
+        c2 = builder.select(builder.icmp_signed("<", c16, cl_), c16, cl_)   # min(c + 16, cl)
         c.add_incoming(c2, blk_end)
-        nbc = builder.mul(nb_, k16)
-        builder.cbranch(builder.icmp_signed("<", c2, nbc), blk_loop, px_end)
+        builder.cbranch(builder.icmp_signed("<", c, cl_), blk_loop, px_end)
 
         builder.position_at_end(px_end)
         p2 = builder.add(p, one)
@@ -219,8 +236,8 @@ def _dw_task(fast, x, z_x, wf, bias, mult, shift, z_y, act_min, act_max, kh, kw,
              pad_t, pad_l, y, sl, r0, r1):
     """Output rows r0..r1-1 (r = n·OH + oh) with the thread slice `sl`, by row segments:
     border pixels one by one with their valid taps, the interior as one run with a fixed
-    input step.  fast: the vector kernel for the 16-channel blocks and the spec's scalar
-    formula for the remaining channels; else the scalar formula for all (any multiplier)."""
+    input step.  fast: the vector kernel for every channel if C >= 16 (else the spec's scalar
+    formula); else the scalar formula for all (any multiplier)."""
     N, H, W, C = x.shape
     OH, OW = y.shape[1], y.shape[2]
     xf = x.reshape(-1)
@@ -234,8 +251,8 @@ def _dw_task(fast, x, z_x, wf, bias, mult, shift, z_y, act_min, act_max, kh, kw,
     nblk = 0                                     # reference: every channel in the tail loop
     if fast:
         _prepare(bias, mult, shift, z_y, kh, kw, bc, shv, zd)
-        nblk = C // VL
-    c0 = nblk * VL
+        nblk = vector_blocks(C)
+    c0 = C if nblk > 0 else 0                    # channels [c0, C) take the scalar formula
     # interior columns: the whole window inside x horizontally
     ow_lo = min(OW, -(-pad_l // sw))
     span = W - 1 + pad_l - (kw - 1) * dw
@@ -268,7 +285,7 @@ def _dw_task(fast, x, z_x, wf, bias, mult, shift, z_y, act_min, act_max, kh, kw,
             yo = ((n * OH + oh) * OW + ow) * C
             if nblk > 0:
                 _dw_pixels(xf, xo, wf, wo, t, npx, sw * C, z_x, mult, bc, shv, zd, act_min,
-                           act_max, yf, yo, C, nblk)
+                           act_max, yf, yo, C, C - VL)
             for p in range(npx):                 # channels past the vector blocks
                 for c in range(c0, C):
                     s = np.int64(0)
@@ -344,11 +361,11 @@ def pack_depthwise_weights_x86(w):
     C, _, kh, kw = w.shape
     T = kh * kw
     npairs = (T + 1) // 2
-    nblk = C // VL
+    nblk = vector_blocks(C)
     wt = np.zeros((2 * npairs, C), np.int16)
     wt[:T] = w[:, 0].reshape(C, T).T
-    cb = nblk * VL
-    blk = wt[:, :cb].reshape(npairs, 2, nblk, VL)                # [q, a/b, block, channel]
+    chans = [block_start(b, C) + k for b in range(nblk) for k in range(VL)]
+    blk = wt[:, chans].reshape(npairs, 2, nblk, VL)              # [q, a/b, block, channel]
     out = np.empty((npairs, nblk, 2, 8, 2), np.int16)            # [q, block, lo/hi, lane, a/b]
     for half, perm in enumerate((_PERM_LO, _PERM_HI)):
         out[:, :, half, :, 0] = blk[:, 0][:, :, list(perm)]
@@ -358,7 +375,7 @@ def pack_depthwise_weights_x86(w):
 
 def x86_weight_bytes(C, kh, kw):
     """Bytes of the int16 part of pack_depthwise_weights_x86."""
-    return ((kh * kw + 1) // 2) * (C // VL) * 32 * 2
+    return ((kh * kw + 1) // 2) * vector_blocks(C) * 32 * 2
 
 
 REC_I64 = 28    # one requantize record = 28 int64 = 224 bytes (see _layout_x86)
@@ -366,8 +383,8 @@ REC_I64 = 28    # one requantize record = 28 int64 = 224 bytes (see _layout_x86)
 
 @njit(**JIT)
 def _records_bytes(C):
-    """Bytes of the requantize records of the 16-channel blocks of C channels."""
-    return 8 * REC_I64 * 2 * (C // VL)
+    """Bytes of the requantize records of the vector blocks of C channels."""
+    return 8 * REC_I64 * 2 * vector_blocks(C)
 
 
 @njit(**JIT)
@@ -395,9 +412,9 @@ def _load_u8(typingctx, addr):
 
 @intrinsic
 def _dw_pairs_x86(typingctx, ad, npairs, npx, xstep, wq, b0, b1, nblk, rec, lo, hi, y, yo,
-                  ystep):
-    """For p < npx, b0 <= b < b1 (channels c = 16·b .. 16·b + 15 in lane order, see above; nblk
-    blocks in all, b0 < b1 <= nblk):
+                  ystep, cl):
+    """For p < npx, b0 <= b < b1 (channels c = min(16·b, cl) .. + 15 in lane order, see above;
+    nblk blocks in all, b0 < b1 <= nblk; cl = C − 16, where the last block starts):
         acc = Σ_q vpmaddwd(interleave(x[ad[2q] + p·xstep + c], x[ad[2q+1] + p·xstep + c]),
                            wq[(q·nblk + b)·32 ...])                               (int32, exact)
         y[yo + p·ystep + c] = clamp(((acc·M0 + BC) >>> shift) + ZD, lo, hi)
@@ -406,10 +423,10 @@ def _dw_pairs_x86(typingctx, ad, npairs, npx, xstep, wq, b0, b1, nblk, rec, lo, 
     shift.  ad: i64[2·npairs] absolute byte addresses; wq i16[:]; y u8[:] flat.  npairs, npx,
     nblk >= 1.  The caller guarantees acc·M0 + BC in [0, 2^63) and the shifted value + ZD
     within int32 (_prepare_x86), so the result fits the low 32 bits of each 64-bit lane."""
-    sig = types.void(ad, npairs, npx, xstep, wq, b0, b1, nblk, rec, lo, hi, y, yo, ystep)
+    sig = types.void(ad, npairs, npx, xstep, wq, b0, b1, nblk, rec, lo, hi, y, yo, ystep, cl)
 
     def codegen(context, builder, signature, args):
-        (ad_, nq_, np_, xs_, wq_, b0_, b1_, nb_, rec_, lo_, hi_, y_, yo_, ys_) = args
+        (ad_, nq_, np_, xs_, wq_, b0_, b1_, nb_, rec_, lo_, hi_, y_, yo_, ys_, cl_) = args
         sa = signature.args
         v8 = ir.VectorType(_I8, VL)
         v16 = ir.VectorType(_I16, VL)
@@ -476,7 +493,8 @@ def _dw_pairs_x86(typingctx, ad, npairs, npx, xstep, wq, b0, b1, nblk, rec, lo, 
             builder.position_at_end(blk_loop)
             b = builder.phi(_I64)
             b.add_incoming(b0_, entry)
-            c = builder.mul(b, k16)
+            c16 = builder.mul(b, k16)
+            c = builder.select(builder.icmp_signed("<", c16, cl_), c16, cl_)   # min(16·b, cl)
             w0 = builder.mul(b, k32)
             builder.branch(pair_loop)
 
@@ -568,11 +586,11 @@ def _prepare_x86(wf, bias, mult, shift, z_x, z_y, T, C, rec, rec32):
     channel's values could leave int64 / int32 (then the caller uses the scalar formula for
     every channel)."""
     amax = np.int64(T) * 255 * 127
-    for j in range(2 * (C // VL)):
+    for j in range(2 * vector_blocks(C)):
         half = j & 1
         for lane in range(8):
             # lo lanes hold channels 0-3, 8-11 of the block, hi lanes 4-7, 12-15
-            ch = (j >> 1) * VL + (lane & 3) + (8 if lane >= 4 else 0) + 4 * half
+            ch = block_start(j >> 1, C) + (lane & 3) + (8 if lane >= 4 else 0) + 4 * half
             ws = np.int64(0)
             for t in range(T):
                 ws += np.int64(wf[t * C + ch])
@@ -638,13 +656,13 @@ def _dw_task_x86(x, z_x, wpack, bias, mult, shift, z_y, act_min, act_max, kh, kw
     OH, OW = y.shape[1], y.shape[2]
     T = kh * kw
     npairs = (T + 1) // 2
-    nb16 = npairs * (C // VL) * 64                 # bytes of the int16 weight part
+    nb16 = npairs * vector_blocks(C) * 64          # bytes of the int16 weight part
     wq = wpack[:nb16].view(np.int16)
     wf = wpack[nb16:nb16 + T * C]
     xf = x.reshape(-1)
     yf = y.reshape(-1)
     o_rec, o_ad, o_zr, _ = _layout_x86(C, kh, kw, W)
-    nblk = C // VL
+    nblk = vector_blocks(C)
     ad = sl[o_ad:o_ad + 16 * npairs].view(np.int64)
     zrow = sl[o_zr:o_zr + W * C]
     zrow[:] = np.uint8(z_x)
@@ -657,10 +675,11 @@ def _dw_task_x86(x, z_x, wpack, bias, mult, shift, z_y, act_min, act_max, kh, kw
         rec = sl[o_rec:o_ad].view(np.int64)
         usable = state != TABLE_SCALAR and (nblk == 0 or _prepare_x86(
             wf, bias, mult, shift, z_x, z_y, T, C, rec, sl[o_rec:o_ad].view(np.int32)))
-    # the scalar formula's channels [cs, ce): the tail past the blocks, or, when some channel
-    # cannot use the vector requantize, this task's blocks too
-    cs = b0 * VL if not usable else nblk * VL
-    ce = C if tail else (b1 * VL if not usable else cs)
+    # the scalar formula's channels [cs, ce): all of them if C < 16, or, when some channel
+    # cannot use the vector requantize, this task's blocks (the blocks cover every channel
+    # when C >= 16: the last one ends at C)
+    cs = min(b0 * VL, C) if not usable else (C if nblk > 0 else 0)
+    ce = C if tail else (min(b1 * VL, C) if not usable else cs)
     if not usable:
         b1 = b0
     xa = xf.ctypes.data
@@ -699,7 +718,7 @@ def _dw_task_x86(x, z_x, wpack, bias, mult, shift, z_y, act_min, act_max, kh, kw
                 yo = ((n * OH + oh) * OW + ow) * C
                 if b1 > b0:
                     _dw_pairs_x86(ad, npairs, npx, sw * C, wq, b0, b1, nblk, rec, act_min, act_max,
-                                  yf, yo, C)
+                                  yf, yo, C, C - VL)
                 for p in range(npx):
                     for c in range(cs, ce):
                         s = np.int64(0)
@@ -728,7 +747,7 @@ def depthwise_conv_u8_x86(x, z_x, wpack, bias, mult, shift, z_y, act_min, act_ma
     R = N * OH
     if R * OW * C == 0:
         return
-    B = C // VL
+    B = vector_blocks(C)
     nt = scratch.size // slice_bytes
     ctr = np.zeros(8, np.int64)
     if nt <= 1 or R * OW * C * kh * kw < PAR_MIN_MACS:
