@@ -17,7 +17,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from nqrt.kernels._jit import JIT, PJIT, xcall
+from nqrt.kernels._jit import JIT, PJIT, copy_bytes, xcall
 from nqrt.kernels.eltwise import CHUNK, _unravel5, row_block
 
 KERNEL_RANK = 6
@@ -37,16 +37,17 @@ def _slice_rows(x, offset, shape, strides, y, r0, r1):
     strides = _tuple6(strides)
     L = shape[5]
     s5 = strides[5]
+    xa = x.ctypes.data
+    ya = y.ctypes.data
     for r in range(r0, r1):
         i0, i1, i2, i3, i4 = _unravel5(r, shape)
         o = (offset + i0 * strides[0] + i1 * strides[1] + i2 * strides[2] + i3 * strides[3]
              + i4 * strides[4])
-        yr = y[r * L:(r + 1) * L]
         if s5 == 1:
-            xr = x[o:o + L]                 # views indexed from 0: the copy vectorizes
-            for k in range(L):
-                yr[k] = xr[k]
+            # x and y are distinct buffers (an op's output never shares its input's slot)
+            copy_bytes(ya + r * L, xa + o, L)
         else:
+            yr = y[r * L:(r + 1) * L]
             for k in range(L):
                 yr[k] = x[o + k * s5]
 

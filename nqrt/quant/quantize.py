@@ -35,6 +35,34 @@ def _io_shape(v, batch_symbol: str | None) -> tuple:
     return tuple(out)
 
 
+SHARE_MIN_FRACTION = 0.5   # a Concat input spanning less of the union keeps its own scale
+
+
+def share_concat_ranges(graph: Graph, ranges: dict) -> dict:
+    """Ranges where a Concat's inputs take the union of their ranges, when that is free and
+    cheap: the input has its own calibrated range (its producer chooses its output scale),
+    feeds only this Concat, is not a graph output, and spans at least SHARE_MIN_FRACTION of
+    the union (so its grid is at most 2x coarser: it loses at most one bit).  Such producers
+    requantize straight to the Concat's scale, and their part of the Concat is a plain copy
+    instead of a requantizing one (the TFLite int8 convention, there for every input).
+    Inputs whose ranges differ more keep their own scales and are rescaled by the Concat."""
+    consumers = Counter(t for n in graph.nodes for t in n.inputs if t)
+    outputs = set(graph.output_names())
+    shared = dict(ranges)
+    for node in graph.nodes:
+        xs = [t for t in node.inputs if t]
+        if node.op != "Concat" or len(xs) < 2 or len(set(xs)) != len(xs) or \
+                any(t not in ranges for t in xs):
+            continue
+        lo = min(float(ranges[t][0]) for t in xs)
+        hi = max(float(ranges[t][1]) for t in xs)
+        for t in xs:
+            span = float(ranges[t][1]) - float(ranges[t][0])
+            if consumers[t] == 1 and t not in outputs and span >= SHARE_MIN_FRACTION * (hi - lo):
+                shared[t] = (lo, hi)
+    return shared
+
+
 def quantize_graph(graph: Graph, ranges: dict, per_channel: bool = True, *,
                    shapes: dict | None = None, weight_bits: int = 8) -> NqModel:
     """Build the integer model of an optimized float graph.
@@ -44,6 +72,7 @@ def quantize_graph(graph: Graph, ranges: dict, per_channel: bool = True, *,
     Metadata gets `weights`, `ranges` (the ranges used) and `warnings`.
     """
     check_supported(graph)
+    ranges = share_concat_ranges(graph, ranges)
     ctx = QContext(graph, ranges, per_channel, shapes, weight_bits)
     used_inputs = {t for n in graph.nodes for t in n.inputs} | ctx.output_names
     inputs = [NqIO(v.name, _io_shape(v, ctx.batch_symbol)) for v in graph.inputs]

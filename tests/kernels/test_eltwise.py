@@ -143,6 +143,19 @@ def test_requant_copy(z_x, z_y, real):
         assert np.array_equal(y[:, 5:16], x)          # the identity pair copies exactly
 
 
+@pytest.mark.parametrize("z_x,z_y,lo,hi", [(128, 128, 0, 255), (90, 120, 0, 255), (128, 128, 10, 250)])
+@pytest.mark.parametrize("rows", [37, 3000])
+def test_requant_copy_identity_pair(z_x, z_y, lo, hi, rows):
+    """The identity pair is a plain copy only with equal zero points and no clamp; otherwise
+    the spec's formula (shifted / clamped values), serial and parallel."""
+    rng = np.random.default_rng(rows)
+    x = rng.integers(0, 256, (rows, 24), dtype=np.uint8)
+    y = np.full((rows, 40), 7, np.uint8)
+    requant_copy_u8(x, z_x, 1 << 30, 30, z_y, lo, hi, y, 9)
+    assert np.array_equal(y[:, 9:33], naive.requant_copy(x, z_x, 1 << 30, 30, z_y, lo, hi))
+    assert (y[:, :9] == 7).all() and (y[:, 33:] == 7).all()
+
+
 def test_clip():
     x = np.arange(256, dtype=np.uint8).repeat(3)
     y = np.zeros_like(x)

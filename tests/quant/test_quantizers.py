@@ -187,6 +187,40 @@ def test_concat_union_range_and_identity_pairs():
     assert cat.attrs["axis"] == 1
 
 
+def test_concat_inputs_of_similar_range_share_its_scale():
+    """Producers that feed only a Concat and span at least half of its range are quantized to
+    the Concat's range, so the Concat copies them (identity pairs); a narrow branch, a branch
+    with another consumer, and a graph output keep their own scales."""
+    from nqrt.quant.quantize import share_concat_ranges
+
+    g = _fill_kernel(Graph(
+        nodes=[conv("x", "wa", "ba", "a", "conv_a"), conv("x", "wb", "bb", "b", "conv_b"),
+               conv("x", "wc", "bc", "c", "conv_c"), conv("x", "wd", "bd", "d", "conv_d"),
+               Node("Concat", ["a", "b", "c"], ["cat"], {"axis": 1}, "concat"),
+               Node("Concat", ["a2", "d"], ["cat2"], {"axis": 1}, "concat_out"),
+               conv("x", "wa", "ba", "a2", "conv_a2")],
+        inputs=[ValueInfo("x", ("N", 2, 4, 4))],
+        outputs=[ValueInfo("cat", ("N", 9, 4, 4)), ValueInfo("cat2", ("N", 6, 4, 4)),
+                 ValueInfo("d", ("N", 3, 4, 4))],
+        constants={"wa": weights(3, 2, 3, 3), "ba": weights(3), "wb": weights(3, 2, 3, 3, scale=0.25),
+                   "bb": weights(3), "wc": weights(3, 2, 3, 3, scale=0.01), "bc": weights(3, scale=0.001),
+                   "wd": weights(3, 2, 3, 3), "bd": weights(3)}))
+    g.nodes = g.nodes[:4] + [g.nodes[6]] + g.nodes[4:6]        # topological order
+    ranges, shapes = calibrate(g)
+    ranges["b"] = (ranges["a"][0] * 0.7, ranges["a"][1] * 0.7)  # within 2x of the union
+    shared = share_concat_ranges(g, ranges)
+    union = (min(ranges[t][0] for t in "abc"), max(ranges[t][1] for t in "abc"))
+    assert shared["a"] == union and shared["b"] == union
+    assert shared["c"] == ranges["c"]                           # ~100x narrower: own scale
+    assert shared["d"] == ranges["d"]                           # d is a graph output
+    assert ranges["b"] != union                                 # the input dict is not changed
+    m = quantize_graph(g, ranges, shapes=shapes)
+    cat = next(n for n in m.nodes if n.name == "concat")
+    assert m.qparams("a") == m.qparams("b") == m.qparams(cat.outputs[0])
+    assert [(mm, n) for mm, n in zip(cat.attrs["multipliers"], cat.attrs["shifts"])][:2] == [IDENTITY_PAIR] * 2
+    assert (cat.attrs["multipliers"][2], cat.attrs["shifts"][2]) != IDENTITY_PAIR
+
+
 def test_add_multiplier_pair_and_relu():
     g = _fill_kernel(Graph(
         nodes=[conv("x", "w1", "b1", "c1", "conv1", act=(0.0, INF)),
