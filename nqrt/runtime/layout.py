@@ -75,6 +75,60 @@ def transpose_args(shape, src: Perm, dst: Perm) -> tuple[list[int], list[int]]:
     return [1] * pad + in_shape, list(range(pad)) + [pad + t for t in tperm]
 
 
+def reshape_layouts(shape, perm: Perm, target) -> tuple[Perm, Perm]:
+    """(src, out): a Reshape of a tensor of logical `shape` to logical `target` (same element
+    count) needs its input in layout `src` and then aliases it as an output in layout `out`.
+
+    The non-trivial dims of `shape` and `target` are matched into groups of consecutive dims
+    with equal products (a dim split, dims merged, or both).  The bytes can be relabelled when
+    every input group lies in memory as one block in logical order; `src` is `perm` when it
+    already does (no copy), else `perm` with each group's dims gathered in logical order at
+    the place of its first dim (one transpose).  `out` replaces each group by its output dims;
+    size-1 output dims go after the output dim before them.  Example: the channel shuffle
+    (N, C, H, W) -> (N, 2, C/2, H, W) of a channels-last tensor relabels the bytes as
+    (N, H, W, 2, C/2); after the Transpose swapping dims 1 and 2 the reshape back to
+    (N, C, H, W) needs one byte transpose, and its output is channels-last again."""
+    big_s = [d for d in range(len(shape)) if int(shape[d]) != 1]
+    big_t = [k for k in range(len(target)) if int(target[k]) != 1]
+    group_of: dict[int, int] = {}                 # input dim -> group index
+    groups: list[tuple[list[int], list[int]]] = []
+    i = j = 0
+    while i < len(big_s) and j < len(big_t):
+        gs, gt = [big_s[i]], [big_t[j]]
+        ps, pt = int(shape[big_s[i]]), int(target[big_t[j]])
+        i, j = i + 1, j + 1
+        while ps != pt:
+            if ps < pt:
+                gs.append(big_s[i])
+                ps *= int(shape[big_s[i]])
+                i += 1
+            else:
+                gt.append(big_t[j])
+                pt *= int(target[big_t[j]])
+                j += 1
+        for d in gs:
+            group_of[d] = len(groups)
+        groups.append((gs, gt))
+    order = [d for d in perm if int(shape[d]) != 1]          # physical order of big dims
+    src_big: list[int] = []
+    placed: set[int] = set()
+    for d in order:
+        g = group_of[d]
+        if g not in placed:                                # at its first dim in memory:
+            placed.add(g)
+            src_big.extend(groups[g][0])                   # the group, in logical order
+    src = tuple(src_big + [d for d in perm if int(shape[d]) == 1])
+    out: list[int] = []
+    for d in src_big:
+        gs, gt = groups[group_of[d]]
+        if d == gs[0]:
+            out.extend(gt)
+    for k in range(len(target)):
+        if int(target[k]) == 1:
+            out.insert(out.index(k - 1) + 1 if k > 0 and k - 1 in out else 0, k)
+    return src, tuple(out)
+
+
 def broadcast_shapes(a, b) -> tuple[int, ...]:
     """ONNX multidirectional broadcasting; ValueError if incompatible."""
     r = max(len(a), len(b))

@@ -26,12 +26,14 @@ Layout policy (each op declares what it accepts; `_ensure` transposes otherwise)
 | Squeeze, Unsqueeze | any: size-1 dims move no bytes | input's, dims dropped / inserted: no instruction |
 | QConcat | the first input's (others transposed to it) | the first input's |
 | Quantize | logical (graph input) | input's |
-| Dequantize, Softmax, Reshape, Flatten, graph outputs | logical | logical |
+| Dequantize, Softmax, Flatten, graph outputs | logical | logical |
+| Reshape | its groups of split/merged dims each one block in logical order (layout.reshape_layouts) | the input's bytes relabelled |
 | Transpose | any | input's bytes relabelled: no instruction |
 
 Reshape, Flatten, Transpose, Squeeze and Unsqueeze never copy: their output aliases the input's
 storage (no kernel ever writes into its input, so aliasing is always safe; lifetimes are per
-storage).  Squeeze/Unsqueeze keep any layout (unlike Reshape, which needs logical order): the
+storage).  Squeeze/Unsqueeze keep any layout (Reshape keeps it where the dims it splits or
+merges allow, e.g. a channel shuffle of a channels-last tensor): the
 dims they remove or insert have size 1, so the physical order of the other dims, and hence
 the bytes, are unchanged (the output perm is the input's with those dims dropped / inserted).
 
@@ -646,8 +648,11 @@ class _Builder:
             shape[shape.index(-1)] = total // rest
         if L.numel(shape) != total or any(d < 1 for d in shape):
             raise InputError(f"node {node.name!r} (Reshape): cannot reshape {list(x.shape)} to {spec}")
-        xv = self._ensure(x, L.identity(len(x.shape)))
-        self._alias(node.outputs[0], xv, shape, L.identity(len(shape)))
+        # relabel the bytes where the layout allows it (a channel split or merge of a
+        # channels-last tensor), else one transpose first (L.reshape_layouts)
+        src, out = L.reshape_layouts(x.shape, x.perm, shape)
+        xv = self._ensure(x, src)
+        self._alias(node.outputs[0], xv, shape, out)
 
     def Flatten(self, node, i):
         x = self.values[node.inputs[0]]

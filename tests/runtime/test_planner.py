@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import runtime_ref
 from runtime_builder import Builder
 
 from nqrt.runtime import encoding as E
+from nqrt.runtime import layout as L
 from nqrt.runtime import planner
 from nqrt.runtime.session import Session
 
@@ -92,6 +94,28 @@ def test_transpose_op_is_free_and_concat_axis_maps_to_physical():
     assert p.layouts[t] == (0, 1, 2, 3)                    # NHWC bytes are logical order for t
 
 
+def test_channel_shuffle_of_a_channels_last_tensor_moves_bytes_once():
+    """Reshape (N, C, H, W) -> (N, 2, C/2, H, W), Transpose(0, 2, 1, 3, 4), Reshape back: the
+    first Reshape and the Transpose relabel the NHWC bytes, the second Reshape needs one byte
+    transpose and leaves the result channels-last for the next conv; the integer result
+    equals the spec reference."""
+    b = Builder(35)
+    x = b.quantize(b.input((2, 3, 5, 5)))
+    c = b.conv(x, 8, (1, 1))
+    r5 = b.reshape(c, [0, 2, -1, 5, 5])
+    t5 = b.transpose(r5, [0, 2, 1, 3, 4])
+    r4 = b.reshape(t5, [0, -1, 5, 5])
+    b.output(b.dequantize(b.conv(r4, 4, (1, 1))))
+    m, p = _plan(b)
+    assert _ops(p).count("OP_TRANSPOSE_U8") == 1
+    assert p.layouts[r5] == (0, 3, 4, 1, 2) and p.layouts[r4] == (0, 2, 3, 1)
+    feeds = {io.name: b.env[io.name] for io in m.graph_inputs}
+    got = Session(m, threads=2).run(feeds)
+    want = runtime_ref.run(m, feeds)
+    for k, v in got.items():
+        assert np.array_equal(v, np.asarray(want[k], np.float32))
+
+
 def test_conv_multiplier_per_tensor_is_expanded():
     b = Builder(35)
     x = b.quantize(b.input((1, 2, 3, 3)))
@@ -168,3 +192,26 @@ def test_boundary_quantize_and_dequantize_fuse_with_their_transposes():
         got = Session(model).run(feeds)
         ref = runtime_ref.run(model, feeds)
         assert got and all(np.array_equal(got[k], ref[k]) for k in got)
+
+
+@pytest.mark.parametrize("shape,perm,target", [
+    ((2, 8, 3, 3), (0, 2, 3, 1), (2, 2, 4, 3, 3)),      # channel split of NHWC: relabel
+    ((2, 4, 2, 3, 3), (0, 3, 4, 2, 1), (2, 8, 3, 3)),   # merge of reversed dims: one copy
+    ((2, 8, 3, 3), (0, 2, 3, 1), (2, 72)),               # flatten of NHWC: logical order first
+    ((2, 8, 1, 1), (0, 2, 3, 1), (2, 8)),
+    ((2, 8, 3, 3), (0, 2, 3, 1), (2, 8, 9)),             # merge H, W of NHWC: relabel
+    ((1, 6, 4), (0, 2, 1), (1, 1, 6, 4)),                # size-1 dims inserted
+    ((3, 4), (1, 0), (12,)),
+    ((2, 3, 4), (2, 0, 1), (4, 6)),
+    ((6, 1, 5), (2, 1, 0), (3, 2, 5, 1)),
+])
+def test_reshape_layouts_relabel_the_right_bytes(shape, perm, target):
+    """Bytes of x in layout src, read as the reshaped tensor in layout out, are x.reshape:
+    checked with numpy for splits, merges, reversed dims and size-1 dims."""
+    src, out = L.reshape_layouts(shape, perm, target)
+    assert sorted(src) == list(range(len(shape))) and sorted(out) == list(range(len(target)))
+    x = np.arange(int(np.prod(shape))).reshape(shape)
+    assert np.array_equal(x.transpose(src).ravel(), x.reshape(target).transpose(out).ravel())
+    copies = not L.same_bytes(shape, perm, src)
+    assert copies == ((shape, perm) in {((2, 4, 2, 3, 3), (0, 3, 4, 2, 1)), ((3, 4), (1, 0)),
+                                        ((2, 3, 4), (2, 0, 1))} or target == (2, 72))
