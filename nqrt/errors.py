@@ -25,6 +25,14 @@ class UnsupportedOpError(NqrtError):
         self.ops = dict(ops or {})
 
 
+def name_list(names, limit: int = 5) -> str:
+    """The first `limit` names, then how many more: a one-line message stays short for a
+    model with dozens of nodes of one unsupported op (the exception keeps every name)."""
+    names = list(names)
+    shown = ", ".join(names[:limit])
+    return shown if len(names) <= limit else f"{shown} and {len(names) - limit} more"
+
+
 class InputError(NqrtError):
     """Feeds given to a session (or calibration data) do not match the model."""
 

@@ -306,6 +306,24 @@ def test_unsupported_ops_listed_together(tmp_path):
     assert not (tmp_path / "u.nq").exists()
 
 
+def test_unsupported_op_message_stays_short_and_the_exception_keeps_every_node(tmp_path):
+    """23 LayerNormalization nodes (a ConvNeXt) name five of them and a count on one line."""
+    b = B(seed=101)
+    t = b.conv("x", 3, 4)
+    for k in range(23):
+        t = b.op("LayerNormalization", [t, b.const(np.ones(6, np.float32))], f"ln{k}", axis=-1)
+    b.op("Flatten", [t], "y", axis=1)
+    model = b.model([("x", ["N", 3, 6, 6])], ["y"])
+    with pytest.raises(UnsupportedOpError) as e:
+        convert(model, tmp_path / "u.nq", [data(model, 2)])
+    msg = str(e.value)
+    names = e.value.ops["LayerNormalization"]
+    assert len(names) == len(set(names)) == 23
+    assert "\n" not in msg
+    assert f"LayerNormalization (23 nodes: {', '.join(names[:5])} and 18 more)" in msg
+    assert names[5] not in msg
+
+
 def test_bias_overflow_guard_end_to_end(tmp_path):
     """Tiny input range and weights with a huge bias: enlarged weight scale, warning, int32 fits."""
     b = B(seed=100)

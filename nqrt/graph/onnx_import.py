@@ -30,7 +30,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from nqrt.errors import FormatError, UnsupportedOpError
+from nqrt.errors import FormatError, UnsupportedOpError, name_list
 from nqrt.graph.ir import Graph, Node, ValueInfo
 from nqrt.graph.normalize import fill_shape_attrs, promote_const_inputs
 from nqrt.graph.shapes import annotate
@@ -590,7 +590,7 @@ def _check_supported(nodes: list[onnx.NodeProto]) -> None:
         if key not in IMPORTERS and key != "Constant":
             bad.setdefault(key, []).append(_node_name(n, i))
     if bad:
-        parts = [f"{op} ({len(v)} node{'s' if len(v) != 1 else ''}: {', '.join(v)})" for op, v in bad.items()]
+        parts = [f"{op} ({len(v)} node{'s' if len(v) != 1 else ''}: {name_list(v)})" for op, v in bad.items()]
         raise UnsupportedOpError(f"unsupported operators: {'; '.join(parts)}", bad)
 
 

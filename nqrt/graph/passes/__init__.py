@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from nqrt.errors import InputError, UnsupportedOpError
+from nqrt.errors import InputError, UnsupportedOpError, name_list
 from nqrt.graph.ir import Graph
 from nqrt.graph.passes import (canonicalize, dead_code, fold_batchnorm, fold_constants,
                                fuse_activation, fuse_swish, remove_identity)
@@ -55,7 +55,7 @@ def optimize(graph: Graph, input_shapes: dict[str, tuple] | None = None) -> Grap
     shape_nodes = [n.name or n.outputs[0] for n in graph.nodes if n.op == "Shape"]
     if shape_nodes:
         raise UnsupportedOpError(
-            f"unsupported operators: Shape (dynamic shape computation not foldable; nodes: {', '.join(shape_nodes)})",
+            f"unsupported operators: Shape (dynamic shape computation not foldable; nodes: {name_list(shape_nodes)})",
             {"Shape": shape_nodes})
     graph.validate()
     annotate(graph)
