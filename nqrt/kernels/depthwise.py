@@ -42,6 +42,12 @@ from nqrt.kernels._jit import JIT, PJIT, fetch_add, xcall
 from nqrt.kernels.fixedpoint import offset_requant, output_u8
 
 VL = 16                 # channels per vector block
+PAR_MIN_MACS = 1 << 16  # below this many MACs, one thread (a parallel launch costs a few us)
+
+_I8 = ir.IntType(8)
+_I16 = ir.IntType(16)
+_I32 = ir.IntType(32)
+_I64 = ir.IntType(64)
 
 
 @njit(inline="always", **JIT)
@@ -55,13 +61,8 @@ def vector_blocks(C):
 
 @njit(inline="always", **JIT)
 def block_start(b, C):
+    """First channel of vector block b (b < vector_blocks(C))."""
     return min(b * VL, C - VL)
-PAR_MIN_MACS = 1 << 16  # below this many MACs, one thread (a parallel launch costs a few us)
-
-_I8 = ir.IntType(8)
-_I16 = ir.IntType(16)
-_I32 = ir.IntType(32)
-_I64 = ir.IntType(64)
 
 
 def pack_depthwise_weights(w):
@@ -339,8 +340,9 @@ def depthwise_conv_u8(x, z_x, wpack, bias, mult, shift, z_y, act_min, act_max, k
 # and a final shuffle restores channel order for the 16-byte store.
 #
 # Packed weights ("avx2"/"vnni512" paths, pack_depthwise_weights_x86):
-#   int16 [npairs, nblk, 32] (per 16-channel block: lo half interleaved, then hi half) as
-#   bytes, followed by the portable int8 [kh, kw, C] layout (read by the scalar channel tail),
+#   int16 [npairs, nblk, 32] (per vector block, nblk = vector_blocks(C), the last one starting
+#   at C − 16: lo half interleaved, then hi half) as bytes, followed by the portable int8
+#   [kh, kw, C] layout (read by the scalar formula: C < 16, or a multiplier out of range),
 #   and optionally (append_depthwise_table, at plan time) a 64-byte header + the requantize
 #   records for one (z_x, z_y); without a matching table each task builds them in its slice.
 #
@@ -646,8 +648,8 @@ def _dw_task_x86(x, z_x, wpack, bias, mult, shift, z_y, act_min, act_max, kh, kw
                  dw, pad_t, pad_l, y, sl, r0, r1, b0, b1, tail, ctr, rchunk):
     """Output rows r0..r1-1 (r = n·OH + oh) (rchunk > 0: in chunks of rchunk rows taken from
     the shared counter ctr[0], fetch_add, so that a slower thread takes fewer; else all of
-    them), 16-channel blocks b0..b1-1 and, if `tail`, the
-    channels past the last block, with the thread slice `sl`: per row, the border pixels one
+    them), vector blocks b0..b1-1 and, if `tail`, the channels past them (none once C >= 16),
+    with the thread slice `sl`: per row, the border pixels one
     call each and the horizontal interior as one run with a fixed input step; the vector
     kernel for the blocks (unless a multiplier is out of its range) and the spec's scalar
     formula for the remaining channels.  The records come from wpack's plan-time table when
