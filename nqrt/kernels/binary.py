@@ -14,7 +14,7 @@ import numpy as np
 from numba import njit, prange
 
 from nqrt.kernels._jit import JIT, PJIT, xcall
-from nqrt.kernels.eltwise import (CHUNK, group_start, merge_broadcast_rows, next_row, task_layout,
+from nqrt.kernels.eltwise import (CHUNK, merge_broadcast_rows, next_row, row_start, task_layout,
                                   task_offsets)
 
 
@@ -62,7 +62,7 @@ def _mul_task(t, nch, G, R, K, L, a, b, shape, a_strides, b_strides, sa, sb, z_a
         return
     idx = np.zeros(6, np.int64)
     r0 = t * G
-    oa, ob = group_start(r0, K, shape, a_strides, b_strides, idx)
+    oa, ob = row_start(r0, K, shape, a_strides, b_strides, idx)
     for r in range(r0, min(R, r0 + G)):
         _mul_row(a, oa, sa, b, ob, sb, L, z_a, z_b, m0, rnd, n, z_y, lo, hi, y, r * L)
         oa, ob = next_row(K, shape, a_strides, b_strides, idx, oa, ob)

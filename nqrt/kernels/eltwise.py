@@ -185,23 +185,6 @@ def merge_broadcast_rows(shape, a_strides, b_strides):
 
 
 @njit(inline="always", **JIT)
-def task_offsets(t, nch, K, L, shape, a_strides, b_strides, sa, sb):
-    """Chunk t of a merged pair (row t // nch, chunk t % nch of CHUNK elements): returns
-    (element count, offset in a, offset in b, offset in y)."""
-    r = t // nch
-    k0 = (t - r * nch) * CHUNK
-    oa = k0 * sa
-    ob = k0 * sb
-    rem = r
-    for d in range(K - 1, -1, -1):
-        i = rem % shape[d]
-        rem //= shape[d]
-        oa += i * a_strides[d]
-        ob += i * b_strides[d]
-    return min(CHUNK, L - k0), oa, ob, r * L + k0
-
-
-@njit(inline="always", **JIT)
 def task_layout(L, R):
     """(nch, G, ntask) for R merged rows of L elements: a row longer than CHUNK is cut into
     nch = ceil(L / CHUNK) chunk tasks (G = 1); shorter rows go G = CHUNK // L to a task, so a
@@ -214,7 +197,7 @@ def task_layout(L, R):
 
 
 @njit(inline="always", **JIT)
-def group_start(r0, K, shape, a_strides, b_strides, idx):
+def row_start(r0, K, shape, a_strides, b_strides, idx):
     """Offsets in a and b of merged row r0; idx[:K] = its multi-index (for next_row)."""
     oa = np.int64(0)
     ob = np.int64(0)
@@ -226,6 +209,16 @@ def group_start(r0, K, shape, a_strides, b_strides, idx):
         oa += i * a_strides[d]
         ob += i * b_strides[d]
     return oa, ob
+
+
+@njit(inline="always", **JIT)
+def task_offsets(t, nch, K, L, shape, a_strides, b_strides, sa, sb):
+    """Chunk t of a merged pair (row t // nch, chunk t % nch of CHUNK elements): returns
+    (element count, offset in a, offset in b, offset in y)."""
+    r = t // nch
+    k0 = (t - r * nch) * CHUNK
+    oa, ob = row_start(r, K, shape, a_strides, b_strides, np.empty(6, np.int64))
+    return min(CHUNK, L - k0), oa + k0 * sa, ob + k0 * sb, r * L + k0
 
 
 @njit(inline="always", **JIT)
@@ -255,7 +248,7 @@ def _add_task(t, nch, G, R, K, L, a, b, shape, a_strides, b_strides, sa, sb, z_a
         return
     idx = np.zeros(6, np.int64)
     r0 = t * G
-    oa, ob = group_start(r0, K, shape, a_strides, b_strides, idx)
+    oa, ob = row_start(r0, K, shape, a_strides, b_strides, idx)
     for r in range(r0, min(R, r0 + G)):
         _add_row(a, oa, sa, b, ob, sb, L, z_a, z_b, m_a, m_b, rnd, shift, z_y, lo, hi, y, r * L)
         oa, ob = next_row(K, shape, a_strides, b_strides, idx, oa, ob)
