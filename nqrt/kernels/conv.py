@@ -62,6 +62,38 @@ def is_depthwise(C, M, group):
     return group == C and group == M
 
 
+def merge_groups(C, M, group, path="portable"):
+    """How many neighbouring groups of a grouped (not depthwise) conv to run as one, with
+    block-diagonal weights (merge_group_weights), on the x86 paths: groups narrower than a
+    micro-panel (NR = 16 output channels on avx2, 64 on vnni512; RegNet's 8 or ResNeXt's 4
+    channels per group) otherwise fill a fraction of each panel, take the scalar epilogue when
+    the group is not a multiple of 8 channels, and pack im2col rows in runs of C/group bytes.
+    Merged, a panel holds f groups and the runs are f times longer; the added products are
+    with zero weights, so results are unchanged.  Returns f >= 1 dividing `group`."""
+    if path not in ("avx2", "vnni512") or group <= 1 or is_depthwise(C, M, group):
+        return 1
+    nr = V512_NR if path == "vnni512" else AVX2_NR
+    mg = M // group
+    f = 1
+    for d in range(2, group + 1):
+        if group % d == 0 and d * mg <= nr:
+            f = d
+    return f
+
+
+def merge_group_weights(w, group, f):
+    """int8 w[M, C/group, kh, kw] -> the same conv with group / f groups: w'[M, f·C/group, kh,
+    kw], output channel m of old group g reading its own C/group input channels at offset
+    (g mod f)·C/group of its new group's, zeros elsewhere (block diagonal)."""
+    M, cg = w.shape[:2]
+    mg = M // group
+    out = np.zeros((M, f * cg, *w.shape[2:]), dtype=w.dtype)
+    for m in range(M):
+        j = (m // mg) % f
+        out[m, j * cg:(j + 1) * cg] = w[m]
+    return out
+
+
 @njit(**JIT)
 def is_pointwise(kh, kw, sh, sw, pad_t, pad_l, group, H, W, OH, OW):
     """The pointwise (plain GEMM) path: 1x1, stride 1, no padding, group 1."""

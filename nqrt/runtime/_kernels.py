@@ -25,6 +25,7 @@ GROUPS = (
     ("pack_conv_weights", "conv_scratch_size", "conv2d_u8", "conv2d_u8_avx2", "conv2d_u8_vnni512"),
     ("pack_gemm_weights", "gemm_scratch_size", "gemm_u8", "gemm_u8_avx2", "gemm_u8_vnni512"),
     ("with_requant_table",),            # avx2 QConv / QGemm: the epilogue's plan-time table
+    ("merge_groups", "merge_group_weights"),   # x86 grouped QConv: narrow groups run together
     ("with_depthwise_table",),          # x86 depthwise QConv: its requantize records
     ("add_u8",), ("requant_copy_u8",), ("clip_u8",), ("maxpool_u8",), ("avgpool_u8",),
     ("reduce_mean_u8",), ("transpose_u8",), ("transpose_f32",), ("quantize_f32",),

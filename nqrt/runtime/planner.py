@@ -129,8 +129,13 @@ def prepare(model: NqModel, path: str | None = None) -> Consts:
             m = w.shape[0]
             if node.op == "QConv":
                 w4 = w[:, :, None, :] if w.ndim == 3 else w
-                wpack, wsum = K.pack_conv_weights(np.ascontiguousarray(w4), int(node.attrs["group"]),
-                                                  path)
+                g0 = int(node.attrs["group"])
+                f = K.merge_groups(w4.shape[1] * g0, m, g0, path)
+                if f > 1:                  # narrow groups run f at a time (block diagonal)
+                    w4 = K.merge_group_weights(w4, g0, f)
+                    w = w4[:, :, 0, :] if w.ndim == 3 else w4
+                c["group"] = g0 // f
+                wpack, wsum = K.pack_conv_weights(np.ascontiguousarray(w4), c["group"], path)
             else:
                 wpack, wsum = K.pack_gemm_weights(np.ascontiguousarray(w), path)
             c["wsum"] = pools.add("i", np.asarray(wsum, dtype=np.int32))
@@ -139,7 +144,7 @@ def prepare(model: NqModel, path: str | None = None) -> Consts:
             bias = np.asarray(const(2), np.int32).ravel()
             mult = _per_channel(const(3), m, "multiplier", node)
             shift = _per_channel(const(4), m, "shift", node)
-            group = int(node.attrs.get("group", 1))
+            group = c.get("group", 1)
             z_x, z_y = model.qparams(node.inputs[0])[1], model.qparams(node.outputs[0])[1]
             # the fast paths' requantize constants, from the input/output zero points
             if node.op == "QConv" and group > 1 and group == m and w.shape[1] == 1:
@@ -376,6 +381,7 @@ class _Builder:
         xv = self._ensure(x, cl)
         y = self._out_u8(node.outputs[0], (N, M, *So), cl)
         c = self.consts.node[i]
+        group = c["group"]          # the packed weights' grouping (prepare may merge groups)
         scratch = int(K.conv_scratch_size(N, g["H"], g["W"], C, M, g["kh"], g["kw"], g["OH"],
                                           g["OW"], group, self.nthreads, self.consts.path))
         self.scratch = max(self.scratch, scratch)

@@ -254,3 +254,41 @@ def test_avx2_layout_follows_the_weight_range():
                              (0, 64, vnni.LAYOUT_PAIRS)):
         w[0, 0, 0, 0], w[1, 0, 0, 0] = lo_, hi_
         assert pack_conv_weights(w, 1, "avx2")[0][0] == layout
+
+
+# grouped convs with groups narrower than a micro-panel: (case, expected merge factor on avx2)
+NARROW_GROUPS = {
+    "regnet_g8": ((1, 48, 9, 9, 48, 3, 3, (2, 2), (1, 1, 1, 1), (1, 1), 6), 2),
+    "resnext_g4": ((2, 32, 6, 7, 32, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 8), 4),
+    "g5_uneven": ((1, 30, 6, 6, 15, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 3), 3),   # Mg=5: 15 < 16
+    "g7_odd": ((1, 21, 5, 5, 14, 1, 3, (1, 1), (0, 1, 0, 1), (1, 1), 7), 7),      # Mg=2, Cg=3
+}
+
+
+@pytest.mark.parametrize("path", [p for p in PATHS if p != "portable"])
+@pytest.mark.parametrize("name", list(NARROW_GROUPS))
+def test_narrow_groups_merged_block_diagonal(name, path):
+    """What the planner does for narrow groups on the x86 paths (merge_groups and
+    merge_group_weights): the merged conv, with block-diagonal weights, equals the spec's
+    grouped conv bit for bit, for 1 and 2 threads."""
+    case, f_avx2 = NARROW_GROUPS[name]
+    N, C, H, W, M, kh, kw, st, pads, dil, group = case
+    x, w, bias, mult, shift, lo, hi, ohw = _make(case, 131, 120, "relu", seed=len(name))
+    want = qconv(x, 131, w, bias, mult, shift, 120, lo, hi, st, pads, dil, group, ohw)
+    f = K.merge_groups(C, M, group, path)
+    if path == "avx2":
+        assert f == f_avx2
+    assert group % f == 0 and K.merge_groups(C, M, group, "portable") == 1
+    wm = K.merge_group_weights(w, group, f)
+    assert wm.shape == (M, f * C // group, kh, kw)
+    merged = (*case[:-1], group // f)
+    for nt in (1, 2):
+        got = _kernel(merged, x, 131, wm, bias, mult, shift, 120, lo, hi, ohw, nthreads=nt, path=path)
+        assert_same(got, want)
+
+
+def test_merge_groups_leaves_depthwise_and_wide_groups():
+    assert K.merge_groups(32, 32, 32, "avx2") == 1            # depthwise has its own kernel
+    assert K.merge_groups(64, 64, 2, "avx2") == 1             # 32 channels per group >= 16
+    assert K.merge_groups(64, 64, 8, "avx2") == 2             # 8 per group: two per panel
+    assert K.merge_groups(64, 64, 8, "vnni512") == 8          # a 64-wide panel takes all
