@@ -51,6 +51,12 @@ def _mul_row(a, oa, sa, b, ob, sb, L, z_a, z_b, m0, rnd, n, z_y, lo, hi, y, oy):
             ys[k] = np.uint8(min(max((v >> n) + z_y, lo), hi))
 
 
+# Rows shorter than this take _mul_rows_repeated_b: measured on 2 threads (SE products of
+# H x W x C), 16 channels 79 -> 29 us, 64: 132 -> 97 us, 96: 165 -> 143 us; from 144 on the
+# repeated row costs more to build than the per-row loops it saves.
+REPEAT_MAX_L = 128
+
+
 @njit(**JIT)
 def _mul_task(t, nch, G, R, K, L, a, b, shape, a_strides, b_strides, sa, sb, z_a, z_b, m0, rnd,
               n, z_y, lo, hi, y):
@@ -62,10 +68,49 @@ def _mul_task(t, nch, G, R, K, L, a, b, shape, a_strides, b_strides, sa, sb, z_a
         return
     idx = np.zeros(6, np.int64)
     r0 = t * G
+    r1 = min(R, r0 + G)
     oa, ob = row_start(r0, K, shape, a_strides, b_strides, idx)
-    for r in range(r0, min(R, r0 + G)):
+    if (sa == 1 and sb == 1 and L < REPEAT_MAX_L and K >= 1 and a_strides[K - 1] == L
+            and b_strides[K - 1] == 0):
+        _mul_rows_repeated_b(a, b, shape, a_strides, b_strides, K, L, r0, r1, idx, oa, ob, z_a,
+                             z_b, m0, rnd, n, z_y, lo, hi, y)
+        return
+    for r in range(r0, r1):
         _mul_row(a, oa, sa, b, ob, sb, L, z_a, z_b, m0, rnd, n, z_y, lo, hi, y, r * L)
         oa, ob = next_row(K, shape, a_strides, b_strides, idx, oa, ob)
+
+
+@njit(inline="always", **JIT)
+def _mul_rows_repeated_b(a, b, shape, a_strides, b_strides, K, L, r0, r1, idx, oa, ob, z_a, z_b,
+                         m0, rnd, n, z_y, lo, hi, y):
+    """Rows r0..r1-1 when consecutive rows along the last row dim are contiguous in a and
+    read the same row of b (an SE block's channels-last x times its per-image channel scale):
+    each run of such rows is one flat loop over a and y against b's row repeated in `rep`
+    (int32 b − z_b, rebuilt only when the run reads another row of b), instead of a short
+    loop per row."""
+    rows_max = min(r1 - r0, shape[K - 1])
+    rep = np.empty(rows_max * L, np.int32)
+    zb = np.int32(z_b)
+    za = np.int32(z_a)
+    m = np.int64(np.int32(m0))
+    rep_ob = np.int64(-1)
+    r = r0
+    while r < r1:
+        nrun = min(r1 - r, shape[K - 1] - idx[K - 1])      # rows until the last row dim wraps
+        if ob != rep_ob:
+            for k in range(L):
+                rep[k] = np.int32(b[ob + k]) - zb
+            for j in range(1, rows_max):
+                rep[j * L:(j + 1) * L] = rep[:L]
+            rep_ob = ob
+        xa = a[oa:oa + nrun * L]
+        ys = y[r * L:(r + nrun) * L]
+        for k in range(nrun * L):
+            v = np.int64((np.int32(xa[k]) - za) * rep[k]) * m + rnd
+            ys[k] = np.uint8(min(max((v >> n) + z_y, lo), hi))
+        r += nrun
+        if r < r1:
+            oa, ob = row_start(r, K, shape, a_strides, b_strides, idx)
 
 
 @njit(**PJIT)

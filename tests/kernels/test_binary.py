@@ -51,6 +51,7 @@ CASES = [
     # batch boundary and a broadcast middle axis
     ((2, 40, 40, 24), (2, 1, 1, 24)),
     ((3, 50, 1, 120), (1, 50, 4, 120)),
+    ((3, 4, 5, 8), (3, 1, 1, 8)),            # channels-last SE, one serial task over 3 images
 ]
 
 
