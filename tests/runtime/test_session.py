@@ -158,3 +158,29 @@ def test_unaligned_and_strided_inputs_are_read_correctly():
         got = s.run({"x": a})
         for k in ref:
             assert np.array_equal(got[k], ref[k])
+
+
+def test_fast_path_matches_checked_path():
+    """Repeated runs take the fast path (a plan exists for the shapes): outputs in the model's
+    order, fresh values per call (the io addresses are rebound every run), and a float32
+    descriptor equal to numpy's but not the same object (here: with metadata) still runs,
+    through the checked path."""
+    m = _model()
+    s = Session(m)
+    want_order = [io.name for io in m.graph_outputs]
+    for seed in range(3):
+        f = feed(2, seed=10 + seed)
+        got = s.run(f)
+        ref = runtime_ref.run(m, f)
+        assert list(got) == want_order
+        for k in got:
+            assert np.array_equal(got[k], ref[k])
+    last = list(reversed(want_order))
+    assert list(s.run(feed(2), output_names=last)) == last
+    odd = np.dtype(np.float32, metadata={"unit": "volt"})
+    assert odd == np.float32 and odd is not np.dtype(np.float32)
+    x = feed(2, seed=20)["x"]
+    got = s.run({"x": x.astype(odd)})
+    ref = s.run({"x": x})
+    for k in ref:
+        assert np.array_equal(got[k], ref[k])
