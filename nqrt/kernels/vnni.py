@@ -67,6 +67,7 @@ QUAD_W_MIN, QUAD_W_MAX = -64, 63     # weights for which vpmaddubsw pair sums ca
 
 A_BLOCK_BYTES = 160 * 1024   # packed A rows kept per thread (L2-resident), see plan_mc
 PAR_MIN_MACS = 1 << 16       # below this, one thread (launch overhead dominates)
+CALL_ROWS = 2                # a micro-kernel call's B-panel cost in rows of A (fast_threads)
 
 _I8 = ir.IntType(8)
 _I16 = ir.IntType(16)
@@ -761,11 +762,17 @@ def _split(n, parts, i):
 @njit(**JIT)
 def fast_threads(P, K, M, MR, NR, nthreads):
     """(nt, split_rows) for the packed GEMM/conv paths: split pixel micro-panels (rows) or
-    output-channel panels between threads, whichever leaves the busiest thread less work
-    (packing a micro-panel of A costs about half a micro-kernel call, and a channel split packs
-    every row on every thread).  The channel split wins where few micro-panels divide
-    unevenly, e.g. 1x1 convs on 7x7 maps at batch 1: P = 49 is 9 micro-panels, 5/4 on 2
-    threads."""
+    output-channel panels between threads, whichever leaves the busiest thread less work.
+
+    Cost model, in row-panels (one row of A against one NR-column panel of B over all of K):
+    a micro-kernel call with mr rows costs mr + CALL_ROWS (loading and widening its B panel
+    costs about CALL_ROWS rows of multiply-adds), and packing a micro-panel of A about half a
+    full call.  A row split gives each thread whole micro-panels against every panel; a
+    channel split packs every row on every thread.  The channel split wins where few
+    micro-panels divide unevenly, e.g. 1x1 convs on 7x7 maps at batch 1 (P = 49 is 9
+    micro-panels, 5/4 on 2 threads), and where the last micro-panel is short (P = 8 is 6 + 2
+    rows: a row split leaves one thread 6 rows against all of B, which it must also stream
+    from memory, a channel split 8 rows against half of B)."""
     nt = max(nthreads, 1)
     if P * K * M < PAR_MIN_MACS:
         nt = 1
@@ -773,8 +780,11 @@ def fast_threads(P, K, M, MR, NR, nthreads):
     npan = (M + NR - 1) // NR
     if nt == 1:
         return 1, True
-    cost_rows = -(-nrow // nt) * (2 * npan + 1)
-    cost_cols = nrow * (2 * (-(-npan // nt)) + 1)
+    pack = (MR + CALL_ROWS) // 2                      # packing one micro-panel
+    per_thread = -(-nrow // nt)                       # micro-panels of the busiest thread
+    rows_busiest = min(per_thread * MR, P)
+    cost_rows = (rows_busiest + CALL_ROWS * per_thread) * npan + pack * per_thread
+    cost_cols = (P + CALL_ROWS * nrow) * (-(-npan // nt)) + pack * nrow
     if cost_rows <= cost_cols:
         return min(nt, nrow), True
     return min(nt, npan), False

@@ -293,3 +293,16 @@ def test_avx2q_seven_bit_weights(P, K, M, table):
     for nt in (1, 2, 3):
         y = run("avx2", x, z_x, w, bias, mult, shift, 3, 0, 250, nthreads=nt, table=table)
         assert np.array_equal(y, ref), nt
+
+
+@pytest.mark.parametrize("P,M,split_rows", [
+    (1, 768, False),      # one micro-panel: only a channel split uses both threads
+    (8, 3072, False),     # 6 + 2 rows: a row split leaves one thread 6 rows against all of B
+    (49, 512, False),     # 9 micro-panels, 5 / 4
+    (3136, 64, True),     # many micro-panels, 4 panels: a channel split packs every row twice
+    (1024, 1024, True),
+])
+def test_thread_split_choice(P, M, split_rows):
+    nt, rows = vnni.fast_threads(P, 768, M, vnni.AVX2_MR, vnni.AVX2_NR, 2)
+    assert (nt, rows) == (2, split_rows)
+    assert vnni.fast_threads(P, 768, M, vnni.AVX2_MR, vnni.AVX2_NR, 1) == (1, True)
