@@ -80,8 +80,12 @@ def _data_ptr(context, builder, aty, val):
     return cgutils.create_struct_proxy(aty)(context, builder, value=val).data
 
 
-def _make_ukernel(isa, mr, nv, fused=False):
+def _make_ukernel(isa, mr, nv, fused=False, bcols=None):
     """Intrinsic for an mr x NR (NR = VL*nv) tile of dot products.
+
+    bcols: columns per k-group of the packed B panel (default NR).  A kernel narrower than the
+    panels (avx2 nv = 1 on 16-column panels) reads the panel's first NR columns: the left half
+    of the last panel when M is 8 more than a multiple of 16.
 
     uk(a: u8[:], aoff, ars, ags, b: i8[:], boff, ngroups, c: i32[:]):  c[r*NR + col] = the dot.
     fused: the requantize epilogue in vector IR on the accumulator registers, storing u8
@@ -104,6 +108,7 @@ def _make_ukernel(isa, mr, nv, fused=False):
     else:
         raise ValueError(isa)
     nr = vl * nv
+    bcols = nr if bcols is None else bcols
     bbytes = 2 if isa == "avx2" else 4        # bytes of B per (group, column)
     vty = ir.VectorType(_I32, vl)
     # vpdpbusd has a 4-5 cycle latency: with few accumulators, alternate two sets over the
@@ -149,7 +154,7 @@ def _make_ukernel(isa, mr, nv, fused=False):
             for u in range(UNROLL):
                 s = u % nsets
                 gi = builder.add(i, ir.Constant(_I64, u))
-                bg = builder.gep(bp, [builder.mul(gi, ir.Constant(_I64, nr * bbytes))])
+                bg = builder.gep(bp, [builder.mul(gi, ir.Constant(_I64, bcols * bbytes))])
                 ag = builder.gep(ap, [builder.mul(gi, ags_)])
                 bv = []
                 for j in range(nv):
@@ -231,7 +236,8 @@ def _make_ukernel(isa, mr, nv, fused=False):
         def ukernel(typingctx, a, aoff, ars, ags, b, boff, ngroups, c):
             return types.void(a, aoff, ars, ags, b, boff, ngroups, c), codegen
 
-    ukernel.__name__ = f"uk_{isa}_{mr}x{nr}" + ("_requant" if fused else "")
+    ukernel.__name__ = (f"uk_{isa}_{mr}x{nr}" + (f"_of{bcols}" if bcols != nr else "")
+                        + ("_requant" if fused else ""))
     return intrinsic(ukernel)
 
 
@@ -294,9 +300,10 @@ def _emit_table_requant_store(context, builder, sa, args, final, mr, nv, vl):
     together by vpackssdw + vpackuswb (saturating, so exactly a clamp to [0, 255]), put back in
     column order (vpermd) and clamped to [act_min, act_max] as bytes: one 16-byte store per
     row.  Vectors j >= nst (columns past the valid ones of a partial panel) are skipped: with
-    nst = 1 only the first 8 columns are computed and stored (8 bytes per row)."""
-    if nv != 2:
-        raise NotImplementedError("the avx2 table epilogue stores pairs of 8-column vectors")
+    nst = 1 only the first 8 columns are computed and stored (8 bytes per row).  A one-vector
+    kernel (nv = 1) always stores its 8 columns (nst is not read)."""
+    if nv not in (1, 2):
+        raise NotImplementedError("the avx2 table epilogue stores one or two 8-column vectors")
     (y_, yoff_, ystride_, tab_, toff_, m0_, nst_, lo_, hi_) = args[7:16]
     v8 = ir.VectorType(_I8, 16)
 
@@ -312,6 +319,9 @@ def _emit_table_requant_store(context, builder, sa, args, final, mr, nv, vl):
     hi = splat8(hi_)
     yp = builder.bitcast(_data_ptr(context, builder, sa[7], y_), _I8.as_pointer())
     yp = builder.gep(yp, [yoff_])
+    if nv == 1:
+        _emit_table_rows(builder, tp, m0_, 1, vl, final, mr, lo, hi, ystride_, yp)
+        return
     both = builder.icmp_signed(">", nst_, ir.Constant(_I64, 1))
     with builder.if_else(both) as (pair, single):
         with pair:
@@ -418,6 +428,14 @@ _ukq_avx2q_4 = _make_ukernel("avx2q", 4, AVX2_NV, True)
 _ukq_avx2q_5 = _make_ukernel("avx2q", 5, AVX2_NV, True)
 _ukq_avx2q_6 = _make_ukernel("avx2q", 6, AVX2_NV, True)
 
+# Full micro-panels against the left half of a 16-column panel (nst = 1: M is 8 more than a
+# multiple of 16, e.g. 24 or 40 channels): 6 x 8 tiles, half the multiply-adds of a 6 x 16 tile
+# whose right half would be discarded (a 1x1 conv 56x56x144 -> 24: 0.120 -> 0.099 ms).
+# Shorter micro-panels keep the 16-column kernels: an intrinsic per row count would cost
+# compile time for the few rows at the end of a block.
+_ukq_avx2_6h = _make_ukernel("avx2", 6, 1, True, bcols=AVX2_NR)
+_ukq_avx2q_6h = _make_ukernel("avx2q", 6, 1, True, bcols=AVX2_NR)
+
 
 @njit(**JIT)
 def _ukernel_v512(mr, a, aoff, ars, ags, b, boff, ng, c):
@@ -494,7 +512,9 @@ def _ukernelq_v512(mr, a, aoff, ars, ags, b, boff, ng, y, yoff, ys, wsum, bias, 
 # cost ~9% on small-K GEMMs (12544x16x96: 0.92 -> 0.83 ms), for ~1.6 s more compile.
 @njit(inline="always", **JIT)
 def _ukernelq_avx2(mr, a, aoff, ars, ags, b, boff, ng, y, yoff, ys, tab, toff, m0, nst, lo, hi):
-    if mr == 6:
+    if mr == 6 and nst == 1:
+        _ukq_avx2_6h(a, aoff, ars, ags, b, boff, ng, y, yoff, ys, tab, toff, m0, nst, lo, hi)
+    elif mr == 6:
         _ukq_avx2_6(a, aoff, ars, ags, b, boff, ng, y, yoff, ys, tab, toff, m0, nst, lo, hi)
     elif mr == 5:
         _ukq_avx2_5(a, aoff, ars, ags, b, boff, ng, y, yoff, ys, tab, toff, m0, nst, lo, hi)
@@ -510,7 +530,9 @@ def _ukernelq_avx2(mr, a, aoff, ars, ags, b, boff, ng, y, yoff, ys, tab, toff, m
 
 @njit(inline="always", **JIT)
 def _ukernelq_avx2q(mr, a, aoff, ars, ags, b, boff, ng, y, yoff, ys, tab, toff, m0, nst, lo, hi):
-    if mr == 6:
+    if mr == 6 and nst == 1:
+        _ukq_avx2q_6h(a, aoff, ars, ags, b, boff, ng, y, yoff, ys, tab, toff, m0, nst, lo, hi)
+    elif mr == 6:
         _ukq_avx2q_6(a, aoff, ars, ags, b, boff, ng, y, yoff, ys, tab, toff, m0, nst, lo, hi)
     elif mr == 5:
         _ukq_avx2q_5(a, aoff, ars, ags, b, boff, ng, y, yoff, ys, tab, toff, m0, nst, lo, hi)
