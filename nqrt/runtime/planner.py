@@ -410,15 +410,20 @@ class _Builder:
                   z_x=x.zp, z_y=y.zp, act_min=node.attrs["act_min"], act_max=node.attrs["act_max"],
                   **{k: c[k] for k in ("wpack", "wpack_len", "wsum", "bias", "mult", "shift")})
 
-    def _binary(self, node):
+    def _binary(self, node, full_first=False):
         """Shared by QAdd/QMul: inputs, output Value and the kernel's rank-6 broadcast geometry.
         The output takes the layout of a full-shape input (logical order if neither has the
-        output's shape); each input is read through element strides in its own layout."""
+        output's shape); each input is read through element strides in its own layout.
+        full_first (a commutative op): when only the second input has the output's shape, the
+        two are swapped, so that the kernel sees the broadcast operand second (the operand
+        order its repeated-row path for SE products expects)."""
         a, b = self._input(node, 0), self._input(node, 1)
         try:
             out = L.broadcast_shapes(a.shape, b.shape)
         except ValueError as e:
             raise InputError(f"node {node.name!r} ({node.op}): {e}") from None
+        if full_first and a.shape != out and b.shape == out:
+            a, b = b, a
         perm = a.perm if a.shape == out else b.perm if b.shape == out else L.identity(len(out))
         y = self._out_u8(node.outputs[0], out, perm)
         r = len(out)
@@ -446,7 +451,8 @@ class _Builder:
                   shift=at["shift"], z_y=y.zp, act_min=at["act_min"], act_max=at["act_max"])
 
     def QMul(self, node, i):
-        a, b, y, geo = self._binary(node)
+        # (a − z_a)·(b − z_b) is symmetric in the two operands: swapping them is exact
+        a, b, y, geo = self._binary(node, full_first=True)
         at = node.attrs
         self.emit(E.OP_MUL, **geo, z_a=a.zp, z_b=b.zp, m0=at["multiplier"], n=at["shift"],
                   z_y=y.zp, act_min=at["act_min"], act_max=at["act_max"])

@@ -85,6 +85,11 @@ def test_qmul_squeeze_excitation_nhwc(gemm_path):
     plan = plan_of(sess, b)
     assert count(plan, E.OP_MUL) == 2
     assert layout_changes(plan) == 2                  # graph input, Dequantize
+    # both products reach the kernel with the gate second (its SE repeated-row path)
+    names = E.FIELDS[E.OP_MUL]
+    for row in plan.code[plan.code[:, 0] == E.OP_MUL]:
+        f = dict(zip(names, row[1:]))
+        assert f["a_size"] == f["y_size"] > f["b_size"]
 
 
 def test_qmul_broadcast_mixed_layouts_and_ranks():
