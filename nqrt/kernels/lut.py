@@ -4,10 +4,24 @@ The table is computed at convert time (float work in the *prepare* step); this k
 indexes.  Flat, C-contiguous operands; independent chunks per thread (serial for at most one
 chunk; the chunk function is called through xcall), so the result does not depend on the
 thread count.
+
+Two kernels, same results: `lut_u8` (portable: eight scalar lookups per 64-bit word) and
+`lut_u8_avx2` (x86 hosts with AVX2, i.e. the avx2 and vnni512 GEMM paths): 32 bytes per step
+through vpshufb.  vpshufb looks up 16-entry tables (per 128-bit lane, by the index's low four
+bits) and yields 0 where the index byte has bit 7 set.  The 256-entry table is 16 slices
+T_h = table[16h : 16h+16]; for slice h, i = (x XOR 16h) is below 16 exactly for the bytes whose
+high nibble is h, and the saturating i + 0x70 keeps those below 0x80 with low nibble i while
+pushing every other byte to 0x80 or above.  So
+    y = OR_h vpshufb(T_h, (x XOR 16h) +sat 0x70)
+has exactly one non-zero term source per byte: table[x].  4 vector ops per slice, 64 per 32
+bytes (~0.5 cycles per byte on Zen 3 against ~1.2 for the scalar words).
 """
 
 import numpy as np
-from numba import njit, prange
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from nqrt.kernels._jit import JIT, PJIT, xcall
 
@@ -43,3 +57,86 @@ def lut_u8(x, table, y):
     for ci in prange(-(-n // CHUNK)):
         i0 = np.int64(ci) * CHUNK
         xcall(_lut_span, x, table, y, i0, min(n, i0 + CHUNK))
+
+
+# ----------------------------------------------------------------------------- AVX2 path
+_I8 = ir.IntType(8)
+_I32 = ir.IntType(32)
+_I64 = ir.IntType(64)
+_V32 = ir.VectorType(_I8, 32)
+VEC = 32          # bytes per step of _lut_blocks_avx2
+
+
+@intrinsic
+def _lut_blocks_avx2(typingctx, x, xo, table, y, yo, nblk):
+    """y[yo + 32b + k] = table[x[xo + 32b + k]] for b < nblk, k < 32 (vpshufb, see the module
+    docstring); x u8[:], table u8[256], y u8[:].  A block of x is loaded before its block of y
+    is stored, so x may be y."""
+    sig = types.void(x, xo, table, y, yo, nblk)
+
+    def codegen(context, builder, signature, args):
+        x_, xo_, t_, y_, yo_, nb_ = args
+        sa = signature.args
+        mod = builder.module
+
+        def ptr(aty, val, off):
+            data = cgutils.create_struct_proxy(aty)(context, builder, value=val).data
+            return builder.gep(builder.bitcast(data, _I8.as_pointer()), [off])
+
+        pshufb = cgutils.get_or_insert_function(
+            mod, ir.FunctionType(_V32, [_V32, _V32]), "llvm.x86.avx2.pshuf.b")
+        addsat = cgutils.get_or_insert_function(
+            mod, ir.FunctionType(_V32, [_V32, _V32]), "llvm.uadd.sat.v32i8")
+        tp = ptr(sa[2], t_, ir.Constant(_I64, 0))
+        both_lanes = ir.Constant(ir.VectorType(_I32, 32), [k % 16 for k in range(32)])
+        slices = []
+        for h in range(16):
+            v16 = builder.load(builder.bitcast(builder.gep(tp, [ir.Constant(_I64, 16 * h)]),
+                                               ir.VectorType(_I8, 16).as_pointer()), align=1)
+            slices.append(builder.shuffle_vector(v16, v16, both_lanes))
+        bias = ir.Constant(_V32, [0x70] * 32)
+        xp = ptr(sa[0], x_, xo_)
+        yp = ptr(sa[3], y_, yo_)
+        pre = builder.block
+        loop = builder.append_basic_block("lut.loop")
+        done = builder.append_basic_block("lut.done")
+        builder.cbranch(builder.icmp_signed(">", nb_, ir.Constant(_I64, 0)), loop, done)
+        builder.position_at_end(loop)
+        i = builder.phi(_I64)
+        i.add_incoming(ir.Constant(_I64, 0), pre)
+        off = builder.mul(i, ir.Constant(_I64, VEC))
+        v = builder.load(builder.bitcast(builder.gep(xp, [off]), _V32.as_pointer()), align=1)
+        acc = None
+        for h in range(16):
+            idx = builder.call(addsat, [builder.xor(v, ir.Constant(_V32, [16 * h] * 32)), bias])
+            term = builder.call(pshufb, [slices[h], idx])
+            acc = term if acc is None else builder.or_(acc, term)
+        builder.store(acc, builder.bitcast(builder.gep(yp, [off]), _V32.as_pointer()), align=1)
+        nxt = builder.add(i, ir.Constant(_I64, 1))
+        i.add_incoming(nxt, loop)
+        builder.cbranch(builder.icmp_signed("<", nxt, nb_), loop, done)
+        builder.position_at_end(done)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@njit(**JIT)
+def _lut_span_avx2(x, table, y, i0, i1):
+    """_lut_span through 32-byte vpshufb steps; the last (i1 − i0) mod 32 bytes scalar."""
+    nblk = (i1 - i0) // VEC
+    _lut_blocks_avx2(x, i0, table, y, i0, nblk)
+    _lut_span(x, table, y, i0 + VEC * nblk, i1)
+
+
+@njit(**PJIT)
+def lut_u8_avx2(x, table, y):
+    """lut_u8 for x86 hosts with AVX2 (the avx2 / vnni512 GEMM paths only: LLVM cannot compile
+    it for other CPUs).  Same arguments and results."""
+    n = x.size
+    if n <= CHUNK:
+        xcall(_lut_span_avx2, x, table, y, 0, n)
+        return
+    for ci in prange(-(-n // CHUNK)):
+        i0 = np.int64(ci) * CHUNK
+        xcall(_lut_span_avx2, x, table, y, i0, min(n, i0 + CHUNK))

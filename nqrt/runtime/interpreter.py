@@ -28,7 +28,7 @@ from numba.extending import intrinsic
 from nqrt.runtime._kernels import (FINGERPRINT, add_u8, avgpool_u8, clip_u8, conv2d_u8,
                                    conv2d_u8_avx2, conv2d_u8_vnni512, dequantize_transpose_u8,
                                    dequantize_u8, gemm_u8, gemm_u8_avx2, gemm_u8_vnni512, lut_u8,
-                                   maxpool_u8, mul_u8, pad_u8, quantize_f32,
+                                   lut_u8_avx2, maxpool_u8, mul_u8, pad_u8, quantize_f32,
                                    quantize_transpose_f32, reduce_mean_u8, requant_copy_u8,
                                    resize_nearest_u8, slice_u8, softmax_f32, transpose_f32,
                                    transpose_u8, xcall_lazy)
@@ -165,7 +165,10 @@ def _make(fingerprint: str, path: int):
                            u8[y:y + n])
             elif op == OP_LUT:
                 x, y, n, t = c[1], c[2], c[3], c[4]
-                xcall_lazy(lut_u8, u8[x:x + n], u8[t:t + 256], u8[y:y + n])
+                if path == PATH_AVX2 or path == PATH_VNNI512:     # x86 with AVX2
+                    xcall_lazy(lut_u8_avx2, u8[x:x + n], u8[t:t + 256], u8[y:y + n])
+                else:
+                    xcall_lazy(lut_u8, u8[x:x + n], u8[t:t + 256], u8[y:y + n])
             elif op == OP_MUL:
                 a, b, y = c[1], c[2], c[3]
                 xcall_lazy(mul_u8, u8[a:a + c[4]], u8[b:b + c[5]], lpool[c[7]:c[7] + 6],
