@@ -66,7 +66,12 @@ LAYOUT_PAIRS, LAYOUT_QUADS = 0, 1    # header byte 0: "avx2" / "avx2q" layout
 QUAD_W_MIN, QUAD_W_MAX = -64, 63     # weights for which vpmaddubsw pair sums cannot saturate
 
 A_BLOCK_BYTES = 160 * 1024   # packed A rows kept per thread (L2-resident), see plan_mc
-PAR_MIN_MACS = 1 << 16       # below this, one thread (launch overhead dominates)
+PAR_MIN_MACS = 1 << 16       # portable GEMM: below this, one thread (launch overhead dominates)
+# The fast paths run ~50 GMAC/s per thread on small layers, so a parallel region (a wake-up and
+# a barrier, 2-4 us on the 2-vCPU VM) only pays from about 300 k MACs: measured 1 vs 2 threads,
+# 1x576x144 GEMM 4.0 / 6.4 us, 7x7x72 -> 72 1x1 conv (254 k) 6.2 / 8.9 us, 14x14x40 -> 40
+# (314 k) 11.4 / 10.5 us, 7x7x96 -> 96 (452 k) 9.1 / 7.8 us.
+PAR_MIN_MACS_FAST = 1 << 18
 CALL_ROWS = 2                # a micro-kernel call's B-panel cost in rows of A (fast_threads)
 
 _I8 = ir.IntType(8)
@@ -796,7 +801,7 @@ def fast_threads(P, K, M, MR, NR, nthreads):
     rows: a row split leaves one thread 6 rows against all of B, which it must also stream
     from memory, a channel split 8 rows against half of B)."""
     nt = max(nthreads, 1)
-    if P * K * M < PAR_MIN_MACS:
+    if P * K * M < PAR_MIN_MACS_FAST:
         nt = 1
     nrow = (P + MR - 1) // MR
     npan = (M + NR - 1) // NR
