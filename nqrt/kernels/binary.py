@@ -18,6 +18,35 @@ from nqrt.kernels.eltwise import (CHUNK, merge_broadcast_rows, next_row, row_sta
                                   task_offsets)
 
 
+PRODUCT_MAX = 255 * 255    # |(a − z_a)·(b − z_b)|
+
+
+@njit(inline="always", **JIT)
+def offset_shift(m0, n, rnd):
+    """(C, D, ok) for the product requantize without a 64-bit arithmetic shift (AVX2 has none):
+    with D = floor(PRODUCT_MAX·|M0| / 2^n) + 1 and C = rnd + D·2^n, every numerator
+    v = p·M0 + C (|p| ≤ PRODUCT_MAX) lies in [0, 2^63), so
+        floor((p·M0 + rnd) / 2^n) = (v >>> n) − D          (logical shift, exact)
+    and both terms fit int32 when ok (D < 2^30: the real multiplier is below 2^30 / 65 025,
+    i.e. always for products of quantized tensors whose output scale is not absurdly small).
+    The loops then run on vpmuldq, vpsrlq and 32-bit clamps."""
+    mag = np.int64(PRODUCT_MAX) * abs(np.int64(m0))
+    d = (mag >> n) + 1
+    ok = d < (np.int64(1) << 30) and n <= 62
+    return rnd + (d << n), d, ok
+
+
+@njit(inline="always", **JIT)
+def _requant_product(p, m, c, un, dz, lo32, hi32):
+    """clamp(floor((p·M0 + rnd) / 2^n) + z_y) for an int32 product p, from offset_shift's C and
+    D (dz = D − z_y): a 64-bit vpmuldq, a logical shift and 32-bit arithmetic.  The explicit
+    int32 casts keep Numba from widening the clamp to int64 (no vector int64 min/max on AVX2:
+    0.92 -> 0.69 ns per element)."""
+    u = np.uint64(np.int64(p) * m + c)
+    q = np.int32(np.int32(np.uint32(u >> un)) - dz)
+    return np.uint8(np.int32(max(np.int32(min(q, hi32)), lo32)))
+
+
 @njit(inline="always", **JIT)
 def _mul_row(a, oa, sa, b, ob, sb, L, z_a, z_b, m0, rnd, n, z_y, lo, hi, y, oy):
     """y[oy + k] for k < L from a[oa + k·sa], b[ob + k·sb].  |da·db| ≤ 65 025 fits int32."""
@@ -25,7 +54,30 @@ def _mul_row(a, oa, sa, b, ob, sb, L, z_a, z_b, m0, rnd, n, z_y, lo, hi, y, oy):
     za = np.int32(z_a)
     zb = np.int32(z_b)
     m = np.int64(np.int32(m0))
-    if sa == 1 and sb == 1:
+    c, d, fast = offset_shift(m0, n, rnd)
+    un = np.uint64(n)
+    dz = np.int32(d - z_y)
+    lo32 = np.int32(lo)
+    hi32 = np.int32(hi)
+    if fast and sa == 1 and sb == 1:
+        xa = a[oa:oa + L]
+        xb = b[ob:ob + L]
+        for k in range(L):
+            p = np.int32(np.int32(np.int32(xa[k]) - za) * np.int32(np.int32(xb[k]) - zb))
+            ys[k] = _requant_product(p, m, c, un, dz, lo32, hi32)
+    elif fast and sa == 1 and sb == 0:
+        xa = a[oa:oa + L]
+        db = np.int32(np.int32(b[ob]) - zb)
+        for k in range(L):
+            p = np.int32(np.int32(np.int32(xa[k]) - za) * db)
+            ys[k] = _requant_product(p, m, c, un, dz, lo32, hi32)
+    elif fast and sa == 0 and sb == 1:
+        xb = b[ob:ob + L]
+        da = np.int32(np.int32(a[oa]) - za)
+        for k in range(L):
+            p = np.int32(da * np.int32(np.int32(xb[k]) - zb))
+            ys[k] = _requant_product(p, m, c, un, dz, lo32, hi32)
+    elif sa == 1 and sb == 1:
         xa = a[oa:oa + L]
         xb = b[ob:ob + L]
         for k in range(L):
@@ -93,6 +145,11 @@ def _mul_rows_repeated_b(a, b, shape, a_strides, b_strides, K, L, r0, r1, idx, o
     zb = np.int32(z_b)
     za = np.int32(z_a)
     m = np.int64(np.int32(m0))
+    c, d, fast = offset_shift(m0, n, rnd)
+    un = np.uint64(n)
+    dz = np.int32(d - z_y)
+    lo32 = np.int32(lo)
+    hi32 = np.int32(hi)
     rep_ob = np.int64(-1)
     r = r0
     while r < r1:
@@ -105,9 +162,14 @@ def _mul_rows_repeated_b(a, b, shape, a_strides, b_strides, K, L, r0, r1, idx, o
             rep_ob = ob
         xa = a[oa:oa + nrun * L]
         ys = y[r * L:(r + nrun) * L]
-        for k in range(nrun * L):
-            v = np.int64((np.int32(xa[k]) - za) * rep[k]) * m + rnd
-            ys[k] = np.uint8(min(max((v >> n) + z_y, lo), hi))
+        if fast:
+            for k in range(nrun * L):
+                p = np.int32(np.int32(np.int32(xa[k]) - za) * rep[k])
+                ys[k] = _requant_product(p, m, c, un, dz, lo32, hi32)
+        else:
+            for k in range(nrun * L):
+                v = np.int64((np.int32(xa[k]) - za) * rep[k]) * m + rnd
+                ys[k] = np.uint8(min(max((v >> n) + z_y, lo), hi))
         r += nrun
         if r < r1:
             oa, ob = row_start(r, K, shape, a_strides, b_strides, idx)
