@@ -90,8 +90,11 @@ def test_avgpool_not_vacuous_and_counts_differ():
     assert np.array_equal(ys[0][:, 1:-1, 1:-1], ys[1][:, 1:-1, 1:-1])
 
 
-@pytest.mark.parametrize("shape,z_x,z_y", [((1, 49, 64), 128, 128), ((3, 10, 5), 0, 200),
-                                           ((2, 1, 7), 255, 0)])
+@pytest.mark.parametrize("shape,z_x,z_y", [
+    ((1, 49, 64), 128, 128), ((3, 10, 5), 0, 200), ((2, 1, 7), 255, 0),
+    # row-wise channel blocks (I >= 16): uneven blocks, serial and parallel sizes, batch > 1
+    ((1, 3136, 144), 3, 250), ((2, 196, 70), 128, 128), ((3, 49, 17), 255, 0),
+    ((1, 12544, 32), 0, 0), ((4, 2, 1152), 200, 30)])
 def test_reduce_mean(shape, z_x, z_y):
     x = np.random.default_rng(shape[1]).integers(0, 256, shape, dtype=np.uint8)
     m0, n = qmath.quantize_multiplier(2.5 / np.sqrt(shape[1]))
