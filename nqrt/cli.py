@@ -1,4 +1,4 @@
-"""`nqrt` command line: convert, run, inspect, example.
+"""`nqrt` command line: convert, run, bench, inspect, example.
 
 Every error caused by the user's input is printed as one line `error: ...` on stderr with exit
 code 1 (no traceback).  An unexpected internal error prints one line with exit code 3; set
@@ -118,6 +118,58 @@ def run(
             flat = np.asarray(arr).ravel()
             head = ", ".join(f"{v:.5g}" for v in flat[:6])
             typer.echo(f"{name}: {arr.dtype}{list(arr.shape)} [{head}{', ...' if flat.size > 6 else ''}]")
+
+    _guard(_do)
+
+
+def _parse_dims(items) -> dict:
+    from nqrt.errors import InputError
+
+    dims = {}
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name or not value.strip().isdigit():
+            raise InputError(f"--dim expects NAME=SIZE (e.g. N=8), got {item!r}")
+        dims[name] = int(value)
+    return dims
+
+
+@app.command()
+def bench(
+    model: Path = typer.Argument(..., help=".nq model to time."),
+    batch: Optional[int] = typer.Option(None, "--batch", "-b", help="Size of the inputs' symbolic leading dim (default 1); same as --dim <its name>=B."),
+    dim: Optional[list[str]] = typer.Option(None, "--dim", help="NAME=SIZE for a symbolic input dim (repeatable); unset symbols are 1."),
+    input: Optional[Path] = typer.Option(None, "--input", "-i", help="Time on the arrays of this .npz instead of random inputs."),
+    repeats: int = typer.Option(100, "--repeats", "-n", help="Timed runs."),
+    warmup: int = typer.Option(10, "--warmup", help="Untimed runs first (the first one plans and loads the kernels)."),
+    pause: float = typer.Option(0.0, "--pause", help="Seconds to sleep before each timed run (latency of sporadic requests)."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Worker threads (default: all cores)."),
+    simulate: bool = typer.Option(False, "--simulate", help="Time the simulated (float) mode instead of integer."),
+) -> None:
+    """Time a .nq model: min / median / p90 / mean latency of Session.run and throughput."""
+
+    def _do():
+        from nqrt.errors import InputError
+        from nqrt.runtime.latency import measure, synthetic_feeds
+        from nqrt.runtime.session import Session
+
+        sess = Session.load(str(model), threads=threads, mode="simulate" if simulate else "integer")
+        dims = _parse_dims(dim)
+        if batch is not None:
+            lead = {i.shape[0] for i in sess.inputs if i.shape and isinstance(i.shape[0], str)}
+            if not lead:
+                raise InputError("--batch: the model's inputs have no symbolic leading dim; "
+                                 "their shapes are fixed")
+            for name in lead:
+                dims.setdefault(name, batch)
+        feeds = _load_npz(input) if input is not None else synthetic_feeds(sess, dims)
+        stats = measure(sess, feeds, repeats=repeats, warmup=warmup, pause=pause)
+        shapes = ", ".join(f"{k}{list(v.shape)}" for k, v in feeds.items())
+        n = next(iter(feeds.values())).shape[0] if feeds and next(iter(feeds.values())).ndim else None
+        mode = "simulate" if simulate else "integer"
+        typer.echo(f"{model.name}: {mode} mode, {sess.nthreads} thread(s), inputs {shapes}"
+                   + (f", {pause:g} s pause before each run" if pause else ""))
+        typer.echo(stats.summary(batch=None if pause else n))
 
     _guard(_do)
 

@@ -155,3 +155,32 @@ def test_weight_bits_option(tmp_path):
                                    EXAMPLES / "digits_calib_flat.npz", "--weight-bits", "5"),
                           "weight_bits must be one of [7, 8]")
     assert not bad.exists()
+
+
+def test_bench_times_the_model(converted, tmp_path):
+    """`nqrt bench`: random inputs for the symbolic batch, or an .npz; prints the latency
+    statistics (ordered min <= median <= p90) and the throughput."""
+    import re
+    proc = nqrt_cli("bench", converted, "-b", "3", "-n", "5", "--warmup", "1", "--threads", "1")
+    assert proc.returncode == 0, proc.stderr
+    head, stats, tput = proc.stdout.strip().splitlines()
+    assert "integer mode, 1 thread(s)" in head and "[3, 1, 8, 8]" in head
+    nums = [float(v) for v in re.findall(r"(\d+\.\d+) ms", stats)]
+    assert stats.startswith("latency over 5 runs") and len(nums) == 4
+    assert 0 < nums[0] <= nums[1] <= nums[2]
+    assert "(batch 3, from the median)" in tput
+    feeds = tmp_path / "x.npz"
+    np.savez(feeds, input=np.zeros((2, 1, 8, 8), np.float32))
+    proc = nqrt_cli("bench", converted, "-i", feeds, "-n", "2", "--pause", "0.01")
+    assert proc.returncode == 0, proc.stderr
+    assert "[2, 1, 8, 8]" in proc.stdout and "pause before each run" in proc.stdout
+    assert "throughput" not in proc.stdout          # sporadic calls: no throughput claim
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["--dim", "M=2"], "unknown dim 'M'; the model's symbolic dims: "),
+    (["--dim", "N=two"], "--dim expects NAME=SIZE"),
+    (["-n", "0"], "need repeats >= 1"),
+])
+def test_bench_bad_options(converted, args, fragment):
+    assert_one_line_error(nqrt_cli("bench", converted, *args), fragment)

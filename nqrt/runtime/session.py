@@ -222,6 +222,11 @@ class Session:
         return b
 
     @property
+    def nthreads(self) -> int:
+        """Kernel threads per run (the `threads` given to load, else all of Numba's)."""
+        return self._nthreads
+
+    @property
     def plan_cache_size(self) -> int:
         return len(self._plans)
 

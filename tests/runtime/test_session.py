@@ -184,3 +184,21 @@ def test_fast_path_matches_checked_path():
     ref = s.run({"x": x})
     for k in ref:
         assert np.array_equal(got[k], ref[k])
+
+
+def test_latency_helpers():
+    from nqrt.runtime.latency import LatencyStats, measure, synthetic_feeds
+    s = Session(_model())
+    feeds = synthetic_feeds(s, {"N": 3})
+    assert feeds["x"].shape == (3, 3, 8, 8) and feeds["x"].dtype == np.float32
+    assert synthetic_feeds(s)["x"].shape == (1, 3, 8, 8)          # unset symbols: 1
+    with pytest.raises(InputError, match="unknown dim 'B'"):
+        synthetic_feeds(s, {"B": 2})
+    with pytest.raises(InputError, match="positive int"):
+        synthetic_feeds(s, {"N": 0})
+    stats = measure(s, feeds, repeats=4, warmup=0)
+    assert len(stats.samples) == 4 and 0 < stats.min <= stats.median <= stats.p90
+    fixed = LatencyStats((0.004, 0.001, 0.002, 0.003))
+    assert (fixed.min, fixed.median, fixed.mean) == (0.001, 0.0025, 0.0025)
+    assert "throughput: 1600.0 samples/s (batch 4" in fixed.summary(batch=4)
+    assert s.nthreads == numba.config.NUMBA_NUM_THREADS
