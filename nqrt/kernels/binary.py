@@ -37,6 +37,15 @@ def offset_shift(m0, n, rnd):
 
 
 @njit(inline="always", **JIT)
+def _product_consts(m0, n, rnd, z_y, lo, hi):
+    """The loop constants of _requant_product: (M0 as int64, C, n as uint64, D − z_y, lo, hi
+    as int32, ok) from offset_shift."""
+    c, d, ok = offset_shift(m0, n, rnd)
+    return (np.int64(np.int32(m0)), c, np.uint64(n), np.int32(d - z_y), np.int32(lo),
+            np.int32(hi), ok)
+
+
+@njit(inline="always", **JIT)
 def _requant_product(p, m, c, un, dz, lo32, hi32):
     """clamp(floor((p·M0 + rnd) / 2^n) + z_y) for an int32 product p, from offset_shift's C and
     D (dz = D − z_y): a 64-bit vpmuldq, a logical shift and 32-bit arithmetic.  The explicit
@@ -53,12 +62,7 @@ def _mul_row(a, oa, sa, b, ob, sb, L, z_a, z_b, m0, rnd, n, z_y, lo, hi, y, oy):
     ys = y[oy:oy + L]
     za = np.int32(z_a)
     zb = np.int32(z_b)
-    m = np.int64(np.int32(m0))
-    c, d, fast = offset_shift(m0, n, rnd)
-    un = np.uint64(n)
-    dz = np.int32(d - z_y)
-    lo32 = np.int32(lo)
-    hi32 = np.int32(hi)
+    m, c, un, dz, lo32, hi32, fast = _product_consts(m0, n, rnd, z_y, lo, hi)
     if fast and sa == 1 and sb == 1:
         xa = a[oa:oa + L]
         xb = b[ob:ob + L]
@@ -144,12 +148,7 @@ def _mul_rows_repeated_b(a, b, shape, a_strides, b_strides, K, L, r0, r1, idx, o
     rep = np.empty(rows_max * L, np.int32)
     zb = np.int32(z_b)
     za = np.int32(z_a)
-    m = np.int64(np.int32(m0))
-    c, d, fast = offset_shift(m0, n, rnd)
-    un = np.uint64(n)
-    dz = np.int32(d - z_y)
-    lo32 = np.int32(lo)
-    hi32 = np.int32(hi)
+    m, c, un, dz, lo32, hi32, fast = _product_consts(m0, n, rnd, z_y, lo, hi)
     rep_ob = np.int64(-1)
     r = r0
     while r < r1:
