@@ -16,39 +16,29 @@ from numba import njit, prange
 from nqrt.kernels._jit import JIT, PJIT, xcall
 from nqrt.kernels.eltwise import (CHUNK, merge_broadcast_rows, next_row, row_start, task_layout,
                                   task_offsets)
+from nqrt.kernels.fixedpoint import offset_requant
 
 
 PRODUCT_MAX = 255 * 255    # |(a − z_a)·(b − z_b)|
 
 
 @njit(inline="always", **JIT)
-def offset_shift(m0, n, rnd):
-    """(C, D, ok) for the product requantize without a 64-bit arithmetic shift (AVX2 has none):
-    with D = floor(PRODUCT_MAX·|M0| / 2^n) + 1 and C = rnd + D·2^n, every numerator
-    v = p·M0 + C (|p| ≤ PRODUCT_MAX) lies in [0, 2^63), so
-        floor((p·M0 + rnd) / 2^n) = (v >>> n) − D          (logical shift, exact)
-    and both terms fit int32 when ok (D < 2^30: the real multiplier is below 2^30 / 65 025,
-    i.e. always for products of quantized tensors whose output scale is not absurdly small).
-    The loops then run on vpmuldq, vpsrlq and 32-bit clamps."""
-    mag = np.int64(PRODUCT_MAX) * abs(np.int64(m0))
-    d = (mag >> n) + 1
-    ok = d < (np.int64(1) << 30) and n <= 62
-    return rnd + (d << n), d, ok
-
-
-@njit(inline="always", **JIT)
-def _product_consts(m0, n, rnd, z_y, lo, hi):
+def _product_consts(m0, n, z_y, lo, hi):
     """The loop constants of _requant_product: (M0 as int64, C, n as uint64, D − z_y, lo, hi
-    as int32, ok) from offset_shift."""
-    c, d, ok = offset_shift(m0, n, rnd)
+    as int32, ok) with C, D from fixedpoint.offset_requant for every product |p| ≤
+    PRODUCT_MAX: p·M0 + C ≥ 0 and (p·M0 + C) >>> n − D is the spec's rounding shift, both
+    terms below 2^30, so the loops run on vpmuldq, a logical shift and 32-bit clamps (AVX2 has
+    no 64-bit arithmetic shift or min/max).  ok is False (the int64 loops run) for a negative
+    or very large multiplier."""
+    ok, c, d = offset_requant(0, PRODUCT_MAX, m0, n)
     return (np.int64(np.int32(m0)), c, np.uint64(n), np.int32(d - z_y), np.int32(lo),
             np.int32(hi), ok)
 
 
 @njit(inline="always", **JIT)
 def _requant_product(p, m, c, un, dz, lo32, hi32):
-    """clamp(floor((p·M0 + rnd) / 2^n) + z_y) for an int32 product p, from offset_shift's C and
-    D (dz = D − z_y): a 64-bit vpmuldq, a logical shift and 32-bit arithmetic.  The explicit
+    """clamp(floor((p·M0 + rnd) / 2^n) + z_y) for an int32 product p, from _product_consts' C
+    and D (dz = D − z_y): a 64-bit vpmuldq, a logical shift and 32-bit arithmetic.  The explicit
     int32 casts keep Numba from widening the clamp to int64 (no vector int64 min/max on AVX2:
     0.92 -> 0.69 ns per element)."""
     u = np.uint64(np.int64(p) * m + c)
@@ -62,7 +52,7 @@ def _mul_row(a, oa, sa, b, ob, sb, L, z_a, z_b, m0, rnd, n, z_y, lo, hi, y, oy):
     ys = y[oy:oy + L]
     za = np.int32(z_a)
     zb = np.int32(z_b)
-    m, c, un, dz, lo32, hi32, fast = _product_consts(m0, n, rnd, z_y, lo, hi)
+    m, c, un, dz, lo32, hi32, fast = _product_consts(m0, n, z_y, lo, hi)
     if fast and sa == 1 and sb == 1:
         xa = a[oa:oa + L]
         xb = b[ob:ob + L]
@@ -148,7 +138,7 @@ def _mul_rows_repeated_b(a, b, shape, a_strides, b_strides, K, L, r0, r1, idx, o
     rep = np.empty(rows_max * L, np.int32)
     zb = np.int32(z_b)
     za = np.int32(z_a)
-    m, c, un, dz, lo32, hi32, fast = _product_consts(m0, n, rnd, z_y, lo, hi)
+    m, c, un, dz, lo32, hi32, fast = _product_consts(m0, n, z_y, lo, hi)
     rep_ob = np.int64(-1)
     r = r0
     while r < r1:

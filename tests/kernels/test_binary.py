@@ -78,7 +78,7 @@ def test_mul_channels_last_operand_and_extremes():
     a = rng.integers(0, 256, (2, 6, 5, 7), dtype=np.uint8)
     b = rng.integers(0, 256, (2, 6, 1, 1), dtype=np.uint8)
     a[0, 0, 0, 0], b[0, 0, 0, 0] = 255, 0
-    # 2^15: D would exceed 2^30 (offset_shift not ok): the int64 fallback loops
+    # 2^-40 (n > 60) and 2^15 (D would reach 2^30): offset_requant is not ok, the int64 loops run
     for z_a, z_b, real in ((0, 255, 90.0 / 65025), (255, 0, 1.7e-5), (128, 128, 2.0**-40),
                            (0, 255, 2.0**15), (3, 250, 1.0)):
         m0, n = qmath.quantize_multiplier(real)
@@ -99,19 +99,27 @@ def test_mul_se_block_channels_last_many_rows():
         assert_same(y, want, 3, 250)
 
 
-@pytest.mark.parametrize("real", [90.0 / 65025, 1.7e-5, 2.0**-40, 0.5, 1.0, 3000.0, 16000.0])
-def test_offset_shift_is_exact_for_every_product(real):
-    """floor((p·M0 + 2^(n-1)) / 2^n) == ((p·M0 + C) >>> n) − D for every product p the kernel
-    can see, with both terms inside int32 (what the fast loops assume when ok)."""
-    from nqrt.kernels.binary import PRODUCT_MAX, offset_shift
+@pytest.mark.parametrize("real", [90.0 / 65025, 1.7e-5, 2.0**-20, 0.5, 1.0, 3000.0])
+def test_product_offsets_are_exact_for_every_product(real):
+    """The fast loops' constants (fixedpoint.offset_requant for |p| <= PRODUCT_MAX):
+    ((p·M0 + C) >>> n) − D == floor((p·M0 + 2^(n-1)) / 2^n) for every product p the kernel
+    can see, with both terms inside int32."""
+    from nqrt.kernels.binary import PRODUCT_MAX
+    from nqrt.kernels.fixedpoint import offset_requant
     m0, n = qmath.quantize_multiplier(real)
-    rnd = 1 << (n - 1)
-    c, d, ok = offset_shift(m0, n, rnd)
+    ok, c, d = offset_requant(0, PRODUCT_MAX, m0, n)
     assert ok
     p = np.arange(-PRODUCT_MAX, PRODUCT_MAX + 1, dtype=np.int64)
     v = p * m0 + c
-    assert (v >= 0).all() and (v < 2**63 - 1).all()
-    fast = (v >> n) - d
-    want = (p * m0 + rnd) >> n                     # numpy: arithmetic shift = floor
-    assert np.array_equal(fast, want)
-    assert (v >> n).max() < 2**31 and d < 2**30
+    assert (v >= 0).all() and (v < 2**62).all()
+    want = (p * m0 + (1 << (n - 1))) >> n               # numpy: arithmetic shift = floor
+    assert np.array_equal((v >> n) - d, want)
+    assert (v >> n).max() < 2**30 and d < 2**30
+
+
+def test_product_offsets_refuse_what_they_cannot_represent():
+    from nqrt.kernels.binary import PRODUCT_MAX
+    from nqrt.kernels.fixedpoint import offset_requant
+    for real in (2.0**-40, 2.0**15):
+        m0, n = qmath.quantize_multiplier(real)
+        assert not offset_requant(0, PRODUCT_MAX, m0, n)[0]
