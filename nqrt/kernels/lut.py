@@ -129,12 +129,18 @@ def _lut_span_avx2(x, table, y, i0, i1):
     _lut_span(x, table, y, i0 + VEC * nblk, i1)
 
 
+# One thread up to this many elements: at ~5 GB/s per thread a parallel region (2-4 us) only
+# pays from about 50 k elements (measured, 1 / 2 threads, medians: 47 k 11.0 / 13.5 us,
+# 94 k 20.4 / 12.9 us).
+SERIAL_MAX_AVX2 = 4 * CHUNK
+
+
 @njit(**PJIT)
 def lut_u8_avx2(x, table, y):
     """lut_u8 for x86 hosts with AVX2 (the avx2 / vnni512 GEMM paths only: LLVM cannot compile
     it for other CPUs).  Same arguments and results."""
     n = x.size
-    if n <= CHUNK:
+    if n <= SERIAL_MAX_AVX2:
         xcall(_lut_span_avx2, x, table, y, 0, n)
         return
     for ci in prange(-(-n // CHUNK)):

@@ -7,14 +7,14 @@ import pytest
 import naive
 from kernels._util import assert_same, with_threads
 from nqrt.kernels import cpu
-from nqrt.kernels.lut import CHUNK, lut_u8, lut_u8_avx2
+from nqrt.kernels.lut import CHUNK, SERIAL_MAX_AVX2, lut_u8, lut_u8_avx2
 
 KERNELS = [lut_u8] + ([lut_u8_avx2] if cpu.has_avx2() else [])
 kernels = pytest.mark.parametrize("kernel", KERNELS, ids=lambda k: k.__name__)
 
 
 @kernels
-@pytest.mark.parametrize("n", [0, 1, 31, 32, 33, 255, 256, 3 * CHUNK + 17])
+@pytest.mark.parametrize("n", [0, 1, 31, 32, 33, 255, 256, 3 * CHUNK + 17, SERIAL_MAX_AVX2 + 77])
 def test_lut_matches_naive_and_threads(n, kernel):
     lut_u8 = kernel
     rng = np.random.default_rng(n)
