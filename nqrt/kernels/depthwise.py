@@ -339,16 +339,37 @@ def depthwise_conv_u8(x, z_x, wpack, bias, mult, shift, z_y, act_min, act_max, k
 # requantize works on the two permuted halves with per-lane constants stored in that order,
 # and a final shuffle restores channel order for the 16-byte store.
 #
-# Packed weights ("avx2"/"vnni512" paths, pack_depthwise_weights_x86):
-#   int16 [npairs, nblk, 32] (per vector block, nblk = vector_blocks(C), the last one starting
-#   at C − 16: lo half interleaved, then hi half) as bytes, followed by the portable int8
+# Packed weights ("avx2"/"vnni512" paths, pack_depthwise_weights_x86), for 16 <= C < 32:
+#   int16 [npairs, nblk, 32] (per 16-channel block, nblk = x86_blocks(C), the last one starting
+#   at C − 16: lo half interleaved, then hi half) as bytes (for C >= 32 the wide layout
+#   below; x86_weight_bytes gives the size of either), followed by the portable int8
 #   [kh, kw, C] layout (read by the scalar formula: C < 16, or a multiplier out of range),
 #   and optionally (append_depthwise_table, at plan time) a 64-byte header + the requantize
 #   records for one (z_x, z_y); without a matching table each task builds them in its slice.
 #
+# Wide blocks (C >= 32; `_dw_bytepairs_x86`): the kernel above spends 4 shuffles per tap pair
+# and 16 channels (2 zero-extensions, 2 word interleaves) and is bound by the shuffle ports.
+# For 32 channels, the two taps' bytes are interleaved as bytes instead (vpunpcklbw /
+# vpunpckhbw: channels 0-7, 16-23 / 8-15, 24-31; 2 shuffles per pair and 32 channels) and
+# multiplied with vpmaddubsw (u8 x s8 pair sums in int16) by the two halves of each weight,
+#   w = 16·wh + wl,   wl = ((w + 8) mod 16) − 8 in [-8, 7],   wh = (w − wl) / 16 in [-8, 8]
+# (exact for w in [-127, 127]).  A pair sum is at most 2·255·8 = 4080 in magnitude, so
+# vpmaddubsw cannot saturate, and the int16 sums Sh = Σ x·wh, Sl = Σ x·wl of up to
+# FLUSH_PAIRS pairs (16 taps: 16·255·8 = 32640 < 2^15) cannot wrap.  Every FLUSH_PAIRS pairs
+# (once for a 3x3 window) they are widened exactly: vpmaddwd(interleave(Sl, Sh), (1, 16)) =
+# Sl + 16·Sh = Σ x·w in int32, in 4 vectors of 8 lanes holding channels
+#   group g (0..3), lane i (0..7):  4·g + (i mod 4) + 16·(i div 4)
+# of the block.  The requantize runs per group with records in that lane order; then
+# vpackssdw(g0, g1), vpackssdw(g2, g3) and vpackuswb give the 32 bytes in channel order
+# (saturating: exactly a clamp to [0, 255], as the shifted values + ZD are within int32),
+# and the clamp to [act_min, act_max] works on the bytes: one 32-byte store.  Packed weights
+# (C >= 32): int8 [npairs, nblk, 4, 32]: wh and wl of the vpunpcklbw order, then of the
+# vpunpckhbw order, each as (tap 2q, tap 2q + 1) byte pairs.  16 <= C < 32 keeps the 16-channel
+# kernel above.
+#
 # Work split: chunks of output rows taken from a shared counter; when there are fewer than
-# SPLIT_ROWS_MIN rows per thread (7x7 and 14x14 maps at batch 1), by 16-channel blocks
-# instead, so both threads stay busy.
+# SPLIT_ROWS_MIN rows per thread (7x7 and 14x14 maps at batch 1), by channel blocks instead,
+# so both threads stay busy.
 
 _PERM_LO = (0, 1, 2, 3, 8, 9, 10, 11)     # channel (within a 16-block) of each lo lane
 _PERM_HI = (4, 5, 6, 7, 12, 13, 14, 15)
@@ -356,6 +377,58 @@ _UNPACK_LO = [0, 16, 1, 17, 2, 18, 3, 19, 8, 24, 9, 25, 10, 26, 11, 27]
 _UNPACK_HI = [4, 20, 5, 21, 6, 22, 7, 23, 12, 28, 13, 29, 14, 30, 15, 31]
 _RESTORE = [0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 12, 13, 14, 15]
 PX = 4                  # output pixels per iteration of the x86 kernel (sharing tap loads)
+WIDE = 32               # channels per block of the wide kernel (C >= WIDE)
+PX_WIDE = 2             # output pixels per iteration of the wide kernel
+FLUSH_PAIRS = 8         # tap pairs summed in int16 by the wide kernel before widening
+# channel (within a wide block) of int16 lane k of the vpunpcklbw / vpunpckhbw products
+_WIDE_LO = tuple((k & 7) + 16 * (k >> 3) for k in range(16))
+_WIDE_HI = tuple(8 + c for c in _WIDE_LO)
+
+
+@njit(inline="always", **JIT)
+def x86_block_width(C):
+    """Channels per vector block of the x86 kernels: WIDE for C >= WIDE, else VL."""
+    return WIDE if C >= WIDE else VL
+
+
+@njit(inline="always", **JIT)
+def x86_blocks(C):
+    """Vector blocks of the x86 kernels; block b covers [x86_block_start(b, C), + width), the
+    last one starting at C − width (overlapping its neighbour) when width does not divide C."""
+    if C < VL:
+        return 0
+    bw = x86_block_width(C)
+    return -(-C // bw)
+
+
+@njit(inline="always", **JIT)
+def x86_block_start(b, C):
+    bw = x86_block_width(C)
+    return min(b * bw, C - bw)
+
+
+@njit(inline="always", **JIT)
+def x86_records(C):
+    """Requantize records (one per 8 lanes) of the x86 kernels' vector blocks."""
+    return x86_blocks(C) * x86_block_width(C) // 8
+
+
+@njit(inline="always", **JIT)
+def record_channel(j, lane, C):
+    """Channel of lane `lane` (0..7) of requantize record j (module comment above)."""
+    if C >= WIDE:
+        g = j & 3
+        return x86_block_start(j >> 2, C) + 4 * g + (lane & 3) + 16 * (lane >> 2)
+    half = j & 1        # 16-channel blocks: lo lanes hold channels 0-3, 8-11, hi 4-7, 12-15
+    return x86_block_start(j >> 1, C) + (lane & 3) + (8 if lane >= 4 else 0) + 4 * half
+
+
+def split_weight(w):
+    """w = 16·wh + wl with wl in [-8, 7], wh in [-8, 8] (w in [-127, 127]); int8 arrays."""
+    w = np.asarray(w, np.int16)
+    wl = ((w + 8) & 15) - 8
+    wh = (w - wl) >> 4
+    return wh.astype(np.int8), wl.astype(np.int8)
 
 
 def pack_depthwise_weights_x86(w):
@@ -363,11 +436,20 @@ def pack_depthwise_weights_x86(w):
     C, _, kh, kw = w.shape
     T = kh * kw
     npairs = (T + 1) // 2
-    nblk = vector_blocks(C)
+    nblk = x86_blocks(C)
     wt = np.zeros((2 * npairs, C), np.int16)
     wt[:T] = w[:, 0].reshape(C, T).T
-    chans = [block_start(b, C) + k for b in range(nblk) for k in range(VL)]
-    blk = wt[:, chans].reshape(npairs, 2, nblk, VL)              # [q, a/b, block, channel]
+    bw = x86_block_width(C)
+    chans = [x86_block_start(b, C) + k for b in range(nblk) for k in range(bw)]
+    blk = wt[:, chans].reshape(npairs, 2, nblk, bw)              # [q, a/b, block, channel]
+    if C >= WIDE:
+        wh, wl = split_weight(blk)
+        out = np.empty((npairs, nblk, 4, 16, 2), np.int8)        # [q, block, part, lane, a/b]
+        for half, order in enumerate((_WIDE_LO, _WIDE_HI)):
+            for k, part in enumerate((wh, wl)):
+                out[:, :, 2 * half + k, :, 0] = part[:, 0][:, :, list(order)]
+                out[:, :, 2 * half + k, :, 1] = part[:, 1][:, :, list(order)]
+        return np.concatenate([out.reshape(-1), pack_depthwise_weights(w)])
     out = np.empty((npairs, nblk, 2, 8, 2), np.int16)            # [q, block, lo/hi, lane, a/b]
     for half, perm in enumerate((_PERM_LO, _PERM_HI)):
         out[:, :, half, :, 0] = blk[:, 0][:, :, list(perm)]
@@ -375,9 +457,11 @@ def pack_depthwise_weights_x86(w):
     return np.concatenate([out.reshape(-1).view(np.int8), pack_depthwise_weights(w)])
 
 
+@njit(**JIT)
 def x86_weight_bytes(C, kh, kw):
-    """Bytes of the int16 part of pack_depthwise_weights_x86."""
-    return ((kh * kw + 1) // 2) * vector_blocks(C) * 32 * 2
+    """Bytes of the vector part of pack_depthwise_weights_x86 (64 per tap pair and 16
+    channels, in either layout)."""
+    return ((kh * kw + 1) // 2) * x86_blocks(C) * x86_block_width(C) * 4
 
 
 REC_I64 = 28    # one requantize record = 28 int64 = 224 bytes (see _layout_x86)
@@ -386,7 +470,7 @@ REC_I64 = 28    # one requantize record = 28 int64 = 224 bytes (see _layout_x86)
 @njit(**JIT)
 def _records_bytes(C):
     """Bytes of the requantize records of the vector blocks of C channels."""
-    return 8 * REC_I64 * 2 * vector_blocks(C)
+    return 8 * REC_I64 * x86_records(C)
 
 
 @njit(**JIT)
@@ -581,18 +665,223 @@ def _dw_pairs_x86(typingctx, ad, npairs, npx, xstep, wq, b0, b1, nblk, rec, lo, 
     return sig, codegen
 
 
+# shuffle masks of the wide kernel: vpunpcklbw / vpunpckhbw (x bytes of taps a, b) and
+# vpunpcklwd / vpunpckhwd (int16 sums Sl, Sh), within each 128-bit lane
+_BYTES_LO = [i + 16 * L + 32 * k for L in range(2) for i in range(8) for k in range(2)]
+_BYTES_HI = [i + 8 + 16 * L + 32 * k for L in range(2) for i in range(8) for k in range(2)]
+_WORDS_LO = [i + 8 * L + 16 * k for L in range(2) for i in range(4) for k in range(2)]
+_WORDS_HI = [i + 4 + 8 * L + 16 * k for L in range(2) for i in range(4) for k in range(2)]
+
+
+@intrinsic
+def _dw_bytepairs_x86(typingctx, ad, npairs, npx, xstep, wq, b0, b1, nblk, rec, lo, hi, y, yo,
+                      ystep, cl):
+    """The wide kernel (C >= 32; module comment above): for p < npx, b0 <= b < b1 (channels
+    c = min(32·b, cl) .. + 31; cl = C − 32, where the last block starts):
+        dot = Σ_q Σ_{t = 2q, 2q+1} x[ad[t] + p·xstep + c] · w_t                (int32, exact)
+        y[yo + p·ystep + c] = clamp(((dot·M0 + BC) >>> shift) + ZD, lo, hi)
+    with records j = 4·b + g (rec, _layout_x86) in the lane order of the module comment.
+    ad: i64[2·npairs] absolute byte addresses; wq i8[:] (the wide packed weights); y u8[:]
+    flat.  npairs, npx >= 1, b0 < b1 <= nblk.  The caller guarantees dot·M0 + BC in [0, 2^63)
+    and the shifted value + ZD within int32 (_prepare_x86)."""
+    sig = types.void(ad, npairs, npx, xstep, wq, b0, b1, nblk, rec, lo, hi, y, yo, ystep, cl)
+
+    def codegen(context, builder, signature, args):
+        (ad_, nq_, np_, xs_, wq_, b0_, b1_, nb_, rec_, lo_, hi_, y_, yo_, ys_, cl_) = args
+        sa = signature.args
+        vb = ir.VectorType(_I8, 32)
+        vw = ir.VectorType(_I16, 16)
+        vd = ir.VectorType(_I32, 8)
+        q64 = ir.VectorType(_I64, 4)
+        mod = builder.module
+        maddubs = cgutils.get_or_insert_function(mod, ir.FunctionType(vw, [vb, vb]),
+                                                 "llvm.x86.avx2.pmadd.ub.sw")
+        madd = cgutils.get_or_insert_function(mod, ir.FunctionType(vd, [vw, vw]),
+                                              "llvm.x86.avx2.pmadd.wd")
+        packssdw = cgutils.get_or_insert_function(mod, ir.FunctionType(vw, [vd, vd]),
+                                                  "llvm.x86.avx2.packssdw")
+        packuswb = cgutils.get_or_insert_function(mod, ir.FunctionType(vb, [vw, vw]),
+                                                  "llvm.x86.avx2.packuswb")
+        adp = _ptr(context, builder, sa[0], ad_, _I64)
+        wqp = _ptr(context, builder, sa[4], wq_, _I8)
+        recp = _ptr(context, builder, sa[8], rec_, _I64)
+        yp = _ptr(context, builder, sa[11], y_, _I8)
+        lov = _splat(builder, builder.trunc(lo_, _I8), vb)
+        hiv = _splat(builder, builder.trunc(hi_, _I8), vb)
+        zw = ir.Constant(vw, None)
+        zd = ir.Constant(vd, None)
+        one = ir.Constant(_I64, 1)
+        two = ir.Constant(_I64, 2)
+        k128 = ir.Constant(_I64, 128)
+        kR = ir.Constant(_I64, REC_I64)
+        kflush = ir.Constant(_I64, FLUSH_PAIRS)
+        sixteen = ir.Constant(vw, [1, 16] * 8)        # (Sl, Sh) pairs -> Sl + 16·Sh
+        m_blo = ir.Constant(ir.VectorType(_I32, 32), _BYTES_LO)
+        m_bhi = ir.Constant(ir.VectorType(_I32, 32), _BYTES_HI)
+        m_wlo = ir.Constant(ir.VectorType(_I32, 16), _WORDS_LO)
+        m_whi = ir.Constant(ir.VectorType(_I32, 16), _WORDS_HI)
+        wstep = builder.mul(nb_, k128)                      # bytes of weights per pair
+        c32v = ir.Constant(q64, [32] * 4)
+
+        def load_bytes(addr):
+            return builder.load(builder.inttoptr(addr, vb.as_pointer()), align=1)
+
+        def rec_load(j, k, vty):
+            ptr = builder.gep(recp, [builder.add(builder.mul(j, kR), ir.Constant(_I64, k))])
+            return builder.load(builder.bitcast(ptr, vty.as_pointer()), align=1)
+
+        def low_sext(v):            # the low 32 bits of each 64-bit lane, sign-extended
+            return builder.ashr(builder.shl(v, c32v), c32v)
+
+        def requant(acc, j):
+            a64 = builder.bitcast(acc, q64)
+            ev = builder.mul(low_sext(a64), low_sext(rec_load(j, 0, q64)))      # vpmuldq
+            od = builder.mul(builder.ashr(a64, c32v), low_sext(rec_load(j, 4, q64)))
+            ev = builder.lshr(builder.add(ev, rec_load(j, 8, q64)), rec_load(j, 16, q64))
+            od = builder.lshr(builder.add(od, rec_load(j, 12, q64)), rec_load(j, 20, q64))
+            q = builder.bitcast(builder.or_(ev, builder.shl(od, c32v)), vd)
+            return builder.add(q, rec_load(j, 24, vd))
+
+        def pixels(p, u, exit_block):
+            """Blocks computing pixels p .. p+u-1 (all 32-channel blocks b0..b1-1); the weight
+            and address loads of a tap pair are shared by the u pixels.  Ends in exit_block."""
+            entry = builder.block
+            blk_loop = builder.append_basic_block(f"dwb{u}.blk")
+            chunk_loop = builder.append_basic_block(f"dwb{u}.chunk")
+            pair_loop = builder.append_basic_block(f"dwb{u}.pair")
+            chunk_end = builder.append_basic_block(f"dwb{u}.chunkend")
+            blk_end = builder.append_basic_block(f"dwb{u}.blkend")
+            xbases = [builder.mul(builder.add(p, ir.Constant(_I64, k)), xs_) for k in range(u)]
+            ybases = [builder.add(yo_, builder.mul(builder.add(p, ir.Constant(_I64, k)), ys_))
+                      for k in range(u)]
+            builder.branch(blk_loop)
+
+            builder.position_at_end(blk_loop)
+            b = builder.phi(_I64)
+            b.add_incoming(b0_, entry)
+            c32 = builder.mul(b, ir.Constant(_I64, WIDE))
+            c = builder.select(builder.icmp_signed("<", c32, cl_), c32, cl_)   # min(32·b, cl)
+            w0 = builder.mul(b, k128)
+            builder.branch(chunk_loop)
+
+            # chunks of FLUSH_PAIRS pairs: int16 sums, then widened into the int32 sums
+            builder.position_at_end(chunk_loop)
+            q0 = builder.phi(_I64)
+            q0.add_incoming(ir.Constant(_I64, 0), blk_loop)
+            dots = []
+            for k in range(4 * u):
+                ph = builder.phi(vd)
+                ph.add_incoming(zd, blk_loop)
+                dots.append(ph)
+            qe = builder.add(q0, kflush)
+            qe = builder.select(builder.icmp_signed("<", qe, nq_), qe, nq_)
+            builder.branch(pair_loop)
+
+            builder.position_at_end(pair_loop)
+            q = builder.phi(_I64)
+            q.add_incoming(q0, chunk_loop)
+            sums = []
+            for k in range(4 * u):          # per pixel: Sh lo, Sl lo, Sh hi, Sl hi
+                ph = builder.phi(vw)
+                ph.add_incoming(zw, chunk_loop)
+                sums.append(ph)
+            i2 = builder.mul(q, two)
+            aa = builder.add(builder.load(builder.gep(adp, [i2])), c)
+            ab = builder.add(builder.load(builder.gep(adp, [builder.add(i2, one)])), c)
+            wo = builder.add(w0, builder.mul(q, wstep))
+            wv = [builder.load(builder.bitcast(builder.gep(wqp, [builder.add(
+                wo, ir.Constant(_I64, 32 * k))]), vb.as_pointer()), align=1) for k in range(4)]
+            new = []
+            for k in range(u):
+                xa = load_bytes(builder.add(aa, xbases[k]))
+                xb = load_bytes(builder.add(ab, xbases[k]))
+                ilo = builder.shuffle_vector(xa, xb, m_blo)          # vpunpcklbw
+                ihi = builder.shuffle_vector(xa, xb, m_bhi)          # vpunpckhbw
+                for part, (iv, wpart) in enumerate(((ilo, wv[0]), (ilo, wv[1]), (ihi, wv[2]),
+                                                    (ihi, wv[3]))):
+                    new.append(builder.add(sums[4 * k + part],
+                                           builder.call(maddubs, [iv, wpart])))
+            q2 = builder.add(q, one)
+            q.add_incoming(q2, pair_loop)
+            for ph, v in zip(sums, new):
+                ph.add_incoming(v, pair_loop)
+            builder.cbranch(builder.icmp_signed("<", q2, qe), pair_loop, chunk_end)
+
+            builder.position_at_end(chunk_end)
+            widened = []
+            for k in range(u):
+                sh_lo, sl_lo, sh_hi, sl_hi = new[4 * k:4 * k + 4]
+                for g, (sl, sh_, m) in enumerate(((sl_lo, sh_lo, m_wlo), (sl_lo, sh_lo, m_whi),
+                                                  (sl_hi, sh_hi, m_wlo), (sl_hi, sh_hi, m_whi))):
+                    pairs = builder.shuffle_vector(sl, sh_, m)       # vpunpck[lh]wd
+                    widened.append(builder.add(dots[4 * k + g],
+                                               builder.call(madd, [pairs, sixteen])))
+            for ph, v in zip(dots, widened):
+                ph.add_incoming(v, chunk_end)
+            q0.add_incoming(qe, chunk_end)
+            builder.cbranch(builder.icmp_signed("<", qe, nq_), chunk_loop, blk_end)
+
+            builder.position_at_end(blk_end)
+            j0 = builder.mul(b, ir.Constant(_I64, 4))
+            for k in range(u):
+                r = [requant(widened[4 * k + g], builder.add(j0, ir.Constant(_I64, g)))
+                     for g in range(4)]
+                v = builder.call(packuswb, [builder.call(packssdw, [r[0], r[1]]),
+                                            builder.call(packssdw, [r[2], r[3]])])
+                v = builder.select(builder.icmp_unsigned("<", v, lov), lov, v)
+                v = builder.select(builder.icmp_unsigned(">", v, hiv), hiv, v)
+                yptr = builder.gep(yp, [builder.add(ybases[k], c)])
+                builder.store(v, builder.bitcast(yptr, vb.as_pointer()), align=1)
+            b2 = builder.add(b, one)
+            b.add_incoming(b2, blk_end)
+            builder.cbranch(builder.icmp_signed("<", b2, b1_), blk_loop, exit_block)
+
+        # PX_WIDE pixels at a time, then one at a time
+        pre = builder.block
+        px_loop = builder.append_basic_block("dwb.px")
+        many = builder.append_basic_block("dwb.many")
+        single = builder.append_basic_block("dwb.one")
+        px_next = builder.append_basic_block("dwb.pxnext")
+        px_next1 = builder.append_basic_block("dwb.pxnext1")
+        done = builder.append_basic_block("dwb.done")
+        builder.branch(px_loop)
+
+        builder.position_at_end(px_loop)
+        p = builder.phi(_I64)
+        p.add_incoming(ir.Constant(_I64, 0), pre)
+        builder.cbranch(builder.icmp_signed("<=", builder.add(p, ir.Constant(_I64, PX_WIDE)),
+                                            np_), many, single)
+        builder.position_at_end(many)
+        pixels(p, PX_WIDE, px_next)
+        builder.position_at_end(single)
+        pixels(p, 1, px_next1)
+
+        builder.position_at_end(px_next)
+        p2 = builder.add(p, ir.Constant(_I64, PX_WIDE))
+        p.add_incoming(p2, px_next)
+        builder.cbranch(builder.icmp_signed("<", p2, np_), px_loop, done)
+
+        builder.position_at_end(px_next1)
+        p1 = builder.add(p, one)
+        p.add_incoming(p1, px_next1)
+        builder.cbranch(builder.icmp_signed("<", p1, np_), px_loop, done)
+
+        builder.position_at_end(done)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
 @njit(inline="always", **JIT)
 def _prepare_x86(wf, bias, mult, shift, z_x, z_y, T, C, rec, rec32):
     """The requantize records (_layout_x86; rec and rec32 are int64 / int32 views of them) for
-    the 16-channel blocks, with bias2 = bias − z_x·Σ_t w_t (module docstring); False if some
+    the vector blocks, with bias2 = bias − z_x·Σ_t w_t (module docstring); False if some
     channel's values could leave int64 / int32 (then the caller uses the scalar formula for
     every channel)."""
     amax = np.int64(T) * 255 * 127
-    for j in range(2 * vector_blocks(C)):
-        half = j & 1
+    for j in range(x86_records(C)):
         for lane in range(8):
-            # lo lanes hold channels 0-3, 8-11 of the block, hi lanes 4-7, 12-15
-            ch = block_start(j >> 1, C) + (lane & 3) + (8 if lane >= 4 else 0) + 4 * half
+            ch = record_channel(j, lane, C)
             ws = np.int64(0)
             for t in range(T):
                 ws += np.int64(wf[t * C + ch])
@@ -609,13 +898,13 @@ def _prepare_x86(wf, bias, mult, shift, z_x, z_y, T, C, rec, rec32):
 
 
 DW_TABLE_HEADER = 64    # bytes before the records of a plan-time table (append_depthwise_table)
-TABLE_USABLE = 1        # header byte 0: the records hold every 16-channel block
+TABLE_USABLE = 1        # header byte 0: the records hold every vector block
 TABLE_SCALAR = 2        # header byte 0: some channel cannot be represented: scalar formula
 
 
 def append_depthwise_table(wpack, C, kh, kw, bias, mult, shift, z_x, z_y):
     """Plan time: wpack (pack_depthwise_weights_x86) followed by the requantize records of
-    every 16-channel block for these zero points (_prepare_x86), so that the kernel does not
+    every vector block for these zero points (_prepare_x86), so that the kernel does not
     rebuild them per call and thread.  Layout: a DW_TABLE_HEADER-byte header (byte 0
     TABLE_USABLE or TABLE_SCALAR, bytes 1, 2 the z_x, z_y it was built for) then the records
     (_layout_x86).  A kernel given other zero points ignores the table and builds its own."""
@@ -658,13 +947,15 @@ def _dw_task_x86(x, z_x, wpack, bias, mult, shift, z_y, act_min, act_max, kh, kw
     OH, OW = y.shape[1], y.shape[2]
     T = kh * kw
     npairs = (T + 1) // 2
-    nb16 = npairs * vector_blocks(C) * 64          # bytes of the int16 weight part
-    wq = wpack[:nb16].view(np.int16)
+    nb16 = x86_weight_bytes(C, kh, kw)             # bytes of the vector weight part
+    wide = C >= WIDE
+    wq = wpack[:nb16]
     wf = wpack[nb16:nb16 + T * C]
     xf = x.reshape(-1)
     yf = y.reshape(-1)
     o_rec, o_ad, o_zr, _ = _layout_x86(C, kh, kw, W)
-    nblk = vector_blocks(C)
+    nblk = x86_blocks(C)
+    bw = x86_block_width(C)
     ad = sl[o_ad:o_ad + 16 * npairs].view(np.int64)
     zrow = sl[o_zr:o_zr + W * C]
     zrow[:] = np.uint8(z_x)
@@ -680,8 +971,8 @@ def _dw_task_x86(x, z_x, wpack, bias, mult, shift, z_y, act_min, act_max, kh, kw
     # the scalar formula's channels [cs, ce): all of them if C < 16, or, when some channel
     # cannot use the vector requantize, this task's blocks (the blocks cover every channel
     # when C >= 16: the last one ends at C)
-    cs = min(b0 * VL, C) if not usable else (C if nblk > 0 else 0)
-    ce = C if tail else (min(b1 * VL, C) if not usable else cs)
+    cs = min(b0 * bw, C) if not usable else (C if nblk > 0 else 0)
+    ce = C if tail else (min(b1 * bw, C) if not usable else cs)
     if not usable:
         b1 = b0
     xa = xf.ctypes.data
@@ -718,9 +1009,12 @@ def _dw_task_x86(x, z_x, wpack, bias, mult, shift, z_y, act_min, act_max, kh, kw
                 if T & 1:
                     ad[T] = ad[T - 1]                  # its weight is 0
                 yo = ((n * OH + oh) * OW + ow) * C
-                if b1 > b0:
-                    _dw_pairs_x86(ad, npairs, npx, sw * C, wq, b0, b1, nblk, rec, act_min, act_max,
-                                  yf, yo, C, C - VL)
+                if b1 > b0 and wide:
+                    _dw_bytepairs_x86(ad, npairs, npx, sw * C, wq, b0, b1, nblk, rec, act_min,
+                                      act_max, yf, yo, C, C - WIDE)
+                elif b1 > b0:
+                    _dw_pairs_x86(ad, npairs, npx, sw * C, wq.view(np.int16), b0, b1, nblk, rec,
+                                  act_min, act_max, yf, yo, C, C - VL)
                 for p in range(npx):
                     for c in range(cs, ce):
                         s = np.int64(0)
@@ -749,7 +1043,7 @@ def depthwise_conv_u8_x86(x, z_x, wpack, bias, mult, shift, z_y, act_min, act_ma
     R = N * OH
     if R * OW * C == 0:
         return
-    B = vector_blocks(C)
+    B = x86_blocks(C)
     nt = scratch.size // slice_bytes
     ctr = np.zeros(8, np.int64)
     if nt <= 1 or R * OW * C * kh * kw < PAR_MIN_MACS:

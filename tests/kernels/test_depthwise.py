@@ -10,11 +10,13 @@ import pytest
 from naive import out_size, qconv
 
 from nqrt.kernels import cpu
-from nqrt.kernels.depthwise import (DW_TABLE_HEADER, TABLE_SCALAR, TABLE_USABLE, _prepare,
+from nqrt.kernels.depthwise import (DW_TABLE_HEADER, FLUSH_PAIRS, TABLE_SCALAR, TABLE_USABLE,
+                                    _prepare,
                                     append_depthwise_table, depthwise_conv_u8,
                                     depthwise_conv_u8_x86, depthwise_scratch_bytes,
                                     depthwise_scratch_bytes_x86, pack_depthwise_weights,
-                                    pack_depthwise_weights_x86, x86_weight_bytes)
+                                    pack_depthwise_weights_x86, record_channel,
+                                    split_weight, x86_weight_bytes)
 
 from ._util import assert_same, dot_std, requant_params, with_threads
 
@@ -118,21 +120,38 @@ def test_clamp_and_saturation(kernel, lo, hi):
         assert (want == lo).any() and (want == hi).any()
 
 
-def test_extreme_weights_and_inputs(kernel):
+@pytest.mark.parametrize("C,k", [(32, 3), (24, 3), (48, 4), (40, 7)])
+def test_extreme_weights_and_inputs(kernel, C, k):
     """|(x − z_x)·w| at its maximum (255·127; weights are in [-127, 127], spec 2.1) in every
-    tap: the int16 products and the x86 kernel's pair sums x_a·w_a + x_b·w_b are exact."""
-    C = 32
-    x = np.zeros((1, C, 6, 6), np.uint8)
+    tap: the int16 products, the 16-channel x86 kernel's pair sums x_a·w_a + x_b·w_b and the
+    wide kernel's int16 sums of x·wh, x·wl (|wh| = 8 for w >= 120) over a full chunk of
+    FLUSH_PAIRS pairs (4x4) and over several chunks (7x7) are exact."""
+    x = np.zeros((1, C, 9, 9), np.uint8)
     x[:, ::2] = 255
-    w = np.full((C, 1, 3, 3), -127, np.int8)
+    x[:, 1::4] = 254
+    w = np.full((C, 1, k, k), -127, np.int8)
     w[1::2] = 127
+    w[2::4] = 120               # wh = 8, wl = -8
     bias = np.zeros(C, np.int32)
     mult = np.full(C, 1 << 30, np.int32)
-    shift = np.full(C, 52, np.int32)
+    # |dot| <= k²·255·127 maps to about ±127 steps: a wrapped or saturated sum shows
+    shift = np.full(C, 30 + int(np.ceil(np.log2(k * k * 255))), np.int32)
+    pads = (k // 2, k // 2, (k - 1) // 2, (k - 1) // 2)
     for z_x in (0, 255):
-        got, ohw = run_dw(kernel, x, z_x, w, bias, mult, shift, 128, 0, 255, (1, 1), (1, 1, 1, 1), (1, 1))
-        want = qconv(x, z_x, w, bias, mult, shift, 128, 0, 255, (1, 1), (1, 1, 1, 1), (1, 1), C, ohw)
+        got, ohw = run_dw(kernel, x, z_x, w, bias, mult, shift, 128, 0, 255, (1, 1), pads, (1, 1))
+        want = qconv(x, z_x, w, bias, mult, shift, 128, 0, 255, (1, 1), pads, (1, 1), C, ohw)
         assert_same(got, want)
+        assert len(np.unique(want)) >= 4            # not all clamped or zero
+
+
+def test_weight_split_is_exact_and_bounded():
+    """The wide kernel's w = 16·wh + wl for every weight of spec 2.1, with |wh|, |wl| <= 8 (so
+    that FLUSH_PAIRS pairs of u8·part products stay below 2^15)."""
+    w = np.arange(-127, 128)
+    wh, wl = split_weight(w)
+    assert (16 * wh.astype(np.int64) + wl == w).all()
+    assert wl.min() == -8 and wl.max() == 7 and wh.min() == -8 and wh.max() == 8
+    assert 2 * FLUSH_PAIRS * 255 * 8 < 2**15
 
 
 @pytest.mark.parametrize("kind", ["small_shift", "huge_shift", "huge_bias", "zero_mult",
@@ -219,7 +238,7 @@ def test_table_header_flags():
     base = x86_weight_bytes(C, 3, 3) + 9 * C
     tab = append_depthwise_table(wpack, C, 3, 3, bias, mult, shift, 5, 9).view(np.uint8)
     assert tuple(tab[base:base + 3]) == (TABLE_USABLE, 5, 9)
-    assert tab.size == base + DW_TABLE_HEADER + 2 * (C // 16) * 224
+    assert tab.size == base + DW_TABLE_HEADER + (C // 8) * 224         # a record per 8 lanes
     bias[3] = 2**31 - 5
     shift[3] = 62
     tab = append_depthwise_table(wpack, C, 3, 3, bias, mult, shift, 5, 9).view(np.uint8)
@@ -237,7 +256,7 @@ def test_matching_table_is_what_the_kernel_reads():
     wpack = append_depthwise_table(pack_depthwise_weights_x86(w), C, kh, kw, bias, mult, shift,
                                    128, 120)
     rec0 = x86_weight_bytes(C, kh, kw) + kh * kw * C + DW_TABLE_HEADER
-    wpack[rec0:rec0 + 64] = 0                    # block 0, low half: M0 even/odd lanes := 0
+    wpack[rec0:rec0 + 64] = 0                    # record 0: M0 of its even/odd lanes := 0
     sb = _slice("x86", C, kh, kw, 6, 6)
     y = np.zeros((1, 5, 6, C), np.uint8)
     depthwise_conv_u8_x86(xh, 128, wpack, bias, mult, shift, 120, 0, 255, kh, kw, 1, 1, 1, 1, 1, 1,
@@ -245,4 +264,6 @@ def test_matching_table_is_what_the_kernel_reads():
     want = qconv(x, 128, w, bias, mult, shift, 120, 0, 255, (1, 1), (1, 1, 1, 1), (1, 1), C,
                  (5, 6)).transpose(0, 2, 3, 1)
     differs = (y != want).any(axis=(0, 1, 2))
-    assert differs[:16].any() and not differs[16:].any()
+    rec0_channels = sorted(record_channel(0, lane, C) for lane in range(8))
+    assert rec0_channels == [0, 1, 2, 3, 16, 17, 18, 19]       # the wide kernel's lane order
+    assert np.flatnonzero(differs).tolist() == rec0_channels
