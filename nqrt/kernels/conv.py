@@ -9,12 +9,14 @@ planner resolves pads/ceil); positions outside x read as z_x, so they contribute
 One kernel per GEMM path (nqrt.kernels.cpu: "portable", "avx2", "vnni512"), same signature:
 `conv2d_u8` (portable), `conv2d_u8_avx2`, `conv2d_u8_vnni512`.  Weights are packed for one path
 (`pack_conv_weights(w, group, path)`) and the scratch sized for it (`conv_scratch_size(...,
-path)`).  Within a kernel, three cases chosen from shapes only (the same predicates as the
+path)`).  Within a kernel, four cases chosen from shapes only (the same predicates as the
 packer):
 
 * depthwise (group == C == M): `nqrt.kernels.depthwise`.  Portable: generic vector kernel,
   packed int8 [kh, kw, C]; avx2 / vnni512: tap pairs through vpmaddwd, packed by
   pack_depthwise_weights_x86 (interleaved int16 tap pairs, then the int8 [kh, kw, C] layout).
+* narrow groups on the avx2 path (8 or 16 output and a multiple of 4 input channels per group,
+  `grouped.grouped_direct`): `nqrt.kernels.grouped`, no im2col (pack_grouped_weights).
 * pointwise (1x1, stride 1, no padding, group 1): a GEMM on x viewed as [N·H·W, C] (portable:
   gemm.gemm_u8; fast: the packed GEMM of vnni.py).
 * general:
@@ -47,6 +49,8 @@ from nqrt.kernels.depthwise import (append_depthwise_table, depthwise_conv_u8, d
                                     depthwise_scratch_bytes, depthwise_scratch_bytes_x86,
                                     pack_depthwise_weights, pack_depthwise_weights_x86)
 from nqrt.kernels.gemm import NR, gemm_tile, gemm_u8
+from nqrt.kernels.grouped import (LAYOUT_GROUPED, grouped_conv_u8_avx2, grouped_direct,
+                                  grouped_slice_bytes, pack_grouped_weights)
 from nqrt.kernels.vnni import (AVX2_G, AVX2_MR, AVX2_NR, AVX2_VL, V512_G, V512_MR, V512_NR,
                                _epilogue, _ukernel_avx2, _ukernel_avx2q, _ukernel_v512,
                                _ukernelq_avx2, _ukernelq_avx2q, _ukernelq_v512, fast_threads,
@@ -72,6 +76,8 @@ def merge_groups(C, M, group, path="portable"):
     with zero weights, so results are unchanged.  Returns f >= 1 dividing `group`."""
     if path not in ("avx2", "vnni512") or group <= 1 or is_depthwise(C, M, group):
         return 1
+    if grouped_direct(C, M, group, path):
+        return 1                            # the direct grouped kernel reads x as it is
     nr = V512_NR if path == "vnni512" else AVX2_NR
     mg = M // group
     f = 1
@@ -160,6 +166,8 @@ def conv_scratch_size(N, H, W, C, M, kh, kw, OH, OW, group, nthreads, path="port
         return nthreads * int(scratch_slice_bytes(C, M, kh, kw, OW, group))
     if is_depthwise(C, M, group):
         return nthreads * int(x86_dw_slice_bytes(C, kh, kw, W))
+    if grouped_direct(C, M, group, path):
+        return nthreads * int(_align(grouped_slice_bytes(C, kh, kw, W, group)))
     return nthreads * int(fast_slice_bytes(N, H, W, C, M, kh, kw, OH, OW, group,
                                            path == "vnni512"))
 
@@ -189,6 +197,8 @@ def pack_conv_weights(w, group, path="portable"):
         if path == "portable":
             return pack_depthwise_weights(w), wsum
         return pack_depthwise_weights_x86(w), wsum
+    if grouped_direct(cg * group, M, group, path):
+        return pack_grouped_weights(w, group), wsum
     mg = M // group
     kg = kh * kw * cg
     wk = w.transpose(0, 2, 3, 1).reshape(group, mg, kg)          # k order (i, j, c)
@@ -542,6 +552,13 @@ def conv2d_u8_avx2(x, z_x, wpack, wsum, bias, mult, shift, z_y, act_min, act_max
     if is_depthwise(C, M, group):
         xcall(_depthwise, x, z_x, wpack, bias, mult, shift, z_y, act_min, act_max, kh, kw, sh, sw,
               dh, dw, pad_t, pad_l, y, scratch)
+        return
+    if group > 1 and wpack[0] == LAYOUT_GROUPED:
+        gs = _align(grouped_slice_bytes(C, kh, kw, W, group))
+        if scratch.size < gs:
+            raise ValueError("conv2d_u8_avx2: scratch smaller than one thread's slice")
+        xcall(grouped_conv_u8_avx2, x, z_x, wpack, wsum, bias, mult, shift, z_y, act_min, act_max,
+              kh, kw, sh, sw, dh, dw, pad_t, pad_l, group, y, scratch, gs)
         return
     per = fast_slice_bytes(N, H, W, C, M, kh, kw, OH, OW, group, False)
     if scratch.size < per:

@@ -7,7 +7,7 @@ import pytest
 from nqrt.kernels import conv as K
 from nqrt.kernels import cpu
 from nqrt.kernels.conv import conv_scratch_size, pack_conv_weights
-from nqrt.kernels import vnni
+from nqrt.kernels import grouped, vnni
 from nqrt.kernels.vnni import with_requant_table
 from naive import out_size, qconv
 from kernels._util import assert_same, dot_std, requant_params, with_threads
@@ -258,7 +258,8 @@ def test_avx2_layout_follows_the_weight_range():
 
 # grouped convs with groups narrower than a micro-panel: (case, expected merge factor on avx2)
 NARROW_GROUPS = {
-    "regnet_g8": ((1, 48, 9, 9, 48, 3, 3, (2, 2), (1, 1, 1, 1), (1, 1), 6), 2),
+    "regnet_g8": ((1, 48, 9, 9, 48, 3, 3, (2, 2), (1, 1, 1, 1), (1, 1), 6), 1),   # direct kernel
+    "g8_cg3": ((1, 18, 9, 9, 48, 3, 3, (2, 2), (1, 1, 1, 1), (1, 1), 6), 2),      # Cg = 3
     "resnext_g4": ((2, 32, 6, 7, 32, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 8), 4),
     "g5_uneven": ((1, 30, 6, 6, 15, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 3), 3),   # Mg=5: 15 < 16
     "g7_odd": ((1, 21, 5, 5, 14, 1, 3, (1, 1), (0, 1, 0, 1), (1, 1), 7), 7),      # Mg=2, Cg=3
@@ -290,5 +291,76 @@ def test_narrow_groups_merged_block_diagonal(name, path):
 def test_merge_groups_leaves_depthwise_and_wide_groups():
     assert K.merge_groups(32, 32, 32, "avx2") == 1            # depthwise has its own kernel
     assert K.merge_groups(64, 64, 2, "avx2") == 1             # 32 channels per group >= 16
-    assert K.merge_groups(64, 64, 8, "avx2") == 2             # 8 per group: two per panel
+    assert K.merge_groups(64, 64, 8, "avx2") == 1             # 8 per group: direct kernel
+    assert K.merge_groups(24, 64, 8, "avx2") == 2             # 3 in, 8 out: two per panel
     assert K.merge_groups(64, 64, 8, "vnni512") == 8          # a 64-wide panel takes all
+
+
+# direct grouped kernel (avx2; grouped.grouped_direct: 8 or 16 outputs and a multiple of 4
+# inputs per group)
+GROUPED_DIRECT = {
+    "g13_s2": (1, 104, 9, 10, 104, 3, 3, (2, 2), (1, 1, 1, 1), (1, 1), 13),
+    "mg16_asym": (2, 24, 7, 9, 48, 3, 3, (1, 2), (0, 1, 2, 1), (1, 1), 3),
+    "cg4_dil": (1, 16, 8, 8, 32, 3, 3, (1, 1), (2, 2, 2, 2), (2, 2), 4),
+    "k5_chunks": (1, 32, 7, 7, 16, 5, 5, (1, 1), (2, 2, 2, 2), (1, 1), 2),   # 100 quads
+    "cg12_1x1": (2, 36, 4, 5, 24, 1, 1, (1, 1), (0, 0, 0, 0), (1, 1), 3),
+    "conv1d": (1, 16, 1, 20, 16, 1, 3, (1, 1), (0, 1, 0, 1), (1, 1), 2),
+    "big_pad": (1, 8, 3, 3, 16, 3, 3, (1, 1), (3, 3, 3, 3), (1, 1), 2),     # windows in padding
+    "rows_odd": (3, 16, 5, 13, 32, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 2),
+}
+
+
+@pytest.mark.skipif("avx2" not in PATHS, reason="host has no AVX2")
+@pytest.mark.parametrize("name", list(GROUPED_DIRECT))
+@pytest.mark.parametrize("zp", range(len(ZPS)))
+def test_grouped_direct_matches_naive(name, zp):
+    """The direct grouped kernel with its table epilogue, without a table (the scalar formula)
+    and with a table for other zero points (ignored), for 1, 2 and 3-slice scratch."""
+    case = GROUPED_DIRECT[name]
+    N, C, H, W, M, kh, kw, st, pads, dil, group = case
+    assert grouped.grouped_direct(C, M, group, "avx2") and K.merge_groups(C, M, group, "avx2") == 1
+    z_x, z_y, act = ZPS[zp]
+    x, w, bias, mult, shift, lo, hi, ohw = _make(case, z_x, z_y, act, seed=zp + 40)
+    assert pack_conv_weights(w, group, "avx2")[0][0] == grouped.LAYOUT_GROUPED
+    want = qconv(x, z_x, w, bias, mult, shift, z_y, lo, hi, st, pads, dil, group, ohw)
+    args = (case, x, z_x, w, bias, mult, shift, z_y, lo, hi, ohw)
+    for nt, slices in ((1, 1), (2, 2), (2, 3)):
+        assert_same(_kernel(*args, nthreads=nt, path="avx2", scratch_threads=slices), want)
+    assert_same(_kernel(*args, path="avx2", table=False), want)
+    assert_same(_kernel(*args, path="avx2", table_zps=((z_x + 1) % 256, z_y)), want)
+
+
+@pytest.mark.skipif("avx2" not in PATHS, reason="host has no AVX2")
+@pytest.mark.parametrize("cg", [32, 8])
+def test_grouped_direct_int16_sums_at_their_bound(cg):
+    """x = 255 against w = 120 / 127 / -127 (|wh| = 8) in every quad: a full chunk of
+    QUADS_PER_FLUSH quads sums to ±32640 per int16 lane, the largest the kernel allows; exact.
+    (32 inputs per group: a tap's 8 quads are one chunk.)"""
+    case = (1, 2 * cg, 5, 5, 16, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 2)
+    N, C, H, W, M, kh, kw, st, pads, dil, group = case
+    x = np.full((N, C, H, W), 255, np.uint8)
+    x[:, :, 0] = 0
+    w = np.full((M, cg, kh, kw), 120, np.int8)
+    w[1::4] = 127
+    w[2::4] = -127
+    w[3::4, ::2] = -120
+    bias = np.zeros(M, np.int32)
+    mult = np.full(M, 1 << 30, np.int32)
+    # |dot| <= 9·cg·255·127 maps to about ±127 steps: a wrapped sum would show
+    shift = np.full(M, 30 + int(np.ceil(np.log2(9 * cg * 255))), np.int32)
+    assert 2 * grouped.QUADS_PER_FLUSH * 255 * 8 < 2**15
+    for z_x in (0, 255):
+        want = qconv(x, z_x, w, bias, mult, shift, 128, 0, 255, st, pads, dil, group, (H, W))
+        assert len(np.unique(want)) >= 4
+        got = _kernel(case, x, z_x, w, bias, mult, shift, 128, 0, 255, (H, W), path="avx2")
+        assert_same(got, want)
+
+
+def test_grouped_direct_shapes():
+    assert grouped.grouped_direct(104, 104, 13, "avx2")            # RegNetY: 8 per group
+    assert grouped.grouped_direct(208, 208, 13, "avx2")            # 16 per group
+    assert not grouped.grouped_direct(104, 104, 13, "vnni512")     # avx2 path only
+    assert not grouped.grouped_direct(128, 128, 32, "avx2")        # ResNeXt: 4 out per group
+    assert not grouped.grouped_direct(96, 96, 4, "avx2")           # 24 out per group
+    assert not grouped.grouped_direct(32, 32, 32, "avx2")          # depthwise
+    assert not grouped.grouped_direct(24, 64, 8, "avx2")           # 3 in per group

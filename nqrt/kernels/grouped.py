@@ -1,0 +1,383 @@
+"""Direct grouped QConv for narrow groups on the avx2 path (spec 4.1, 1 < group, not
+depthwise): 8 or 16 output channels per group and a multiple of 4 input channels per group
+(RegNet's groups of 8, 16, 24, ... channels), with no im2col.
+
+The im2col + GEMM path packs kh·kw·C/group bytes (widened to int16) of every output pixel for
+every group, and with 8 or 16 output channels per group that packing costs more than the
+multiply-adds: RegNetY-400MF's 3x3 convs with 13 groups of 8 ran at 19 GMAC/s.  Here each
+output pixel reads its input straight from x:
+
+    for a group's 8-channel output vector v and each quad (tap t, input channels c..c+3):
+        Sh += vpmaddubsw(broadcast4(x[tap t, c..c+3]), wh[t, c..c+3, v's 8 channels])
+        Sl += vpmaddubsw(broadcast4(x[tap t, c..c+3]), wl[...])
+
+with the weights split as in the wide depthwise kernel (depthwise.split_weight: w = 16·wh + wl,
+|wh|, |wl| <= 8): an int16 lane (output channel m, pair of input channels) gains at most
+2·255·8 = 4080 per quad, so vpmaddubsw cannot saturate and QUADS_PER_FLUSH = 8 quads sum
+exactly in int16 (32640 < 2^15).  Every QUADS_PER_FLUSH quads the sums are widened exactly:
+dot_m += vpmaddwd(Sh, 16) + vpmaddwd(Sl, 1) (the two lanes of channel m summed).  The dot is
+the raw Σ x·w over all kh·kw taps, a tap in the padding reading a row of z_x bytes (`zrow`),
+so it equals the GEMM path's dot and the requantize table of the avx2 GEMM epilogue
+(vnni.requant_table: zero-point correction, bias, rounding, 64-bit multiply, logical shift)
+applies unchanged, through the same epilogue code (vnni._emit_table_rows).  Without a usable
+table the kernel computes the spec's formula in scalar code.
+
+Packed weights (pack_grouped_weights): a LAYOUT_HEADER-byte header (byte 0 LAYOUT_GROUPED) then
+int8 [group][quad q][vector v][wh | wl][8 output channels][4 input channels], quad q = tap
+t·(Cg/4) + c/4 with taps in (i, j) order; then (with_requant_table) the table.
+
+Work split: output rows (n, oh) in chunks from a shared counter; each output byte is computed
+by one thread in a fixed order, so results do not depend on the thread count.
+"""
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from nqrt.kernels._jit import JIT, PJIT, fetch_add, xcall
+from nqrt.kernels.depthwise import _ptr, split_weight
+from nqrt.kernels.fixedpoint import output_u8
+from nqrt.kernels.vnni import (AVX2_VL, LAYOUT_HEADER, PAR_MIN_MACS_FAST, _emit_table_rows,
+                               table_offset)
+
+LAYOUT_GROUPED = 2       # header byte 0 of pack_grouped_weights (vnni: 0 pairs, 1 quads)
+QUADS_PER_FLUSH = 8      # quads summed in int16 before widening: 8·2·255·8 = 32640 < 2^15
+PX_G = 2                 # output pixels per iteration (sharing the weight loads)
+ROWS_PER_CHUNK = 2       # output rows per work item taken from the shared counter
+
+_I8 = ir.IntType(8)
+_I16 = ir.IntType(16)
+_I32 = ir.IntType(32)
+_I64 = ir.IntType(64)
+
+
+def grouped_direct(C, M, group, path):
+    """True when the avx2 path runs this grouped conv with the direct kernel."""
+    if path != "avx2" or group <= 1 or C % group or M % group:
+        return False
+    cg, mg = C // group, M // group
+    if cg == 1 and mg == 1:
+        return False                                    # depthwise
+    return mg in (8, 16) and cg % 4 == 0
+
+
+def pack_grouped_weights(w, group):
+    """int8 w[M, Cg, kh, kw] (values in [-127, 127]) -> int8[:] (module docstring)."""
+    M, cg, kh, kw = w.shape
+    mg = M // group
+    nv = mg // AVX2_VL
+    nq = kh * kw * cg // 4
+    # [group, vector, lane m, tap, cg] -> [group, vector, m, quad, 4]
+    wt = np.asarray(w).reshape(group, nv, AVX2_VL, cg, kh * kw).transpose(0, 1, 2, 4, 3)
+    wt = wt.reshape(group, nv, AVX2_VL, nq, 4)
+    wh, wl = split_weight(wt)
+    out = np.stack([wh, wl], axis=2)                    # [group, v, h/l, m, quad, 4]
+    out = out.transpose(0, 4, 1, 2, 3, 5)               # [group, quad, v, h/l, m, 4]
+    head = np.zeros(LAYOUT_HEADER, np.int8)
+    head[0] = LAYOUT_GROUPED
+    return np.concatenate([head, np.ascontiguousarray(out).reshape(-1)])
+
+
+@njit(**JIT)
+def grouped_weight_bytes(M, C, kh, kw, group):
+    """Bytes of pack_grouped_weights' output (header included, table excluded)."""
+    return LAYOUT_HEADER + M * kh * kw * (C // group) * 2
+
+
+def _make_gconv(nv):
+    """Intrinsic for one group's nv·8 output channels of npx output pixels:
+        gk(adq: i64[nq], nq, npx, xstep, wq: i8[:], wo, tab: i8[:], toff, m0, lo, hi,
+           y: u8[:], yo, ystep)
+    quad q of pixel p reads the 4 bytes at absolute address adq[q] + p·xstep; its weights are at
+    wq[wo + (q·nv + v)·64 ...]; the outputs y[yo + p·ystep + 0 .. 8·nv − 1] (channels m0 .. of
+    the table that starts at byte toff of tab; m0 a multiple of 8).  nq, npx >= 1."""
+    vb = ir.VectorType(_I8, 32)
+    vw = ir.VectorType(_I16, 16)
+    vd = ir.VectorType(_I32, 8)
+
+    def codegen(context, builder, signature, args):
+        (adq_, nq_, np_, xs_, wq_, wo_, tab_, toff_, m0_, lo_, hi_, y_, yo_, ys_) = args
+        sa = signature.args
+        mod = builder.module
+        maddubs = cgutils.get_or_insert_function(mod, ir.FunctionType(vw, [vb, vb]),
+                                                 "llvm.x86.avx2.pmadd.ub.sw")
+        madd = cgutils.get_or_insert_function(mod, ir.FunctionType(vd, [vw, vw]),
+                                              "llvm.x86.avx2.pmadd.wd")
+        adp = _ptr(context, builder, sa[0], adq_, _I64)
+        wqp = builder.gep(_ptr(context, builder, sa[4], wq_, _I8), [wo_])
+        tp = builder.gep(_ptr(context, builder, sa[6], tab_, _I8), [toff_])
+        yb = _ptr(context, builder, sa[11], y_, _I8)
+        v16 = ir.VectorType(_I8, 16)
+
+        def splat16(v):
+            sv = builder.insert_element(ir.Constant(v16, None), builder.trunc(v, _I8),
+                                        ir.Constant(_I32, 0))
+            return builder.shuffle_vector(sv, ir.Constant(v16, None),
+                                          ir.Constant(ir.VectorType(_I32, 16), [0] * 16))
+
+        lo = splat16(lo_)
+        hi = splat16(hi_)
+        zw = ir.Constant(vw, None)
+        zd = ir.Constant(vd, None)
+        ones = ir.Constant(vw, [1] * 16)
+        sixteens = ir.Constant(vw, [16] * 16)
+        one = ir.Constant(_I64, 1)
+        kflush = ir.Constant(_I64, QUADS_PER_FLUSH)
+        qbytes = ir.Constant(_I64, 64 * nv)                 # weight bytes per quad
+
+        def broadcast4(addr):
+            v = builder.load(builder.inttoptr(addr, _I32.as_pointer()), align=1)
+            v8 = builder.insert_element(ir.Constant(vd, None), v, ir.Constant(_I32, 0))
+            v8 = builder.shuffle_vector(v8, ir.Constant(vd, None),
+                                        ir.Constant(ir.VectorType(_I32, 8), [0] * 8))
+            return builder.bitcast(v8, vb)
+
+        def pixels(p, u, exit_block):
+            entry = builder.block
+            chunk = builder.append_basic_block(f"gc{u}.chunk")
+            quad = builder.append_basic_block(f"gc{u}.quad")
+            chunk_end = builder.append_basic_block(f"gc{u}.chunkend")
+            store = builder.append_basic_block(f"gc{u}.store")
+            xbases = [builder.mul(builder.add(p, ir.Constant(_I64, k)), xs_) for k in range(u)]
+            builder.branch(chunk)
+
+            builder.position_at_end(chunk)
+            q0 = builder.phi(_I64)
+            q0.add_incoming(ir.Constant(_I64, 0), entry)
+            dots = {}
+            for k in range(u):
+                for v in range(nv):
+                    ph = builder.phi(vd)
+                    ph.add_incoming(zd, entry)
+                    dots[k, v] = ph
+            qe = builder.add(q0, kflush)
+            qe = builder.select(builder.icmp_signed("<", qe, nq_), qe, nq_)
+            builder.branch(quad)
+
+            builder.position_at_end(quad)
+            q = builder.phi(_I64)
+            q.add_incoming(q0, chunk)
+            sums = {}
+            for k in range(u):
+                for v in range(nv):
+                    for part in range(2):          # Sh, Sl
+                        ph = builder.phi(vw)
+                        ph.add_incoming(zw, chunk)
+                        sums[k, v, part] = ph
+            a = builder.load(builder.gep(adp, [q]))
+            wbase = builder.gep(wqp, [builder.mul(q, qbytes)])
+            wv = {}
+            for v in range(nv):
+                for part in range(2):
+                    ptr = builder.gep(wbase, [ir.Constant(_I64, 64 * v + 32 * part)])
+                    wv[v, part] = builder.load(builder.bitcast(ptr, vb.as_pointer()), align=1)
+            new = {}
+            for k in range(u):
+                xv = broadcast4(builder.add(a, xbases[k]))
+                for v in range(nv):
+                    for part in range(2):
+                        new[k, v, part] = builder.add(sums[k, v, part],
+                                                      builder.call(maddubs, [xv, wv[v, part]]))
+            q2 = builder.add(q, one)
+            q.add_incoming(q2, quad)
+            for key, ph in sums.items():
+                ph.add_incoming(new[key], quad)
+            builder.cbranch(builder.icmp_signed("<", q2, qe), quad, chunk_end)
+
+            builder.position_at_end(chunk_end)
+            widened = {}
+            for k in range(u):
+                for v in range(nv):
+                    d = builder.add(builder.call(madd, [new[k, v, 0], sixteens]),
+                                    builder.call(madd, [new[k, v, 1], ones]))
+                    widened[k, v] = builder.add(dots[k, v], d)
+            for key, ph in dots.items():
+                ph.add_incoming(widened[key], chunk_end)
+            q0.add_incoming(qe, chunk_end)
+            builder.cbranch(builder.icmp_signed("<", qe, nq_), chunk, store)
+
+            builder.position_at_end(store)
+            yp = builder.gep(yb, [builder.add(yo_, builder.mul(p, ys_))])
+            _emit_table_rows(builder, tp, m0_, nv, AVX2_VL, widened, u, lo, hi, ys_, yp)
+            builder.branch(exit_block)
+
+        pre = builder.block
+        px_loop = builder.append_basic_block("gc.px")
+        many = builder.append_basic_block("gc.many")
+        single = builder.append_basic_block("gc.one")
+        px_next = builder.append_basic_block("gc.pxnext")
+        px_next1 = builder.append_basic_block("gc.pxnext1")
+        done = builder.append_basic_block("gc.done")
+        builder.branch(px_loop)
+
+        builder.position_at_end(px_loop)
+        p = builder.phi(_I64)
+        p.add_incoming(ir.Constant(_I64, 0), pre)
+        builder.cbranch(builder.icmp_signed("<=", builder.add(p, ir.Constant(_I64, PX_G)), np_),
+                        many, single)
+        builder.position_at_end(many)
+        pixels(p, PX_G, px_next)
+        builder.position_at_end(single)
+        pixels(p, 1, px_next1)
+
+        builder.position_at_end(px_next)
+        p2 = builder.add(p, ir.Constant(_I64, PX_G))
+        p.add_incoming(p2, px_next)
+        builder.cbranch(builder.icmp_signed("<", p2, np_), px_loop, done)
+
+        builder.position_at_end(px_next1)
+        p1 = builder.add(p, one)
+        p.add_incoming(p1, px_next1)
+        builder.cbranch(builder.icmp_signed("<", p1, np_), px_loop, done)
+
+        builder.position_at_end(done)
+        return context.get_dummy_value()
+
+    def gk(typingctx, adq, nq, npx, xstep, wq, wo, tab, toff, m0, lo, hi, y, yo, ystep):
+        sig = types.void(adq, nq, npx, xstep, wq, wo, tab, toff, m0, lo, hi, y, yo, ystep)
+        return sig, codegen
+
+    gk.__name__ = f"gconv_avx2_{8 * nv}"
+    return intrinsic(gk)
+
+
+_gconv_8 = _make_gconv(1)
+_gconv_16 = _make_gconv(2)
+
+
+@njit(**JIT)
+def grouped_slice_bytes(C, kh, kw, W, group):
+    """Bytes of scratch one thread needs (before alignment): the quad addresses (i64 per quad
+    of one group), the tap addresses (i64 per tap) and zrow (W·C bytes of z_x: a run of
+    interior pixels in a row whose window crosses the top or bottom padding reads it at
+    p·sw·C + channel < W·C, like x)."""
+    nq = kh * kw * (C // group) // 4
+    return 8 * nq + 8 * kh * kw + W * C
+
+
+@njit(**JIT)
+def _grouped_task(x, z_x, wpack, wsum, bias, mult, shift, z_y, act_min, act_max, kh, kw, sh, sw,
+                  dh, dw, pad_t, pad_l, group, y, sl, ctr, nchunk, toff):
+    """Output rows in chunks of ROWS_PER_CHUNK taken from ctr[0] (fetch_add) until nchunk; per
+    row: the border pixels one call each, the interior (every tap inside x) as one run with a
+    fixed input step; per pixel run, every group.  toff < 0: the scalar formula instead."""
+    N, H, W, C = x.shape
+    OH, OW, M = y.shape[1], y.shape[2], y.shape[3]
+    T = kh * kw
+    cg = C // group
+    mg = M // group
+    cq = cg // 4
+    nq = T * cq
+    R = N * OH
+    xf = x.reshape(-1)
+    yf = y.reshape(-1)
+    adq = sl[:8 * nq].view(np.int64)
+    ad = sl[8 * nq:8 * nq + 8 * T].view(np.int64)
+    zrow = sl[8 * nq + 8 * T:8 * nq + 8 * T + W * C]
+    zrow[:] = np.uint8(z_x)
+    xa = xf.ctypes.data
+    za = zrow.ctypes.data
+    gbytes = nq * mg * 8                      # packed weight bytes per group
+    ow_lo = min(OW, -(-pad_l // sw))
+    span = W - 1 + pad_l - (kw - 1) * dw
+    ow_hi = max(ow_lo, min(OW, span // sw + 1)) if span >= 0 else ow_lo
+    while True:
+        ck = fetch_add(ctr, 0)
+        if ck >= nchunk:
+            break
+        for r in range(ck * ROWS_PER_CHUNK, min(R, (ck + 1) * ROWS_PER_CHUNK)):
+            n = r // OH
+            oh = r - n * OH
+            ih0 = oh * sh - pad_t
+            ow = 0
+            while ow < OW:
+                run = ow == ow_lo and ow_hi > ow_lo
+                npx = ow_hi - ow_lo if run else 1
+                iw0 = ow * sw - pad_l
+                for i in range(kh):
+                    ih = ih0 + i * dh
+                    for j in range(kw):
+                        iw = iw0 + j * dw
+                        a = za
+                        if ih >= 0 and ih < H and iw >= 0 and iw < W:
+                            a = xa + ((n * H + ih) * W + iw) * C
+                        ad[i * kw + j] = a
+                yo = ((n * OH + oh) * OW + ow) * M
+                for g in range(group):
+                    if toff >= 0:
+                        for t in range(T):
+                            for c in range(cq):
+                                adq[t * cq + c] = ad[t] + g * cg + 4 * c
+                        if mg == 8:
+                            _gconv_8(adq, nq, npx, sw * C, wpack, LAYOUT_HEADER + g * gbytes,
+                                     wpack, toff, g * mg, act_min, act_max, yf, yo + g * mg, M)
+                        else:
+                            _gconv_16(adq, nq, npx, sw * C, wpack, LAYOUT_HEADER + g * gbytes,
+                                      wpack, toff, g * mg, act_min, act_max, yf, yo + g * mg, M)
+                    else:
+                        _grouped_scalar(xf, ad, npx, sw * C, wpack, g, cg, mg, T, z_x, wsum,
+                                        bias, mult, shift, z_y, act_min, act_max, yf, yo, M)
+                ow += npx
+
+
+@njit(inline="always", **JIT)
+def _grouped_scalar(xf, ad, npx, xstep, wpack, g, cg, mg, T, z_x, wsum, bias, mult, shift, z_y,
+                    act_min, act_max, yf, yo, M):
+    """The spec's formula for one group's outputs of npx pixels, reading the packed weights
+    (w = 16·wh + wl) and x through the tap addresses (a tap in the padding reads z_x, whose
+    products z_x·w the correction − z_x·wsum cancels)."""
+    nv = mg // 8
+    nq = T * (cg // 4)
+    wbase = LAYOUT_HEADER + g * nq * mg * 8
+    for p in range(npx):
+        for m in range(mg):
+            v = m // 8
+            lane = m - 8 * v
+            dot = np.int64(0)
+            for t in range(T):
+                for c in range(cg):
+                    q = t * (cg // 4) + c // 4
+                    o = wbase + (q * nv + v) * 64 + lane * 4 + (c & 3)
+                    wv = 16 * np.int64(wpack[o]) + np.int64(wpack[o + 32])
+                    xv = np.int64(_load_u8_at(ad[t] + p * xstep + g * cg + c))
+                    dot += xv * wv
+            ch = g * mg + m
+            acc = dot - np.int64(z_x) * np.int64(wsum[ch]) + np.int64(bias[ch])
+            yf[yo + p * M + ch] = output_u8(acc, mult[ch], shift[ch], z_y, act_min, act_max)
+
+
+@intrinsic
+def _load_u8_at(typingctx, addr):
+    def codegen(context, builder, signature, args):
+        return builder.zext(builder.load(builder.inttoptr(args[0], _I8.as_pointer())), _I64)
+    return types.int64(addr), codegen
+
+
+@njit(**PJIT)
+def grouped_conv_u8_avx2(x, z_x, wpack, wsum, bias, mult, shift, z_y, act_min, act_max, kh, kw,
+                         sh, sw, dh, dw, pad_t, pad_l, group, y, scratch, slice_bytes):
+    """Grouped QConv with the direct kernel (grouped_direct(C, M, group, "avx2") shapes; wpack
+    from pack_grouped_weights, with_requant_table appended for the table epilogue); scratch of
+    >= 1 slice of slice_bytes (>= grouped_slice_bytes).  One thread below PAR_MIN_MACS_FAST."""
+    N, H, W, C = x.shape
+    OH, OW, M = y.shape[1], y.shape[2], y.shape[3]
+    R = N * OH
+    if R * OW * M == 0:
+        return
+    K = kh * kw * (C // group)
+    toff = table_offset(wpack, grouped_weight_bytes(M, C, kh, kw, group), M, K, z_x, z_y)
+    nchunk = -(-R // ROWS_PER_CHUNK)
+    nt = min(scratch.size // slice_bytes, nchunk)
+    ctr = np.zeros(8, np.int64)
+    if nt <= 1 or R * OW * M * K < PAR_MIN_MACS_FAST:
+        xcall(_grouped_task, x, z_x, wpack, wsum, bias, mult, shift, z_y, act_min, act_max, kh,
+              kw, sh, sw, dh, dw, pad_t, pad_l, group, y, scratch[:slice_bytes], ctr, nchunk,
+              toff)
+        return
+    for t in prange(nt):
+        ti = np.int64(t)                       # (prange indices are unsigned)
+        xcall(_grouped_task, x, z_x, wpack, wsum, bias, mult, shift, z_y, act_min, act_max, kh,
+              kw, sh, sw, dh, dw, pad_t, pad_l, group, y,
+              scratch[ti * slice_bytes:(ti + 1) * slice_bytes], ctr, nchunk, toff)
