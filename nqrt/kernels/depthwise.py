@@ -101,6 +101,64 @@ def _splat(builder, v, vty):
                                                                           [0] * n))
 
 
+def emit_pixel_runs(builder, npx, px, pixels, done):
+    """IR for the pixel loop the x86 kernels share: pixels(p, px, exit) for p = 0, px, ...
+    while p + px <= npx, then pixels(p, 1, exit) for the rest; continues in block `done`.
+    pixels(p, u, exit_block) emits the code of pixels p .. p+u-1 at the builder's position and
+    ends with a branch to exit_block.  npx >= 1 (i64)."""
+    pre = builder.block
+    loop = builder.append_basic_block("px.loop")
+    many = builder.append_basic_block("px.many")
+    single = builder.append_basic_block("px.one")
+    nxt = builder.append_basic_block("px.next")
+    nxt1 = builder.append_basic_block("px.next1")
+    builder.branch(loop)
+
+    builder.position_at_end(loop)
+    p = builder.phi(_I64)
+    p.add_incoming(ir.Constant(_I64, 0), pre)
+    builder.cbranch(builder.icmp_signed("<=", builder.add(p, ir.Constant(_I64, px)), npx),
+                    many, single)
+    builder.position_at_end(many)
+    pixels(p, px, nxt)
+    builder.position_at_end(single)
+    pixels(p, 1, nxt1)
+
+    for block, step in ((nxt, px), (nxt1, 1)):
+        builder.position_at_end(block)
+        p2 = builder.add(p, ir.Constant(_I64, step))
+        p.add_incoming(p2, block)
+        builder.cbranch(builder.icmp_signed("<", p2, npx), loop, done)
+    builder.position_at_end(done)
+
+
+def emit_record_requant(builder, recp, acc, j):
+    """IR: ((acc·M0 + BC) >>> SH) + ZD per lane of the 8 x i32 vector acc, with the constants
+    of requantize record j (i64 pointer recp; _layout_x86).  The 64-bit products are vpmuldq
+    on the even lanes and on the odd lanes shifted down, recombined after the logical shift;
+    the caller guarantees acc·M0 + BC in [0, 2^63) and the shifted value + ZD within int32
+    (_prepare_x86)."""
+    q64 = ir.VectorType(_I64, 4)
+    vd = ir.VectorType(_I32, 8)
+    c32v = ir.Constant(q64, [32] * 4)
+    base = builder.mul(j, ir.Constant(_I64, REC_I64))
+
+    def load(k, vty):
+        ptr = builder.gep(recp, [builder.add(base, ir.Constant(_I64, k))])
+        return builder.load(builder.bitcast(ptr, vty.as_pointer()), align=1)
+
+    def low_sext(v):            # the low 32 bits of each 64-bit lane, sign-extended
+        return builder.ashr(builder.shl(v, c32v), c32v)
+
+    a64 = builder.bitcast(acc, q64)
+    ev = builder.mul(low_sext(a64), low_sext(load(0, q64)))               # vpmuldq
+    od = builder.mul(builder.ashr(a64, c32v), low_sext(load(4, q64)))
+    ev = builder.lshr(builder.add(ev, load(8, q64)), load(16, q64))
+    od = builder.lshr(builder.add(od, load(12, q64)), load(20, q64))
+    q = builder.bitcast(builder.or_(ev, builder.shl(od, c32v)), vd)
+    return builder.add(q, load(24, vd))
+
+
 @intrinsic
 def _dw_pixels(typingctx, x, xo, w, wo, ntaps, npx, xstep, zx, m0, bc, sh, zd, lo, hi, y, yo,
                ystep, cl):
@@ -532,7 +590,6 @@ def _dw_pairs_x86(typingctx, ad, npairs, npx, xstep, wq, b0, b1, nblk, rec, lo, 
         one = ir.Constant(_I64, 1)
         two = ir.Constant(_I64, 2)
         k16 = ir.Constant(_I64, VL)
-        kR = ir.Constant(_I64, REC_I64)
         k32 = ir.Constant(_I64, 32)
         m_lo = ir.Constant(ir.VectorType(_I32, 16), _UNPACK_LO)
         m_hi = ir.Constant(ir.VectorType(_I32, 16), _UNPACK_HI)
@@ -543,24 +600,8 @@ def _dw_pairs_x86(typingctx, ad, npairs, npx, xstep, wq, b0, b1, nblk, rec, lo, 
             a = builder.add(addr, xoff)
             return builder.zext(builder.load(builder.inttoptr(a, v8.as_pointer()), align=1), v16)
 
-        q64 = ir.VectorType(_I64, 4)
-        c32v = ir.Constant(q64, [32] * 4)
-
-        def rec_load(j, k, vty):
-            ptr = builder.gep(recp, [builder.add(builder.mul(j, kR), ir.Constant(_I64, k))])
-            return builder.load(builder.bitcast(ptr, vty.as_pointer()), align=1)
-
-        def low_sext(v):            # the low 32 bits of each 64-bit lane, sign-extended
-            return builder.ashr(builder.shl(v, c32v), c32v)
-
         def requant(acc, j):
-            a64 = builder.bitcast(acc, q64)
-            ev = builder.mul(low_sext(a64), low_sext(rec_load(j, 0, q64)))      # vpmuldq
-            od = builder.mul(builder.ashr(a64, c32v), low_sext(rec_load(j, 4, q64)))
-            ev = builder.lshr(builder.add(ev, rec_load(j, 8, q64)), rec_load(j, 16, q64))
-            od = builder.lshr(builder.add(od, rec_load(j, 12, q64)), rec_load(j, 20, q64))
-            q = builder.bitcast(builder.or_(ev, builder.shl(od, c32v)), h32)
-            q = builder.add(q, rec_load(j, 24, h32))
+            q = emit_record_requant(builder, recp, acc, j)
             q = builder.select(builder.icmp_signed("<", q, lov), lov, q)
             return builder.select(builder.icmp_signed(">", q, hiv), hiv, q)
 
@@ -628,38 +669,7 @@ def _dw_pairs_x86(typingctx, ad, npairs, npx, xstep, wq, b0, b1, nblk, rec, lo, 
             b.add_incoming(b2, blk_end)
             builder.cbranch(builder.icmp_signed("<", b2, b1_), blk_loop, exit_block)
 
-        # PX pixels at a time, then one at a time
-        pre = builder.block
-        px_loop = builder.append_basic_block("dwx.px")
-        two_px = builder.append_basic_block("dwx.many")
-        one_px = builder.append_basic_block("dwx.one")
-        px_next = builder.append_basic_block("dwx.pxnext")
-        done = builder.append_basic_block("dwx.done")
-        builder.branch(px_loop)
-
-        builder.position_at_end(px_loop)
-        p = builder.phi(_I64)
-        p.add_incoming(ir.Constant(_I64, 0), pre)
-        builder.cbranch(builder.icmp_signed("<=", builder.add(p, ir.Constant(_I64, PX)), np_),
-                        two_px, one_px)
-
-        px_next1 = builder.append_basic_block("dwx.pxnext1")
-        builder.position_at_end(two_px)
-        pixels(p, PX, px_next)
-        builder.position_at_end(one_px)
-        pixels(p, 1, px_next1)
-
-        builder.position_at_end(px_next)
-        p2 = builder.add(p, ir.Constant(_I64, PX))
-        p.add_incoming(p2, px_next)
-        builder.cbranch(builder.icmp_signed("<", p2, np_), px_loop, done)
-
-        builder.position_at_end(px_next1)
-        p1 = builder.add(p, one)
-        p.add_incoming(p1, px_next1)
-        builder.cbranch(builder.icmp_signed("<", p1, np_), px_loop, done)
-
-        builder.position_at_end(done)
+        emit_pixel_runs(builder, np_, PX, pixels, builder.append_basic_block("dwx.done"))
         return context.get_dummy_value()
 
     return sig, codegen
@@ -692,7 +702,6 @@ def _dw_bytepairs_x86(typingctx, ad, npairs, npx, xstep, wq, b0, b1, nblk, rec, 
         vb = ir.VectorType(_I8, 32)
         vw = ir.VectorType(_I16, 16)
         vd = ir.VectorType(_I32, 8)
-        q64 = ir.VectorType(_I64, 4)
         mod = builder.module
         maddubs = cgutils.get_or_insert_function(mod, ir.FunctionType(vw, [vb, vb]),
                                                  "llvm.x86.avx2.pmadd.ub.sw")
@@ -713,7 +722,6 @@ def _dw_bytepairs_x86(typingctx, ad, npairs, npx, xstep, wq, b0, b1, nblk, rec, 
         one = ir.Constant(_I64, 1)
         two = ir.Constant(_I64, 2)
         k128 = ir.Constant(_I64, 128)
-        kR = ir.Constant(_I64, REC_I64)
         kflush = ir.Constant(_I64, FLUSH_PAIRS)
         sixteen = ir.Constant(vw, [1, 16] * 8)        # (Sl, Sh) pairs -> Sl + 16·Sh
         m_blo = ir.Constant(ir.VectorType(_I32, 32), _BYTES_LO)
@@ -721,26 +729,9 @@ def _dw_bytepairs_x86(typingctx, ad, npairs, npx, xstep, wq, b0, b1, nblk, rec, 
         m_wlo = ir.Constant(ir.VectorType(_I32, 16), _WORDS_LO)
         m_whi = ir.Constant(ir.VectorType(_I32, 16), _WORDS_HI)
         wstep = builder.mul(nb_, k128)                      # bytes of weights per pair
-        c32v = ir.Constant(q64, [32] * 4)
 
         def load_bytes(addr):
             return builder.load(builder.inttoptr(addr, vb.as_pointer()), align=1)
-
-        def rec_load(j, k, vty):
-            ptr = builder.gep(recp, [builder.add(builder.mul(j, kR), ir.Constant(_I64, k))])
-            return builder.load(builder.bitcast(ptr, vty.as_pointer()), align=1)
-
-        def low_sext(v):            # the low 32 bits of each 64-bit lane, sign-extended
-            return builder.ashr(builder.shl(v, c32v), c32v)
-
-        def requant(acc, j):
-            a64 = builder.bitcast(acc, q64)
-            ev = builder.mul(low_sext(a64), low_sext(rec_load(j, 0, q64)))      # vpmuldq
-            od = builder.mul(builder.ashr(a64, c32v), low_sext(rec_load(j, 4, q64)))
-            ev = builder.lshr(builder.add(ev, rec_load(j, 8, q64)), rec_load(j, 16, q64))
-            od = builder.lshr(builder.add(od, rec_load(j, 12, q64)), rec_load(j, 20, q64))
-            q = builder.bitcast(builder.or_(ev, builder.shl(od, c32v)), vd)
-            return builder.add(q, rec_load(j, 24, vd))
 
         def pixels(p, u, exit_block):
             """Blocks computing pixels p .. p+u-1 (all 32-channel blocks b0..b1-1); the weight
@@ -824,8 +815,8 @@ def _dw_bytepairs_x86(typingctx, ad, npairs, npx, xstep, wq, b0, b1, nblk, rec, 
             builder.position_at_end(blk_end)
             j0 = builder.mul(b, ir.Constant(_I64, 4))
             for k in range(u):
-                r = [requant(widened[4 * k + g], builder.add(j0, ir.Constant(_I64, g)))
-                     for g in range(4)]
+                r = [emit_record_requant(builder, recp, widened[4 * k + g],
+                                         builder.add(j0, ir.Constant(_I64, g))) for g in range(4)]
                 v = builder.call(packuswb, [builder.call(packssdw, [r[0], r[1]]),
                                             builder.call(packssdw, [r[2], r[3]])])
                 v = builder.select(builder.icmp_unsigned("<", v, lov), lov, v)
@@ -836,37 +827,7 @@ def _dw_bytepairs_x86(typingctx, ad, npairs, npx, xstep, wq, b0, b1, nblk, rec, 
             b.add_incoming(b2, blk_end)
             builder.cbranch(builder.icmp_signed("<", b2, b1_), blk_loop, exit_block)
 
-        # PX_WIDE pixels at a time, then one at a time
-        pre = builder.block
-        px_loop = builder.append_basic_block("dwb.px")
-        many = builder.append_basic_block("dwb.many")
-        single = builder.append_basic_block("dwb.one")
-        px_next = builder.append_basic_block("dwb.pxnext")
-        px_next1 = builder.append_basic_block("dwb.pxnext1")
-        done = builder.append_basic_block("dwb.done")
-        builder.branch(px_loop)
-
-        builder.position_at_end(px_loop)
-        p = builder.phi(_I64)
-        p.add_incoming(ir.Constant(_I64, 0), pre)
-        builder.cbranch(builder.icmp_signed("<=", builder.add(p, ir.Constant(_I64, PX_WIDE)),
-                                            np_), many, single)
-        builder.position_at_end(many)
-        pixels(p, PX_WIDE, px_next)
-        builder.position_at_end(single)
-        pixels(p, 1, px_next1)
-
-        builder.position_at_end(px_next)
-        p2 = builder.add(p, ir.Constant(_I64, PX_WIDE))
-        p.add_incoming(p2, px_next)
-        builder.cbranch(builder.icmp_signed("<", p2, np_), px_loop, done)
-
-        builder.position_at_end(px_next1)
-        p1 = builder.add(p, one)
-        p.add_incoming(p1, px_next1)
-        builder.cbranch(builder.icmp_signed("<", p1, np_), px_loop, done)
-
-        builder.position_at_end(done)
+        emit_pixel_runs(builder, np_, PX_WIDE, pixels, builder.append_basic_block("dwb.done"))
         return context.get_dummy_value()
 
     return sig, codegen
@@ -932,6 +893,31 @@ def _table_state(wpack, base, C, z_x, z_y):
     return np.int64(h[0])
 
 
+@njit(inline="always", **JIT)
+def interior_columns(OW, W, kw, sw, dw, pad_l):
+    """(ow_lo, ow_hi): the output columns whose kw taps all lie inside x horizontally; the
+    x86 drivers run them as one call with a fixed input step (sw·C), border columns one call
+    each."""
+    ow_lo = min(OW, -(-pad_l // sw))
+    span = W - 1 + pad_l - (kw - 1) * dw
+    ow_hi = max(ow_lo, min(OW, span // sw + 1)) if span >= 0 else ow_lo
+    return ow_lo, ow_hi
+
+
+@njit(inline="always", **JIT)
+def tap_addresses(ad, xa, za, n, H, W, C, ih0, iw0, kh, kw, dh, dw):
+    """ad[i·kw + j] = the absolute address of x[n, ih0 + i·dh, iw0 + j·dw, 0] (x at address
+    xa, NHWC), or za (a row of z_x bytes) where that tap is in the padding."""
+    for i in range(kh):
+        ih = ih0 + i * dh
+        for j in range(kw):
+            iw = iw0 + j * dw
+            a = za
+            if ih >= 0 and ih < H and iw >= 0 and iw < W:
+                a = xa + ((n * H + ih) * W + iw) * C
+            ad[i * kw + j] = a
+
+
 @njit(**JIT)
 def _dw_task_x86(x, z_x, wpack, bias, mult, shift, z_y, act_min, act_max, kh, kw, sh, sw, dh,
                  dw, pad_t, pad_l, y, sl, r0, r1, b0, b1, tail, ctr, rchunk):
@@ -977,9 +963,7 @@ def _dw_task_x86(x, z_x, wpack, bias, mult, shift, z_y, act_min, act_max, kh, kw
         b1 = b0
     xa = xf.ctypes.data
     za = zrow.ctypes.data
-    ow_lo = min(OW, -(-pad_l // sw))
-    span = W - 1 + pad_l - (kw - 1) * dw
-    ow_hi = max(ow_lo, min(OW, span // sw + 1)) if span >= 0 else ow_lo
+    ow_lo, ow_hi = interior_columns(OW, W, kw, sw, dw, pad_l)
     nchunk = (r1 - r0 + rchunk - 1) // rchunk if rchunk > 0 else 1
     for _ in range(nchunk):
         ra, rb = r0, r1
@@ -997,15 +981,7 @@ def _dw_task_x86(x, z_x, wpack, bias, mult, shift, z_y, act_min, act_max, kh, kw
             while ow < OW:
                 run = ow == ow_lo and ow_hi > ow_lo
                 npx = ow_hi - ow_lo if run else 1
-                iw0 = ow * sw - pad_l
-                for i in range(kh):
-                    ih = ih0 + i * dh
-                    for j in range(kw):
-                        iw = iw0 + j * dw
-                        a = za
-                        if ih >= 0 and ih < H and iw >= 0 and iw < W:
-                            a = xa + ((n * H + ih) * W + iw) * C
-                        ad[i * kw + j] = a
+                tap_addresses(ad, xa, za, n, H, W, C, ih0, ow * sw - pad_l, kh, kw, dh, dw)
                 if T & 1:
                     ad[T] = ad[T - 1]                  # its weight is 0
                 yo = ((n * OH + oh) * OW + ow) * C

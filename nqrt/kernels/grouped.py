@@ -37,10 +37,11 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from nqrt.kernels._jit import JIT, PJIT, fetch_add, xcall
-from nqrt.kernels.depthwise import _ptr, split_weight
+from nqrt.kernels.depthwise import (_ptr, emit_pixel_runs, interior_columns, split_weight,
+                                    tap_addresses)
 from nqrt.kernels.fixedpoint import output_u8
 from nqrt.kernels.vnni import (AVX2_VL, LAYOUT_HEADER, PAR_MIN_MACS_FAST, _emit_table_rows,
-                               table_offset)
+                               splat_bytes16, table_offset)
 
 LAYOUT_GROUPED = 2       # header byte 0 of pack_grouped_weights (vnni: 0 pairs, 1 quads)
 QUADS_PER_FLUSH = 8      # quads summed in int16 before widening: 8·2·255·8 = 32640 < 2^15
@@ -109,16 +110,8 @@ def _make_gconv(nv):
         wqp = builder.gep(_ptr(context, builder, sa[4], wq_, _I8), [wo_])
         tp = builder.gep(_ptr(context, builder, sa[6], tab_, _I8), [toff_])
         yb = _ptr(context, builder, sa[11], y_, _I8)
-        v16 = ir.VectorType(_I8, 16)
-
-        def splat16(v):
-            sv = builder.insert_element(ir.Constant(v16, None), builder.trunc(v, _I8),
-                                        ir.Constant(_I32, 0))
-            return builder.shuffle_vector(sv, ir.Constant(v16, None),
-                                          ir.Constant(ir.VectorType(_I32, 16), [0] * 16))
-
-        lo = splat16(lo_)
-        hi = splat16(hi_)
+        lo = splat_bytes16(builder, lo_)
+        hi = splat_bytes16(builder, hi_)
         zw = ir.Constant(vw, None)
         zd = ir.Constant(vd, None)
         ones = ir.Constant(vw, [1] * 16)
@@ -203,36 +196,7 @@ def _make_gconv(nv):
             _emit_table_rows(builder, tp, m0_, nv, AVX2_VL, widened, u, lo, hi, ys_, yp)
             builder.branch(exit_block)
 
-        pre = builder.block
-        px_loop = builder.append_basic_block("gc.px")
-        many = builder.append_basic_block("gc.many")
-        single = builder.append_basic_block("gc.one")
-        px_next = builder.append_basic_block("gc.pxnext")
-        px_next1 = builder.append_basic_block("gc.pxnext1")
-        done = builder.append_basic_block("gc.done")
-        builder.branch(px_loop)
-
-        builder.position_at_end(px_loop)
-        p = builder.phi(_I64)
-        p.add_incoming(ir.Constant(_I64, 0), pre)
-        builder.cbranch(builder.icmp_signed("<=", builder.add(p, ir.Constant(_I64, PX_G)), np_),
-                        many, single)
-        builder.position_at_end(many)
-        pixels(p, PX_G, px_next)
-        builder.position_at_end(single)
-        pixels(p, 1, px_next1)
-
-        builder.position_at_end(px_next)
-        p2 = builder.add(p, ir.Constant(_I64, PX_G))
-        p.add_incoming(p2, px_next)
-        builder.cbranch(builder.icmp_signed("<", p2, np_), px_loop, done)
-
-        builder.position_at_end(px_next1)
-        p1 = builder.add(p, one)
-        p.add_incoming(p1, px_next1)
-        builder.cbranch(builder.icmp_signed("<", p1, np_), px_loop, done)
-
-        builder.position_at_end(done)
+        emit_pixel_runs(builder, np_, PX_G, pixels, builder.append_basic_block("gc.done"))
         return context.get_dummy_value()
 
     def gk(typingctx, adq, nq, npx, xstep, wq, wo, tab, toff, m0, lo, hi, y, yo, ystep):
@@ -280,9 +244,7 @@ def _grouped_task(x, z_x, wpack, wsum, bias, mult, shift, z_y, act_min, act_max,
     xa = xf.ctypes.data
     za = zrow.ctypes.data
     gbytes = nq * mg * 8                      # packed weight bytes per group
-    ow_lo = min(OW, -(-pad_l // sw))
-    span = W - 1 + pad_l - (kw - 1) * dw
-    ow_hi = max(ow_lo, min(OW, span // sw + 1)) if span >= 0 else ow_lo
+    ow_lo, ow_hi = interior_columns(OW, W, kw, sw, dw, pad_l)
     while True:
         ck = fetch_add(ctr, 0)
         if ck >= nchunk:
@@ -295,15 +257,7 @@ def _grouped_task(x, z_x, wpack, wsum, bias, mult, shift, z_y, act_min, act_max,
             while ow < OW:
                 run = ow == ow_lo and ow_hi > ow_lo
                 npx = ow_hi - ow_lo if run else 1
-                iw0 = ow * sw - pad_l
-                for i in range(kh):
-                    ih = ih0 + i * dh
-                    for j in range(kw):
-                        iw = iw0 + j * dw
-                        a = za
-                        if ih >= 0 and ih < H and iw >= 0 and iw < W:
-                            a = xa + ((n * H + ih) * W + iw) * C
-                        ad[i * kw + j] = a
+                tap_addresses(ad, xa, za, n, H, W, C, ih0, ow * sw - pad_l, kh, kw, dh, dw)
                 yo = ((n * OH + oh) * OW + ow) * M
                 for g in range(group):
                     if toff >= 0:

@@ -293,6 +293,15 @@ def _emit_requant_store(context, builder, sa, args, final, mr, nv, vl):
             builder.store(builder.trunc(v, v8), builder.bitcast(p, v8.as_pointer()), align=1)
 
 
+def splat_bytes16(builder, x):
+    """IR: the low byte of the integer x in all 16 lanes of a 16 x i8 vector (the clamp bounds
+    of _emit_table_rows)."""
+    v8 = ir.VectorType(_I8, 16)
+    sv = builder.insert_element(ir.Constant(v8, None), builder.trunc(x, _I8), ir.Constant(_I32, 0))
+    return builder.shuffle_vector(sv, ir.Constant(v8, None),
+                                  ir.Constant(ir.VectorType(_I32, 16), [0] * 16))
+
+
 def _emit_table_requant_store(context, builder, sa, args, final, mr, nv, vl):
     """AVX2 epilogue from the requantize table (requant_table): per lane
         y = clamp(((dot·M0 + BC) >>> SH) + ZD, act_min, act_max)
@@ -310,18 +319,10 @@ def _emit_table_requant_store(context, builder, sa, args, final, mr, nv, vl):
     if nv not in (1, 2):
         raise NotImplementedError("the avx2 table epilogue stores one or two 8-column vectors")
     (y_, yoff_, ystride_, tab_, toff_, m0_, nst_, lo_, hi_) = args[7:16]
-    v8 = ir.VectorType(_I8, 16)
-
-    def splat8(x):
-        sv = builder.insert_element(ir.Constant(v8, None), builder.trunc(x, _I8),
-                                    ir.Constant(_I32, 0))
-        return builder.shuffle_vector(sv, ir.Constant(v8, None),
-                                      ir.Constant(ir.VectorType(_I32, 16), [0] * 16))
-
     tp = builder.gep(_data_ptr(context, builder, sa[10], tab_), [toff_])
     tp = builder.bitcast(tp, _I8.as_pointer())
-    lo = splat8(lo_)
-    hi = splat8(hi_)
+    lo = splat_bytes16(builder, lo_)
+    hi = splat_bytes16(builder, hi_)
     yp = builder.bitcast(_data_ptr(context, builder, sa[7], y_), _I8.as_pointer())
     yp = builder.gep(yp, [yoff_])
     if nv == 1:
