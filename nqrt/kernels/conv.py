@@ -44,7 +44,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from nqrt.kernels import vnni
-from nqrt.kernels._jit import JIT, PJIT, fetch_add, xcall
+from nqrt.kernels._jit import JIT, PJIT, fetch_add, xcall, xcall_lazy
 from nqrt.kernels.depthwise import (append_depthwise_table, depthwise_conv_u8, depthwise_conv_u8_x86,
                                     depthwise_scratch_bytes, depthwise_scratch_bytes_x86,
                                     pack_depthwise_weights, pack_depthwise_weights_x86)
@@ -550,15 +550,15 @@ def conv2d_u8_avx2(x, z_x, wpack, wsum, bias, mult, shift, z_y, act_min, act_max
     if N * OH * OW * M == 0:
         return
     if is_depthwise(C, M, group):
-        xcall(_depthwise, x, z_x, wpack, bias, mult, shift, z_y, act_min, act_max, kh, kw, sh, sw,
-              dh, dw, pad_t, pad_l, y, scratch)
+        xcall_lazy(_depthwise, x, z_x, wpack, bias, mult, shift, z_y, act_min, act_max, kh, kw,
+                   sh, sw, dh, dw, pad_t, pad_l, y, scratch)
         return
     if group > 1 and wpack[0] == LAYOUT_GROUPED:
         gs = _align(grouped_slice_bytes(C, kh, kw, W, group))
         if scratch.size < gs:
             raise ValueError("conv2d_u8_avx2: scratch smaller than one thread's slice")
-        xcall(grouped_conv_u8_avx2, x, z_x, wpack, wsum, bias, mult, shift, z_y, act_min, act_max,
-              kh, kw, sh, sw, dh, dw, pad_t, pad_l, group, y, scratch, gs)
+        xcall_lazy(grouped_conv_u8_avx2, x, z_x, wpack, wsum, bias, mult, shift, z_y, act_min,
+                   act_max, kh, kw, sh, sw, dh, dw, pad_t, pad_l, group, y, scratch, gs)
         return
     per = fast_slice_bytes(N, H, W, C, M, kh, kw, OH, OW, group, False)
     if scratch.size < per:
@@ -567,8 +567,8 @@ def conv2d_u8_avx2(x, z_x, wpack, wsum, bias, mult, shift, z_y, act_min, act_max
     P = N * OH * OW
     if is_pointwise(kh, kw, sh, sw, pad_t, pad_l, group, H, W, OH, OW):
         pg = vnni.thread_scratch_bytes(P, padded_groups(C, AVX2_G), AVX2_MR, AVX2_NR)
-        xcall(vnni.gemm_avx2, x.reshape((P, C)), z_x, wpack, wsum, M, C, bias, mult, shift, z_y,
-                       act_min, act_max, y.reshape((P, M)), scratch[:T * pg])
+        xcall_lazy(vnni.gemm_avx2, x.reshape((P, C)), z_x, wpack, wsum, M, C, bias, mult, shift,
+                   z_y, act_min, act_max, y.reshape((P, M)), scratch[:T * pg])
         return
     Kg = kh * kw * (C // group)
     pg = _fast_geometry(P, Kg, AVX2_G, AVX2_MR, AVX2_NR)[3]
@@ -594,8 +594,8 @@ def conv2d_u8_vnni512(x, z_x, wpack, wsum, bias, mult, shift, z_y, act_min, act_
     if N * OH * OW * M == 0:
         return
     if is_depthwise(C, M, group):
-        xcall(_depthwise, x, z_x, wpack, bias, mult, shift, z_y, act_min, act_max, kh, kw, sh, sw,
-              dh, dw, pad_t, pad_l, y, scratch)
+        xcall_lazy(_depthwise, x, z_x, wpack, bias, mult, shift, z_y, act_min, act_max, kh, kw,
+                   sh, sw, dh, dw, pad_t, pad_l, y, scratch)
         return
     per = fast_slice_bytes(N, H, W, C, M, kh, kw, OH, OW, group, True)
     if scratch.size < per:
@@ -604,8 +604,8 @@ def conv2d_u8_vnni512(x, z_x, wpack, wsum, bias, mult, shift, z_y, act_min, act_
     P = N * OH * OW
     if is_pointwise(kh, kw, sh, sw, pad_t, pad_l, group, H, W, OH, OW):
         pg = vnni.thread_scratch_bytes(P, padded_groups(C, V512_G), V512_MR, V512_NR)
-        xcall(vnni.gemm_vnni512, x.reshape((P, C)), z_x, wpack, wsum, M, C, bias, mult, shift, z_y,
-                          act_min, act_max, y.reshape((P, M)), scratch[:T * pg])
+        xcall_lazy(vnni.gemm_vnni512, x.reshape((P, C)), z_x, wpack, wsum, M, C, bias, mult,
+                   shift, z_y, act_min, act_max, y.reshape((P, M)), scratch[:T * pg])
         return
     Kg = kh * kw * (C // group)
     pg = _fast_geometry(P, Kg, V512_G, V512_MR, V512_NR)[3]
