@@ -1,6 +1,7 @@
 """Direct grouped QConv for narrow groups on the avx2 path (spec 4.1, 1 < group, not
 depthwise): 8 or 16 output channels per group and a multiple of 4 input channels per group
-(RegNet's groups of 8, 16, 24, ... channels), with no im2col.
+(RegNet's groups of 8, 16, 24, ... channels), or an even number of groups with 4 inputs and 4
+outputs each (ResNeXt 32x4d's first stage), with no im2col.
 
 The im2col + GEMM path packs kh·kw·C/group bytes (widened to int16) of every output pixel for
 every group, and with 8 or 16 output channels per group that packing costs more than the
@@ -22,9 +23,15 @@ so it equals the GEMM path's dot and the requantize table of the avx2 GEMM epilo
 applies unchanged, through the same epilogue code (vnni._emit_table_rows).  Without a usable
 table the kernel computes the spec's formula in scalar code.
 
+Groups of 4 go in pairs (2j, 2j + 1), one 8-lane unit: an 8-byte broadcast puts group 2j's
+4 input bytes in the even 32-bit lanes and group 2j + 1's in the odd ones, lane m computes
+output m div 2 of group 2j + (m mod 2), and one vpermd before the epilogue puts the 8 results
+in y's channel order.
+
 Packed weights (pack_grouped_weights): a LAYOUT_HEADER-byte header (byte 0 LAYOUT_GROUPED) then
-int8 [group][quad q][vector v][wh | wl][8 output channels][4 input channels], quad q = tap
-t·(Cg/4) + c/4 with taps in (i, j) order; then (with_requant_table) the table.
+int8 [unit][quad q][vector v][wh | wl][8 lanes][4 input channels], a unit being a group (quad
+q = tap t·(Cg/4) + c/4, taps in (i, j) order, lane = output channel) or a pair of 4-channel
+groups (q = t, lanes as above); then (with_requant_table) the table.
 
 Work split: output rows (n, oh) in chunks from a shared counter; each output byte is computed
 by one thread in a fixed order, so results do not depend on the thread count.
@@ -48,6 +55,7 @@ QUADS_PER_FLUSH = 8      # quads summed in int16 before widening: 8·2·255·8 =
 PX_G = 2                 # output pixels per iteration (sharing the weight loads)
 ROWS_PER_CHUNK = 2       # output rows per work item taken from the shared counter
 
+_PAIR_ORDER = [0, 2, 4, 6, 1, 3, 5, 7]    # y channel n of a pair <- lane 2·(n mod 4) + n div 4
 _I8 = ir.IntType(8)
 _I16 = ir.IntType(16)
 _I32 = ir.IntType(32)
@@ -55,24 +63,32 @@ _I64 = ir.IntType(64)
 
 
 def grouped_direct(C, M, group, path):
-    """True when the avx2 path runs this grouped conv with the direct kernel."""
+    """True when the avx2 path runs this grouped conv with the direct kernel (module
+    docstring)."""
     if path != "avx2" or group <= 1 or C % group or M % group:
         return False
     cg, mg = C // group, M // group
     if cg == 1 and mg == 1:
         return False                                    # depthwise
-    return mg in (8, 16) and cg % 4 == 0
+    return (mg in (8, 16) and cg % 4 == 0) or (mg == 4 and cg == 4 and group % 2 == 0)
 
 
 def pack_grouped_weights(w, group):
     """int8 w[M, Cg, kh, kw] (values in [-127, 127]) -> int8[:] (module docstring)."""
     M, cg, kh, kw = w.shape
     mg = M // group
-    nv = mg // AVX2_VL
-    nq = kh * kw * cg // 4
-    # [group, vector, lane m, tap, cg] -> [group, vector, m, quad, 4]
-    wt = np.asarray(w).reshape(group, nv, AVX2_VL, cg, kh * kw).transpose(0, 1, 2, 4, 3)
-    wt = wt.reshape(group, nv, AVX2_VL, nq, 4)
+    if mg == 4:
+        # pairs of groups (2j, 2j + 1) as one unit of 8 lanes: lane m is output channel m // 2
+        # of group 2j + m % 2 and reads that group's 4 inputs (_make_gconv(1, pairs=True))
+        T = kh * kw
+        wt = np.asarray(w).reshape(group // 2, 2, 4, 4, T)          # [j, gsel, out, c, tap]
+        wt = wt.transpose(0, 2, 1, 4, 3).reshape(group // 2, 1, AVX2_VL, T, 4)
+        group, nq = group // 2, T
+    else:
+        nq = kh * kw * cg // 4
+        # [group, vector, lane m, tap, cg] -> [group, vector, m, quad, 4]
+        wt = np.asarray(w).reshape(group, mg // AVX2_VL, AVX2_VL, cg, kh * kw)
+        wt = wt.transpose(0, 1, 2, 4, 3).reshape(group, mg // AVX2_VL, AVX2_VL, nq, 4)
     wh, wl = split_weight(wt)
     out = np.stack([wh, wl], axis=2)                    # [group, v, h/l, m, quad, 4]
     out = out.transpose(0, 4, 1, 2, 3, 5)               # [group, quad, v, h/l, m, 4]
@@ -87,7 +103,7 @@ def grouped_weight_bytes(M, C, kh, kw, group):
     return LAYOUT_HEADER + M * kh * kw * (C // group) * 2
 
 
-def _make_gconv(nv):
+def _make_gconv(nv, pairs=False):
     """Intrinsic for one group's nv·8 output channels of npx output pixels:
         gk(adq: i64[nq], nq, npx, xstep, wq: i8[:], wo, tab: i8[:], toff, m0, lo, hi,
            y: u8[:], yo, ystep)
@@ -121,10 +137,14 @@ def _make_gconv(nv):
         qbytes = ir.Constant(_I64, 64 * nv)                 # weight bytes per quad
 
         def broadcast4(addr):
-            v = builder.load(builder.inttoptr(addr, _I32.as_pointer()), align=1)
-            v8 = builder.insert_element(ir.Constant(vd, None), v, ir.Constant(_I32, 0))
-            v8 = builder.shuffle_vector(v8, ir.Constant(vd, None),
-                                        ir.Constant(ir.VectorType(_I32, 8), [0] * 8))
+            """The 4 bytes at addr in every 32-bit lane (pairs: the 8 bytes at addr in every
+            64-bit lane, i.e. the quads of the pair's two groups in even / odd lanes)."""
+            ety = _I64 if pairs else _I32
+            vty = ir.VectorType(ety, 4 if pairs else 8)
+            v = builder.load(builder.inttoptr(addr, ety.as_pointer()), align=1)
+            v8 = builder.insert_element(ir.Constant(vty, None), v, ir.Constant(_I32, 0))
+            v8 = builder.shuffle_vector(v8, ir.Constant(vty, None),
+                                        ir.Constant(ir.VectorType(_I32, vty.count), [0] * vty.count))
             return builder.bitcast(v8, vb)
 
         def pixels(p, u, exit_block):
@@ -193,6 +213,10 @@ def _make_gconv(nv):
 
             builder.position_at_end(store)
             yp = builder.gep(yb, [builder.add(yo_, builder.mul(p, ys_))])
+            if pairs:       # lane m holds output m // 2 of the pair's group m % 2: to y's order
+                widened = {key: builder.shuffle_vector(
+                    v, ir.Constant(vd, None), ir.Constant(ir.VectorType(_I32, 8), _PAIR_ORDER))
+                    for key, v in widened.items()}
             _emit_table_rows(builder, tp, m0_, nv, AVX2_VL, widened, u, lo, hi, ys_, yp)
             builder.branch(exit_block)
 
@@ -203,12 +227,13 @@ def _make_gconv(nv):
         sig = types.void(adq, nq, npx, xstep, wq, wo, tab, toff, m0, lo, hi, y, yo, ystep)
         return sig, codegen
 
-    gk.__name__ = f"gconv_avx2_{8 * nv}"
+    gk.__name__ = f"gconv_avx2_{8 * nv}" + ("_pairs" if pairs else "")
     return intrinsic(gk)
 
 
 _gconv_8 = _make_gconv(1)
 _gconv_16 = _make_gconv(2)
+_gconv_pairs = _make_gconv(1, pairs=True)
 
 
 @njit(**JIT)
@@ -232,8 +257,12 @@ def _grouped_task(x, z_x, wpack, wsum, bias, mult, shift, z_y, act_min, act_max,
     T = kh * kw
     cg = C // group
     mg = M // group
+    pairs = mg == 4                            # units: pairs of 4-channel groups, else groups
+    units = group // 2 if pairs else group
+    uc = 2 * cg if pairs else cg               # input channels per unit
+    um = 2 * mg if pairs else mg               # output channels per unit
     cq = cg // 4
-    nq = T * cq
+    nq = T if pairs else T * cq                # loads per unit and pixel (pairs: 8 bytes)
     R = N * OH
     xf = x.reshape(-1)
     yf = y.reshape(-1)
@@ -243,7 +272,7 @@ def _grouped_task(x, z_x, wpack, wsum, bias, mult, shift, z_y, act_min, act_max,
     zrow[:] = np.uint8(z_x)
     xa = xf.ctypes.data
     za = zrow.ctypes.data
-    gbytes = nq * mg * 8                      # packed weight bytes per group
+    ubytes = nq * um * 8                      # packed weight bytes per unit
     ow_lo, ow_hi = interior_columns(OW, W, kw, sw, dw, pad_l)
     while True:
         ck = fetch_add(ctr, 0)
@@ -259,45 +288,56 @@ def _grouped_task(x, z_x, wpack, wsum, bias, mult, shift, z_y, act_min, act_max,
                 npx = ow_hi - ow_lo if run else 1
                 tap_addresses(ad, xa, za, n, H, W, C, ih0, ow * sw - pad_l, kh, kw, dh, dw)
                 yo = ((n * OH + oh) * OW + ow) * M
-                for g in range(group):
-                    if toff >= 0:
-                        for t in range(T):
-                            for c in range(cq):
-                                adq[t * cq + c] = ad[t] + g * cg + 4 * c
-                        if mg == 8:
-                            _gconv_8(adq, nq, npx, sw * C, wpack, LAYOUT_HEADER + g * gbytes,
-                                     wpack, toff, g * mg, act_min, act_max, yf, yo + g * mg, M)
-                        else:
-                            _gconv_16(adq, nq, npx, sw * C, wpack, LAYOUT_HEADER + g * gbytes,
-                                      wpack, toff, g * mg, act_min, act_max, yf, yo + g * mg, M)
+                for u in range(units):
+                    wo = LAYOUT_HEADER + u * ubytes
+                    if toff < 0:
+                        _grouped_scalar(ad, npx, sw * C, wpack, wo, u * uc, u * um, cg, mg,
+                                        pairs, T, z_x, wsum, bias, mult, shift, z_y, act_min,
+                                        act_max, yf, yo, M)
+                        continue
+                    for t in range(T):
+                        for c in range(nq // T):
+                            adq[t * (nq // T) + c] = ad[t] + u * uc + 4 * c
+                    if pairs:
+                        _gconv_pairs(adq, nq, npx, sw * C, wpack, wo, wpack, toff, u * um,
+                                     act_min, act_max, yf, yo + u * um, M)
+                    elif mg == 8:
+                        _gconv_8(adq, nq, npx, sw * C, wpack, wo, wpack, toff, u * um, act_min,
+                                 act_max, yf, yo + u * um, M)
                     else:
-                        _grouped_scalar(xf, ad, npx, sw * C, wpack, g, cg, mg, T, z_x, wsum,
-                                        bias, mult, shift, z_y, act_min, act_max, yf, yo, M)
+                        _gconv_16(adq, nq, npx, sw * C, wpack, wo, wpack, toff, u * um, act_min,
+                                  act_max, yf, yo + u * um, M)
                 ow += npx
 
 
 @njit(inline="always", **JIT)
-def _grouped_scalar(xf, ad, npx, xstep, wpack, g, cg, mg, T, z_x, wsum, bias, mult, shift, z_y,
-                    act_min, act_max, yf, yo, M):
-    """The spec's formula for one group's outputs of npx pixels, reading the packed weights
-    (w = 16·wh + wl) and x through the tap addresses (a tap in the padding reads z_x, whose
-    products z_x·w the correction − z_x·wsum cancels)."""
-    nv = mg // 8
-    nq = T * (cg // 4)
-    wbase = LAYOUT_HEADER + g * nq * mg * 8
+def _grouped_scalar(ad, npx, xstep, wpack, wo, c0, m0, cg, mg, pairs, T, z_x, wsum, bias, mult,
+                    shift, z_y, act_min, act_max, yf, yo, M):
+    """The spec's formula for one unit's outputs m0 .. (a group's mg, or a pair's 2·mg) of npx
+    pixels, reading the packed weights at wo (w = 16·wh + wl, lane layout of
+    pack_grouped_weights) and x through the tap addresses (a tap in the padding reads z_x,
+    whose products z_x·w the correction − z_x·wsum cancels)."""
+    um = 2 * mg if pairs else mg
+    nv = um // 8
+    qpt = 1 if pairs else cg // 4              # weight quads per tap
     for p in range(npx):
-        for m in range(mg):
-            v = m // 8
-            lane = m - 8 * v
+        for m in range(um):
+            if pairs:                          # channel m of the pair: group m // 4
+                lane = 2 * (m % 4) + m // 4
+                v = 0
+                cx = c0 + (m // 4) * cg
+            else:
+                v = m // 8
+                lane = m - 8 * v
+                cx = c0
             dot = np.int64(0)
             for t in range(T):
                 for c in range(cg):
-                    q = t * (cg // 4) + c // 4
-                    o = wbase + (q * nv + v) * 64 + lane * 4 + (c & 3)
+                    q = t * qpt + c // 4
+                    o = wo + (q * nv + v) * 64 + lane * 4 + (c & 3)
                     wv = 16 * np.int64(wpack[o]) + np.int64(wpack[o + 32])
-                    xv = np.int64(_load_u8_at(ad[t] + p * xstep + g * cg + c))
-                    dot += xv * wv
-            ch = g * mg + m
+                    dot += np.int64(_load_u8_at(ad[t] + p * xstep + cx + c)) * wv
+            ch = m0 + m
             acc = dot - np.int64(z_x) * np.int64(wsum[ch]) + np.int64(bias[ch])
             yf[yo + p * M + ch] = output_u8(acc, mult[ch], shift[ch], z_y, act_min, act_max)
 

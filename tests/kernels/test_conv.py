@@ -260,7 +260,9 @@ def test_avx2_layout_follows_the_weight_range():
 NARROW_GROUPS = {
     "regnet_g8": ((1, 48, 9, 9, 48, 3, 3, (2, 2), (1, 1, 1, 1), (1, 1), 6), 1),   # direct kernel
     "g8_cg3": ((1, 18, 9, 9, 48, 3, 3, (2, 2), (1, 1, 1, 1), (1, 1), 6), 2),      # Cg = 3
-    "resnext_g4": ((2, 32, 6, 7, 32, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 8), 4),
+    "resnext_g4": ((2, 32, 6, 7, 32, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 8), 1),  # pairs
+    "g4_odd": ((2, 20, 6, 7, 20, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 5), 1),      # 5 groups
+    "g2_m8": ((1, 8, 6, 7, 32, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 4), 2),       # Cg 2, Mg 8
     "g5_uneven": ((1, 30, 6, 6, 15, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 3), 3),   # Mg=5: 15 < 16
     "g7_odd": ((1, 21, 5, 5, 14, 1, 3, (1, 1), (0, 1, 0, 1), (1, 1), 7), 7),      # Mg=2, Cg=3
 }
@@ -307,6 +309,9 @@ GROUPED_DIRECT = {
     "conv1d": (1, 16, 1, 20, 16, 1, 3, (1, 1), (0, 1, 0, 1), (1, 1), 2),
     "big_pad": (1, 8, 3, 3, 16, 3, 3, (1, 1), (3, 3, 3, 3), (1, 1), 2),     # windows in padding
     "rows_odd": (3, 16, 5, 13, 32, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 2),
+    # pairs of groups with 4 inputs and 4 outputs each (ResNeXt 32x4d)
+    "pairs_g8": (1, 32, 7, 8, 32, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 8),
+    "pairs_s2_asym": (2, 16, 9, 9, 16, 3, 3, (2, 2), (0, 1, 1, 0), (1, 1), 4),
 }
 
 
@@ -360,7 +365,9 @@ def test_grouped_direct_shapes():
     assert grouped.grouped_direct(104, 104, 13, "avx2")            # RegNetY: 8 per group
     assert grouped.grouped_direct(208, 208, 13, "avx2")            # 16 per group
     assert not grouped.grouped_direct(104, 104, 13, "vnni512")     # avx2 path only
-    assert not grouped.grouped_direct(128, 128, 32, "avx2")        # ResNeXt: 4 out per group
+    assert grouped.grouped_direct(128, 128, 32, "avx2")            # ResNeXt 32x4d: pairs
+    assert not grouped.grouped_direct(20, 20, 5, "avx2")           # 4 per group, odd count
+    assert not grouped.grouped_direct(64, 128, 32, "avx2")         # 2 in, 4 out
     assert not grouped.grouped_direct(96, 96, 4, "avx2")           # 24 out per group
     assert not grouped.grouped_direct(32, 32, 32, "avx2")          # depthwise
     assert not grouped.grouped_direct(24, 64, 8, "avx2")           # 3 in per group
