@@ -77,21 +77,22 @@ def pack_grouped_weights(w, group):
     """int8 w[M, Cg, kh, kw] (values in [-127, 127]) -> int8[:] (module docstring)."""
     M, cg, kh, kw = w.shape
     mg = M // group
+    T = kh * kw
     if mg == 4:
         # pairs of groups (2j, 2j + 1) as one unit of 8 lanes: lane m is output channel m // 2
         # of group 2j + m % 2 and reads that group's 4 inputs (_make_gconv(1, pairs=True))
-        T = kh * kw
-        wt = np.asarray(w).reshape(group // 2, 2, 4, 4, T)          # [j, gsel, out, c, tap]
-        wt = wt.transpose(0, 2, 1, 4, 3).reshape(group // 2, 1, AVX2_VL, T, 4)
-        group, nq = group // 2, T
+        units = group // 2
+        wt = np.asarray(w).reshape(units, 2, 4, 4, T)               # [j, gsel, out, c, tap]
+        wt = wt.transpose(0, 2, 1, 4, 3).reshape(units, 1, AVX2_VL, T, 4)
     else:
-        nq = kh * kw * cg // 4
-        # [group, vector, lane m, tap, cg] -> [group, vector, m, quad, 4]
-        wt = np.asarray(w).reshape(group, mg // AVX2_VL, AVX2_VL, cg, kh * kw)
-        wt = wt.transpose(0, 1, 2, 4, 3).reshape(group, mg // AVX2_VL, AVX2_VL, nq, 4)
+        # [group, vector, lane m, c, tap] -> [group, vector, m, quad, 4]
+        units = group
+        wt = np.asarray(w).reshape(group, mg // AVX2_VL, AVX2_VL, cg, T)
+        wt = wt.transpose(0, 1, 2, 4, 3).reshape(group, mg // AVX2_VL, AVX2_VL, T * cg // 4, 4)
     wh, wl = split_weight(wt)
-    out = np.stack([wh, wl], axis=2)                    # [group, v, h/l, m, quad, 4]
-    out = out.transpose(0, 4, 1, 2, 3, 5)               # [group, quad, v, h/l, m, 4]
+    out = np.stack([wh, wl], axis=2)                    # [unit, v, h/l, lane, quad, 4]
+    out = out.transpose(0, 4, 1, 2, 3, 5)               # [unit, quad, v, h/l, lane, 4]
+    assert out.shape[0] == units
     head = np.zeros(LAYOUT_HEADER, np.int8)
     head[0] = LAYOUT_GROUPED
     return np.concatenate([head, np.ascontiguousarray(out).reshape(-1)])
@@ -104,10 +105,12 @@ def grouped_weight_bytes(M, C, kh, kw, group):
 
 
 def _make_gconv(nv, pairs=False):
-    """Intrinsic for one group's nv·8 output channels of npx output pixels:
+    """Intrinsic for one unit's nv·8 output channels (a group's; pairs: nv = 1, a pair of
+    4-channel groups) of npx output pixels:
         gk(adq: i64[nq], nq, npx, xstep, wq: i8[:], wo, tab: i8[:], toff, m0, lo, hi,
            y: u8[:], yo, ystep)
-    quad q of pixel p reads the 4 bytes at absolute address adq[q] + p·xstep; its weights are at
+    load q of pixel p reads the 4 (pairs: 8) bytes at absolute address adq[q] + p·xstep; its
+    weights are at
     wq[wo + (q·nv + v)·64 ...]; the outputs y[yo + p·ystep + 0 .. 8·nv − 1] (channels m0 .. of
     the table that starts at byte toff of tab; m0 a multiple of 8).  nq, npx >= 1."""
     vb = ir.VectorType(_I8, 32)
