@@ -110,9 +110,9 @@ def _make_gconv(nv, pairs=False):
         gk(adq: i64[nq], nq, npx, xstep, wq: i8[:], wo, tab: i8[:], toff, m0, lo, hi,
            y: u8[:], yo, ystep)
     load q of pixel p reads the 4 (pairs: 8) bytes at absolute address adq[q] + p·xstep; its
-    weights are at
-    wq[wo + (q·nv + v)·64 ...]; the outputs y[yo + p·ystep + 0 .. 8·nv − 1] (channels m0 .. of
-    the table that starts at byte toff of tab; m0 a multiple of 8).  nq, npx >= 1."""
+    weights are at wq[wo + (q·nv + v)·64 ...]; the outputs y[yo + p·ystep + 0 .. 8·nv − 1]
+    (channels m0 .. of the table that starts at byte toff of tab; m0 a multiple of 8).
+    nq, npx >= 1."""
     vb = ir.VectorType(_I8, 32)
     vw = ir.VectorType(_I16, 16)
     vd = ir.VectorType(_I32, 8)
