@@ -107,9 +107,10 @@ def grouped_weight_bytes(M, C, kh, kw, group):
 def _make_gconv(nv, pairs=False):
     """Intrinsic for one unit's nv·8 output channels (a group's; pairs: nv = 1, a pair of
     4-channel groups) of npx output pixels:
-        gk(adq: i64[nq], nq, npx, xstep, wq: i8[:], wo, tab: i8[:], toff, m0, lo, hi,
+        gk(adq: i64[nq], nq, npx, xstep, xo, wq: i8[:], wo, tab: i8[:], toff, m0, lo, hi,
            y: u8[:], yo, ystep)
-    load q of pixel p reads the 4 (pairs: 8) bytes at absolute address adq[q] + p·xstep; its
+    load q of pixel p reads the 4 (pairs: 8) bytes at absolute address adq[q] + xo + p·xstep
+    (xo: the unit's first input channel, so that adq serves every unit); its
     weights are at wq[wo + (q·nv + v)·64 ...]; the outputs y[yo + p·ystep + 0 .. 8·nv − 1]
     (channels m0 .. of the table that starts at byte toff of tab; m0 a multiple of 8).
     nq, npx >= 1."""
@@ -118,7 +119,7 @@ def _make_gconv(nv, pairs=False):
     vd = ir.VectorType(_I32, 8)
 
     def codegen(context, builder, signature, args):
-        (adq_, nq_, np_, xs_, wq_, wo_, tab_, toff_, m0_, lo_, hi_, y_, yo_, ys_) = args
+        (adq_, nq_, np_, xs_, xo_, wq_, wo_, tab_, toff_, m0_, lo_, hi_, y_, yo_, ys_) = args
         sa = signature.args
         mod = builder.module
         maddubs = cgutils.get_or_insert_function(mod, ir.FunctionType(vw, [vb, vb]),
@@ -126,9 +127,9 @@ def _make_gconv(nv, pairs=False):
         madd = cgutils.get_or_insert_function(mod, ir.FunctionType(vd, [vw, vw]),
                                               "llvm.x86.avx2.pmadd.wd")
         adp = _ptr(context, builder, sa[0], adq_, _I64)
-        wqp = builder.gep(_ptr(context, builder, sa[4], wq_, _I8), [wo_])
-        tp = builder.gep(_ptr(context, builder, sa[6], tab_, _I8), [toff_])
-        yb = _ptr(context, builder, sa[11], y_, _I8)
+        wqp = builder.gep(_ptr(context, builder, sa[5], wq_, _I8), [wo_])
+        tp = builder.gep(_ptr(context, builder, sa[7], tab_, _I8), [toff_])
+        yb = _ptr(context, builder, sa[12], y_, _I8)
         lo = splat_bytes16(builder, lo_)
         hi = splat_bytes16(builder, hi_)
         zw = ir.Constant(vw, None)
@@ -156,7 +157,8 @@ def _make_gconv(nv, pairs=False):
             quad = builder.append_basic_block(f"gc{u}.quad")
             chunk_end = builder.append_basic_block(f"gc{u}.chunkend")
             store = builder.append_basic_block(f"gc{u}.store")
-            xbases = [builder.mul(builder.add(p, ir.Constant(_I64, k)), xs_) for k in range(u)]
+            xbases = [builder.add(xo_, builder.mul(builder.add(p, ir.Constant(_I64, k)), xs_))
+                      for k in range(u)]
             builder.branch(chunk)
 
             builder.position_at_end(chunk)
@@ -226,8 +228,8 @@ def _make_gconv(nv, pairs=False):
         emit_pixel_runs(builder, np_, PX_G, pixels, builder.append_basic_block("gc.done"))
         return context.get_dummy_value()
 
-    def gk(typingctx, adq, nq, npx, xstep, wq, wo, tab, toff, m0, lo, hi, y, yo, ystep):
-        sig = types.void(adq, nq, npx, xstep, wq, wo, tab, toff, m0, lo, hi, y, yo, ystep)
+    def gk(typingctx, adq, nq, npx, xstep, xo, wq, wo, tab, toff, m0, lo, hi, y, yo, ystep):
+        sig = types.void(adq, nq, npx, xstep, xo, wq, wo, tab, toff, m0, lo, hi, y, yo, ystep)
         return sig, codegen
 
     gk.__name__ = f"gconv_avx2_{8 * nv}" + ("_pairs" if pairs else "")
@@ -291,6 +293,9 @@ def _grouped_task(x, z_x, wpack, wsum, bias, mult, shift, z_y, act_min, act_max,
                 npx = ow_hi - ow_lo if run else 1
                 tap_addresses(ad, xa, za, n, H, W, C, ih0, ow * sw - pad_l, kh, kw, dh, dw)
                 yo = ((n * OH + oh) * OW + ow) * M
+                for t in range(T):                 # the unit's offset is added by the kernel
+                    for c in range(nq // T):
+                        adq[t * (nq // T) + c] = ad[t] + 4 * c
                 for u in range(units):
                     wo = LAYOUT_HEADER + u * ubytes
                     if toff < 0:
@@ -298,18 +303,15 @@ def _grouped_task(x, z_x, wpack, wsum, bias, mult, shift, z_y, act_min, act_max,
                                         pairs, T, z_x, wsum, bias, mult, shift, z_y, act_min,
                                         act_max, yf, yo, M)
                         continue
-                    for t in range(T):
-                        for c in range(nq // T):
-                            adq[t * (nq // T) + c] = ad[t] + u * uc + 4 * c
                     if pairs:
-                        _gconv_pairs(adq, nq, npx, sw * C, wpack, wo, wpack, toff, u * um,
-                                     act_min, act_max, yf, yo + u * um, M)
+                        _gconv_pairs(adq, nq, npx, sw * C, u * uc, wpack, wo, wpack, toff,
+                                     u * um, act_min, act_max, yf, yo + u * um, M)
                     elif mg == 8:
-                        _gconv_8(adq, nq, npx, sw * C, wpack, wo, wpack, toff, u * um, act_min,
-                                 act_max, yf, yo + u * um, M)
+                        _gconv_8(adq, nq, npx, sw * C, u * uc, wpack, wo, wpack, toff, u * um,
+                                 act_min, act_max, yf, yo + u * um, M)
                     else:
-                        _gconv_16(adq, nq, npx, sw * C, wpack, wo, wpack, toff, u * um, act_min,
-                                  act_max, yf, yo + u * um, M)
+                        _gconv_16(adq, nq, npx, sw * C, u * uc, wpack, wo, wpack, toff, u * um,
+                                  act_min, act_max, yf, yo + u * um, M)
                 ow += npx
 
 
