@@ -193,12 +193,13 @@ def test_prepare_takes_fast_path_for_realistic_multipliers():
 
 
 @pytest.mark.parametrize("N,H,C", [(1, 17, 96), (3, 5, 96), (1, 7, 96), (1, 3, 40), (1, 2, 17),
-                                   (1, 3, 88), (1, 2, 120)])
+                                   (1, 3, 88), (1, 2, 120), (1, 1, 400), (1, 2, 200), (1, 1, 136)])
 def test_thread_invariance(kernel, N, H, C):
-    """Row split (N·OH >= 4 rows per thread) and, for small maps, the x86 kernel's split of the
-    16-channel blocks (an overlapping last block and its neighbour may go to different
-    threads, which then write the shared channels with equal values), for 1-3 threads'
-    scratch."""
+    """Row split (single-row chunks on small maps) and, with fewer rows than threads (N·OH = 1
+    or 2 here, 19 columns, enough MACs for several threads), the x86 kernel's split of the
+    vector blocks at cache-line boundaries (an overlapping last block and its neighbour may
+    go to different threads, which then write the shared channels with equal values), for
+    1-3 threads' scratch."""
     rng = np.random.default_rng(8)
     x, w, bias, mult, shift = make(rng, N, C, H, 19, 3, 3)
     outs = []
