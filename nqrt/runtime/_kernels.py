@@ -27,7 +27,7 @@ GROUPS = (
     ("with_requant_table",),            # avx2 QConv / QGemm: the epilogue's plan-time table
     ("merge_groups", "merge_group_weights"),   # x86 grouped QConv: narrow groups run together
     ("with_depthwise_table",),          # x86 depthwise QConv: its requantize records
-    ("add_u8",), ("requant_copy_u8",), ("clip_u8",), ("maxpool_u8",), ("avgpool_u8",),
+    ("add_u8", "add_u8_avx2"), ("requant_copy_u8",), ("clip_u8",), ("maxpool_u8",), ("avgpool_u8",),
     ("reduce_mean_u8",), ("transpose_u8",), ("transpose_f32",), ("quantize_f32",),
     ("dequantize_u8",), ("softmax_f32",), ("quantize_transpose_f32",), ("dequantize_transpose_u8",),
     # CNN extension ops: run-time kernels with their plan-time geometry helpers

@@ -25,8 +25,8 @@ from numba import carray, njit, types
 from numba.core.errors import TypingError
 from numba.extending import intrinsic
 
-from nqrt.runtime._kernels import (FINGERPRINT, add_u8, avgpool_u8, clip_u8, conv2d_u8,
-                                   conv2d_u8_avx2, conv2d_u8_vnni512, dequantize_transpose_u8,
+from nqrt.runtime._kernels import (FINGERPRINT, add_u8, add_u8_avx2, avgpool_u8, clip_u8,
+                                   conv2d_u8, conv2d_u8_avx2, conv2d_u8_vnni512, dequantize_transpose_u8,
                                    dequantize_u8, gemm_u8, gemm_u8_avx2, gemm_u8_vnni512, lut_u8,
                                    lut_u8_avx2, maxpool_u8, mul_u8, pad_u8, quantize_f32,
                                    quantize_transpose_f32, reduce_mean_u8, requant_copy_u8,
@@ -133,9 +133,14 @@ def _make(fingerprint: str, path: int):
                                c[9], ya)
             elif op == OP_ADD:
                 a, b, y = c[1], c[2], c[3]
-                xcall_lazy(add_u8, u8[a:a + c[4]], u8[b:b + c[5]], lpool[c[7]:c[7] + 6],
-                           lpool[c[8]:c[8] + 6], lpool[c[9]:c[9] + 6], c[10], c[11], c[12], c[13],
-                           c[14], c[15], c[16], c[17], u8[y:y + c[6]])
+                if path == PATH_AVX2 or path == PATH_VNNI512:     # x86 with AVX2
+                    xcall_lazy(add_u8_avx2, u8[a:a + c[4]], u8[b:b + c[5]], lpool[c[7]:c[7] + 6],
+                               lpool[c[8]:c[8] + 6], lpool[c[9]:c[9] + 6], c[10], c[11], c[12],
+                               c[13], c[14], c[15], c[16], c[17], u8[y:y + c[6]])
+                else:
+                    xcall_lazy(add_u8, u8[a:a + c[4]], u8[b:b + c[5]], lpool[c[7]:c[7] + 6],
+                               lpool[c[8]:c[8] + 6], lpool[c[9]:c[9] + 6], c[10], c[11], c[12],
+                               c[13], c[14], c[15], c[16], c[17], u8[y:y + c[6]])
             elif op == OP_REQUANT_COPY:
                 x, y, R, Cx, Cy = c[1], c[2], c[3], c[4], c[5]
                 xcall_lazy(requant_copy_u8, u8[x:x + R * Cx].reshape((R, Cx)), c[7], c[8], c[9],

@@ -5,10 +5,17 @@ import numpy as np
 import pytest
 
 from nqrt import qmath
+from nqrt.kernels import cpu
 from nqrt.kernels.eltwise import (add_u8, clip_u8, dequantize_u8, quantize_f32, requant_copy_u8,
                                   transpose_f32, transpose_u8)
 import naive
 from kernels._util import assert_same, with_threads
+
+# QAdd kernels: the portable one, and the x86 one where this host can run it
+ADD_KERNELS = {"portable": add_u8}
+if "avx2" in cpu.available_paths():
+    from nqrt.kernels.add_x86 import add_u8_avx2, pair_consts
+    ADD_KERNELS["avx2"] = add_u8_avx2
 
 
 # ---- Quantize / Dequantize (spec 3.1) ---------------------------------------------------
@@ -93,8 +100,10 @@ ADD_CASES = [  # a shape, b shape, z_a, z_b, z_y, act
 ]
 
 
+@pytest.mark.parametrize("kernel", list(ADD_KERNELS))
 @pytest.mark.parametrize("case", ADD_CASES)
-def test_add_broadcasting(case):
+def test_add_broadcasting(case, kernel):
+    add_u8 = ADD_KERNELS[kernel]
     sa, sb, z_a, z_b, z_y, (lo, hi) = case
     rng = np.random.default_rng(len(sa) * 10 + len(sb))
     a = rng.integers(0, 256, sa, dtype=np.uint8)
@@ -114,17 +123,67 @@ def test_add_broadcasting(case):
         assert np.array_equal(y, y1)
 
 
-def test_add_rounding_ties():
-    """da·Ma + db·Mb = k·2^n ± 2^(n−1): half rounds toward +inf (2.5 -> 3, −2.5 -> −2)."""
-    n = 4
-    a = np.array([133, 123, 131, 125], np.uint8)       # da = 5, −5, 3, −3
-    b = np.full(4, 128, np.uint8)
-    one = np.array([1, 1, 1, 1, 1, 4], np.int64)
+@pytest.mark.parametrize("kernel", list(ADD_KERNELS))
+@pytest.mark.parametrize("n", [4, 16, 17, 24, 31])
+def test_add_rounding_ties(kernel, n):
+    """da·Ma + db·Mb = k·2^n ± 2^(n−1): half rounds toward +inf (2.5 -> 3, −2.5 -> −2); on the
+    x86 kernel n = 16 .. 31 take its 16-element steps (32 elements: two steps), n = 4 the
+    portable loop.  (Ma = 2^(n−1) must fit int32.)"""
+    a = np.tile(np.array([133, 123, 131, 125], np.uint8), 8)   # da = 5, −5, 3, −3
+    b = np.full(32, 128, np.uint8)
+    one = np.array([1, 1, 1, 1, 1, 32], np.int64)
     st = np.array([0, 0, 0, 0, 0, 1], np.int64)
-    y = np.zeros(4, np.uint8)
-    add_u8(a, b, one, st, st, 128, 128, 8, 0, n, 128, 0, 255, y)   # da·8/16 = da/2
-    assert y.tolist() == [128 + 3, 128 - 2, 128 + 2, 128 - 1]
-    assert_same(y, naive.qadd(a, b, 128, 128, 8, 0, n, 128, 0, 255))
+    y = np.zeros(32, np.uint8)
+    m = 1 << (n - 1)                                            # da·Ma / 2^n = da / 2
+    ADD_KERNELS[kernel](a, b, one, st, st, 128, 128, m, 0, n, 128, 0, 255, y)
+    assert y.tolist() == [128 + 3, 128 - 2, 128 + 2, 128 - 1] * 8
+    assert_same(y, naive.qadd(a, b, 128, 128, m, 0, n, 128, 0, 255))
+
+
+@pytest.mark.skipif("avx2" not in ADD_KERNELS, reason="needs the x86 kernel")
+def test_add_x86_matches_spec():
+    """The x86 kernel's 32-bit form (add_x86.py) against the spec, with its constants checked
+    to be exact (pair_consts) in most draws: multipliers of both signs up to 2^31 − 1, shifts
+    16..47, all zero points and clamps, extreme differences (±255), rows with tails (L mod 16
+    != 0), a broadcast operand; draws outside the form (shift < 16 or > 47, a multiplier's
+    high half outside int16) must give the same results through the portable loops."""
+    rng = np.random.default_rng(11)
+    fast = 0
+    for draw in range(300):
+        n = int(rng.integers(12, 52))
+        ma, mb = (int(v) for v in rng.integers(-2**31 + 1, 2**31, 2))
+        if draw % 2:                            # realistic magnitudes: real multipliers < 2
+            ma >>= max(0, 30 - n + int(rng.integers(0, 3)))
+            mb >>= max(0, 30 - n + int(rng.integers(0, 3)))
+        z_a, z_b, z_y = (int(v) for v in rng.integers(0, 256, 3))
+        lo, hi = sorted(int(v) for v in rng.integers(0, 256, 2)) if draw % 3 else (0, 255)
+        L = int(rng.integers(1, 200))
+        bshape = (L,) if draw % 5 else (1,)
+        a = rng.integers(0, 256, L).astype(np.uint8)
+        b = rng.integers(0, 256, bshape).astype(np.uint8)
+        if L >= 4:                              # the extreme differences
+            a[:4] = [0, 255, 0, 255]
+            if bshape == (L,):
+                b[:4] = [255, 0, 0, 255]
+        out = (L,)
+        shape6 = np.array((1,) * 5 + out, np.int64)
+        y = np.zeros(L, np.uint8)
+        add_u8_avx2(a, b, shape6, _bcast_strides(a.shape, out), _bcast_strides(b.shape, out),
+                    z_a, z_b, ma, mb, n, z_y, lo, hi, y)
+        assert_same(y, naive.qadd(a, np.broadcast_to(b, out), z_a, z_b, ma, mb, n, z_y, lo, hi))
+        fast += bool(pair_consts(ma, mb, n, z_y)[0]) and L >= 16 and bshape == (L,)
+    assert fast > 60
+
+
+@pytest.mark.skipif("avx2" not in ADD_KERNELS, reason="needs the x86 kernel")
+def test_add_x86_consts_bounds():
+    """pair_consts: exact only within its bounds (module docstring of add_x86)."""
+    ma, mb, n = qmath.quantize_multiplier_pair(0.9, 0.55)
+    assert pair_consts(ma, mb, n, 128)[0]
+    assert not pair_consts(ma >> 20, mb >> 20, 15, 0)[0]       # shift below 16
+    assert not pair_consts(1 << 20, 1 << 20, 48, 0)[0]         # shift above 47
+    assert not pair_consts(2**31 - 1, 0, 31, 0)[0]             # high half 2^15: not int16
+    assert not pair_consts(2**30, 2**30, 46, 255)[0]           # z_y·2^30 overflows int32
 
 
 # ---- QConcat input, QClip ----------------------------------------------------------------
