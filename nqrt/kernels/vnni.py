@@ -51,6 +51,7 @@ from numba.extending import intrinsic
 
 from nqrt.kernels._jit import JIT, PJIT, fetch_add, xcall
 from nqrt.kernels.fixedpoint import offset_requant
+from nqrt.kernels.rowcopy import copy_runs
 
 # ----------------------------------------------------------------------------- parameters
 UNROLL = 2              # k-groups per loop iteration (K is padded to G * UNROLL)
@@ -740,6 +741,13 @@ def _pack_a(x, p0, rows, K, ng, widen, MR, apack, base):
     copies run through slice views indexed from 0, so LLVM vectorizes them.  k past K keeps
     stale bytes (the packed B is zero there); rows past `rows` are never read."""
     rb = 4 * ng
+    if K >= 8 and K <= 32:                 # short rows: fixed-size copies (rowcopy.py)
+        if widen:
+            copy_runs(apack[base:base + rows * rb].view(np.uint16), 0, 2 * ng, x, p0 * K, K, 0,
+                      1, K, rows)
+        else:
+            copy_runs(apack, base, rb, x, p0 * K, K, 0, 1, K, rows)
+        return
     if widen:
         dst = apack[base:base + rows * rb].view(np.uint16)     # one view for the block
         for q in range(rows):
