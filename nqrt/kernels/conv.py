@@ -351,11 +351,11 @@ def _pack_conv_rows(x1, H, W, C, OH, OW, p0, rows, c0, Cg, kh, kw, sh, sw, dh, d
     rem = p0 - n * ohw
     oh = rem // OW
     ow = rem - oh * OW
-    # window runs: each of the kh rows of a window is kw·C contiguous bytes of 8..32 (a stem's
-    # small C); pixels [ow_lo, ow_hi) of an output row whose rows all lie inside x are copied
-    # together by copy_runs
+    # window runs: each of the kh rows of a window is kw·C contiguous bytes (group 1, no
+    # horizontal dilation); pixels [ow_lo, ow_hi) of an output row whose rows all lie inside
+    # x are copied together by copy_runs
     L = kw * Cg
-    runs = dw == 1 and Cg == C and L >= 8 and L <= 32
+    runs = dw == 1 and Cg == C and L >= 8
     ow_lo = min(OW, -(-pad_l // sw))
     span = W - kw - (ow_lo * sw - pad_l)
     ow_hi = min(OW, ow_lo + span // sw + 1) if span >= 0 else ow_lo

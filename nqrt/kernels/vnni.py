@@ -741,7 +741,7 @@ def _pack_a(x, p0, rows, K, ng, widen, MR, apack, base):
     copies run through slice views indexed from 0, so LLVM vectorizes them.  k past K keeps
     stale bytes (the packed B is zero there); rows past `rows` are never read."""
     rb = 4 * ng
-    if K >= 8 and K <= 32:                 # short rows: fixed-size copies (rowcopy.py)
+    if K >= 8:                             # fixed-size vector pieces (rowcopy.py)
         if widen:
             copy_runs(apack[base:base + rows * rb].view(np.uint16), 0, 2 * ng, x, p0 * K, K, 0,
                       1, K, rows)
