@@ -63,3 +63,39 @@ def offset_requant(b, amax, m0, n):
     if top >= (1 << 30):
         return False, np.int64(0), np.int64(0)
     return True, b * m0 + rnd + (off << n), off
+
+
+HIGH_SHIFT_MIN = 32     # signed_requant: the shifted value starts from the numerator's high dword
+
+
+@njit(**JIT)
+def signed_requant(b, amax, m0, n, z):
+    """Constants of requantize as a SIMD kernel computes it from the high dword of a 64-bit
+    numerator (AVX2 has 32x32 -> 64-bit vpmuldq but no 64-bit arithmetic shift): returns
+    (ok, bc, sh) such that for every integer d with |d| <= amax
+        num = d·M0 + bc  lies in [-2^63, 2^63)   and
+        (num >> 32) >> sh == requantize(d + b, M0, n) + z          (both shifts arithmetic)
+    with bc = b·M0 + 2^(n−1) + z·2^n and sh = n − 32: the zero point is folded into bc;
+    floor(floor(num / 2^32) / 2^sh) = floor(num / 2^n), and |num| < 2^63 makes the high
+    dword an exact int32 (the kernel shifts it with vpsravd).  A zero multiplier gives z for
+    any n, so it uses n = 32.  ok is False, and the caller must use requantize itself, when
+    that is not representable: M0 outside [0, 2^31), n outside 32..62 (a real multiplier of
+    1/2 or more), (|b| + amax)·M0 of 2^62 or more, or z·2^n + 2^(n−1) of 2^62 or more (z
+    near 255 with n above 53).  Exact int64 arithmetic: every intermediate is checked
+    before it could overflow."""
+    b = np.int64(b)
+    amax = np.int64(amax)
+    m0 = np.int64(m0)
+    n = np.int64(n)
+    z = np.int64(z)
+    if m0 == 0:
+        n = np.int64(HIGH_SHIFT_MIN)
+    lim = np.int64(1) << np.int64(62)
+    if m0 < 0 or m0 >= (np.int64(1) << np.int64(31)) or n < HIGH_SHIFT_MIN or n > 62:
+        return False, np.int64(0), np.int64(0)
+    if abs(z) >= (np.int64(1) << np.int64(62 - n)) // 2:    # |z|·2^n + 2^(n−1) < 2^62
+        return False, np.int64(0), np.int64(0)
+    span = abs(b) + amax                       # |b| < 2^62, amax < 2^40: no overflow
+    if m0 > 0 and span >= lim // m0:           # (|b| + amax)·M0 < 2^62
+        return False, np.int64(0), np.int64(0)
+    return True, b * m0 + (np.int64(1) << (n - 1)) + (z << n), n - HIGH_SHIFT_MIN

@@ -26,12 +26,12 @@ from numba.core.errors import TypingError
 from numba.extending import intrinsic
 
 from nqrt.runtime._kernels import (FINGERPRINT, add_u8, add_u8_avx2, avgpool_u8, clip_u8,
-                                   conv2d_u8, conv2d_u8_avx2, conv2d_u8_vnni512, dequantize_transpose_u8,
-                                   dequantize_u8, gemm_u8, gemm_u8_avx2, gemm_u8_vnni512, lut_u8,
-                                   lut_u8_avx2, maxpool_u8, mul_u8, pad_u8, quantize_f32,
-                                   quantize_transpose_f32, reduce_mean_u8, requant_copy_u8,
-                                   resize_nearest_u8, slice_u8, softmax_f32, transpose_f32,
-                                   transpose_u8, xcall_lazy)
+                                   conv2d_u8, conv2d_u8_avx2, conv2d_u8_vnni512,
+                                   dequantize_transpose_u8, dequantize_u8, gemm_u8, gemm_u8_avx2,
+                                   gemm_u8_vnni512, lut_u8, lut_u8_avx2, maxpool_u8, mul_u8,
+                                   mul_u8_avx2, pad_u8, quantize_f32, quantize_transpose_f32,
+                                   reduce_mean_u8, requant_copy_u8, resize_nearest_u8, slice_u8,
+                                   softmax_f32, transpose_f32, transpose_u8, xcall_lazy)
 from nqrt.runtime.encoding import (OP_ADD, OP_AVGPOOL, OP_CLIP, OP_CONV, OP_DEQUANTIZE,
                                    OP_DEQUANTIZE_T, OP_GEMM, OP_LUT, OP_MAXPOOL, OP_MUL, OP_PAD,
                                    OP_QUANTIZE, OP_QUANTIZE_T, OP_REDUCE_MEAN, OP_REQUANT_COPY,
@@ -176,9 +176,14 @@ def _make(fingerprint: str, path: int):
                     xcall_lazy(lut_u8, u8[x:x + n], u8[t:t + 256], u8[y:y + n])
             elif op == OP_MUL:
                 a, b, y = c[1], c[2], c[3]
-                xcall_lazy(mul_u8, u8[a:a + c[4]], u8[b:b + c[5]], lpool[c[7]:c[7] + 6],
-                           lpool[c[8]:c[8] + 6], lpool[c[9]:c[9] + 6], c[10], c[11], c[12], c[13],
-                           c[14], c[15], c[16], u8[y:y + c[6]])
+                if path == PATH_AVX2 or path == PATH_VNNI512:     # x86 with AVX2
+                    xcall_lazy(mul_u8_avx2, u8[a:a + c[4]], u8[b:b + c[5]], lpool[c[7]:c[7] + 6],
+                               lpool[c[8]:c[8] + 6], lpool[c[9]:c[9] + 6], c[10], c[11], c[12],
+                               c[13], c[14], c[15], c[16], u8[y:y + c[6]])
+                else:
+                    xcall_lazy(mul_u8, u8[a:a + c[4]], u8[b:b + c[5]], lpool[c[7]:c[7] + 6],
+                               lpool[c[8]:c[8] + 6], lpool[c[9]:c[9] + 6], c[10], c[11], c[12],
+                               c[13], c[14], c[15], c[16], u8[y:y + c[6]])
             elif op == OP_SLICE:
                 x, y = c[1], c[2]
                 xcall_lazy(slice_u8, u8[x:x + c[3]], c[5], lpool[c[6]:c[6] + 6],

@@ -7,7 +7,14 @@ import pytest
 import naive
 from kernels._util import assert_same, with_threads
 from nqrt import qmath
+from nqrt.kernels import cpu
 from nqrt.kernels.binary import mul_u8
+
+# QMul kernels: the portable one, and the x86 one where this host can run it
+KERNELS = {"portable": mul_u8}
+if "avx2" in cpu.available_paths():
+    from nqrt.kernels.binary_x86 import mul_u8_avx2
+    KERNELS["avx2"] = mul_u8_avx2
 
 
 def _strides6(shape, out_shape, perm=None):
@@ -26,7 +33,7 @@ def _strides6(shape, out_shape, perm=None):
     return np.array([0] * (6 - r) + logical, np.int64)
 
 
-def _run(a, b, z_a, z_b, m0, n, z_y, lo, hi, a_perm=None, threads=None):
+def _run(a, b, z_a, z_b, m0, n, z_y, lo, hi, a_perm=None, threads=None, kernel="portable"):
     out = np.broadcast_shapes(a.shape, b.shape)
     r = len(out)
     a_flat = np.ascontiguousarray(a.transpose(a_perm)).ravel() if a_perm else a.ravel()
@@ -34,9 +41,9 @@ def _run(a, b, z_a, z_b, m0, n, z_y, lo, hi, a_perm=None, threads=None):
     args = (a_flat, np.ascontiguousarray(b).ravel(), np.array((1,) * (6 - r) + out, np.int64),
             _strides6(a.shape, out, a_perm), _strides6(b.shape, out), z_a, z_b, m0, n, z_y, lo, hi, y)
     if threads:
-        with_threads(threads, mul_u8, *args)
+        with_threads(threads, KERNELS[kernel], *args)
     else:
-        mul_u8(*args)
+        KERNELS[kernel](*args)
     return y.reshape(out)
 
 
@@ -55,8 +62,9 @@ CASES = [
 ]
 
 
+@pytest.mark.parametrize("kernel", list(KERNELS))
 @pytest.mark.parametrize("sa, sb", CASES)
-def test_mul_matches_naive(sa, sb):
+def test_mul_matches_naive(sa, sb, kernel):
     rng = np.random.default_rng(len(sa) * 7 + len(sb))
     a = rng.integers(0, 256, sa, dtype=np.uint8)
     b = rng.integers(0, 256, sb, dtype=np.uint8)
@@ -64,14 +72,15 @@ def test_mul_matches_naive(sa, sb):
     z_a, z_b, z_y = 131, 97, 120
     m0, n = qmath.quantize_multiplier(250.0 / (74.0 * 74.0))  # ~250 codes of output spread
     lo, hi = 3, 250
-    y = _run(a, b, z_a, z_b, m0, n, z_y, lo, hi)
+    y = _run(a, b, z_a, z_b, m0, n, z_y, lo, hi, kernel=kernel)
     want = naive.qmul(a, b, z_a, z_b, m0, n, z_y, lo, hi)
     assert_same(y, want, lo, hi)
-    assert np.array_equal(y, _run(a, b, z_a, z_b, m0, n, z_y, lo, hi, threads=1))
-    assert np.array_equal(y, _run(a, b, z_a, z_b, m0, n, z_y, lo, hi, threads=2))
+    assert np.array_equal(y, _run(a, b, z_a, z_b, m0, n, z_y, lo, hi, threads=1, kernel=kernel))
+    assert np.array_equal(y, _run(a, b, z_a, z_b, m0, n, z_y, lo, hi, threads=2, kernel=kernel))
 
 
-def test_mul_channels_last_operand_and_extremes():
+@pytest.mark.parametrize("kernel", list(KERNELS))
+def test_mul_channels_last_operand_and_extremes(kernel):
     """a stored NHWC (the planner's layout), b broadcast; zero points at 0 and 255 give the
     largest |da·db| = 65025; a tiny multiplier with n = 62 still rounds exactly."""
     rng = np.random.default_rng(3)
@@ -82,21 +91,54 @@ def test_mul_channels_last_operand_and_extremes():
     for z_a, z_b, real in ((0, 255, 90.0 / 65025), (255, 0, 1.7e-5), (128, 128, 2.0**-40),
                            (0, 255, 2.0**15), (3, 250, 1.0)):
         m0, n = qmath.quantize_multiplier(real)
-        y = _run(a, b, z_a, z_b, m0, n, 128, 0, 255, a_perm=(0, 2, 3, 1))
+        y = _run(a, b, z_a, z_b, m0, n, 128, 0, 255, a_perm=(0, 2, 3, 1), kernel=kernel)
         assert_same(y, naive.qmul(a, b, z_a, z_b, m0, n, 128, 0, 255))
 
 
-def test_mul_se_block_channels_last_many_rows():
+@pytest.mark.parametrize("kernel", list(KERNELS))
+@pytest.mark.parametrize("C", [16, 21, 150])
+def test_mul_se_block_channels_last_many_rows(kernel, C):
     """The SE product as the runtime runs it (x NHWC, per-image channel scale), big enough for
-    grouped-row tasks that span two images: bit-exact for 1 and 2 threads."""
+    grouped-row tasks that span two images, with rows of 16, 21 (16-element steps crossing
+    row ends, a tail per run) and 150 channels: bit-exact for 1 and 2 threads."""
     rng = np.random.default_rng(5)
-    a = rng.integers(0, 256, (2, 16, 48, 40), dtype=np.uint8)
-    b = rng.integers(0, 256, (2, 16, 1, 1), dtype=np.uint8)
+    a = rng.integers(0, 256, (2, C, 48, 40), dtype=np.uint8)
+    b = rng.integers(0, 256, (2, C, 1, 1), dtype=np.uint8)
     m0, n = qmath.quantize_multiplier(250.0 / (74.0 * 74.0))
     want = naive.qmul(a, b, 131, 97, m0, n, 120, 3, 250)
     for threads in (1, 2):
-        y = _run(a, b, 131, 97, m0, n, 120, 3, 250, a_perm=(0, 2, 3, 1), threads=threads)
+        y = _run(a, b, 131, 97, m0, n, 120, 3, 250, a_perm=(0, 2, 3, 1), threads=threads,
+                 kernel=kernel)
         assert_same(y, want, 3, 250)
+
+
+@pytest.mark.parametrize("real", [90.0 / 65025, 1.7e-5, 2.0**-20, 0.4, 2.0**-22])
+@pytest.mark.parametrize("z", [0, 128, 255])
+def test_signed_requant_is_exact_for_every_product(real, z):
+    """The x86 QMul's constants (fixedpoint.signed_requant for |p| <= PRODUCT_MAX):
+    ((p·M0 + bc) >> 32) >> sh == floor((p·M0 + 2^(n-1)) / 2^n) + z for every product p the
+    kernel can see, with the numerator inside int64 and its high dword inside int32."""
+    from nqrt.kernels.binary import PRODUCT_MAX
+    from nqrt.kernels.fixedpoint import signed_requant
+    m0, n = qmath.quantize_multiplier(real)
+    ok, bc, sh = signed_requant(0, PRODUCT_MAX, m0, n, z)
+    assert ok and sh == n - 32
+    p = np.arange(-PRODUCT_MAX, PRODUCT_MAX + 1, dtype=object)     # Python ints: no overflow
+    num = p * m0 + int(bc)
+    assert all(-2**63 <= v < 2**63 for v in (num.min(), num.max()))
+    high = np.array([v >> 32 for v in num], dtype=object)
+    assert all(-2**31 <= v < 2**31 for v in (high.min(), high.max()))
+    want = np.array([((v * m0 + (1 << (n - 1))) >> n) + z for v in p], dtype=object)
+    assert np.array_equal(np.array([v >> int(sh) for v in high], dtype=object), want)
+
+
+def test_signed_requant_refuses_what_it_cannot_represent():
+    from nqrt.kernels.binary import PRODUCT_MAX
+    from nqrt.kernels.fixedpoint import signed_requant
+    for real, z in ((0.6, 0), (3000.0, 0), (2.0**-40, 255), (2.0**-32, 200)):
+        m0, n = qmath.quantize_multiplier(real)
+        assert not signed_requant(0, PRODUCT_MAX, m0, n, z)[0], (real, z)
+    assert signed_requant(0, PRODUCT_MAX, 0, 5, 7)[0]      # a zero multiplier: any shift
 
 
 @pytest.mark.parametrize("real", [90.0 / 65025, 1.7e-5, 2.0**-20, 0.5, 1.0, 3000.0])

@@ -14,7 +14,7 @@ from kernels._util import assert_same, with_threads
 # QAdd kernels: the portable one, and the x86 one where this host can run it
 ADD_KERNELS = {"portable": add_u8}
 if "avx2" in cpu.available_paths():
-    from nqrt.kernels.add_x86 import add_u8_avx2, pair_consts
+    from nqrt.kernels.binary_x86 import add_u8_avx2, pair_consts
     ADD_KERNELS["avx2"] = add_u8_avx2
 
 
@@ -142,7 +142,7 @@ def test_add_rounding_ties(kernel, n):
 
 @pytest.mark.skipif("avx2" not in ADD_KERNELS, reason="needs the x86 kernel")
 def test_add_x86_matches_spec():
-    """The x86 kernel's 32-bit form (add_x86.py) against the spec, with its constants checked
+    """The x86 kernel's 32-bit form (binary_x86.py) against the spec, with its constants checked
     to be exact (pair_consts) in most draws: multipliers of both signs up to 2^31 − 1, shifts
     16..47, all zero points and clamps, extreme differences (±255), rows with tails (L mod 16
     != 0), a broadcast operand; draws outside the form (shift < 16 or > 47, a multiplier's
@@ -177,7 +177,7 @@ def test_add_x86_matches_spec():
 
 @pytest.mark.skipif("avx2" not in ADD_KERNELS, reason="needs the x86 kernel")
 def test_add_x86_consts_bounds():
-    """pair_consts: exact only within its bounds (module docstring of add_x86)."""
+    """pair_consts: exact only within its bounds (module docstring of binary_x86)."""
     ma, mb, n = qmath.quantize_multiplier_pair(0.9, 0.55)
     assert pair_consts(ma, mb, n, 128)[0]
     assert not pair_consts(ma >> 20, mb >> 20, 15, 0)[0]       # shift below 16
