@@ -9,12 +9,14 @@ Two kernels, same results: `lut_u8` (portable: eight scalar lookups per 64-bit w
 `lut_u8_avx2` (x86 hosts with AVX2, i.e. the avx2 and vnni512 GEMM paths): 32 bytes per step
 through vpshufb.  vpshufb looks up 16-entry tables (per 128-bit lane, by the index's low four
 bits) and yields 0 where the index byte has bit 7 set.  The 256-entry table is 16 slices
-T_h = table[16h : 16h+16]; for slice h, i = (x XOR 16h) is below 16 exactly for the bytes whose
-high nibble is h, and the saturating i + 0x70 keeps those below 0x80 with low nibble i while
-pushing every other byte to 0x80 or above.  So
-    y = OR_h vpshufb(T_h, (x XOR 16h) +sat 0x70)
-has exactly one non-zero term source per byte: table[x].  4 vector ops per slice, 64 per 32
-bytes (~0.5 cycles per byte on Zen 3 against ~1.2 for the scalar words).
+T_h = table[16h : 16h+16], and table[x] = T_h[x & 15] for h = x >> 4:
+  * the 16 lookups T_h[x & 15] come from 8 pairs (T_h, T_{h+8}), h < 8: with i0 = x & 0x8F
+    (zero where bit 7 is set) and i1 = i0 XOR 0x80 (zero where it is clear),
+    vpshufb(T_h, i0) OR vpshufb(T_{h+8}, i1) is the lookup in the slice bit 7 of x selects;
+  * bits 6, 5, 4 of x then select among the 8 results with vpblendvb (each bit shifted to
+    the byte's top bit): 4 + 2 + 1 blends.
+16 vpshufb, 8 OR, 7 blends and 5 mask ops per 32 bytes (~0.38 cycles per byte on Zen 3,
+against ~0.53 for OR-ing 16 masked lookups and ~1.1 for the scalar words).
 """
 
 import numpy as np
@@ -64,13 +66,14 @@ _I8 = ir.IntType(8)
 _I32 = ir.IntType(32)
 _I64 = ir.IntType(64)
 _V32 = ir.VectorType(_I8, 32)
+_V16W = ir.VectorType(ir.IntType(16), 16)
 VEC = 32          # bytes per step of _lut_blocks_avx2
 
 
 @intrinsic
 def _lut_blocks_avx2(typingctx, x, xo, table, y, yo, nblk):
-    """y[yo + 32b + k] = table[x[xo + 32b + k]] for b < nblk, k < 32 (vpshufb, see the module
-    docstring); x u8[:], table u8[256], y u8[:].  A block of x is loaded before its block of y
+    """y[yo + 32b + k] = table[x[xo + 32b + k]] for b < nblk, k < 32 (vpshufb + vpblendvb, see
+    the module docstring); x u8[:], table u8[256], y u8[:].  A block of x is loaded before its block of y
     is stored, so x may be y."""
     sig = types.void(x, xo, table, y, yo, nblk)
 
@@ -85,8 +88,8 @@ def _lut_blocks_avx2(typingctx, x, xo, table, y, yo, nblk):
 
         pshufb = cgutils.get_or_insert_function(
             mod, ir.FunctionType(_V32, [_V32, _V32]), "llvm.x86.avx2.pshuf.b")
-        addsat = cgutils.get_or_insert_function(
-            mod, ir.FunctionType(_V32, [_V32, _V32]), "llvm.uadd.sat.v32i8")
+        blendv = cgutils.get_or_insert_function(
+            mod, ir.FunctionType(_V32, [_V32, _V32, _V32]), "llvm.x86.avx2.pblendvb")
         tp = ptr(sa[2], t_, ir.Constant(_I64, 0))
         both_lanes = ir.Constant(ir.VectorType(_I32, 32), [k % 16 for k in range(32)])
         slices = []
@@ -94,7 +97,6 @@ def _lut_blocks_avx2(typingctx, x, xo, table, y, yo, nblk):
             v16 = builder.load(builder.bitcast(builder.gep(tp, [ir.Constant(_I64, 16 * h)]),
                                                ir.VectorType(_I8, 16).as_pointer()), align=1)
             slices.append(builder.shuffle_vector(v16, v16, both_lanes))
-        bias = ir.Constant(_V32, [0x70] * 32)
         xp = ptr(sa[0], x_, xo_)
         yp = ptr(sa[3], y_, yo_)
         pre = builder.block
@@ -106,11 +108,15 @@ def _lut_blocks_avx2(typingctx, x, xo, table, y, yo, nblk):
         i.add_incoming(ir.Constant(_I64, 0), pre)
         off = builder.mul(i, ir.Constant(_I64, VEC))
         v = builder.load(builder.bitcast(builder.gep(xp, [off]), _V32.as_pointer()), align=1)
-        acc = None
-        for h in range(16):
-            idx = builder.call(addsat, [builder.xor(v, ir.Constant(_V32, [16 * h] * 32)), bias])
-            term = builder.call(pshufb, [slices[h], idx])
-            acc = term if acc is None else builder.or_(acc, term)
+        i0 = builder.and_(v, ir.Constant(_V32, [0x8F] * 32))      # 0 where bit 7 is set
+        i1 = builder.xor(i0, ir.Constant(_V32, [0x80] * 32))      # 0 where bit 7 is clear
+        r = [builder.or_(builder.call(pshufb, [slices[h], i0]),
+                         builder.call(pshufb, [slices[h + 8], i1])) for h in range(8)]
+        for bit in (4, 5, 6):              # after bit b: r[k] for the slices with h >> (b − 3) == k
+            top = builder.bitcast(builder.shl(builder.bitcast(v, _V16W),
+                                              ir.Constant(_V16W, [7 - bit] * 16)), _V32)
+            r = [builder.call(blendv, [r[2 * k], r[2 * k + 1], top]) for k in range(len(r) // 2)]
+        acc = r[0]
         builder.store(acc, builder.bitcast(builder.gep(yp, [off]), _V32.as_pointer()), align=1)
         nxt = builder.add(i, ir.Constant(_I64, 1))
         i.add_incoming(nxt, loop)
