@@ -46,7 +46,7 @@ from nqrt.kernels.depthwise import (append_depthwise_table, depthwise_conv_u8, d
                                     depthwise_scratch_bytes, depthwise_scratch_bytes_x86,
                                     pack_depthwise_weights, pack_depthwise_weights_x86)
 from nqrt.kernels.gemm import NR, gemm_tile, gemm_u8
-from nqrt.kernels.rowcopy import copy_run_8_32, copy_runs
+from nqrt.kernels.rowcopy import copy_runs
 from nqrt.kernels.grouped import (LAYOUT_GROUPED, grouped_conv_u8_avx2, grouped_direct,
                                   grouped_slice_bytes, pack_grouped_weights)
 from nqrt.kernels.vnni import (AVX2_G, AVX2_MR, AVX2_NR, AVX2_VL, V512_G, V512_MR, V512_NR,
@@ -317,10 +317,10 @@ def _im2col_pixel(x1, H, W, C, n, oh, ow, c0, Cg, kh, kw, sh, sw, dh, dw, pad_t,
                 dst[q] = zx
         elif rowrun:
             a = ((n * H + ih) * W + iw0) * C
-            src = x1[a:a + L]
-            if L >= 8 and L <= 32:
-                copy_run_8_32(dst, src, np.int64(L))
+            if L >= 8:
+                copy_runs(dst, 0, 0, x1, a, 0, 0, 1, L, 1)
             else:
+                src = x1[a:a + L]
                 for q in range(L):
                     dst[q] = src[q]
         else:

@@ -11,43 +11,6 @@ from numba.extending import intrinsic
 
 
 @intrinsic
-def copy_run_8_32(typingctx, dst, src, n):
-    """dst[:n] = src[:n] for 8 <= n <= 32 (src u8; dst u8, or u16 zero-extending), as two
-    fixed-size vector copies (16 values if n >= 16, else 8) overlapping in the middle; no
-    access outside [0, n).  A loop with a run-time trip count of e.g. 21 (a 7-tap stem row of
-    3 channels) would leave the last values to a scalar tail."""
-    sig = types.void(dst, src, n)
-
-    def codegen(context, builder, signature, args):
-        d_, s_, n_ = args
-        delt = ir.IntType(signature.args[0].dtype.bitwidth)
-        dp = cgutils.create_struct_proxy(signature.args[0])(context, builder, value=d_).data
-        sp = cgutils.create_struct_proxy(signature.args[1])(context, builder, value=s_).data
-        dp = builder.bitcast(dp, delt.as_pointer())
-        sp = builder.bitcast(sp, ir.IntType(8).as_pointer())
-
-        def copy(width, off):
-            vs = ir.VectorType(ir.IntType(8), width)
-            vd = ir.VectorType(delt, width)
-            v = builder.load(builder.bitcast(builder.gep(sp, [off]), vs.as_pointer()), align=1)
-            if delt.width != 8:
-                v = builder.zext(v, vd)
-            builder.store(v, builder.bitcast(builder.gep(dp, [off]), vd.as_pointer()), align=1)
-
-        wide = builder.icmp_signed(">=", n_, ir.Constant(n_.type, 16))
-        with builder.if_else(wide) as (then, other):
-            with then:
-                copy(16, ir.Constant(n_.type, 0))
-                copy(16, builder.sub(n_, ir.Constant(n_.type, 16)))
-            with other:
-                copy(8, ir.Constant(n_.type, 0))
-                copy(8, builder.sub(n_, ir.Constant(n_.type, 8)))
-        return context.get_dummy_value()
-
-    return sig, codegen
-
-
-@intrinsic
 def copy_runs(typingctx, dst, doff, rowlen, src, soff, pstep, rstep, kh, n, npx):
     """For p < npx, i < kh: dst[doff + p·rowlen + i·n + q] = src[soff + p·pstep + i·rstep + q]
     for q < n, n >= 8 (src u8; dst u8, or u16 zero-extending): the im2col rows of npx
