@@ -297,6 +297,26 @@ def test_transpose_batched_and_outer_strides(shape, perm):
         assert np.array_equal(y, xx.transpose(perm).ravel())
 
 
+@pytest.mark.parametrize("outer,g,c", [((2, 28, 28), 2, 58), ((1, 14, 14), 2, 116),
+                                       ((3, 7, 5), 4, 21), ((2, 9, 11), 3, 7), ((1, 40, 50), 2, 16),
+                                       ((2, 6, 7), 16, 20), ((1, 5, 3), 20, 40)])
+def test_transpose_many_small_batches(outer, g, c):
+    """Channel shuffles (per pixel, g groups of c channels -> c groups of g): whole small 2-D
+    transposes grouped into tasks, outer indices stepped across three dims, row blocks with
+    an overlapping last block (c = 58, 116, 21, 20, 40) or scalar rows only (c = 7), for 1 and
+    2 threads, serial and parallel (the first case has more than CHUNK elements)."""
+    rng = np.random.default_rng(g * 100 + c)
+    x = rng.integers(0, 256, outer + (g, c), dtype=np.uint8)
+    shape6 = np.array((1,) * (6 - x.ndim) + x.shape, np.int64)
+    perm6 = np.array(tuple(range(6 - x.ndim)) + tuple(6 - x.ndim + p for p in (0, 1, 2, 4, 3)),
+                     np.int64)
+    want = x.transpose(0, 1, 2, 4, 3).ravel()
+    for nt in (1, 2):
+        y = np.zeros(x.size, np.uint8)
+        with_threads(nt, transpose_u8, x.ravel(), shape6, perm6, y)
+        assert np.array_equal(y, want)
+
+
 @pytest.mark.parametrize("n", [1, 15, 16_384, 16_385, 50_001])
 def test_flat_kernels_sizes(n):
     """Serial (<= CHUNK) and chunked parallel spans agree with the references at every size."""
