@@ -20,6 +20,7 @@ from numba.extending import intrinsic
 
 from nqrt.kernels._jit import JIT, PJIT, copy_bytes, xcall
 from nqrt.kernels.fixedpoint import output_u8
+from nqrt.kernels.rowcopy import copy_runs
 
 _I8 = ir.IntType(8)
 _I32 = ir.IntType(32)
@@ -293,11 +294,15 @@ def _requant_rows(x, zx, m0, rnd, n, z_y, lo, hi, y, col_offset, r0, r1):
 
 @njit(**JIT)
 def _copy_rows(x, y, col_offset, r0, r1):
-    """Rows r0..r1-1 of requant_copy_u8 with the identity requantize: one memcpy per row when
-    both rows are contiguous (x and y are distinct buffers: a Concat input is never its
-    output)."""
+    """Rows r0..r1-1 of requant_copy_u8 with the identity requantize: rows copied as vector
+    pieces (rowcopy.copy_runs; a memcpy per row for rows under 8 bytes) when both rows are
+    contiguous (x and y are distinct buffers: a Concat input is never its output)."""
     Cx = x.shape[1]
     if x.strides[1] == 1 and y.strides[1] == 1:
+        if Cx >= 8:                        # one loop of vector pieces, no call per row
+            copy_runs(y, col_offset + r0 * y.strides[0], y.strides[0], x, r0 * x.strides[0],
+                      x.strides[0], 0, 1, Cx, r1 - r0)
+            return
         xa = x.ctypes.data
         ya = y.ctypes.data + col_offset
         for r in range(r0, r1):

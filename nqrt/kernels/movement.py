@@ -19,6 +19,7 @@ from numba import njit, prange
 
 from nqrt.kernels._jit import JIT, PJIT, copy_bytes, xcall
 from nqrt.kernels.eltwise import CHUNK, _unravel5, row_block
+from nqrt.kernels.rowcopy import copy_runs
 
 KERNEL_RANK = 6
 
@@ -39,17 +40,42 @@ def _slice_rows(x, offset, shape, strides, y, r0, r1):
     s5 = strides[5]
     xa = x.ctypes.data
     ya = y.ctypes.data
+    # the row's input offset steps like an odometer over dims 0..4 (no divisions per row)
+    i0, i1, i2, i3, i4 = _unravel5(r0, shape)
+    o = (offset + i0 * strides[0] + i1 * strides[1] + i2 * strides[2] + i3 * strides[3]
+         + i4 * strides[4])
     for r in range(r0, r1):
-        i0, i1, i2, i3, i4 = _unravel5(r, shape)
-        o = (offset + i0 * strides[0] + i1 * strides[1] + i2 * strides[2] + i3 * strides[3]
-             + i4 * strides[4])
         if s5 == 1:
             # x and y are distinct buffers (an op's output never shares its input's slot)
-            copy_bytes(ya + r * L, xa + o, L)
+            if L >= 8:
+                copy_runs(y, r * L, 0, x, o, 0, 0, 1, L, 1)
+            else:
+                copy_bytes(ya + r * L, xa + o, L)
         else:
             yr = y[r * L:(r + 1) * L]
             for k in range(L):
                 yr[k] = x[o + k * s5]
+        i4 += 1
+        o += strides[4]
+        if i4 == shape[4]:
+            i4 = 0
+            o -= shape[4] * strides[4]
+            i3 += 1
+            o += strides[3]
+            if i3 == shape[3]:
+                i3 = 0
+                o -= shape[3] * strides[3]
+                i2 += 1
+                o += strides[2]
+                if i2 == shape[2]:
+                    i2 = 0
+                    o -= shape[2] * strides[2]
+                    i1 += 1
+                    o += strides[1]
+                    if i1 == shape[1]:
+                        i1 = 0
+                        o -= shape[1] * strides[1]
+                        o += strides[0]
 
 
 @njit(**PJIT)
