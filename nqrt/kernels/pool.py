@@ -14,7 +14,7 @@ from numba import njit, prange
 
 from nqrt.kernels._jit import JIT, PJIT, xcall
 from nqrt.kernels.eltwise import CHUNK, row_block
-from nqrt.kernels.fixedpoint import output_u8
+from nqrt.kernels.fixedpoint import offset_requant, output_u8
 
 
 @njit(**PJIT)
@@ -67,26 +67,50 @@ def avgpool_u8(x, z_x, kh, kw, sh, sw, pad_t, pad_l, pad_b, pad_r, count_include
                shift, z_y, act_min, act_max, y):
     """y = clamp(requantize(Σ_{inside} (x − z_x), mult[count], shift[count]) + z_y); mult and
     shift int32 [kh·kw + 1] encode s_x / (s_y·count) (entry 0: a window with no position
-    inside x, sum 0)."""
+    inside x, sum 0).
+
+    Per output pixel the window's rows are summed over all channels at once (int32, the
+    channel loop innermost: contiguous, vectorized; a per-channel walk over the window ran an
+    Inception-v3 35x35x192 3x3 pool at ~1 ms).  The requantize uses fixedpoint.offset_requant
+    for the pixel's count (the zero-point term −inside·z_x folded into its constant): a 64-bit
+    vpmuldq product, a logical shift and 32-bit clamps; the int64 formula where that form is
+    not representable."""
     N, H, W, C = x.shape
     OH, OW = y.shape[1], y.shape[2]
+    lo32 = np.int32(act_min)
+    hi32 = np.int32(act_max)
     for r in prange(N * OH):
         n = r // OH
         oh = r - n * OH
         h0, h1, ch = avgpool_count(oh, sh, pad_t, kh, H, pad_b, count_include_pad)
+        acc = np.empty(C, np.int32)
         for ow in range(OW):
             w0, w1, cw = avgpool_count(ow, sw, pad_l, kw, W, pad_r, count_include_pad)
             count = ch * cw
             inside = max(h1 - h0, 0) * max(w1 - w0, 0)
             m0 = mult[count]
             sft = shift[count]
-            yr = y[n, oh, ow]
             for c in range(C):
-                s = np.int64(0)
-                for ih in range(h0, h1):
-                    for iw in range(w0, w1):
-                        s += x[n, ih, iw, c]
-                yr[c] = output_u8(s - inside * np.int64(z_x), m0, sft, z_y, act_min, act_max)
+                acc[c] = 0
+            for ih in range(h0, h1):
+                for iw in range(w0, w1):
+                    xs = x[n, ih, iw]
+                    for c in range(C):
+                        acc[c] += np.int32(xs[c])
+            yr = y[n, oh, ow]
+            corr = -np.int64(inside) * np.int64(z_x)
+            ok, bc, off = offset_requant(corr, np.int64(inside) * 255, m0, sft)
+            if ok:
+                m = np.int64(np.int32(m0))
+                un = np.uint64(sft)
+                dz = np.int32(off - z_y)
+                for c in range(C):
+                    u = np.uint64(np.int64(acc[c]) * m + bc)
+                    q = np.int32(np.int32(np.uint32(u >> un)) - dz)
+                    yr[c] = np.uint8(np.int32(max(np.int32(min(q, hi32)), lo32)))
+            else:
+                for c in range(C):
+                    yr[c] = output_u8(np.int64(acc[c]) + corr, m0, sft, z_y, act_min, act_max)
 
 
 @njit(**JIT)
