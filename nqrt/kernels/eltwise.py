@@ -19,7 +19,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from nqrt.kernels._jit import JIT, PJIT, copy_bytes, xcall
-from nqrt.kernels.fixedpoint import output_u8
+from nqrt.kernels.fixedpoint import offset_requant, output_u8
 from nqrt.kernels.rowcopy import copy_runs
 
 _I8 = ir.IntType(8)
@@ -282,14 +282,30 @@ def add_u8(a, b, shape, a_strides, b_strides, z_a, z_b, m_a, m_b, shift, z_y, ac
 
 @njit(**JIT)
 def _requant_rows(x, zx, m0, rnd, n, z_y, lo, hi, y, col_offset, r0, r1):
-    """Rows r0..r1-1 of requant_copy_u8."""
+    """Rows r0..r1-1 of requant_copy_u8.  With fixedpoint.offset_requant's constants for the
+    raw byte x in [0, 255] (the zero-point term −z_x folded in), each value is a 64-bit
+    vpmuldq product, a logical shift and 32-bit clamps (AVX2 has no 64-bit arithmetic shift
+    or min/max, which the int64 formula needs); the int64 formula where that form is not
+    representable."""
     Cx = x.shape[1]
+    ok, bc, off = offset_requant(-np.int64(zx), 255, m0, n)
+    m = np.int64(np.int32(m0))
+    un = np.uint64(n)
+    dz = np.int32(off - z_y)
+    lo32 = np.int32(lo)
+    hi32 = np.int32(hi)
     for r in range(r0, r1):
         xr = x[r]
         yr = y[r, col_offset:col_offset + Cx]
-        for c in range(Cx):
-            v = (np.int64(np.int32(np.int32(xr[c]) - zx)) * m0 + rnd) >> n
-            yr[c] = np.uint8(min(max(v + z_y, lo), hi))
+        if ok:
+            for c in range(Cx):
+                u = np.uint64(np.int64(np.int32(xr[c])) * m + bc)
+                q = np.int32(np.int32(np.uint32(u >> un)) - dz)
+                yr[c] = np.uint8(np.int32(max(np.int32(min(q, hi32)), lo32)))
+        else:
+            for c in range(Cx):
+                v = (np.int64(np.int32(np.int32(xr[c]) - zx)) * m0 + rnd) >> n
+                yr[c] = np.uint8(min(max(v + z_y, lo), hi))
 
 
 @njit(**JIT)
