@@ -575,8 +575,6 @@ def _dw_pairs_x86(typingctx, ad, npairs, npx, xstep, wq, b0, b1, nblk, rec, lo, 
         v8 = ir.VectorType(_I8, VL)
         v16 = ir.VectorType(_I16, VL)
         h32 = ir.VectorType(_I32, 8)
-        h64 = ir.VectorType(_I64, 8)
-        v32 = ir.VectorType(_I32, VL)
         mod = builder.module
         madd = cgutils.get_or_insert_function(mod, ir.FunctionType(h32, [v16, v16]),
                                               "llvm.x86.avx2.pmadd.wd")

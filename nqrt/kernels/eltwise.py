@@ -19,7 +19,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from nqrt.kernels._jit import JIT, PJIT, copy_bytes, xcall
-from nqrt.kernels.fixedpoint import offset_requant, output_u8
+from nqrt.kernels.fixedpoint import offset_requant
 from nqrt.kernels.rowcopy import copy_runs
 
 _I8 = ir.IntType(8)
