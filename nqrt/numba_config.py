@@ -47,6 +47,9 @@ def _sources_fingerprint() -> str:
     return h.hexdigest()[:16]
 
 
+EMULATION_SUFFIX = "-emulate-vnni512"
+
+
 def default_cache_dir() -> str:
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return os.path.join(base, "nqrt", "numba", _sources_fingerprint())
@@ -54,6 +57,12 @@ def default_cache_dir() -> str:
 
 if not os.environ.get("NUMBA_CACHE_DIR"):
     os.environ["NUMBA_CACHE_DIR"] = default_cache_dir()
+if (os.environ.get("NQRT_EMULATE_VNNI512", "") not in ("", "0")
+        and not os.environ["NUMBA_CACHE_DIR"].endswith(EMULATION_SUFFIX)):
+    # The emulated vnni512 path (nqrt/kernels/cpu.py) compiles the same functions for the same
+    # CPU to other machine code, which Numba's cache index cannot tell apart: a directory of
+    # its own (also when the user chose NUMBA_CACHE_DIR), never mixed with real builds.
+    os.environ["NUMBA_CACHE_DIR"] += EMULATION_SUFFIX
 
 import numba  # noqa: E402  (after the env var on purpose)
 

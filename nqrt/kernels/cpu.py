@@ -12,6 +12,13 @@ Paths, best first:
 
 Environment: NQRT_DISABLE_VNNI=1 forces the portable path (also disables "avx2");
 NQRT_GEMM_PATH=<name> asks for a path (ignored, falling back, if the CPU cannot run it).
+
+NQRT_EMULATE_VNNI512=1 (testing only) makes an AVX2 host offer the "vnni512" path with its one
+AVX-512 instruction, `vpdpbusd`, emitted as generic LLVM vector IR of the same exact semantics
+(nqrt/kernels/vnni.py, emit_vpdpbusd): every other line of the vnni512 path (packing, drivers,
+epilogues, 16-lane vectors, which LLVM splits into ymm halves) then runs on hosts without
+AVX-512, so the tests can check it bit for bit.  Slow; its machine code goes to a cache
+directory of its own (nqrt/numba_config.py), never mixed with real builds.
 """
 
 from __future__ import annotations
@@ -84,9 +91,19 @@ def _all_llvm_feature_names() -> frozenset:
         return frozenset()
 
 
+EMULATE_VNNI512_VAR = "NQRT_EMULATE_VNNI512"
+
+
+def emulate_vnni512() -> bool:
+    """True when NQRT_EMULATE_VNNI512 asks for the emulated vnni512 path (see the docstring)
+    and this host can run it (AVX2)."""
+    return os.environ.get(EMULATE_VNNI512_VAR, "") not in ("", "0") and has_avx2()
+
+
 def has_vnni512() -> bool:
     f = features()
-    return f["avx512_vnni"] and f["avx512bw"] and f["zmm"] and not _numba_overrides_cpu()
+    real = f["avx512_vnni"] and f["avx512bw"] and f["zmm"] and not _numba_overrides_cpu()
+    return real or emulate_vnni512()
 
 
 def has_avx2() -> bool:

@@ -49,6 +49,7 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from nqrt.kernels import cpu
 from nqrt.kernels._jit import JIT, PJIT, fetch_add, xcall
 from nqrt.kernels.fixedpoint import offset_requant
 from nqrt.kernels.rowcopy import copy_runs
@@ -127,8 +128,14 @@ def _make_ukernel(isa, mr, nv, fused=False, bcols=None):
             mod = builder.module
             v16s = ir.VectorType(_I16, 16)
             v32b = ir.VectorType(_I8, 32)
-            if isa == "vnni512":
+            if isa == "vnni512" and cpu.emulate_vnni512():     # decided at compile time
+                def fn_call(acc, a, b):
+                    return emit_vpdpbusd(builder, acc, a, b)
+            elif isa == "vnni512":
                 fn = cgutils.get_or_insert_function(mod, ir.FunctionType(vty, [vty, vty, vty]), name)
+
+                def fn_call(acc, a, b):
+                    return builder.call(fn, [acc, a, b])
             else:
                 fn = cgutils.get_or_insert_function(mod, ir.FunctionType(vty, [v16s, v16s]), name)
             if isa == "avx2q":
@@ -182,7 +189,7 @@ def _make_ukernel(isa, mr, nv, fused=False, bcols=None):
                     for j in range(nv):
                         if isa == "vnni512":
                             # operand order: (acc, u8 operand, s8 operand)
-                            cur[s, r, j] = builder.call(fn, [cur[s, r, j], sv, bv[j]])
+                            cur[s, r, j] = fn_call(cur[s, r, j], sv, bv[j])
                         elif isa == "avx2q":
                             # (u8 operand, s8 operand): int16 pair sums, exact for |w| <= 64
                             pairs = builder.call(fub, [builder.bitcast(sv, v32b), bv[j]])
@@ -245,6 +252,23 @@ def _make_ukernel(isa, mr, nv, fused=False, bcols=None):
     ukernel.__name__ = (f"uk_{isa}_{mr}x{nr}" + (f"_of{bcols}" if bcols != nr else "")
                         + ("_requant" if fused else ""))
     return intrinsic(ukernel)
+
+
+def emit_vpdpbusd(builder, acc, a, b):
+    """Generic IR with the exact semantics of llvm.x86.avx512.vpdpbusd.512 (acc, a, b: 16 x i32):
+    per lane i, acc[i] + Σ_{j<4} zext(a.byte[4i+j])·sext(b.byte[4i+j]), wrapping in int32 (no
+    saturation).  Each product is exact in int16 (|255·(−128)| < 2^15).  Only for
+    NQRT_EMULATE_VNNI512 (nqrt/kernels/cpu.py): it lets hosts without AVX-512 run the vnni512
+    path's code."""
+    v64b = ir.VectorType(_I8, 64)
+    prod = builder.mul(builder.zext(builder.bitcast(a, v64b), ir.VectorType(_I16, 64)),
+                       builder.sext(builder.bitcast(b, v64b), ir.VectorType(_I16, 64)))
+    prod = builder.sext(prod, ir.VectorType(_I32, 64))
+    total = acc
+    for j in range(4):
+        idx = ir.Constant(ir.VectorType(_I32, 16), [4 * i + j for i in range(16)])
+        total = builder.add(total, builder.shuffle_vector(prod, prod, idx))
+    return total
 
 
 def _emit_requant_store(context, builder, sa, args, final, mr, nv, vl):

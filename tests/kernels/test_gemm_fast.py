@@ -2,7 +2,8 @@
 
 Every path this host can run is tested ("portable" always; "avx2" / "vnni512" when the CPU has
 them).  When the host lacks AVX-512 VNNI, the vnni512 driver is compiled (not run) for a znver4
-target in a subprocess, opt-in with NQRT_SLOW_TESTS=1 (it costs a cold Numba compile).
+target in a subprocess, opt-in with NQRT_SLOW_TESTS=1 (it costs a cold Numba compile), and
+test_vnni512_emulated.py runs this module's vnni512 cases with vpdpbusd emulated.
 """
 
 import math
