@@ -50,7 +50,7 @@ from nqrt.kernels.rowcopy import copy_runs
 from nqrt.kernels.grouped import (LAYOUT_GROUPED, grouped_conv_u8_avx2, grouped_direct,
                                   grouped_slice_bytes, pack_grouped_weights)
 from nqrt.kernels.vnni import (AVX2_G, AVX2_MR, AVX2_NR, AVX2_VL, V512_G, V512_MR, V512_NR,
-                               _epilogue, _ukernel_avx2, _ukernel_avx2q, _ukernel_v512,
+                               _epilogue, _ukernel_avx2, _ukernel_avx2q,
                                _ukernelq_avx2, _ukernelq_avx2q, _ukernelq_v512, fast_threads,
                                block_rows, padded_groups, plan_mc, work_blocks)
 
@@ -69,7 +69,8 @@ def merge_groups(C, M, group, path="portable"):
     block-diagonal weights (merge_group_weights), on the x86 paths: groups narrower than a
     micro-panel (NR = 16 output channels on avx2, 64 on vnni512; RegNet's 8 or ResNeXt's 4
     channels per group) otherwise fill a fraction of each panel, take the scalar epilogue when
-    the group is not a multiple of 8 channels, and pack im2col rows in runs of C/group bytes.
+    the group is not a multiple of 8 channels (avx2), and pack im2col rows in runs of C/group
+    bytes.
     Merged, a panel holds f groups and the runs are f times longer; the added products are
     with zero weights, so results are unchanged.  Returns f >= 1 dividing `group`."""
     if path not in ("avx2", "vnni512") or group <= 1 or is_depthwise(C, M, group):
@@ -454,8 +455,7 @@ def _conv_worker_v512(t, nt, split_rows, x1, geo, z_x, wpack, wsum, bias, mult, 
     ng, mc, tileb, _ = _fast_geometry(P, kh * kw * Cg, G, MR, NR_)
     gbytes = ((Mg + NR_ - 1) // NR_) * ng * NR_ * G
     base = t * per
-    tile = scratch[base:base + MR * NR_ * 4].view(np.int32)
-    abase = base + tileb
+    abase = base + tileb                    # (the slice's tile bytes: avx2 only)
     arows = scratch[abase:abase + mc * ng * 4]
     ys = y2.strides[0]
     nblk, j_lo, j_hi = work_blocks(MR, NR_, P, Mg, mc, t, nt, split_rows)   # per group
@@ -475,13 +475,8 @@ def _conv_worker_v512(t, nt, split_rows, x1, geo, z_x, wpack, wsum, bias, mult, 
                     mr = min(MR, rows - ip * MR)
                     aoff = abase + ip * ng * MR * 4
                     p0 = pc + ip * MR
-                    if cols == NR_:
-                        _ukernelq_v512(mr, scratch, aoff, 4 * ng, 4, wpack, boff, ng, y2, p0 * ys + m0, ys,
-                                       wsum, bias, mult, shift, m0, z_x, z_y, act_min, act_max)
-                    else:
-                        _ukernel_v512(mr, scratch, aoff, 4 * ng, 4, wpack, boff, ng, tile)
-                        _epilogue(tile, NR_, mr, cols, y2, p0, m0, wsum, z_x, bias, mult, shift,
-                                  z_y, act_min, act_max)
+                    _ukernelq_v512(mr, scratch, aoff, 4 * ng, 4, wpack, boff, ng, y2, p0 * ys + m0, ys,
+                                   wsum, bias, mult, shift, m0, z_x, z_y, act_min, act_max, cols)
 
 
 @njit(**PJIT)

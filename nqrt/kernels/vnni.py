@@ -34,9 +34,13 @@ Packed layouts (private; "group" = G consecutive k):
         may hold stale bytes (B is zero there); rows past the valid ones are never read.
 
 The micro-kernels are Numba intrinsics that emit LLVM IR (a k-loop unrolled by UNROLL groups,
-MR x NV vector accumulators held in SSA phis = registers) and store the MR x NR int32 tile to a
-small per-thread buffer; the epilogue (zero-point correction, bias, requantize, clamp, store u8)
-runs on that tile straight away, so no P x M int32 matrix exists.
+MR x NV vector accumulators held in SSA phis = registers) with the epilogue (zero-point
+correction, bias, requantize, clamp, store u8) fused on the registers, so no P x M int32 matrix
+exists.  vnni512 fuses it for every panel: a partial one (M not a multiple of 64, e.g. MobileNet's
+16..160-channel layers) uses masked loads of its constants and masked byte stores.  avx2 fuses
+it for whole 8-column vectors with the plan-time table; otherwise (a column count not a
+multiple of 8, or no table) its kernels store the int32 tile to a small per-thread buffer and
+the scalar `_epilogue` finishes it.
 
 The intrinsics are defined at module level (cacheable with cache=True).  Importing this module
 compiles nothing; a driver is compiled on first call, so the vnni512 driver must only be called
@@ -96,9 +100,11 @@ def _make_ukernel(isa, mr, nv, fused=False, bcols=None):
 
     uk(a: u8[:], aoff, ars, ags, b: i8[:], boff, ngroups, c: i32[:]):  c[r*NR + col] = the dot.
     fused: the requantize epilogue in vector IR on the accumulator registers, storing u8
-           y[yoff + r*ystride + col] for all NR columns (channels m0 .. m0+NR-1 must exist):
+           y[yoff + r*ystride + col]:
       vnni512: uk(a, aoff, ars, ags, b, boff, ngroups, y: u8[:, :], yoff, ystride, wsum, bias,
-                  mult, shift (int32[M]), m0, z_x, z_y, act_min, act_max)
+                  mult, shift (int32[M]), m0, z_x, z_y, act_min, act_max, ncols): columns
+                  col < ncols (1 <= ncols <= NR) only, channels m0 .. m0+ncols-1 (masked loads
+                  and stores: a partial panel reads no constant and writes no byte past them)
       avx2:    uk(a, aoff, ars, ags, b, boff, ngroups, y, yoff, ystride, tab: i8[:], toff, m0,
                   nst, act_min, act_max) with the plan-time requantize table (requant_table)
                   whose first block starts at byte toff of tab; m0 is a multiple of 8; only
@@ -241,9 +247,9 @@ def _make_ukernel(isa, mr, nv, fused=False, bcols=None):
             return sig, codegen
     elif fused:
         def ukernel(typingctx, a, aoff, ars, ags, b, boff, ngroups, y, yoff, ystride, wsum, bias,
-                    mult, shift, m0, z_x, z_y, act_min, act_max):
+                    mult, shift, m0, z_x, z_y, act_min, act_max, ncols):
             sig = types.void(a, aoff, ars, ags, b, boff, ngroups, y, yoff, ystride, wsum, bias,
-                             mult, shift, m0, z_x, z_y, act_min, act_max)
+                             mult, shift, m0, z_x, z_y, act_min, act_max, ncols)
             return sig, codegen
     else:
         def ukernel(typingctx, a, aoff, ars, ags, b, boff, ngroups, c):
@@ -276,10 +282,20 @@ def _emit_requant_store(context, builder, sa, args, final, mr, nv, vl):
 
     Generic i64 vector ops: LLVM lowers them (AVX2 has no vpmullq / vpsravq and emulates them,
     still far cheaper than scalar code)."""
-    (y_, yoff_, ystride_, wsum_, bias_, mult_, shift_, m0_, zx_, zy_, lo_, hi_) = args[7:19]
+    (y_, yoff_, ystride_, wsum_, bias_, mult_, shift_, m0_, zx_, zy_, lo_, hi_,
+     ncols_) = args[7:20]
     v32 = ir.VectorType(_I32, vl)
     v64 = ir.VectorType(_I64, vl)
     v8 = ir.VectorType(_I8, vl)
+    v1 = ir.VectorType(ir.IntType(1), vl)
+    mod = builder.module
+    mload = cgutils.get_or_insert_function(
+        mod, ir.FunctionType(v32, [v32.as_pointer(), _I32, v1, v32]),
+        f"llvm.masked.load.v{vl}i32.p0")
+    mstore = cgutils.get_or_insert_function(
+        mod, ir.FunctionType(ir.VoidType(), [v8, v8.as_pointer(), _I32, v1]),
+        f"llvm.masked.store.v{vl}i8.p0")
+    lanes = ir.Constant(v64, list(range(vl)))
 
     def splat64(x):
         if x.type != _I64:
@@ -288,10 +304,13 @@ def _emit_requant_store(context, builder, sa, args, final, mr, nv, vl):
         return builder.shuffle_vector(sv, ir.Constant(v64, None),
                                       ir.Constant(ir.VectorType(_I32, vl), [0] * vl))
 
-    def chan_vec(arr_ty, arr, j):
+    def chan_vec(arr_ty, arr, j, mask, fill):
+        """The per-channel int32 constants of vector j, lanes past ncols = fill (not read)."""
         ptr = builder.bitcast(_data_ptr(context, builder, arr_ty, arr), _I32.as_pointer())
         ptr = builder.gep(ptr, [builder.add(m0_, ir.Constant(_I64, vl * j))])
-        return builder.sext(builder.load(builder.bitcast(ptr, v32.as_pointer()), align=4), v64)
+        val = builder.call(mload, [builder.bitcast(ptr, v32.as_pointer()), ir.Constant(_I32, 4),
+                                   mask, ir.Constant(v32, [fill] * vl)])
+        return builder.sext(val, v64)
 
     zx = splat64(zx_)
     zy = splat64(zy_)
@@ -301,10 +320,19 @@ def _emit_requant_store(context, builder, sa, args, final, mr, nv, vl):
     yp = builder.bitcast(_data_ptr(context, builder, sa[7], y_), _I8.as_pointer())
     yp = builder.gep(yp, [yoff_])
     for j in range(nv):
-        corr = builder.sub(chan_vec(sa[11], bias_, j),
-                           builder.mul(zx, chan_vec(sa[10], wsum_, j)))
-        mu = chan_vec(sa[12], mult_, j)
-        n = chan_vec(sa[13], shift_, j)
+        # vector j holds columns vl*j .. vl*j+vl-1; skipped when none is valid (j >= 1 only:
+        # ncols >= 1), masked when some are
+        valid = builder.sub(ncols_, ir.Constant(_I64, vl * j))
+        ctx = builder.if_then(builder.icmp_signed(">", valid, ir.Constant(_I64, 0))) \
+            if j else None
+        if ctx is not None:
+            ctx.__enter__()
+        vsplat = splat64(valid)
+        mask = builder.icmp_signed("<", lanes, vsplat)
+        corr = builder.sub(chan_vec(sa[11], bias_, j, mask, 0),
+                           builder.mul(zx, chan_vec(sa[10], wsum_, j, mask, 0)))
+        mu = chan_vec(sa[12], mult_, j, mask, 0)
+        n = chan_vec(sa[13], shift_, j, mask, 1)      # 1: a defined shift in unused lanes
         rnd = builder.shl(one, builder.sub(n, one))
         for r in range(mr):
             acc = builder.add(builder.sext(final[r, j], v64), corr)
@@ -315,7 +343,10 @@ def _emit_requant_store(context, builder, sa, args, final, mr, nv, vl):
             off = builder.add(builder.mul(ystride_, ir.Constant(_I64, r)),
                               ir.Constant(_I64, vl * j))
             p = builder.gep(yp, [off])
-            builder.store(builder.trunc(v, v8), builder.bitcast(p, v8.as_pointer()), align=1)
+            builder.call(mstore, [builder.trunc(v, v8), builder.bitcast(p, v8.as_pointer()),
+                                  ir.Constant(_I32, 1), mask])
+        if ctx is not None:
+            ctx.__exit__(None, None, None)
 
 
 def splat_bytes16(builder, x):
@@ -416,12 +447,6 @@ def _emit_table_rows(builder, tp, m0_, nvec, vl, final, mr, lo, hi, ystride_, yp
 
 
 # One intrinsic per row count 1..MR (the last micro-panel of a block may be short).
-_uk_v512_1 = _make_ukernel("vnni512", 1, V512_NV)
-_uk_v512_2 = _make_ukernel("vnni512", 2, V512_NV)
-_uk_v512_3 = _make_ukernel("vnni512", 3, V512_NV)
-_uk_v512_4 = _make_ukernel("vnni512", 4, V512_NV)
-_uk_v512_5 = _make_ukernel("vnni512", 5, V512_NV)
-_uk_v512_6 = _make_ukernel("vnni512", 6, V512_NV)
 
 _uk_avx2_1 = _make_ukernel("avx2", 1, AVX2_NV)
 _uk_avx2_2 = _make_ukernel("avx2", 2, AVX2_NV)
@@ -469,22 +494,6 @@ _ukq_avx2q_6h = _make_ukernel("avx2q", 6, 1, True, bcols=AVX2_NR)
 
 
 @njit(**JIT)
-def _ukernel_v512(mr, a, aoff, ars, ags, b, boff, ng, c):
-    if mr == 6:
-        _uk_v512_6(a, aoff, ars, ags, b, boff, ng, c)
-    elif mr == 5:
-        _uk_v512_5(a, aoff, ars, ags, b, boff, ng, c)
-    elif mr == 4:
-        _uk_v512_4(a, aoff, ars, ags, b, boff, ng, c)
-    elif mr == 3:
-        _uk_v512_3(a, aoff, ars, ags, b, boff, ng, c)
-    elif mr == 2:
-        _uk_v512_2(a, aoff, ars, ags, b, boff, ng, c)
-    else:
-        _uk_v512_1(a, aoff, ars, ags, b, boff, ng, c)
-
-
-@njit(**JIT)
 def _ukernel_avx2(mr, a, aoff, ars, ags, b, boff, ng, c):
     if mr == 6:
         _uk_avx2_6(a, aoff, ars, ags, b, boff, ng, c)
@@ -518,25 +527,25 @@ def _ukernel_avx2q(mr, a, aoff, ars, ags, b, boff, ng, c):
 
 @njit(**JIT)
 def _ukernelq_v512(mr, a, aoff, ars, ags, b, boff, ng, y, yoff, ys, wsum, bias, mult, shift, m0, zx,
-                   zy, lo, hi):
+                   zy, lo, hi, ncols):
     if mr == 6:
         _ukq_v512_6(a, aoff, ars, ags, b, boff, ng, y, yoff, ys, wsum, bias, mult, shift, m0, zx, zy, lo,
-                     hi)
+                    hi, ncols)
     elif mr == 5:
         _ukq_v512_5(a, aoff, ars, ags, b, boff, ng, y, yoff, ys, wsum, bias, mult, shift, m0, zx, zy, lo,
-                     hi)
+                    hi, ncols)
     elif mr == 4:
         _ukq_v512_4(a, aoff, ars, ags, b, boff, ng, y, yoff, ys, wsum, bias, mult, shift, m0, zx, zy, lo,
-                     hi)
+                    hi, ncols)
     elif mr == 3:
         _ukq_v512_3(a, aoff, ars, ags, b, boff, ng, y, yoff, ys, wsum, bias, mult, shift, m0, zx, zy, lo,
-                     hi)
+                    hi, ncols)
     elif mr == 2:
         _ukq_v512_2(a, aoff, ars, ags, b, boff, ng, y, yoff, ys, wsum, bias, mult, shift, m0, zx, zy, lo,
-                     hi)
+                    hi, ncols)
     else:
         _ukq_v512_1(a, aoff, ars, ags, b, boff, ng, y, yoff, ys, wsum, bias, mult, shift, m0, zx, zy, lo,
-                     hi)
+                    hi, ncols)
 
 
 # Inlined into the two avx2 workers at the Numba IR level: the call with its ~40 argument words
@@ -904,8 +913,7 @@ def _worker_v512(t, nt, split_rows, x, z_x, wpack, wsum, M, K, bias, mult, shift
     P = x.shape[0]
     ng = padded_groups(K, V512_G)
     base = t * per
-    tile = scratch[base:base + MR * NR * 4].view(np.int32)
-    abase = base + ((MR * NR * 4 + 63) // 64) * 64
+    abase = base + ((MR * NR * 4 + 63) // 64) * 64     # (the slice's tile bytes: avx2 only)
     mc = plan_mc(P, ng, MR)
     ys = y.strides[0]
     nblk, j_lo, j_hi = work_blocks(MR, NR, P, M, mc, t, nt, split_rows)
@@ -922,13 +930,8 @@ def _worker_v512(t, nt, split_rows, x, z_x, wpack, wsum, M, K, bias, mult, shift
                 aoff = abase + ip * MR * ng * 4
                 boff = j * ng * NR * 4
                 p0 = pc + ip * MR
-                if cols == NR:
-                    _ukernelq_v512(mr, scratch, aoff, 4 * ng, 4, wpack, boff, ng, y, p0 * ys + j * NR, ys,
-                                   wsum, bias, mult, shift, j * NR, z_x, z_y, act_min, act_max)
-                else:
-                    _ukernel_v512(mr, scratch, aoff, 4 * ng, 4, wpack, boff, ng, tile)
-                    _epilogue(tile, NR, mr, cols, y, p0, j * NR, wsum, z_x, bias, mult, shift,
-                              z_y, act_min, act_max)
+                _ukernelq_v512(mr, scratch, aoff, 4 * ng, 4, wpack, boff, ng, y, p0 * ys + j * NR, ys,
+                               wsum, bias, mult, shift, j * NR, z_x, z_y, act_min, act_max, cols)
 
 
 @njit(**JIT)
