@@ -15,8 +15,9 @@ packer):
 * depthwise (group == C == M): `nqrt.kernels.depthwise`.  Portable: generic vector kernel,
   packed int8 [kh, kw, C]; avx2 / vnni512: tap pairs through vpmaddwd, packed by
   pack_depthwise_weights_x86 (interleaved int16 tap pairs, then the int8 [kh, kw, C] layout).
-* narrow groups on the avx2 path (8 or 16 output and a multiple of 4 input channels per group,
-  `grouped.grouped_direct`): `nqrt.kernels.grouped`, no im2col (pack_grouped_weights).
+* narrow groups on the x86 paths (8 or 16 output and a multiple of 4 input channels per group,
+  or pairs of 4 x 4 groups: `grouped.grouped_direct`): `nqrt.kernels.grouped`, an avx2 kernel
+  also on the vnni512 path, no im2col (pack_grouped_weights).
 * pointwise (1x1, stride 1, no padding, group 1): a GEMM on x viewed as [N·H·W, C] (portable:
   gemm.gemm_u8; fast: the packed GEMM of vnni.py).
 * general:
@@ -47,8 +48,8 @@ from nqrt.kernels.depthwise import (append_depthwise_table, depthwise_conv_u8, d
                                     pack_depthwise_weights, pack_depthwise_weights_x86)
 from nqrt.kernels.gemm import NR, gemm_tile, gemm_u8
 from nqrt.kernels.rowcopy import copy_runs
-from nqrt.kernels.grouped import (LAYOUT_GROUPED, grouped_conv_u8_avx2, grouped_direct,
-                                  grouped_slice_bytes, pack_grouped_weights)
+from nqrt.kernels.grouped import (LAYOUT_GROUPED, direct_shape, grouped_conv_u8_avx2,
+                                  grouped_direct, grouped_slice_bytes, pack_grouped_weights)
 from nqrt.kernels.vnni import (AVX2_G, AVX2_MR, AVX2_NR, AVX2_VL, V512_G, V512_MR, V512_NR,
                                _epilogue, _ukernel_avx2, _ukernel_avx2q,
                                _ukernelq_avx2, _ukernelq_avx2q, _ukernelq_v512, fast_threads,
@@ -570,6 +571,13 @@ def conv2d_u8_vnni512(x, z_x, wpack, wsum, bias, mult, shift, z_y, act_min, act_
     if is_depthwise(C, M, group):
         xcall_lazy(_depthwise, x, z_x, wpack, bias, mult, shift, z_y, act_min, act_max, kh, kw,
                    sh, sw, dh, dw, pad_t, pad_l, y, scratch)
+        return
+    if direct_shape(C, M, group):        # packed for the direct grouped (avx2) kernel
+        gs = _align(grouped_slice_bytes(C, kh, kw, W, group))
+        if scratch.size < gs:
+            raise ValueError("conv2d_u8_vnni512: scratch smaller than one thread's slice")
+        xcall_lazy(grouped_conv_u8_avx2, x, z_x, wpack, wsum, bias, mult, shift, z_y, act_min,
+                   act_max, kh, kw, sh, sw, dh, dw, pad_t, pad_l, group, y, scratch, gs)
         return
     per = fast_slice_bytes(N, H, W, C, M, kh, kw, OH, OW, group, True)
     if scratch.size < per:

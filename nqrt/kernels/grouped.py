@@ -1,4 +1,4 @@
-"""Direct grouped QConv for narrow groups on the avx2 path (spec 4.1, 1 < group, not
+"""Direct grouped QConv for narrow groups on the x86 paths (spec 4.1, 1 < group, not
 depthwise): 8 or 16 output channels per group and a multiple of 4 input channels per group
 (RegNet's groups of 8, 16, 24, ... channels), or an even number of groups with 4 inputs and 4
 outputs each (ResNeXt 32x4d's first stage), with no im2col.
@@ -62,15 +62,23 @@ _I32 = ir.IntType(32)
 _I64 = ir.IntType(64)
 
 
-def grouped_direct(C, M, group, path):
-    """True when the avx2 path runs this grouped conv with the direct kernel (module
-    docstring)."""
-    if path != "avx2" or group <= 1 or C % group or M % group:
+@njit(**JIT)
+def direct_shape(C, M, group):
+    """True for the group shapes the direct kernel takes (module docstring)."""
+    if group <= 1 or C % group or M % group:
         return False
     cg, mg = C // group, M // group
     if cg == 1 and mg == 1:
         return False                                    # depthwise
-    return (mg in (8, 16) and cg % 4 == 0) or (mg == 4 and cg == 4 and group % 2 == 0)
+    return ((mg == 8 or mg == 16) and cg % 4 == 0) or (mg == 4 and cg == 4 and group % 2 == 0)
+
+
+def grouped_direct(C, M, group, path):
+    """True when `path` runs this grouped conv with the direct kernel: an AVX2 kernel, used on
+    both x86 paths (every AVX-512 VNNI CPU has AVX2; on vnni512 the alternative, groups merged
+    into 64-channel panels, would multiply mostly zero weights: 8 of 64 channels per group of
+    RegNet's)."""
+    return path in ("avx2", "vnni512") and bool(direct_shape(C, M, group))
 
 
 def pack_grouped_weights(w, group):

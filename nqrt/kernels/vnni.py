@@ -723,9 +723,10 @@ def append_requant_table(wpack, K, wsum, bias, mult, shift, z_x, z_y):
 def with_requant_table(wpack, path, K, wsum, bias, mult, shift, z_x, z_y):
     """Plan time, for a GEMM or a non-depthwise conv packed for `path` (dot length K per
     output): the packed weights the path's kernels read, i.e. with the avx2 epilogue table
-    appended on the avx2 path (without it they fall back to the scalar epilogue) and
-    unchanged on the others."""
-    if path != "avx2":
+    appended on the x86 paths (without it the avx2 kernels fall back to the scalar epilogue;
+    on the vnni512 path only the direct grouped kernel, an avx2 kernel, reads it) and
+    unchanged on the portable one."""
+    if path not in ("avx2", "vnni512"):
         return wpack
     return append_requant_table(wpack, K, wsum, bias, mult, shift, z_x, z_y)
 

@@ -295,7 +295,8 @@ def test_merge_groups_leaves_depthwise_and_wide_groups():
     assert K.merge_groups(64, 64, 2, "avx2") == 1             # 32 channels per group >= 16
     assert K.merge_groups(64, 64, 8, "avx2") == 1             # 8 per group: direct kernel
     assert K.merge_groups(24, 64, 8, "avx2") == 2             # 3 in, 8 out: two per panel
-    assert K.merge_groups(64, 64, 8, "vnni512") == 8          # a 64-wide panel takes all
+    assert K.merge_groups(64, 64, 8, "vnni512") == 1          # 8 per group: direct kernel
+    assert K.merge_groups(24, 64, 8, "vnni512") == 8          # 3 in: a 64-wide panel takes all
 
 
 # direct grouped kernel (avx2; grouped.grouped_direct: 8 or 16 outputs and a multiple of 4
@@ -315,24 +316,29 @@ GROUPED_DIRECT = {
 }
 
 
-@pytest.mark.skipif("avx2" not in PATHS, reason="host has no AVX2")
+X86_PATHS = [p for p in PATHS if p != "portable"]
+
+
+@pytest.mark.skipif(not X86_PATHS, reason="host has no AVX2")
+@pytest.mark.parametrize("path", X86_PATHS)
 @pytest.mark.parametrize("name", list(GROUPED_DIRECT))
 @pytest.mark.parametrize("zp", range(len(ZPS)))
-def test_grouped_direct_matches_naive(name, zp):
+def test_grouped_direct_matches_naive(name, zp, path):
     """The direct grouped kernel with its table epilogue, without a table (the scalar formula)
-    and with a table for other zero points (ignored), for 1, 2 and 3-slice scratch."""
+    and with a table for other zero points (ignored), for 1, 2 and 3-slice scratch, through
+    each x86 path's conv entry point."""
     case = GROUPED_DIRECT[name]
     N, C, H, W, M, kh, kw, st, pads, dil, group = case
-    assert grouped.grouped_direct(C, M, group, "avx2") and K.merge_groups(C, M, group, "avx2") == 1
+    assert grouped.grouped_direct(C, M, group, path) and K.merge_groups(C, M, group, path) == 1
     z_x, z_y, act = ZPS[zp]
     x, w, bias, mult, shift, lo, hi, ohw = _make(case, z_x, z_y, act, seed=zp + 40)
-    assert pack_conv_weights(w, group, "avx2")[0][0] == grouped.LAYOUT_GROUPED
+    assert pack_conv_weights(w, group, path)[0][0] == grouped.LAYOUT_GROUPED
     want = qconv(x, z_x, w, bias, mult, shift, z_y, lo, hi, st, pads, dil, group, ohw)
     args = (case, x, z_x, w, bias, mult, shift, z_y, lo, hi, ohw)
     for nt, slices in ((1, 1), (2, 2), (2, 3)):
-        assert_same(_kernel(*args, nthreads=nt, path="avx2", scratch_threads=slices), want)
-    assert_same(_kernel(*args, path="avx2", table=False), want)
-    assert_same(_kernel(*args, path="avx2", table_zps=((z_x + 1) % 256, z_y)), want)
+        assert_same(_kernel(*args, nthreads=nt, path=path, scratch_threads=slices), want)
+    assert_same(_kernel(*args, path=path, table=False), want)
+    assert_same(_kernel(*args, path=path, table_zps=((z_x + 1) % 256, z_y)), want)
 
 
 @pytest.mark.skipif("avx2" not in PATHS, reason="host has no AVX2")
@@ -364,7 +370,8 @@ def test_grouped_direct_int16_sums_at_their_bound(cg):
 def test_grouped_direct_shapes():
     assert grouped.grouped_direct(104, 104, 13, "avx2")            # RegNetY: 8 per group
     assert grouped.grouped_direct(208, 208, 13, "avx2")            # 16 per group
-    assert not grouped.grouped_direct(104, 104, 13, "vnni512")     # avx2 path only
+    assert grouped.grouped_direct(104, 104, 13, "vnni512")         # the avx2 kernel there too
+    assert not grouped.grouped_direct(104, 104, 13, "portable")
     assert grouped.grouped_direct(128, 128, 32, "avx2")            # ResNeXt 32x4d: pairs
     assert not grouped.grouped_direct(20, 20, 5, "avx2")           # 4 per group, odd count
     assert not grouped.grouped_direct(64, 128, 32, "avx2")         # 2 in, 4 out
