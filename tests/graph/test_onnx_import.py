@@ -75,9 +75,14 @@ def test_undefined_tensor_raises_format_error():
 
 
 def test_opset_out_of_range():
-    m = _conv_model(opset=8)
-    with pytest.raises(UnsupportedOpError, match="opset 8"):
+    m = _conv_model(opset=22)
+    with pytest.raises(UnsupportedOpError, match="opset 22"):
         load_onnx(m)
+
+
+def test_opset_8_is_upgraded():
+    g = load_onnx(_conv_model(opset=8))
+    assert g.opset == 9 and op_counts(g) == {"Conv": 1}
 
 
 def test_non_float_input_rejected():
