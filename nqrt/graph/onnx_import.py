@@ -12,9 +12,9 @@ The result satisfies the IR invariants (nqrt/graph/ir.py):
     opset-13 semantics (opset < 13 softmax over a non-last axis becomes Flatten/Softmax/Reshape);
     BatchNormalization and Dropout keep only their first output; Cast `to` is a numpy dtype
     name; ConstantOfShape `value` is a numpy array.
-`graph.opset` is the model's default-domain opset (9..21; a model of opset 1..8 is first
-upgraded to 9 by onnx.version_converter); graph.metadata["source_sha256"] is the sha256 of the
-serialized model bytes as given.
+`graph.opset` is the model's default-domain opset (9..21; a model of another opset is first
+converted to 9 or 21 by onnx.version_converter); graph.metadata["source_sha256"] is the sha256
+of the serialized model bytes as given.
 
 Errors: unreadable / malformed input -> FormatError; operators outside IMPORTERS (all of them
 collected first) or unsupported attribute values -> UnsupportedOpError.
@@ -478,9 +478,6 @@ def _check_model(m: onnx.ModelProto) -> int:
         if m.ir_version >= 3:
             raise FormatError("ONNX model declares no opset for the default domain")
         opset = 1
-    if opset > MAX_OPSET:
-        raise UnsupportedOpError(f"unsupported ONNX opset {opset} (supported: {MIN_OPSET}..{MAX_OPSET};"
-                                 f" older ones are upgraded to {MIN_OPSET})")
     if not m.graph.output:
         raise FormatError("ONNX graph has no outputs")
     return opset
@@ -596,29 +593,37 @@ def _check_supported(nodes: list[onnx.NodeProto]) -> None:
         raise UnsupportedOpError(f"unsupported operators: {'; '.join(parts)}", bad)
 
 
-def _upgrade(m: onnx.ModelProto, opset: int) -> onnx.ModelProto:
-    """A model of opset < MIN_OPSET (e.g. the ONNX Model Zoo's opset-7 and -8 CNNs) upgraded to
-    MIN_OPSET by the ONNX project's own version converter (its per-operator adapters: Upsample
-    scales to an input, BatchNormalization's `spatial`, Dropout's `is_test`, Gemm's
-    `broadcast`, ...), then imported like any model of that opset."""
+def _to_supported_opset(m: onnx.ModelProto, opset: int) -> onnx.ModelProto:
+    """A model outside MIN_OPSET..MAX_OPSET converted to the nearest supported opset by the
+    ONNX project's own version converter, then imported like any model of that opset:
+      * opset < MIN_OPSET (e.g. the ONNX Model Zoo's opset-7 and -8 CNNs) up to MIN_OPSET, by
+        its per-operator adapters (Upsample scales to an input, BatchNormalization's
+        `spatial`, Dropout's `is_test`, Gemm's `broadcast`, ...);
+      * opset > MAX_OPSET (what a newer exporter or onnx.helper writes by default) down to
+        MAX_OPSET: the CNN operators' later versions only add element types, which its
+        adapters accept when the model does not use them; anything else (a new operator such
+        as Attention-23, a new attribute) has no adapter and stops here.
+    Either failure is a one-line UnsupportedOpError saying why."""
+    target = MIN_OPSET if opset < MIN_OPSET else MAX_OPSET
     try:
         from onnx import version_converter
-        up = version_converter.convert_version(m, MIN_OPSET)
+        out = version_converter.convert_version(m, target)
     except Exception as e:  # noqa: BLE001 - the converter raises bare RuntimeErrors/asserts
         why = (str(e).strip().splitlines() or [type(e).__name__])[-1].strip()
         why = why.split("failed:", 1)[-1].strip() or type(e).__name__   # drop the C++ location
-        raise UnsupportedOpError(f"ONNX opset {opset} model: the ONNX version converter cannot "
-                                 f"upgrade it to opset {MIN_OPSET} ({why})") from None
-    return up
+        raise UnsupportedOpError(f"ONNX opset {opset} model (supported: {MIN_OPSET}..{MAX_OPSET}):"
+                                 f" the ONNX version converter cannot convert it to opset {target}"
+                                 f" ({why})") from None
+    return out
 
 
 def load_onnx(model: str | os.PathLike | bytes | onnx.ModelProto) -> Graph:
     """Import an ONNX model (path, serialized bytes or ModelProto) into the float IR."""
     proto, data, base_dir = _read(model)
     opset = _check_model(proto)
-    if opset < MIN_OPSET:
-        _check_supported(list(proto.graph.node))       # name unsupported ops before upgrading
-        proto = _upgrade(proto, opset)
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        _check_supported(list(proto.graph.node))       # name unsupported ops before converting
+        proto = _to_supported_opset(proto, opset)
         opset = _check_model(proto)
     g = proto.graph
     _check_supported(list(g.node))

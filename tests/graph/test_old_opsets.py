@@ -1,5 +1,6 @@
-"""Models of opsets below 9 (the ONNX Model Zoo's "-7" / "-8" files) are upgraded by ONNX's
-version converter before import (onnx_import._upgrade).
+"""Models of opsets outside 9..21 are converted by ONNX's version converter before import
+(onnx_import._to_supported_opset): the ONNX Model Zoo's "-7" / "-8" files up to 9, models of
+newer opsets (what a newer exporter or onnx.helper writes) down to 21.
 
 The zoo-style test models are the structure models shipped inside the `onnx` package (opset 9,
 ConstantOfShape-filled weights) with random initializers listed as graph inputs (IR 3, as the
@@ -87,9 +88,36 @@ def test_model_the_converter_cannot_upgrade_is_one_line_error():
     assert "opset 6" in msg and "is_test" in msg and "\n" not in msg and ".h:" not in msg
 
 
-def test_newer_than_supported_opset_is_refused():
-    b = Builder(22)
+@pytest.mark.parametrize("opset", [22, 23])
+def test_newer_opset_model_is_converted_down_and_matches_ort(opset):
+    b = Builder(opset)
+    y = b.op("Conv", ["x", b.weight(8, 3, 3, 3)], pads=[1, 1, 1, 1])
+    y = b.op("HardSwish", [y])
+    y = b.op("MaxPool", [y], kernel_shape=[2, 2], strides=[2, 2])
+    y = b.op("Reshape", [y, b.const([0, -1], np.int64)])
+    y = b.op("Gemm", [y, b.weight(10, 8 * 4 * 4)], transB=1)
+    m = b.model([("x", ["N", 3, 8, 8])], [y], ir_version=10)
+    assert load_onnx(m).opset == 21
+    assert_matches_ort(m, {"x": (3, 8, 8)}, batches=(1, 2))
+
+
+def test_newer_opset_with_a_newer_operator_is_one_line_error():
+    b = Builder(23)
     y = b.op("Relu", ["x"])
-    m = b.model([("x", [1, 4])], [y], ir_version=10)
-    with pytest.raises(UnsupportedOpError, match="opset 22"):
+    y = b.op("RMSNormalization", [y, b.weight(8)])          # new in opset 23
+    m = b.model([("x", [1, 4, 8])], [y], ir_version=10)
+    with pytest.raises(UnsupportedOpError) as ei:
         load_onnx(m)
+    assert "RMSNormalization" in str(ei.value) and "\n" not in str(ei.value)
+
+
+def test_newer_attribute_the_converter_keeps_is_one_line_error():
+    """Cast-28's round_mode survives the conversion to 21 (the converter keeps it); the
+    importer then names it instead of ignoring it."""
+    b = Builder(23)
+    y = b.op("Relu", ["x"])
+    y = b.op("Cast", [y], to=onnx.TensorProto.FLOAT, round_mode="up")
+    m = b.model([("x", [1, 4])], [y], ir_version=10)
+    with pytest.raises(UnsupportedOpError, match="round_mode") as ei:
+        load_onnx(m)
+    assert "\n" not in str(ei.value)
