@@ -469,6 +469,13 @@ _ukq_v512_3 = _make_ukernel("vnni512", 3, V512_NV, True)
 _ukq_v512_4 = _make_ukernel("vnni512", 4, V512_NV, True)
 _ukq_v512_5 = _make_ukernel("vnni512", 5, V512_NV, True)
 _ukq_v512_6 = _make_ukernel("vnni512", 6, V512_NV, True)
+# Full micro-panels against the first 16 / 32 / 48 columns of a 64-column panel: a partial
+# panel (M not a multiple of 64: MobileNet's 16..160-channel layers, the 16 or 32 channels left
+# of 96 / 144 / 160) would otherwise run all 4 vectors' vpdpbusd, up to 4x the multiply-adds it
+# keeps.  Shorter micro-panels keep the 64-column kernels (compile time, as for avx2's 6h).
+_ukq_v512_6n1 = _make_ukernel("vnni512", 6, 1, True, bcols=V512_NR)
+_ukq_v512_6n2 = _make_ukernel("vnni512", 6, 2, True, bcols=V512_NR)
+_ukq_v512_6n3 = _make_ukernel("vnni512", 6, 3, True, bcols=V512_NR)
 
 _ukq_avx2_1 = _make_ukernel("avx2", 1, AVX2_NV, True)
 _ukq_avx2_2 = _make_ukernel("avx2", 2, AVX2_NV, True)
@@ -528,9 +535,18 @@ def _ukernel_avx2q(mr, a, aoff, ars, ags, b, boff, ng, c):
 @njit(**JIT)
 def _ukernelq_v512(mr, a, aoff, ars, ags, b, boff, ng, y, yoff, ys, wsum, bias, mult, shift, m0, zx,
                    zy, lo, hi, ncols):
-    if mr == 6:
+    if mr == 6 and ncols > 48:
         _ukq_v512_6(a, aoff, ars, ags, b, boff, ng, y, yoff, ys, wsum, bias, mult, shift, m0, zx, zy, lo,
                     hi, ncols)
+    elif mr == 6 and ncols > 32:
+        _ukq_v512_6n3(a, aoff, ars, ags, b, boff, ng, y, yoff, ys, wsum, bias, mult, shift, m0, zx, zy,
+                      lo, hi, ncols)
+    elif mr == 6 and ncols > 16:
+        _ukq_v512_6n2(a, aoff, ars, ags, b, boff, ng, y, yoff, ys, wsum, bias, mult, shift, m0, zx, zy,
+                      lo, hi, ncols)
+    elif mr == 6:
+        _ukq_v512_6n1(a, aoff, ars, ags, b, boff, ng, y, yoff, ys, wsum, bias, mult, shift, m0, zx, zy,
+                      lo, hi, ncols)
     elif mr == 5:
         _ukq_v512_5(a, aoff, ars, ags, b, boff, ng, y, yoff, ys, wsum, bias, mult, shift, m0, zx, zy, lo,
                     hi, ncols)
