@@ -9,6 +9,7 @@ and vs float.
   * ShuffleNetV2 block: Split -> branch convs -> Concat -> Reshape/Transpose/Reshape channel
     shuffle
   * FPN neck: stride-2 conv -> Resize nearest x2 -> Add a lateral conv
+  * PRelu block (face nets): conv -> PRelu per channel -> depthwise -> PRelu -> conv + residual
 
 INTEGER_WIRED: the runtime executes the new ops (schema.PENDING_OPS merged into schema.OPS), so
 the integer-mode assertions run; the thresholds are the original ones (no tuning needed).
@@ -110,9 +111,23 @@ def fpn_neck():
     return b.model(8, 12, [y, up2]), {"ResizeNearest": 2, "QAdd": 1}
 
 
+def prelu_block():
+    """Face-recognition style (ArcFace / MobileFaceNet): conv -> PRelu with a slope per channel
+    -> depthwise -> PRelu with one slope -> conv + residual."""
+    b = B(opset=13, seed=5)
+    slope = b.const(b.rng.uniform(0.05, 0.4, (16, 1, 1)))
+    t = b.op("PRelu", [b.conv("x", 8, 16), slope])
+    t = b.op("PRelu", [b.conv(t, 16, 16, k=3, group=16), b.const([0.25])])
+    y = b.op("Add", [b.conv(t, 16, 8), "x"])
+    # per channel: Relu(x) - slope·Relu(-x) (Neg a table, the slope a depthwise 1x1 conv, the
+    # subtraction a QAdd); one slope: LeakyRelu, a table
+    return b.model(8, 10, [y]), {"QLut": 2, "QAdd": 2}
+
+
 BLOCKS = {"mobilenetv3": mobilenetv3_block, "efficientnet": efficientnet_block,
-          "shufflenetv2": shufflenetv2_block, "fpn": fpn_neck}
-SQNR_DB = {"mobilenetv3": 25.0, "efficientnet": 25.0, "shufflenetv2": 30.0, "fpn": 30.0}
+          "shufflenetv2": shufflenetv2_block, "fpn": fpn_neck, "prelu": prelu_block}
+SQNR_DB = {"mobilenetv3": 25.0, "efficientnet": 25.0, "shufflenetv2": 30.0, "fpn": 30.0,
+           "prelu": 30.0}
 
 
 def sqnr_db(got, ref) -> float:

@@ -324,6 +324,26 @@ def LeakyRelu(ctx, n, alpha=0.01):
     return _unary(ctx, n, alpha=float(alpha))
 
 
+def PRelu(ctx, n):
+    """PRelu(x, slope) = x where x >= 0, slope·x elsewhere (slope broadcast to x).  A constant
+    slope with one value is LeakyRelu(alpha=slope) (one table lookup once quantized); another
+    constant slope (per channel, [C, 1, 1]) becomes Relu(x) − slope·Relu(−x), ops that all have
+    integer kernels (Relu, Neg, a Mul by a constant, Sub), and equal to PRelu bit for bit in
+    float32: slope·(−x) = −(slope·x) exactly and 0 − (−v) = v."""
+    x, slope = n.inputs[0], n.inputs[1]
+    s = ctx.constants.get(slope)
+    if s is None:
+        raise ctx.unsupported(n, "a slope that is not a constant")
+    if s.size == 1:
+        return [ctx.node(n, op="LeakyRelu", inputs=[x], attrs={"alpha": float(s.reshape(-1)[0])})]
+    pos, neg, negr, scaled = (ctx.fresh(n.outputs[0]) for _ in range(4))
+    return [Node("Relu", [x], [pos], {}, f"{n.name}/pos"),
+            Node("Neg", [x], [neg], {}, f"{n.name}/neg"),
+            Node("Relu", [neg], [negr], {}, f"{n.name}/negrelu"),
+            Node("Mul", [negr, slope], [scaled], {}, f"{n.name}/slope"),
+            Node("Sub", [pos, scaled], [n.outputs[0]], {}, n.name)]
+
+
 def Elu(ctx, n, alpha=1.0):
     return _unary(ctx, n, alpha=float(alpha))
 
@@ -434,7 +454,7 @@ IMPORTERS = {
     "Shape": Shape, "Gather": Gather, "Unsqueeze": Unsqueeze, "Squeeze": Squeeze,
     "Cast": Cast, "Slice": Slice, "ConstantOfShape": ConstantOfShape, "Pad": Pad,
     "Sigmoid": Sigmoid, "Tanh": Tanh, "HardSigmoid": HardSigmoid, "HardSwish": HardSwish,
-    "LeakyRelu": LeakyRelu, "Elu": Elu, "Selu": Selu, "Gelu": Gelu, "Erf": Erf,
+    "LeakyRelu": LeakyRelu, "PRelu": PRelu, "Elu": Elu, "Selu": Selu, "Gelu": Gelu, "Erf": Erf,
     "Softplus": Softplus, "Softsign": Softsign, "Abs": Abs, "Neg": Neg, "Exp": Exp, "Log": Log,
     "Sqrt": Sqrt, "Reciprocal": Reciprocal, "Pow": Pow,
     "Split": Split, "Resize": Resize, "Upsample": Upsample,

@@ -52,6 +52,16 @@ def conv2d_groups_dilation():
 
 
 @model
+def prelu_per_channel_and_scalar():
+    b = Builder()
+    y = _conv(b, "x", 3, 6, 3, pads=[1, 1, 1, 1])
+    y = b.op("PRelu", [y, b.weight(6, 1, 1, low=-0.5, high=0.5)])     # negative slopes too
+    y = b.op("PRelu", [y, b.const([0.3])])
+    y = b.op("PRelu", [y, b.weight(6, 1, 1, low=0.0, high=2.0)])      # slopes above 1
+    return b.model([("x", ["N", 3, 6, 7])], [y]), {"x": (3, 6, 7)}
+
+
+@model
 def conv2d_depthwise():
     b = Builder()
     y = _conv(b, "x", 6, 6, 3, group=6, pads=[1, 1, 1, 1], strides=[2, 2])
