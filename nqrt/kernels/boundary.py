@@ -23,6 +23,7 @@ from nqrt.kernels.eltwise import (CHUNK, _outer_offset, _transpose_generic, make
 # its x rows, long enough runs for the hardware prefetcher (64 floats were 1.5x slower).
 TI_Q = 256
 TI_DQ = 64
+DQ_MIN_TASKS = 4        # a 2-D dequantize of fewer tasks gets smaller ones (see below)
 
 _t16x16_q = make_t16x16("quantize")
 _t16x16_dq = make_t16x16("dequantize")
@@ -119,10 +120,10 @@ def _q_task(t, K, Ni, Nj, xrs, rb, x, s, zf, y, ys, st):
 
 
 @njit(**JIT)
-def _dq_task(t, K, Ni, Nj, xrs, rb, x, s, zi, y, ys, st):
-    """Task t of dequantize_transpose_u8."""
+def _dq_task(t, K, Ni, Nj, xrs, rb, ti, x, s, zi, y, ys, st):
+    """Task t of dequantize_transpose_u8 (2-D mode: ti output rows per task)."""
     if K >= 0:
-        xo, yo, i0, i1 = _tile_task(t, K, Ni, Nj, TI_DQ, ys, st)
+        xo, yo, i0, i1 = _tile_task(t, K, Ni, Nj, ti, ys, st)
         _dq2d(x, xo, xrs, y, yo, i0, i1, Nj, s, zi)
         return
     L, r0, r1 = _row_task(t, rb, ys)
@@ -156,10 +157,17 @@ def dequantize_transpose_u8(x, scale, z, shape, perm, y):
     n = x.size
     s = np.float32(scale)
     zi = np.int32(z)
-    K, Ni, Nj, xrs, rb, ntask = transpose_tasks(n, ys, st, TI_DQ)
+    ti = TI_DQ
+    K, Ni, Nj, xrs, rb, ntask = transpose_tasks(n, ys, st, ti)
+    if K >= 0 and n > CHUNK and ntask < DQ_MIN_TASKS:
+        # few tasks (a 64-channel output: its Ni = 64 channel rows were one task of TI_DQ rows,
+        # so one thread did all of it): tasks of fewer rows, down to 16 (the tile height); how
+        # the rows are split never changes a value
+        ti = max(16, min(TI_DQ, (Ni // DQ_MIN_TASKS) // 16 * 16))
+        K, Ni, Nj, xrs, rb, ntask = transpose_tasks(n, ys, st, ti)
     if n <= CHUNK:
         for t in range(ntask):
-            xcall(_dq_task, t, K, Ni, Nj, xrs, rb, x, s, zi, y, ys, st)
+            xcall(_dq_task, t, K, Ni, Nj, xrs, rb, ti, x, s, zi, y, ys, st)
         return
     for t in prange(ntask):
-        xcall(_dq_task, np.int64(t), K, Ni, Nj, xrs, rb, x, s, zi, y, ys, st)
+        xcall(_dq_task, np.int64(t), K, Ni, Nj, xrs, rb, ti, x, s, zi, y, ys, st)

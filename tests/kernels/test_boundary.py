@@ -20,6 +20,8 @@ CASES = [((N, C, H, W), (0, 1, 2, 3), (0, 2, 3, 1))
 CASES += [((2, 3, 4, 5, 6), (0, 1, 2, 3, 4), (0, 2, 3, 4, 1)), ((3, 40, 50), (0, 1, 2), (0, 2, 1)),
           ((64, 300), (0, 1), (1, 0)), ((2, 3, 4), (0, 1, 2), (2, 0, 1)),
           ((2, 130, 40), (0, 1, 2), (0, 2, 1))]       # > CHUNK elements: the parallel loop
+# > CHUNK elements and few channel rows: the dequantize splits them into tasks of 16..32 rows
+CASES += [((1, C, H, H), (0, 1, 2, 3), (0, 2, 3, 1)) for C, H in [(48, 20), (64, 17)]]
 
 
 def _args(shape, src, dst):
