@@ -164,7 +164,9 @@ def test_bench_times_the_model(converted, tmp_path):
     proc = nqrt_cli("bench", converted, "-b", "3", "-n", "5", "--warmup", "1", "--threads", "1")
     assert proc.returncode == 0, proc.stderr
     head, stats, tput = proc.stdout.strip().splitlines()
-    assert "integer mode, 1 thread(s)" in head and "[3, 1, 8, 8]" in head
+    assert "integer mode (" in head and " kernels), 1 thread(s)" in head and "[3, 1, 8, 8]" in head
+    from nqrt.kernels import cpu
+    assert f"({cpu.gemm_path()} kernels)" in head
     nums = [float(v) for v in re.findall(r"(\d+\.\d+) ms", stats)]
     assert stats.startswith("latency over 5 runs") and len(nums) == 4
     assert 0 < nums[0] <= nums[1] <= nums[2]

@@ -222,6 +222,12 @@ class Session:
         return b
 
     @property
+    def kernel_path(self) -> str | None:
+        """The GEMM/conv kernel path the weights were packed for ("vnni512", "avx2",
+        "portable"; nqrt.kernels.cpu), None in simulate mode."""
+        return self._consts.path if self._consts is not None else None
+
+    @property
     def nthreads(self) -> int:
         """Kernel threads per run (the `threads` given to load, else all of Numba's)."""
         return self._nthreads
