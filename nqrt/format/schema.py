@@ -104,6 +104,9 @@ _op(OpSpec("Quantize", (("x", "act", "float32"),), ("uint8",), {}, quantized=Fal
 _op(OpSpec("Dequantize", (("x", "act", "uint8"),), ("float32",), {}, quantized=False))
 # Float ops (after Dequantize): computed in float32.
 _op(OpSpec("Softmax", (("x", "act", "float32"),), ("float32",), {"axis": ("int", True)}, quantized=False))
+_op(OpSpec("LRN", (("x", "act", "float32"),), ("float32",),
+           {"alpha": ("float", True), "beta": ("float", True), "bias": ("float", True),
+            "size": ("int", True)}, quantized=False))
 
 # Integer compute ops ---------------------------------------------------------------------
 _op(OpSpec(

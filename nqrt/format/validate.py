@@ -685,6 +685,18 @@ def _check_softmax(where, ins, outs, attrs):
     _same_rank(where, outs[0], r)
 
 
+def _check_lrn(where, ins, outs, attrs):
+    r = len(ins[0]["shape"])
+    if r < 3:
+        _fail(f"{where}: x must have rank >= 3 ([N, C, D1, ...]), got {r}")
+    if attrs["size"] < 1:
+        _fail(f"{where}: size must be >= 1, got {attrs['size']}")
+    for key in ("alpha", "beta", "bias"):
+        if not math.isfinite(attrs[key]):
+            _fail(f"{where}: {key} must be finite, got {attrs[key]}")
+    _same_rank(where, outs[0], r)
+
+
 def _check_float_boundary(where, ins, outs, attrs):
     _same_rank(where, outs[0], len(ins[0]["shape"]))
 
@@ -767,6 +779,7 @@ _OP_CHECKS = {
     "Quantize": _check_float_boundary,
     "Dequantize": _check_float_boundary,
     "Softmax": _check_softmax,
+    "LRN": _check_lrn,
     "QConv": _check_qconv,
     "QGemm": _check_qgemm,
     "QAdd": _check_binary,

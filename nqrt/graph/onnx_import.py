@@ -227,6 +227,13 @@ def Softmax(ctx, n, axis=None):
     return [ctx.node(n, attrs={"axis": 1 if axis is None else axis, "_coerce_2d": True})]
 
 
+def LRN(ctx, n, alpha=0.0001, beta=0.75, bias=1.0, size=None):
+    if size is None or int(size) < 1:
+        raise FormatError(f"LRN node {n.name} needs a size attribute >= 1")
+    return [ctx.node(n, attrs={"alpha": float(alpha), "beta": float(beta), "bias": float(bias),
+                               "size": int(size)})]
+
+
 def BatchNormalization(ctx, n, epsilon=1e-5, momentum=0.9, spatial=1, training_mode=0):
     if spatial != 1:
         raise ctx.unsupported(n, f"attribute spatial={spatial}")
@@ -449,7 +456,7 @@ IMPORTERS = {
     "MaxPool": MaxPool, "AveragePool": AveragePool,
     "GlobalAveragePool": GlobalAveragePool, "GlobalMaxPool": GlobalMaxPool,
     "ReduceMean": ReduceMean, "Relu": Relu, "Clip": Clip,
-    "Flatten": Flatten, "Reshape": Reshape, "Transpose": Transpose, "Softmax": Softmax,
+    "Flatten": Flatten, "Reshape": Reshape, "Transpose": Transpose, "Softmax": Softmax, "LRN": LRN,
     "BatchNormalization": BatchNormalization, "Dropout": Dropout, "Identity": Identity,
     "Shape": Shape, "Gather": Gather, "Unsqueeze": Unsqueeze, "Squeeze": Squeeze,
     "Cast": Cast, "Slice": Slice, "ConstantOfShape": ConstantOfShape, "Pad": Pad,

@@ -157,6 +157,19 @@ def softmax(attrs, x):
     return e / e.sum(axis=ax, keepdims=True)
 
 
+def lrn(attrs, x):
+    """ONNX LRN across channels (axis 1), float64 sums."""
+    size = int(attrs["size"])
+    lo, hi = (size - 1) // 2, -(-(size - 1) // 2)
+    sq = np.asarray(x, np.float64) ** 2
+    C = x.shape[1]
+    acc = np.zeros_like(sq)
+    for c in range(C):
+        acc[:, c] = sq[:, max(0, c - lo):min(C - 1, c + hi) + 1].sum(axis=1)
+    d = (attrs["bias"] + attrs["alpha"] / size * acc) ** attrs["beta"]
+    return (x / d).astype(np.float32)
+
+
 def batch_normalization(attrs, x, scale, bias, mean, var):
     shape = (1, -1) + (1,) * (x.ndim - 2)
     inv = (scale / np.sqrt(var + np.float32(attrs.get("epsilon", 1e-5)))).astype(np.float32)
@@ -419,6 +432,7 @@ OPS: dict[str, Callable] = {
     "Reshape": reshape,
     "Transpose": lambda attrs, x: np.transpose(x, attrs.get("perm")),
     "Softmax": softmax,
+    "LRN": lrn,
     "BatchNormalization": batch_normalization,
     "Dropout": lambda attrs, x: x,
     "Identity": lambda attrs, x: x,

@@ -26,7 +26,7 @@ from nqrt.quant import elementwise, movement
 from nqrt.quant import qparams as qp
 from nqrt.quant.context import (
     FLATTEN, IDENTITY_PAIR, MAXPOOL, Q_AVGPOOL, Q_CLIP, Q_CONCAT, Q_CONV, Q_GEMM, Q_REDUCEMEAN,
-    QUANTIZE, RESHAPE, SOFTMAX, TRANSPOSE, QContext, as_ints, fused_act, node_label, str_attr,
+    LRN, QUANTIZE, RESHAPE, SOFTMAX, TRANSPOSE, QContext, as_ints, fused_act, node_label, str_attr,
 )
 
 __all__ = ["IDENTITY_PAIR", "QUANTIZERS", "CHECKS", "check_supported", "find_unsupported"]
@@ -290,6 +290,23 @@ def quantize_softmax(ctx: QContext, node: Node) -> None:
     ctx.emit(QUANTIZE, [yf], [yq], {}, node_label(node) + ".quantize")
 
 
+def quantize_lrn(ctx: QContext, node: Node) -> None:
+    """LRN runs in float32 (no integer kernel): a float fallback Dequantize → LRN → Quantize
+    with the output's calibrated range (a graph output with no consumer stays float)."""
+    x, y = node.inputs[0], node.outputs[0]
+    attrs = {k: node.attrs[k] for k in ("alpha", "beta", "bias")}
+    attrs = {k: float(v) for k, v in attrs.items()} | {"size": int(node.attrs["size"])}
+    xf = ctx.dequantized(x)
+    if y in ctx.output_names and not ctx.graph.consumers().get(y):
+        ctx.float_tensor(y, ctx.tensor_shape(y))
+        ctx.emit(LRN, [xf], [y], attrs, node_label(node))
+        return
+    yf = ctx.float_tensor(ctx.unique(y + ".float"), ctx.tensor_shape(y))
+    ctx.emit(LRN, [xf], [yf], attrs, node_label(node))
+    yq = ctx.new_u8_from_range(y, None, node_label(node))
+    ctx.emit(QUANTIZE, [yf], [yq], {}, node_label(node) + ".quantize")
+
+
 # ONNX op -> quantizer.  The only registry of what the converter supports.
 QUANTIZERS: dict[str, Callable[[QContext, Node], None]] = {
     "Conv": quantize_conv,
@@ -305,6 +322,7 @@ QUANTIZERS: dict[str, Callable[[QContext, Node], None]] = {
     "Reshape": quantize_reshape,
     "Transpose": quantize_transpose,
     "Softmax": quantize_softmax,
+    "LRN": quantize_lrn,
     **elementwise.QUANTIZERS,       # Add/Sub/Mul/Div/Pow, unary functions (QAdd, QMul, QLut)
     **movement.QUANTIZERS,          # Slice, Split, Squeeze, Unsqueeze, Pad, Resize, GlobalMaxPool, Identity
 }

@@ -63,6 +63,7 @@ OP_SOFTMAX = 3
 OP_TRANSPOSE_F32 = 4
 OP_QUANTIZE_T = 5       # Quantize fused with the transpose into the runtime layout (inputs)
 OP_DEQUANTIZE_T = 6     # the transpose back fused with Dequantize (outputs)
+OP_LRN = 7
 # Integer ops
 OP_CONV = 10
 OP_GEMM = 11
@@ -84,6 +85,7 @@ FIELDS: dict[int, tuple[str, ...]] = {
     OP_QUANTIZE: ("x", "y", "size", "scale", "z"),
     OP_DEQUANTIZE: ("x", "y", "size", "scale", "z"),
     OP_SOFTMAX: ("x", "y", "O", "A", "I"),
+    OP_LRN: ("x", "y", "O", "A", "I", "alpha", "beta", "bias", "size"),
     OP_TRANSPOSE_F32: ("x", "y", "size", "shape", "perm"),
     OP_QUANTIZE_T: ("x", "y", "size", "scale", "z", "shape", "perm"),
     OP_DEQUANTIZE_T: ("x", "y", "size", "scale", "z", "shape", "perm"),
@@ -124,7 +126,7 @@ U8_OPERANDS = {
     OP_SLICE: ("x", "y"), OP_PAD: ("x", "y"), OP_RESIZE: ("x", "y"),
 }
 F32_OPERANDS = {
-    OP_QUANTIZE: ("x",), OP_DEQUANTIZE: ("y",), OP_SOFTMAX: ("x", "y"),
+    OP_QUANTIZE: ("x",), OP_DEQUANTIZE: ("y",), OP_SOFTMAX: ("x", "y"), OP_LRN: ("x", "y"),
     OP_QUANTIZE_T: ("x",), OP_DEQUANTIZE_T: ("y",),
     OP_TRANSPOSE_F32: ("x", "y"),
 }

@@ -186,6 +186,9 @@ def prepare(model: NqModel, path: str | None = None) -> Consts:
         elif node.op == "QReduceMean":
             c["m0"] = int(np.asarray(const(1)).ravel()[0])
             c["n"] = int(np.asarray(const(2)).ravel()[0])
+        elif node.op == "LRN":
+            for key in ("alpha", "beta", "bias"):
+                c[key] = pools.add("f", np.array([node.attrs[key]], np.float32))
         elif node.op in ("Quantize", "Dequantize"):
             qname = node.outputs[0] if node.op == "Quantize" else node.inputs[0]
             s, z = model.qparams(qname)
@@ -726,6 +729,16 @@ class _Builder:
         y = self._new(node.outputs[0], "f32", x.shape, L.identity(r))
         self.emit(E.OP_SOFTMAX, x=xv.storage, y=y.storage, O=L.numel(x.shape[:axis]), A=x.shape[axis],
                   I=L.numel(x.shape[axis + 1:]))
+
+    def LRN(self, node, i):
+        x = self._input(node, 0, "f32")
+        r = len(x.shape)
+        xv = self._ensure(x, L.identity(r))
+        y = self._new(node.outputs[0], "f32", x.shape, L.identity(r))
+        c = self.consts.node[i]
+        self.emit(E.OP_LRN, x=xv.storage, y=y.storage, O=x.shape[0], A=x.shape[1],
+                  I=L.numel(x.shape[2:]), alpha=c["alpha"], beta=c["beta"], bias=c["bias"],
+                  size=int(node.attrs["size"]))
 
     # -- whole graph -----------------------------------------------------------------
     def build(self) -> Plan:

@@ -139,6 +139,21 @@ def _softmax(model, node, env):
     return (e / e.sum(axis=node.attrs["axis"], keepdims=True, dtype=np.float32)).astype(np.float32)
 
 
+def _lrn(model, node, env):
+    """LRN in float32 as the kernel (nqrt/kernels/lrn.py) computes it, in numpy."""
+    x = env[node.inputs[0]].astype(np.float32)
+    a = node.attrs
+    size = int(a["size"])
+    lo, hi = (size - 1) // 2, size - 1 - (size - 1) // 2
+    sq = np.zeros_like(x)
+    C = x.shape[1]
+    for c in range(C):
+        for j in range(max(0, c - lo), min(C - 1, c + hi) + 1):
+            sq[:, c] += x[:, j] * x[:, j]
+    k = np.float32(a["alpha"]) / np.float32(size)
+    return (x / (np.float32(a["bias"]) + k * sq) ** np.float32(a["beta"])).astype(np.float32)
+
+
 def _qconv(model, node, env):
     x_name = node.inputs[0]
     s_x, _ = model.qparams(x_name)
@@ -287,7 +302,7 @@ def _transpose(model, node, env):
 
 
 _OPS = {
-    "Quantize": _quantize, "Dequantize": _dequantize, "Softmax": _softmax,
+    "Quantize": _quantize, "Dequantize": _dequantize, "Softmax": _softmax, "LRN": _lrn,
     "QConv": _qconv, "QGemm": _qgemm, "QAdd": _qadd, "QConcat": _qconcat,
     "MaxPool": _maxpool, "QAveragePool": _qaveragepool, "QReduceMean": _qreducemean,
     "QClip": _qclip, "Reshape": _reshape, "Flatten": _flatten, "Transpose": _transpose,

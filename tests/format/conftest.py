@@ -70,6 +70,11 @@ def sample_model() -> NqModel:
     t.append(_act("cc", ("N", 8, 5, 5), 0.15, 2))
     n.append(NqNode("QConcat", ["cl", "p2"], ["cc"],
                     dict(axis=1, multipliers=[2**30, 2**30], shifts=[30, 30]), "concat"))
+    # a float side branch: LRN on the concat's channels, a graph output
+    t += [NqTensor("ccf", "float32", ("N", 8, 5, 5)), NqTensor("norm", "float32", ("N", 8, 5, 5))]
+    n.append(NqNode("Dequantize", ["cc"], ["ccf"], {}, "dequant_cc"))
+    n.append(NqNode("LRN", ["ccf"], ["norm"], dict(alpha=F32(1e-4), beta=0.75, bias=1.0, size=5),
+                    "lrn"))
     t += [*_requant("rm", 1, rng), _act("rm", ("N", 8, 1, 1), 0.01, 0)]
     n.append(NqNode("QReduceMean", ["cc", "rm.m", "rm.n"], ["rm"],
                     dict(axes=[2, 3], keepdims=1, count=25, **act), "gap"))
@@ -97,7 +102,8 @@ def sample_model() -> NqModel:
     }
     return NqModel(
         graph_inputs=[NqIO("x", ("N", 3, 8, 8))],
-        graph_outputs=[NqIO("probs", ("N", 10)), NqIO("logits", ("N", 10))],
+        graph_outputs=[NqIO("probs", ("N", 10)), NqIO("logits", ("N", 10)),
+                       NqIO("norm", ("N", 8, 5, 5))],
         tensors={x.name: x for x in t}, nodes=n, metadata=metadata,
         producer={"name": "nqrt-test", "version": "9.9"})
 

@@ -9,7 +9,6 @@ import onnx
 import pytest
 from onnx import helper
 
-from nqrt import UnsupportedOpError
 from nqrt.graph import reference
 from nqrt.graph.onnx_import import load_onnx
 from nqrt.graph.passes import optimize
@@ -27,12 +26,11 @@ def _path(name):
 
 
 @pytest.mark.parametrize("name", WITH_LRN)
-def test_lrn_models_report_lrn_nodes(name):
+def test_lrn_models_optimize_to_allowed_ops_and_their_lrns(name):
     lrn_nodes = [n.name for n in onnx.load(_path(name)).graph.node if n.op_type == "LRN"]
-    with pytest.raises(UnsupportedOpError) as ei:
-        load_onnx(_path(name))
-    assert ei.value.ops == {"LRN": lrn_nodes}
-    assert f"LRN (2 nodes: {', '.join(lrn_nodes)})" in str(ei.value)
+    g = optimize(load_onnx(_path(name)))
+    assert {n.op for n in g.nodes} <= ALLOWED | {"LRN"}
+    assert [n.name for n in g.nodes if n.op == "LRN"] == lrn_nodes and len(lrn_nodes) == 2
 
 
 @pytest.mark.parametrize("name", CONVERTIBLE)
@@ -53,7 +51,7 @@ def _with_logits(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
-@pytest.mark.parametrize("name", ["resnet50", "squeezenet"])
+@pytest.mark.parametrize("name", ["resnet50", "squeezenet", "bvlc_alexnet"])
 def test_light_model_reference_matches_onnxruntime(name):
     original = onnx.load(_path(name))
     x = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
