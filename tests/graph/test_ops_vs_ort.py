@@ -62,6 +62,16 @@ def prelu_per_channel_and_scalar():
 
 
 @model
+def lrn_sizes():
+    b = Builder()
+    y = _conv(b, "x", 3, 7, 3, pads=[1, 1, 1, 1])
+    y = b.op("LRN", [y], size=5, alpha=0.02, beta=0.75, bias=2.0)
+    y = b.op("LRN", [y], size=1, alpha=0.5, beta=1.25, bias=1.0)
+    y = b.op("LRN", [y], size=9, alpha=1e-4, beta=0.5, bias=1.0)       # window wider than C
+    return b.model([("x", ["N", 3, 5, 6])], [y]), {"x": (3, 5, 6)}
+
+
+@model
 def conv2d_depthwise():
     b = Builder()
     y = _conv(b, "x", 6, 6, 3, group=6, pads=[1, 1, 1, 1], strides=[2, 2])
