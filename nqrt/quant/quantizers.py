@@ -270,41 +270,33 @@ quantize_reshape = _same_scale(RESHAPE, lambda ctx, n: {"shape": as_ints(n.attrs
 quantize_transpose = _same_scale(TRANSPOSE, _transpose_perm)
 
 
-def quantize_softmax(ctx: QContext, node: Node) -> None:
-    """Softmax runs in float32 (no integer kernel): Dequantize its input, float Softmax.
-
-    At a graph output the float result is the output.  Anywhere else (e.g. opset < 13 models
-    whose Softmax is followed by a Reshape) it is a float fallback: the result is quantized
-    again with its calibrated range, which lies in [0, 1].
-    """
+def _float_op(ctx: QContext, node: Node, op: str, attrs: dict, out_range=None) -> None:
+    """An op with no integer kernel runs in float32: Dequantize its input, then `op`.  At a
+    graph output with no consumer the float result is the output; anywhere else it is a float
+    fallback `Dequantize → op → Quantize`, quantized again with its calibrated range (clamped
+    to out_range when the op bounds it)."""
     x, y = node.inputs[0], node.outputs[0]
     xf = ctx.dequantized(x)
-    axis = {"axis": int(node.attrs.get("axis", -1))}
     if y in ctx.output_names and not ctx.graph.consumers().get(y):
         ctx.float_tensor(y, ctx.tensor_shape(y))
-        ctx.emit(SOFTMAX, [xf], [y], axis, node_label(node))
+        ctx.emit(op, [xf], [y], attrs, node_label(node))
         return
     yf = ctx.float_tensor(ctx.unique(y + ".float"), ctx.tensor_shape(y))
-    ctx.emit(SOFTMAX, [xf], [yf], axis, node_label(node))
-    yq = ctx.new_u8_from_range(y, (0.0, 1.0), node_label(node))
+    ctx.emit(op, [xf], [yf], attrs, node_label(node))
+    yq = ctx.new_u8_from_range(y, out_range, node_label(node))
     ctx.emit(QUANTIZE, [yf], [yq], {}, node_label(node) + ".quantize")
+
+
+def quantize_softmax(ctx: QContext, node: Node) -> None:
+    """Softmax in float32 (_float_op); as a float fallback (e.g. opset < 13 models whose
+    Softmax is followed by a Reshape) its range lies in [0, 1]."""
+    _float_op(ctx, node, SOFTMAX, {"axis": int(node.attrs.get("axis", -1))}, (0.0, 1.0))
 
 
 def quantize_lrn(ctx: QContext, node: Node) -> None:
-    """LRN runs in float32 (no integer kernel): a float fallback Dequantize → LRN → Quantize
-    with the output's calibrated range (a graph output with no consumer stays float)."""
-    x, y = node.inputs[0], node.outputs[0]
-    attrs = {k: node.attrs[k] for k in ("alpha", "beta", "bias")}
-    attrs = {k: float(v) for k, v in attrs.items()} | {"size": int(node.attrs["size"])}
-    xf = ctx.dequantized(x)
-    if y in ctx.output_names and not ctx.graph.consumers().get(y):
-        ctx.float_tensor(y, ctx.tensor_shape(y))
-        ctx.emit(LRN, [xf], [y], attrs, node_label(node))
-        return
-    yf = ctx.float_tensor(ctx.unique(y + ".float"), ctx.tensor_shape(y))
-    ctx.emit(LRN, [xf], [yf], attrs, node_label(node))
-    yq = ctx.new_u8_from_range(y, None, node_label(node))
-    ctx.emit(QUANTIZE, [yf], [yq], {}, node_label(node) + ".quantize")
+    """LRN in float32 (_float_op)."""
+    attrs = {k: float(node.attrs[k]) for k in ("alpha", "beta", "bias")}
+    _float_op(ctx, node, LRN, attrs | {"size": int(node.attrs["size"])})
 
 
 # ONNX op -> quantizer.  The only registry of what the converter supports.
