@@ -8,7 +8,6 @@ NQRT_DEBUG=1 to see its traceback.
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from enum import Enum
 from typing import Optional
