@@ -7,6 +7,10 @@ GEMM (M,K,N) rows, each a float input A[M,K] times a constant weight B[K,N]:
   * nqrt int8          one-node ONNX MatMul converted by nqrt.convert (per-channel, MinMax) and
                        run by nqrt.load(mode="integer"): float in, float out, so the time includes
                        quantizing A and dequantizing the result -- what a user of nqrt gets
+  * nqrt int8 layer    the nqrt model's QGemm instruction alone (u8 in, requantized u8 out,
+                       run through the interpreter loop like every instruction): the layer as it
+                       runs inside an int8 graph, where no quantize / dequantize surrounds it.
+                       The bare-kernel row to set beside ORT MatMulInteger
   * ORT MatMulInteger  one-node MatMulInteger, u8 A (zero point 128) x s8 B -> s32: the bare int8
                        kernel, no quantize / dequantize
   * ORT int8 QDQ       the FP32 model quantized by ORT's quantize_static (QDQ, u8s8, per-channel,
@@ -17,7 +21,9 @@ GEMM (M,K,N) rows, each a float input A[M,K] times a constant weight B[K,N]:
                        [-63, 63]: the exact vpmaddubsw kernel on AVX2 CPUs without VNNI);
                        its ratios are the "w7/peer" columns
 Conv rows (56x56, 3x3, pad 1): 64->64 dense and 128-channel depthwise, batch 1 and 8, with bias:
-nqrt int8, ORT FP32 Conv, ORT int8 QDQ (QLinearConv after ORT's fusion).
+nqrt int8 (float NCHW in and out, like the ORT rows), nqrt int8 layer (the QConv instruction
+alone: u8 NHWC in and out, as inside an int8 graph), ORT FP32 Conv, ORT int8 QDQ (QLinearConv
+after ORT's fusion).
 Throughput is GMAC/s from the median latency; ratios are nqrt's GMAC/s over the peer's (>1x: nqrt
 is faster).  SQNR columns compare the float outputs against ORT FP32.
 """
@@ -40,8 +46,9 @@ CONV_CASES = [("conv3x3 64->64", 1, 64, 1), ("conv3x3 64->64", 8, 64, 1),
 HW = 56
 OPSET = 13
 
-GEMM_CANDS = ["nqrt int8", "ORT MatMulInteger", "ORT int8 QDQ", "ORT FP32", "numpy FP32"]
-CONV_CANDS = ["nqrt int8", "ORT int8 QDQ", "ORT FP32"]
+LAYER = "nqrt int8 layer"   # the nqrt model's QGemm / QConv instruction alone: u8 in, u8 out
+GEMM_CANDS = ["nqrt int8", LAYER, "ORT MatMulInteger", "ORT int8 QDQ", "ORT FP32", "numpy FP32"]
+CONV_CANDS = ["nqrt int8", LAYER, "ORT int8 QDQ", "ORT FP32"]
 W7 = "nqrt int8 w7"    # --seven-bit: the same one-node model converted with weight_bits=7
 
 
@@ -155,6 +162,12 @@ def _nqrt_session(case: Case, work: Path, tag: str, threads: int, notes: list, f
         return sess
 
 
+def _layer_runner(sess, feed):
+    from nqrt.runtime import encoding
+
+    return common.nqrt_layer_runner(sess, feed, (encoding.OP_CONV, encoding.OP_GEMM))
+
+
 def _first(outputs):
     if isinstance(outputs, dict):
         return next(iter(outputs.values()))
@@ -190,6 +203,10 @@ def bench_case(case: Case, cands_wanted, threads, repeats, warmup, work: Path, m
             if y is not None:
                 cands[label] = lambda s=nq: s.run(feed)
                 outs[label] = y
+            if label == "nqrt int8" and LAYER in cands_wanted:
+                layer = attempt(LAYER, _layer_runner, nq, feed, notes=notes)
+                if layer is not None:
+                    cands[LAYER] = layer
 
     def _ort_q():
         p = common.ort_quantize_qdq(fp32_path, work / f"{tag}.ort_int8.onnx", case.input_name, case.calib,
@@ -260,17 +277,18 @@ def conv_results(threads, repeats, warmup, work, max_seconds, cases=CONV_CASES, 
 
 def _tables(results, cands, kind, threads):
     subjects = [c for c in cands if c.startswith("nqrt")]           # nqrt int8 [, nqrt int8 w7]
-    short = {"nqrt int8": "nqrt", W7: "w7"}
+    short = {"nqrt int8": "nqrt", LAYER: "layer", W7: "w7"}
     peers = [c for c in cands if c not in subjects]
     pairs = [(s, p) for s in subjects for p in peers]
     cols = ([kind, "MMAC"] + [f"{c}" for c in cands] + [f"{short[s]}/{p}" for s, p in pairs]
-            + [f"SQNR {short[s]} dB" for s in subjects] + ["SQNR ORT-QDQ dB"])
+            + [f"SQNR {short[s]} dB" for s in subjects if s != LAYER] + ["SQNR ORT-QDQ dB"])
     rows, ms_rows = [], []
     for r in results:
         g, med, sq = r["gmacs"], r["median"], r["sqnr"]
         rows.append([r["case"].label, f"{r['case'].macs / 1e6:.1f}"] + [fmt_num(g.get(c)) for c in cands]
                     + [fmt_ratio(ratio(g.get(s), g.get(p))) for s, p in pairs]
-                    + [fmt_num(sq.get(s)) for s in subjects] + [fmt_num(sq.get("ORT int8 QDQ"))])
+                    + [fmt_num(sq.get(s)) for s in subjects if s != LAYER]
+                    + [fmt_num(sq.get("ORT int8 QDQ"))])
         mn = r["min"]
         ms_rows.append([r["case"].label] + [f"{fmt_ms(med.get(c))} / {fmt_ms(mn.get(c))}" for c in cands]
                        + [fmt_ratio(ratio(mn.get(p), mn.get(s))) for s, p in pairs])

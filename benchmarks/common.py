@@ -154,11 +154,19 @@ SLOW_CALL_S = 0.5  # calls this long need no extra warm-up (a wake-up costs < 1 
 # with 0.08 s, 2-thread nqrt calls right after numpy's still stalled (medians of 8 ms for a
 # 0.03 ms GEMM).
 COOLDOWN_S = 0.2
+# Untimed calls at the start of every block, for at least this long (at least one call).  After
+# a pause the VM's cores come back slow: both nqrt's and ORT's first calls after a 0.2 s sleep
+# took 3-3.5x their steady time and sped up over the next several milliseconds (measured on
+# the 2-vCPU VM with the depthwise 3x3 b1 model: nqrt 0.73 ms first call, 0.35 ms by the 8th;
+# ORT FP32 0.90 -> 0.34 ms; steady back-to-back 0.22 / 0.24 ms).  With one warm call only, a
+# block of a few fast calls timed that ramp rather than the candidate.
+WARM_BLOCK_S = 0.05
 
 
 def time_interleaved(candidates: dict[str, Callable[[], object]], repeats: int, warmup: int = 2,
                      rounds: int | None = None, max_seconds: float | None = None,
-                     cooldown: float | None = None) -> dict[str, Timing]:
+                     cooldown: float | None = None, warm_block: float | None = None
+                     ) -> dict[str, Timing]:
     """Time every candidate `repeats` times, interleaved so machine drift hits all alike.
 
     The timed calls are split into `rounds` blocks; each round runs one block of every candidate
@@ -167,11 +175,13 @@ def time_interleaved(candidates: dict[str, Callable[[], object]], repeats: int, 
     repeated use.  Between blocks the harness sleeps `cooldown` seconds (default COOLDOWN_S): ONNX
     Runtime's pool threads keep spinning for ~40 ms after a run and would otherwise occupy a core
     while the next candidate runs (measured: 2-thread Numba / OpenBLAS calls 10-100x slower).
-    Each block starts with one untimed call, so the thread pool being timed is awake, as in steady
-    use.  A candidate that raises is dropped with its error recorded; the others continue.
+    Each block starts with untimed calls for at least `warm_block` seconds (default
+    WARM_BLOCK_S; at least one call), so the thread pool being timed is awake and the cores are
+    back at speed after the pause, as in steady use.  A candidate that raises is dropped with its error recorded; the others continue.
     `max_seconds` (per candidate) stops early when one call is very slow.
     """
     cooldown = COOLDOWN_S if cooldown is None else cooldown
+    warm_block = WARM_BLOCK_S if warm_block is None else warm_block
     names = list(candidates)
     out = {n: Timing() for n in names}
     slow = set()  # candidates whose calls take > SLOW_CALL_S: warm once, no per-block warm call
@@ -200,8 +210,11 @@ def time_interleaved(candidates: dict[str, Callable[[], object]], repeats: int, 
             try:
                 if cooldown > 0:
                     time.sleep(cooldown)
-                if n not in slow:
-                    fn()  # untimed: wakes this candidate's threads after the pause
+                if n not in slow:  # untimed: wakes this candidate's threads after the pause
+                    warm_end = time.perf_counter() + warm_block
+                    fn()
+                    while time.perf_counter() < warm_end:
+                        fn()
                 for _ in range(count):
                     t0 = time.perf_counter()
                     fn()
@@ -249,6 +262,44 @@ def sqnr_db(reference, approx) -> float:
     if noise == 0.0:
         return float("inf")
     return 10.0 * float(np.log10(max(signal, 1e-30) / noise))
+
+
+# ----------------------------------------------------------------------------------------------
+# nqrt
+
+
+def nqrt_layer_runner(sess, feed: dict, opcodes: Sequence[int]):
+    """A callable that runs only the first instruction of `sess`'s plan for `feed` whose opcode
+    is in `opcodes` (e.g. the QConv or QGemm of a one-node model): uint8 NHWC in, uint8 out,
+    no graph-boundary quantize / transpose / dequantize, i.e. the layer as it runs inside an
+    int8 graph.  Runs the whole model once first so that the layer's input holds real data.
+    Uses the session's plan internals (`_bound`: the arenas of the plan for these shapes)."""
+    import numpy as np
+
+    from nqrt.runtime import interpreter
+
+    sess.run(feed)
+    bound = sess._bound({k: tuple(np.shape(v)) for k, v in feed.items()})
+    code = bound.plan.code
+    hits = [i for i in range(code.shape[0]) if int(code[i, 0]) in set(opcodes)]
+    if not hits:
+        raise ValueError(f"the plan has no instruction with opcode in {list(opcodes)}")
+    bound.bind([np.ascontiguousarray(feed[i.name], dtype=np.float32) for i in sess.inputs])
+    run = interpreter.instruction_runner(*bound.args, hits[0])
+    threads = sess.nthreads
+
+    def timed():
+        import numba
+
+        prev = numba.get_num_threads()
+        if prev != threads:
+            numba.set_num_threads(threads)
+        try:
+            run()
+        finally:
+            if prev != threads:
+                numba.set_num_threads(prev)
+    return timed
 
 
 # ----------------------------------------------------------------------------------------------

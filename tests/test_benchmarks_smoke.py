@@ -87,8 +87,12 @@ def test_bench_kernels_small_gemm_and_conv(tmp_path):
     idx = {c: i for i, c in enumerate(cols)}
     for peer in ("ORT MatMulInteger", "ORT FP32", "numpy FP32"):
         assert _is_number(rows[0][idx[peer]])
+    assert _is_number(rows[0][idx["nqrt int8 layer"]])
     cols, rows = common.parse_table(text, 2)
     assert cols[0] == "conv 56x56" and rows[0][0] == "dw3x3 128 b1"
+    idx = {c: i for i, c in enumerate(cols)}
+    for col in ("nqrt int8", "nqrt int8 layer", "layer/ORT FP32"):
+        assert _is_number(rows[0][idx[col]]), col
     assert set(out) == {"gemm", "conv"}
 
 

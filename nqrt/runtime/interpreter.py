@@ -247,23 +247,36 @@ def execute(code, lpool, wpool, ipool, fpool, u8, f32, scratch, io):
     loop_for(int(lpool[0]))(code, lpool, wpool, ipool, fpool, u8, f32, scratch, io)
 
 
+def instruction_runner(code, lpool, wpool, ipool, fpool, u8, f32, scratch, io, i):
+    """A zero-argument callable that runs instruction i of a plan alone, through the compiled
+    loop on a one-row table (the same machine code as in `execute`).  It reads the arenas as
+    the last run left them, so call it after one run of the whole plan: then every operand
+    holds real data.  An instruction never writes its own inputs, so repeating it is
+    idempotent.  Costs one dispatch (a few microseconds) on top of the kernel.  For per-layer
+    timing (profile, the kernel benchmarks)."""
+    loop = loop_for(int(lpool[0]))
+    row = code[i:i + 1]
+
+    def run():
+        loop(row, lpool, wpool, ipool, fpool, u8, f32, scratch, io)
+    return run
+
+
 def profile(code, lpool, wpool, ipool, fpool, u8, f32, scratch, io, repeats=5):
-    """Debug/profiling hook: run a plan instruction by instruction, each `repeats` times in a row
-    through the compiled loop on a one-row table; returns the median seconds per instruction
-    (float64 [n_instr]).  An instruction never writes its own inputs, so repeating it is
-    idempotent and the plan's outputs are computed as by `execute`.  Costs one dispatch (a few
-    microseconds) per call on top of the kernel; repeats after the first run with warm caches."""
+    """Debug/profiling hook: run a plan instruction by instruction (instruction_runner), each
+    `repeats` times in a row; returns the median seconds per instruction (float64 [n_instr]).
+    The plan's outputs are computed as by `execute`; repeats after the first run with warm
+    caches."""
     import time
 
     import numpy as np
 
-    loop = loop_for(int(lpool[0]))
     n = code.shape[0]
     t = np.zeros((n, max(int(repeats), 1)))
     for i in range(n):
-        row = code[i:i + 1]
+        run = instruction_runner(code, lpool, wpool, ipool, fpool, u8, f32, scratch, io, i)
         for r in range(t.shape[1]):
             t0 = time.perf_counter()
-            loop(row, lpool, wpool, ipool, fpool, u8, f32, scratch, io)
+            run()
             t[i, r] = time.perf_counter() - t0
     return np.median(t, axis=1)

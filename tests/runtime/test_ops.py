@@ -246,3 +246,31 @@ def test_profile_hook_runs_each_instruction():
     assert t.shape == (p.code.shape[0],) and (t > 0).all()
     name = next(iter(p.outputs))
     assert np.array_equal(outs[name], got[name])
+
+
+def test_instruction_runner_runs_one_instruction():
+    """interpreter.instruction_runner: instruction i alone (the kernel benchmarks' layer rows).
+    From a cleared arena and NaN outputs, running the instructions one by one in order computes
+    what the whole plan computes; running only the first leaves the output untouched."""
+    from nqrt.runtime import interpreter
+    b = Builder(43)
+    x = b.quantize(b.input((2, 5, 9, 7)))
+    deq_out(b, b.conv(x, 6, (3, 3), pads=[1, 1, 1, 1]))
+    sess, got = check(b)
+    iname = b.model().graph_inputs[0].name
+    bound = sess._bound({iname: (2, 5, 9, 7)})
+    p = bound.plan
+    (name0, _), = p.inputs
+    xin = np.ascontiguousarray(b.env[name0], dtype=np.float32)
+    outs = bound.bind([xin])
+    name = next(iter(p.outputs))
+    outs[name][...] = np.nan
+    bound.u8[:] = 0
+    p.init_u8(bound.u8)
+    runners = [interpreter.instruction_runner(*bound.args, i) for i in range(p.code.shape[0])]
+    assert len(runners) >= 3            # quantize, conv, dequantize
+    runners[0]()
+    assert np.isnan(outs[name]).all()
+    for run in runners[1:]:
+        run()
+    assert np.array_equal(outs[name], got[name])
