@@ -37,7 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
-from common import NA, attempt, fmt_ms, fmt_num, fmt_ratio, format_table, ratio  # noqa: E402
+from common import attempt, fmt_ms, fmt_num, fmt_ratio, format_table, ratio  # noqa: E402
 
 GEMM_SHAPES = [(1, 768, 768), (8, 768, 3072), (128, 768, 768), (256, 1024, 1024), (1024, 1024, 1024)]
 # (label, batch, channels, groups)

@@ -238,7 +238,7 @@ def test_profile_hook_runs_each_instruction():
     model = b.model()
     iname = model.graph_inputs[0].name
     bound = sess._bound({iname: (1, 3, 8, 8)})
-    p, c = bound.plan, sess._consts
+    p = bound.plan
     (name0, shape0), = p.inputs
     x = np.ascontiguousarray(b.env[name0], dtype=np.float32)
     outs = bound.bind([x])
