@@ -304,39 +304,43 @@ def conv2d_u8(x, z_x, wpack, wsum, bias, mult, shift, z_y, act_min, act_max, kh,
 
 # ----------------------------------------------------------------------------- fast paths
 @njit(inline="always", **JIT)
+def _fill(t, o, n, zx):
+    """t[o:o + n] = zx: through a slice view for n >= 8 (indexed from 0, so LLVM vectorizes
+    the loop), value by value for fewer (a slice view costs more than a few stores)."""
+    if n >= 8:
+        seg = t[o:o + n]
+        for q in range(n):
+            seg[q] = zx
+    else:
+        for q in range(o, o + n):
+            t[q] = zx
+
+
+@njit(inline="always", **JIT)
 def _im2col_pixel(x1, H, W, C, n, oh, ow, c0, Cg, kh, kw, sh, sw, dh, dw, pad_t, pad_l, zx, t):
     """t[(i·kw + j)·Cg + c] = x_pad[n, oh·sh − pad_t + i·dh, ow·sw − pad_l + j·dw, c0 + c]
-    (x1: x flattened, NHWC; t: u8, or u16 for zero-extended values).  Copies go through slice views indexed from 0 (no negative-index
-    wrap-around checks, so LLVM vectorizes them)."""
+    (x1: x flattened, NHWC; t: u8, or u16 for zero-extended values).  Inside x the values are
+    copied by copy_runs (a window row at once when its kw·Cg bytes are contiguous, else tap by
+    tap), padding by _fill; short runs are not sliced (a slice view costs tens of cycles: a
+    border pixel of a one-channel 3x3 window took ~100 cycles with one slice per tap)."""
     iw0 = ow * sw - pad_l
     rowrun = dw == 1 and Cg == C and iw0 >= 0 and iw0 + kw <= W   # kw·C contiguous bytes
     L = kw * Cg
     for i in range(kh):
         ih = oh * sh - pad_t + i * dh
-        dst = t[i * L:(i + 1) * L]
+        o = i * L
         if ih < 0 or ih >= H:
-            for q in range(L):
-                dst[q] = zx
+            _fill(t, o, L, zx)
         elif rowrun:
-            a = ((n * H + ih) * W + iw0) * C
-            if L >= 8:
-                copy_runs(dst, 0, 0, x1, a, 0, 0, 1, L, 1)
-            else:
-                src = x1[a:a + L]
-                for q in range(L):
-                    dst[q] = src[q]
+            copy_runs(t, o, 0, x1, ((n * H + ih) * W + iw0) * C, 0, 0, 1, L, 1)
         else:
             for j in range(kw):
                 iw = iw0 + j * dw
-                seg = dst[j * Cg:(j + 1) * Cg]
+                oj = o + j * Cg
                 if iw < 0 or iw >= W:
-                    for c in range(Cg):
-                        seg[c] = zx
+                    _fill(t, oj, Cg, zx)
                 else:
-                    a = ((n * H + ih) * W + iw) * C + c0
-                    src = x1[a:a + Cg]
-                    for c in range(Cg):
-                        seg[c] = src[c]
+                    copy_runs(t, oj, 0, x1, ((n * H + ih) * W + iw) * C + c0, 0, 0, 1, Cg, 1)
 
 
 @njit(**JIT)
@@ -357,7 +361,7 @@ def _pack_conv_rows(x1, H, W, C, OH, OW, p0, rows, c0, Cg, kh, kw, sh, sw, dh, d
     # horizontal dilation); pixels [ow_lo, ow_hi) of an output row whose rows all lie inside
     # x are copied together by copy_runs
     L = kw * Cg
-    runs = dw == 1 and Cg == C and L >= 8
+    runs = dw == 1 and Cg == C
     ow_lo = min(OW, -(-pad_l // sw))
     span = W - kw - (ow_lo * sw - pad_l)
     ow_hi = min(OW, ow_lo + span // sw + 1) if span >= 0 else ow_lo

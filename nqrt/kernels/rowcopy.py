@@ -13,11 +13,12 @@ from numba.extending import intrinsic
 @intrinsic
 def copy_runs(typingctx, dst, doff, rowlen, src, soff, pstep, rstep, kh, n, npx):
     """For p < npx, i < kh: dst[doff + p·rowlen + i·n + q] = src[soff + p·pstep + i·rstep + q]
-    for q < n, n >= 8 (src u8; dst u8, or u16 zero-extending): the im2col rows of npx
+    for q < n, n >= 1 (src u8; dst u8, or u16 zero-extending): the im2col rows of npx
     neighbouring output pixels whose windows lie inside x (kh runs of n = kw·C contiguous
     bytes each), or npx rows of a GEMM operand (kh = 1).  Each run is copied in 16-value
     pieces, the last one ending at n (overlapping the one before it: no scalar tail), or as
-    two overlapping 8-value pieces when n < 16; no per-run bounds logic (a 7x7 stem window of
+    two overlapping 8-value pieces when 8 <= n < 16, or value by value when n < 8 (a 3x3
+    window of one channel: 3 values per row); no per-run bounds logic (a 7x7 stem window of
     3 channels: ~80 -> ~20 cycles per pixel).  No access outside the runs."""
     sig = types.void(dst, doff, rowlen, src, soff, pstep, rstep, kh, n, npx)
 
@@ -40,6 +41,24 @@ def copy_runs(typingctx, dst, doff, rowlen, src, soff, pstep, rstep, kh, n, npx)
             if delt.width != 8:
                 v = builder.zext(v, vd)
             builder.store(v, builder.bitcast(builder.gep(dp, [do]), vd.as_pointer()), align=1)
+
+        def run_scalar(so, do):
+            """One run of n < 8 values, one at a time (none if n <= 0)."""
+            pre = builder.block
+            body = builder.append_basic_block("run.value")
+            end = builder.append_basic_block("run.done")
+            builder.cbranch(builder.icmp_signed(">", n_, const(0)), body, end)
+            builder.position_at_end(body)
+            c = builder.phi(i64)
+            c.add_incoming(const(0), pre)
+            v = builder.load(builder.gep(sp, [builder.add(so, c)]))
+            if delt.width != 8:
+                v = builder.zext(v, delt)
+            builder.store(v, builder.gep(dp, [builder.add(do, c)]))
+            cn = builder.add(c, const(1))
+            c.add_incoming(cn, body)
+            builder.cbranch(builder.icmp_signed("<", cn, n_), body, end)
+            builder.position_at_end(end)
 
         def run(width, so, do, pieces):
             """One run of n values from so to do: pieces of `width` at 0, width, ... below
@@ -80,8 +99,12 @@ def copy_runs(typingctx, dst, doff, rowlen, src, soff, pstep, rstep, kh, n, npx)
             builder.position_at_end(iloop)
             i = builder.phi(i64)
             i.add_incoming(const(0), ploop)
-            run(width, builder.add(sbase, builder.mul(i, rstep_)),
-                builder.add(dbase, builder.mul(i, n_)), pieces)
+            so = builder.add(sbase, builder.mul(i, rstep_))
+            do = builder.add(dbase, builder.mul(i, n_))
+            if width == 1:
+                run_scalar(so, do)
+            else:
+                run(width, so, do, pieces)
             inext = builder.add(i, const(1))
             i.add_incoming(inext, builder.block)
             pnext = builder.append_basic_block("win.pnext")
@@ -92,8 +115,8 @@ def copy_runs(typingctx, dst, doff, rowlen, src, soff, pstep, rstep, kh, n, npx)
             builder.cbranch(builder.icmp_signed("<", pn, npx_), ploop, end)
             builder.position_at_end(end)
 
-        # three loop nests: n < 16 (two 8-value pieces), 16..32 (two 16-value pieces: a
-        # stem's window rows, without a piece loop), longer runs
+        # four loop nests: n < 8 (value by value), 8..15 (two 8-value pieces), 16..32 (two
+        # 16-value pieces: a stem's window rows, without a piece loop), longer runs
         with builder.if_else(builder.icmp_signed(">", n_, const(32))) as (longer, short):
             with longer:
                 nest(16, True)
@@ -102,7 +125,11 @@ def copy_runs(typingctx, dst, doff, rowlen, src, soff, pstep, rstep, kh, n, npx)
                     with mid:
                         nest(16, False)
                     with small:
-                        nest(8, False)
+                        with builder.if_else(builder.icmp_signed(">=", n_, const(8))) as (eight, tiny):
+                            with eight:
+                                nest(8, False)
+                            with tiny:
+                                nest(1, False)
         return context.get_dummy_value()
 
     return sig, codegen

@@ -37,7 +37,10 @@ CASES = {
     "group2_1x1": (3, 8, 4, 5, 6, 1, 1, (1, 1), (0, 0, 0, 0), (1, 1), 2),
     "conv1d_dil_group2": (2, 6, 1, 23, 10, 1, 3, (1, 1), (0, 3, 0, 0), (1, 2), 2),
     # im2col row runs (group 1, dilation 1: kw·C contiguous bytes) at the fixed-size copy's
-    # bounds: 8 and 16 values (one piece each), 32 (two 16s), 33 (the piece loop)
+    # bounds: 1 and 7 values (value by value), 8 and 16 values (one piece each), 32 (two
+    # 16s), 33 (the piece loop)
+    "row_run_1": (2, 1, 7, 6, 4, 3, 1, (1, 1), (1, 0, 1, 0), (1, 1), 1),
+    "row_run_7": (1, 7, 6, 9, 5, 3, 1, (1, 1), (1, 0, 1, 0), (1, 1), 1),
     "row_run_8": (1, 2, 6, 9, 5, 3, 4, (1, 1), (1, 1, 1, 2), (1, 1), 1),
     "row_run_16": (1, 4, 6, 9, 5, 3, 4, (1, 2), (1, 1, 1, 2), (1, 1), 1),
     "row_run_32": (1, 8, 6, 9, 5, 3, 4, (1, 1), (0, 1, 1, 2), (1, 1), 1),
