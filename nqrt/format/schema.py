@@ -107,6 +107,9 @@ _op(OpSpec("Softmax", (("x", "act", "float32"),), ("float32",), {"axis": ("int",
 _op(OpSpec("LRN", (("x", "act", "float32"),), ("float32",),
            {"alpha": ("float", True), "beta": ("float", True), "bias": ("float", True),
             "size": ("int", True)}, quantized=False))
+_op(OpSpec("LayerNormalization",
+           (("x", "act", "float32"), ("scale", "const", "float32"), ("bias", "const", "float32")),
+           ("float32",), {"axis": ("int", True), "epsilon": ("float", True)}, quantized=False))
 
 # Integer compute ops ---------------------------------------------------------------------
 _op(OpSpec(

@@ -697,6 +697,28 @@ def _check_lrn(where, ins, outs, attrs):
     _same_rank(where, outs[0], r)
 
 
+def _check_layernorm(where, ins, outs, attrs):
+    x, scale, bias = ins
+    r = len(x["shape"])
+    if r == 0:
+        _fail(f"{where}: x must have rank >= 1")
+    axis = attrs["axis"]
+    if not 0 <= axis < r:
+        _fail(f"{where}: attribute axis must be in [0, {r - 1}], got {axis}")
+    eps = attrs["epsilon"]
+    if not (math.isfinite(eps) and eps >= 0.0):
+        _fail(f"{where}: epsilon must be finite and >= 0, got {eps}")
+    norm = x["shape"][axis:]
+    if any(type(d) is not int for d in norm):
+        _fail(f"{where}: the normalized dims {norm} of x must be ints")
+    for t, what in ((scale, "scale"), (bias, "bias")):
+        if t["shape"] != norm:
+            _fail(f"{where}: {what} {_q(t['name'])} has shape {t['shape']}, expected {norm}")
+        if not np.isfinite(np.frombuffer(t["data"], dtype=DTYPES["float32"][0])).all():
+            _fail(f"{where}: {what} {_q(t['name'])} has a non-finite value")
+    _same_rank(where, outs[0], r)
+
+
 def _check_float_boundary(where, ins, outs, attrs):
     _same_rank(where, outs[0], len(ins[0]["shape"]))
 
@@ -780,6 +802,7 @@ _OP_CHECKS = {
     "Dequantize": _check_float_boundary,
     "Softmax": _check_softmax,
     "LRN": _check_lrn,
+    "LayerNormalization": _check_layernorm,
     "QConv": _check_qconv,
     "QGemm": _check_qgemm,
     "QAdd": _check_binary,

@@ -234,6 +234,14 @@ def LRN(ctx, n, alpha=0.0001, beta=0.75, bias=1.0, size=None):
                                "size": int(size)})]
 
 
+def LayerNormalization(ctx, n, axis=-1, epsilon=1e-5, stash_type=1):
+    # stash_type 1 (the default) computes in float32, as the spec's float op does
+    if int(stash_type) != 1:
+        raise ctx.unsupported(n, f"attribute stash_type={stash_type} (only 1: float32)")
+    return [ctx.node(n, attrs={"axis": int(axis), "epsilon": float(epsilon)},
+                     outputs=ctx.only_first_output(n, "Mean / InvStdDev"))]
+
+
 def BatchNormalization(ctx, n, epsilon=1e-5, momentum=0.9, spatial=1, training_mode=0):
     if spatial != 1:
         raise ctx.unsupported(n, f"attribute spatial={spatial}")
@@ -457,6 +465,7 @@ IMPORTERS = {
     "GlobalAveragePool": GlobalAveragePool, "GlobalMaxPool": GlobalMaxPool,
     "ReduceMean": ReduceMean, "Relu": Relu, "Clip": Clip,
     "Flatten": Flatten, "Reshape": Reshape, "Transpose": Transpose, "Softmax": Softmax, "LRN": LRN,
+    "LayerNormalization": LayerNormalization,
     "BatchNormalization": BatchNormalization, "Dropout": Dropout, "Identity": Identity,
     "Shape": Shape, "Gather": Gather, "Unsqueeze": Unsqueeze, "Squeeze": Squeeze,
     "Cast": Cast, "Slice": Slice, "ConstantOfShape": ConstantOfShape, "Pad": Pad,

@@ -170,6 +170,18 @@ def lrn(attrs, x):
     return (x / d).astype(np.float32)
 
 
+def layer_normalization(attrs, x, scale, bias=None):
+    """ONNX LayerNormalization (stash_type 1) over the axes from `axis`, float64 statistics."""
+    ax = attrs.get("axis", -1) % x.ndim
+    axes = tuple(range(ax, x.ndim))
+    x64 = np.asarray(x, np.float64)
+    d = x64 - x64.mean(axis=axes, keepdims=True)
+    y = d / np.sqrt((d * d).mean(axis=axes, keepdims=True) + attrs.get("epsilon", 1e-5)) * scale
+    if bias is not None:
+        y = y + bias
+    return y.astype(np.float32)
+
+
 def batch_normalization(attrs, x, scale, bias, mean, var):
     shape = (1, -1) + (1,) * (x.ndim - 2)
     inv = (scale / np.sqrt(var + np.float32(attrs.get("epsilon", 1e-5)))).astype(np.float32)
@@ -433,6 +445,7 @@ OPS: dict[str, Callable] = {
     "Transpose": lambda attrs, x: np.transpose(x, attrs.get("perm")),
     "Softmax": softmax,
     "LRN": lrn,
+    "LayerNormalization": layer_normalization,
     "BatchNormalization": batch_normalization,
     "Dropout": lambda attrs, x: x,
     "Identity": lambda attrs, x: x,

@@ -34,6 +34,7 @@ Q_CONV, Q_GEMM, Q_ADD, Q_CONCAT = _op("QConv"), _op("QGemm"), _op("QAdd"), _op("
 Q_AVGPOOL, Q_REDUCEMEAN, Q_CLIP = _op("QAveragePool"), _op("QReduceMean"), _op("QClip")
 MAXPOOL, RESHAPE, FLATTEN, TRANSPOSE = _op("MaxPool"), _op("Reshape"), _op("Flatten"), _op("Transpose")
 QUANTIZE, DEQUANTIZE, SOFTMAX, LRN = _op("Quantize"), _op("Dequantize"), _op("Softmax"), _op("LRN")
+LAYERNORM = _op("LayerNormalization")
 Q_LUT, Q_MUL, SLICE, SQUEEZE = _op("QLut"), _op("QMul"), _op("Slice"), _op("Squeeze")
 UNSQUEEZE, PAD, RESIZE_NEAREST = _op("Unsqueeze"), _op("Pad"), _op("ResizeNearest")
 

@@ -25,8 +25,9 @@ from nqrt.graph.ir import Graph, Node
 from nqrt.quant import elementwise, movement
 from nqrt.quant import qparams as qp
 from nqrt.quant.context import (
-    FLATTEN, IDENTITY_PAIR, MAXPOOL, Q_AVGPOOL, Q_CLIP, Q_CONCAT, Q_CONV, Q_GEMM, Q_REDUCEMEAN,
-    LRN, QUANTIZE, RESHAPE, SOFTMAX, TRANSPOSE, QContext, as_ints, fused_act, node_label, str_attr,
+    FLATTEN, IDENTITY_PAIR, LAYERNORM, LRN, MAXPOOL, Q_AVGPOOL, Q_CLIP, Q_CONCAT, Q_CONV, Q_GEMM,
+    Q_REDUCEMEAN, QUANTIZE, RESHAPE, SOFTMAX, TRANSPOSE, QContext, as_ints, fused_act, node_label,
+    str_attr,
 )
 
 __all__ = ["IDENTITY_PAIR", "QUANTIZERS", "CHECKS", "check_supported", "find_unsupported"]
@@ -270,19 +271,21 @@ quantize_reshape = _same_scale(RESHAPE, lambda ctx, n: {"shape": as_ints(n.attrs
 quantize_transpose = _same_scale(TRANSPOSE, _transpose_perm)
 
 
-def _float_op(ctx: QContext, node: Node, op: str, attrs: dict, out_range=None) -> None:
-    """An op with no integer kernel runs in float32: Dequantize its input, then `op`.  At a
-    graph output with no consumer the float result is the output; anywhere else it is a float
-    fallback `Dequantize → op → Quantize`, quantized again with its calibrated range (clamped
-    to out_range when the op bounds it)."""
+def _float_op(ctx: QContext, node: Node, op: str, attrs: dict, out_range=None,
+              consts: tuple = ()) -> None:
+    """An op with no integer kernel runs in float32: Dequantize its input, then `op` (with the
+    constant tensors `consts` as its further inputs).  At a graph output with no consumer the
+    float result is the output; anywhere else it is a float fallback `Dequantize → op →
+    Quantize`, quantized again with its calibrated range (clamped to out_range when the op
+    bounds it)."""
     x, y = node.inputs[0], node.outputs[0]
     xf = ctx.dequantized(x)
     if y in ctx.output_names and not ctx.graph.consumers().get(y):
         ctx.float_tensor(y, ctx.tensor_shape(y))
-        ctx.emit(op, [xf], [y], attrs, node_label(node))
+        ctx.emit(op, [xf, *consts], [y], attrs, node_label(node))
         return
     yf = ctx.float_tensor(ctx.unique(y + ".float"), ctx.tensor_shape(y))
-    ctx.emit(op, [xf], [yf], attrs, node_label(node))
+    ctx.emit(op, [xf, *consts], [yf], attrs, node_label(node))
     yq = ctx.new_u8_from_range(y, out_range, node_label(node))
     ctx.emit(QUANTIZE, [yf], [yq], {}, node_label(node) + ".quantize")
 
@@ -297,6 +300,29 @@ def quantize_lrn(ctx: QContext, node: Node) -> None:
     """LRN in float32 (_float_op)."""
     attrs = {k: float(node.attrs[k]) for k in ("alpha", "beta", "bias")}
     _float_op(ctx, node, LRN, attrs | {"size": int(node.attrs["size"])})
+
+
+def quantize_layernorm(ctx: QContext, node: Node) -> None:
+    """LayerNormalization in float32 (_float_op): axis made non-negative, scale and bias
+    (zeros when absent) broadcast to the normalized shape x.shape[axis:] and stored as float32
+    constants."""
+    g = ctx.graph
+    shape = ctx.tensor_shape(node.inputs[0])
+    axis = int(node.attrs.get("axis", -1)) % len(shape)
+    norm = tuple(int(d) for d in shape[axis:])
+    has_bias = len(node.inputs) > 2 and node.inputs[2]
+    vals = []
+    for t in (node.inputs[1], node.inputs[2] if has_bias else None):
+        v = np.asarray(g.constants[t], np.float32) if t else np.zeros((), np.float32)
+        try:
+            vals.append(np.broadcast_to(v, norm))
+        except ValueError:
+            raise ConversionError(f"{node_label(node)}: {t!r} of shape {list(v.shape)} does not "
+                                  f"broadcast to the normalized shape {list(norm)}") from None
+    y = node.outputs[0]
+    consts = (ctx.const(y + ".ln_scale", vals[0], "float32"), ctx.const(y + ".ln_bias", vals[1], "float32"))
+    _float_op(ctx, node, LAYERNORM, {"axis": axis, "epsilon": float(node.attrs.get("epsilon", 1e-5))},
+              consts=consts)
 
 
 # ONNX op -> quantizer.  The only registry of what the converter supports.
@@ -315,6 +341,7 @@ QUANTIZERS: dict[str, Callable[[QContext, Node], None]] = {
     "Transpose": quantize_transpose,
     "Softmax": quantize_softmax,
     "LRN": quantize_lrn,
+    "LayerNormalization": quantize_layernorm,
     **elementwise.QUANTIZERS,       # Add/Sub/Mul/Div/Pow, unary functions (QAdd, QMul, QLut)
     **movement.QUANTIZERS,          # Slice, Split, Squeeze, Unsqueeze, Pad, Resize, GlobalMaxPool, Identity
 }
@@ -378,6 +405,14 @@ def _check_reducemean(graph: Graph, node: Node, consumers) -> str | None:
     return None
 
 
+def _check_layernorm(graph: Graph, node: Node, consumers) -> str | None:
+    if len(node.inputs) < 2 or node.inputs[1] not in graph.constants:
+        return "LayerNormalization with a non-constant scale"
+    if len(node.inputs) > 2 and node.inputs[2] and node.inputs[2] not in graph.constants:
+        return "LayerNormalization with a non-constant bias"
+    return None
+
+
 def _check_reshape(graph: Graph, node: Node, consumers) -> str | None:
     a = node.attrs
     if "shape" not in a:
@@ -395,6 +430,7 @@ CHECKS: dict[str, Callable] = {
     "AveragePool": _check_pool,
     "ReduceMean": _check_reducemean,
     "Reshape": _check_reshape,
+    "LayerNormalization": _check_layernorm,
     **elementwise.CHECKS,
     **movement.CHECKS,
 }

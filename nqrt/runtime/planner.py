@@ -189,6 +189,10 @@ def prepare(model: NqModel, path: str | None = None) -> Consts:
         elif node.op == "LRN":
             for key in ("alpha", "beta", "bias"):
                 c[key] = pools.add("f", np.array([node.attrs[key]], np.float32))
+        elif node.op == "LayerNormalization":
+            c["scale"] = pools.add("f", np.asarray(const(1), np.float32))
+            c["bias"] = pools.add("f", np.asarray(const(2), np.float32))
+            c["eps"] = pools.add("f", np.array([node.attrs["epsilon"]], np.float32))
         elif node.op in ("Quantize", "Dequantize"):
             qname = node.outputs[0] if node.op == "Quantize" else node.inputs[0]
             s, z = model.qparams(qname)
@@ -739,6 +743,16 @@ class _Builder:
         self.emit(E.OP_LRN, x=xv.storage, y=y.storage, O=x.shape[0], A=x.shape[1],
                   I=L.numel(x.shape[2:]), alpha=c["alpha"], beta=c["beta"], bias=c["bias"],
                   size=int(node.attrs["size"]))
+
+    def LayerNormalization(self, node, i):
+        x = self._input(node, 0, "f32")
+        r = len(x.shape)
+        axis = int(node.attrs["axis"])
+        xv = self._ensure(x, L.identity(r))
+        y = self._new(node.outputs[0], "f32", x.shape, L.identity(r))
+        c = self.consts.node[i]
+        self.emit(E.OP_LAYERNORM, x=xv.storage, y=y.storage, R=L.numel(x.shape[:axis]),
+                  n=L.numel(x.shape[axis:]), scale=c["scale"], bias=c["bias"], eps=c["eps"])
 
     # -- whole graph -----------------------------------------------------------------
     def build(self) -> Plan:

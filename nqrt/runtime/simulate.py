@@ -26,6 +26,8 @@ How far it may differ from the integer mode (paragraph for the README/spec):
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from nqrt import qmath
@@ -152,6 +154,32 @@ def _lrn(model, node, env):
             sq[:, c] += x[:, j] * x[:, j]
     k = np.float32(a["alpha"]) / np.float32(size)
     return (x / (np.float32(a["bias"]) + k * sq) ** np.float32(a["beta"])).astype(np.float32)
+
+
+def _layernorm(model, node, env):
+    """LayerNormalization in float32 as the kernel (nqrt/kernels/layernorm.py) computes it, in
+    numpy: the spec's fixed-order sums (eight partial sums, then the tree)."""
+    x = env[node.inputs[0]].astype(np.float32)
+    axis = int(node.attrs["axis"])
+    rows = x.reshape(math.prod(x.shape[:axis]), -1)
+    scale = model.tensor(node.inputs[1]).data.astype(np.float32).reshape(-1)
+    bias = model.tensor(node.inputs[2]).data.astype(np.float32).reshape(-1)
+
+    def fixed_sum(v):
+        n = v.shape[1]
+        p = np.zeros((v.shape[0], 8), np.float32)
+        n8 = n - n % 8
+        for i in range(0, n8, 8):
+            p = p + v[:, i:i + 8]
+        for lane in range(n - n8):
+            p[:, lane] = p[:, lane] + v[:, n8 + lane]
+        return ((p[:, 0] + p[:, 1]) + (p[:, 2] + p[:, 3])) + ((p[:, 4] + p[:, 5]) + (p[:, 6] + p[:, 7]))
+
+    n = np.float32(rows.shape[1])
+    mean = fixed_sum(rows) / n
+    d = rows - mean[:, None]
+    inv = np.float32(1.0) / np.sqrt(fixed_sum(d * d) / n + np.float32(node.attrs["epsilon"]))
+    return ((d * inv[:, None]) * scale + bias).reshape(x.shape).astype(np.float32)
 
 
 def _qconv(model, node, env):
@@ -303,6 +331,7 @@ def _transpose(model, node, env):
 
 _OPS = {
     "Quantize": _quantize, "Dequantize": _dequantize, "Softmax": _softmax, "LRN": _lrn,
+    "LayerNormalization": _layernorm,
     "QConv": _qconv, "QGemm": _qgemm, "QAdd": _qadd, "QConcat": _qconcat,
     "MaxPool": _maxpool, "QAveragePool": _qaveragepool, "QReduceMean": _qreducemean,
     "QClip": _qclip, "Reshape": _reshape, "Flatten": _flatten, "Transpose": _transpose,

@@ -92,6 +92,12 @@ def sample_model() -> NqModel:
     n.append(NqNode("Dequantize", ["logits_q"], ["logits"], {}, "dequant"))
     t.append(NqTensor("probs", "float32", ("N", 10)))
     n.append(NqNode("Softmax", ["logits"], ["probs"], {"axis": -1}, "softmax"))
+    # a float LayerNormalization over the last axis of the float side branch, a graph output
+    t += [NqTensor("ln.s", "float32", (5,), None, np.linspace(0.5, 1.5, 5).astype(np.float32)),
+          NqTensor("ln.b", "float32", (5,), None, np.zeros(5, np.float32)),
+          NqTensor("lnorm", "float32", ("N", 8, 5, 5))]
+    n.append(NqNode("LayerNormalization", ["ccf", "ln.s", "ln.b"], ["lnorm"],
+                    dict(axis=3, epsilon=F32(1e-5)), "ln"))
     metadata = {
         "source_sha256": "ab" * 32, "source_bytes": 12345, "source_format": "onnx",
         "calibration": {"method": "percentile", "percentile": 99.99, "samples": 64},
@@ -103,7 +109,7 @@ def sample_model() -> NqModel:
     return NqModel(
         graph_inputs=[NqIO("x", ("N", 3, 8, 8))],
         graph_outputs=[NqIO("probs", ("N", 10)), NqIO("logits", ("N", 10)),
-                       NqIO("norm", ("N", 8, 5, 5))],
+                       NqIO("norm", ("N", 8, 5, 5)), NqIO("lnorm", ("N", 8, 5, 5))],
         tensors={x.name: x for x in t}, nodes=n, metadata=metadata,
         producer={"name": "nqrt-test", "version": "9.9"})
 

@@ -41,8 +41,29 @@ def _move(doc, name, before):
     nodes.insert(nodes.index(N(doc, before)), node)
 
 
+def _ln(d, axis=3, eps=1e-5, scale=None, shape=None):
+    """Mutate the sample's LayerNormalization 'ln' ('ccf' float32 [N, 8, 5, 5] -> 'lnorm'):
+    its attributes, its scale's values or its scale's shape."""
+    N(d, "ln")["attrs"].update(axis=axis, epsilon=eps)
+    if shape is not None:
+        scale = np.ones(shape, "<f4")
+    if scale is not None:
+        setdata(T(d, "ln.s"), "float32", scale.shape, scale.tobytes())
+
+
 # (id, mutation of the decoded document, exact message prefix)
 CASES = [
+    # --- LayerNormalization (a branch appended to the sample) --------------------------
+    ("ln-axis", lambda d: _ln(d, axis=4),
+     "node 'ln' (LayerNormalization): attribute axis must be in [0, 3], got 4"),
+    ("ln-epsilon", lambda d: _ln(d, eps=-1.0),
+     "node 'ln' (LayerNormalization): epsilon must be finite and >= 0, got -1.0"),
+    ("ln-scale-shape", lambda d: _ln(d, shape=(4,)),
+     "node 'ln' (LayerNormalization): scale 'ln.s' has shape [4], expected [5]"),
+    ("ln-scale-nan", lambda d: _ln(d, scale=np.array([1, 2, np.nan, 1, 1], "<f4")),
+     "node 'ln' (LayerNormalization): scale 'ln.s' has a non-finite value"),
+    ("ln-symbolic-norm", lambda d: _ln(d, axis=0, shape=(2, 8, 5, 5)),
+     "node 'ln' (LayerNormalization): the normalized dims ['N', 8, 5, 5] of x must be ints"),
     # --- document / types -------------------------------------------------------------
     ("missing-key", lambda d: d.pop("nodes"), "document: missing key 'nodes'"),
     ("unknown-doc-key", lambda d: d.update(extra=1), "document: unknown key 'extra'"),
@@ -136,7 +157,7 @@ CASES = [
     ("output-missing", lambda d: d["graph_outputs"][0].update(name="ghost"), "graph output 'ghost' is not in tensors"),
     ("outputs-empty", lambda d: d.update(graph_outputs=[]), "graph_outputs is empty: the graph has no outputs"),
     # --- nodes ------------------------------------------------------------------------
-    ("node-not-map", lambda d: d["nodes"].append(None), "nodes[17] must be a map, got nil"),
+    ("node-not-map", lambda d: d["nodes"].append(None), "nodes[18] must be a map, got nil"),
     ("unknown-op", lambda d: N(d, "clip").update(op="Gelu"), "node 'clip' (Gelu): unknown op 'Gelu'"),
     ("op-newline", lambda d: N(d, "clip").update(op="Evil\nOp"), "node 'clip' ('Evil\\nOp'): unknown op 'Evil\\nOp'"),
     ("op-type", lambda d: N(d, "clip").update(op=1), "nodes[6].op must be a str, got int"),

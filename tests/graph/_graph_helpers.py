@@ -132,3 +132,18 @@ def op_counts(graph) -> dict[str, int]:
     for n in graph.nodes:
         out[n.op] = out.get(n.op, 0) + 1
     return out
+
+
+def gelu_erf(b, x, form):
+    """PyTorch's exported exact GELU x·0.5·(1 + erf(x/√2)) (nqrt/graph/passes/fuse_swish.py):
+    form "half_last" Mul(Mul(x, gate), 0.5), "half_first" Mul(Mul(0.5, x), gate), "mul_div"
+    the latter with x·(1/√2) and 1 + erf in the other operand orders."""
+    if form == "mul_div":                                   # x/√2 as x·(1/√2), 1 + erf
+        e = b.op("Erf", [b.op("Mul", [b.const(np.float32(1 / np.sqrt(2))), x])])
+        g = b.op("Add", [b.const(np.float32(1.0)), e])
+    else:
+        e = b.op("Erf", [b.op("Div", [x, b.const(np.float32(np.sqrt(2)))])])
+        g = b.op("Add", [e, b.const(np.float32(1.0))])
+    if form == "half_last":
+        return b.op("Mul", [b.op("Mul", [x, g]), b.const(np.float32(0.5))])
+    return b.op("Mul", [b.op("Mul", [b.const(np.float32(0.5)), x]), g])

@@ -117,6 +117,27 @@ def test_maxpool_indices_output_used_is_unsupported():
         load_onnx(m)
 
 
+def test_layernorm_unsupported_forms_are_named():
+    """stash_type 0 and a used Mean output are import errors; a scale computed at run time is
+    found by the converter's support check (one line naming the node)."""
+    from nqrt.quant.quantizers import find_unsupported
+
+    b = Builder(17)
+    y = b.op("LayerNormalization", ["x", b.weight(4)], stash_type=0, name="ln")
+    with pytest.raises(UnsupportedOpError, match="LayerNormalization node ln: attribute stash_type=0"):
+        load_onnx(b.model([("x", ["N", 3, 4])], [y]))
+    b = Builder(17)
+    y, mean, _ = b.op("LayerNormalization", ["x", b.weight(4)], n_out=3, name="ln")
+    m = b.model([("x", ["N", 3, 4])], [y])
+    m.graph.output.append(helper.make_tensor_value_info(mean, TensorProto.FLOAT, None))
+    with pytest.raises(UnsupportedOpError, match="LayerNormalization node ln: Mean / InvStdDev output"):
+        load_onnx(m)
+    b = Builder(17)
+    y = b.op("LayerNormalization", ["x", b.op("Relu", ["s"])], name="ln")
+    g = load_onnx(b.model([("x", ["N", 3, 4]), ("s", [4])], [y]))
+    assert "LayerNormalization with a non-constant scale" in find_unsupported(g)
+
+
 def test_external_data_from_bytes_is_format_error_and_from_file_loads(tmp_path):
     b = Builder()
     w = b.rng.standard_normal((64, 3, 3, 3)).astype(np.float32)

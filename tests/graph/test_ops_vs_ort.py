@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from onnx import helper
 
-from _graph_helpers import Builder, assert_matches_ort, op_counts
+from _graph_helpers import Builder, assert_matches_ort, gelu_erf, op_counts
 
 MODELS = {}
 
@@ -69,6 +69,42 @@ def lrn_sizes():
     y = b.op("LRN", [y], size=1, alpha=0.5, beta=1.25, bias=1.0)
     y = b.op("LRN", [y], size=9, alpha=1e-4, beta=0.5, bias=1.0)       # window wider than C
     return b.model([("x", ["N", 3, 5, 6])], [y]), {"x": (3, 5, 6)}
+
+
+@model
+def layernorm_axes_and_bias():
+    """LayerNormalization (opset 17): over the last axis of a channels-last view (ConvNeXt's
+    blocks), over C·H·W (axis 1), without bias, with a scale broadcast from [W]."""
+    b = Builder(opset=17)
+    y = _conv(b, "x", 3, 8, 3, pads=[1, 1, 1, 1])
+    t = b.op("Transpose", [y], perm=[0, 2, 3, 1])
+    t = b.op("LayerNormalization", [t, b.weight(8, low=0.5, high=1.5), b.weight(8)], axis=-1,
+             epsilon=1e-6)
+    y = b.op("Transpose", [t], perm=[0, 3, 1, 2])
+    y = b.op("LayerNormalization", [y, b.weight(8, 5, 6)], axis=1)
+    y = b.op("LayerNormalization", [y, b.weight(6), b.weight(1)], axis=-2)
+    return b.model([("x", ["N", 3, 5, 6])], [y]), {"x": (3, 5, 6)}
+
+
+@model
+def gelu_erf_patterns():
+    b = Builder(opset=17)
+    y = _conv(b, "x", 3, 6, 3, pads=[1, 1, 1, 1])
+    for form in ("half_last", "half_first", "mul_div"):
+        y = gelu_erf(b, y, form)
+        y = _conv(b, y, 6, 6, 1)
+    return b.model([("x", ["N", 3, 5, 6])], [y]), {"x": (3, 5, 6)}
+
+
+@model
+def gelu_erf_shared_intermediate():
+    """The erf gate is also a graph output: the pattern must stay unfused."""
+    b = Builder(opset=17)
+    y = _conv(b, "x", 3, 6, 3, pads=[1, 1, 1, 1])
+    e = b.op("Erf", [b.op("Div", [y, b.const(np.float32(np.sqrt(2)))])])
+    g = b.op("Add", [e, b.const(np.float32(1.0))])
+    z = b.op("Mul", [b.op("Mul", [y, g]), b.const(np.float32(0.5))])
+    return b.model([("x", ["N", 3, 5, 6])], [z, e]), {"x": (3, 5, 6)}
 
 
 @model
@@ -357,8 +393,27 @@ def test_add_mul_sub_div_fold_structure():
     m, shapes = MODELS["add_mul_sub_div_broadcast"]()
     g = assert_matches_ort(m, shapes)
     # Add(x,[3,1,1]) and Mul(.,0.5) -> one depthwise conv; Sub/Div fold into the 1x1 conv.
-    # Sub(1, z) of a run-time z is an affine with a = -1: a third (depthwise) conv.
-    assert op_counts(g) == {"Conv": 3, "Relu": 1, "Add": 1}
+    # Sub(1, z) of a run-time z is a uniform affine (a = -1) with no producer to fold into:
+    # it stays a Sub, which the converter makes a QLut (not a depthwise conv).
+    assert op_counts(g) == {"Conv": 2, "Relu": 1, "Add": 1, "Sub": 1}
+
+
+def test_gelu_erf_patterns_fuse_to_gelu():
+    g = assert_matches_ort(*MODELS["gelu_erf_patterns"]())
+    assert op_counts(g) == {"Conv": 4, "Gelu": 3}
+    g = assert_matches_ort(*MODELS["gelu_erf_shared_intermediate"]())
+    assert "Gelu" not in op_counts(g) and op_counts(g)["Erf"] == 1
+
+
+def test_scalar_affine_is_not_a_depthwise_conv():
+    """A uniform Mul / Add with no producer to fold into stays elementwise (a QLut later);
+    a per-channel one becomes a depthwise 1x1 conv."""
+    b = Builder()
+    y = b.op("Relu", ["x"])
+    y = b.op("Add", [b.op("Mul", [y, b.const(np.float32(3.0))]), b.const(np.float32(-1.0))])
+    y = b.op("Mul", [y, b.weight(4, 1, 1)])
+    g = assert_matches_ort(b.model([("x", ["N", 4, 3, 3])], [y]), {"x": (4, 3, 3)})
+    assert op_counts(g) == {"Relu": 1, "Mul": 1, "Add": 1, "Conv": 1}
 
 
 def test_matmul_rank3_becomes_canonical_gemm_with_folded_bias():

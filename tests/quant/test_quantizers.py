@@ -73,7 +73,7 @@ def test_registry_covers_the_post_optimize_op_set():
     from nqrt.graph.shapes import UNARY_OPS
     assert set(QUANTIZERS) == {"Conv", "Gemm", "Add", "Concat", "MaxPool", "AveragePool",
                                "GlobalAveragePool", "ReduceMean", "Relu", "Clip", "Flatten",
-                               "Reshape", "Transpose", "Softmax", "LRN",
+                               "Reshape", "Transpose", "Softmax", "LRN", "LayerNormalization",
                                # CNN extension (tests/quant/test_new_ops.py)
                                "Sub", "Mul", "Div", "Pow", *UNARY_OPS, "Slice", "Split", "Squeeze",
                                "Unsqueeze", "Pad", "Resize", "GlobalMaxPool", "Identity"}

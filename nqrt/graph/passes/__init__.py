@@ -5,7 +5,8 @@ Each pass is one module with `run(graph) -> graph` (it may mutate its argument):
   fold_constants   constant subgraphs evaluated, symbolic Shape->Reshape chains folded
   canonicalize     Gemm/MatMul -> canonical Gemm, Conv bias always present, Sum -> Add
   fold_batchnorm   BN / per-channel Mul/Add folded into Conv/Gemm, or -> depthwise 1x1 Conv
-  fuse_swish       Mul(x, Sigmoid(x)) -> Swish(x); Mul(x, HardSigmoid(x)) -> HardSwish(x)
+  fuse_swish       Mul(x, Sigmoid(x)) -> Swish(x); Mul(x, HardSigmoid(x)) -> HardSwish(x);
+                   the exported exact GELU x·0.5·(1 + erf(x/√2)) -> Gelu(x)
   fuse_activation  Relu / Clip -> producer attrs["act"]
   dead_code        unused nodes and constants removed
 """

@@ -1,18 +1,29 @@
-"""Fuse the gating products of EfficientNet / MobileNetV3 into one elementwise node:
+"""Fuse gating products into one elementwise node:
 
   Mul(x, Sigmoid(x))                          -> Swish(x)      (SiLU; an internal IR op)
   Mul(x, HardSigmoid(x, alpha=1/6, beta=0.5)) -> HardSwish(x)
+  the exported exact GELU, x·0.5·(1 + erf(x/√2)) -> Gelu(x):
+      Mul(Mul(x, Add(Erf(Div(x, √2)), 1)), 0.5)    (PyTorch's export before opset 20)
+      Mul(Mul(x, 0.5), Add(Erf(Div(x, √2)), 1))
+  (Div(x, √2) may be Mul(x, 1/√2); Add and Mul in either operand order)
 
-(either operand order).  The gate must be read by this Mul only and not be a graph output,
-so nothing else needs the intermediate; the result is one QLut instead of a QLut + QMul, and
-exact up to the output rounding.  HardSigmoid's float32 alpha 1/6 counts as 1/6.
+(EfficientNet / MobileNetV3's gates; ConvNeXt's and the Transformers' GELU).  Every
+intermediate must be read by the pattern only and not be a graph output, so nothing else
+needs it; the result is one QLut instead of several QLuts and a QMul (ConvNeXt-T at batch 1:
+72 QLuts + 18 QMuls -> 18 QLuts), exact up to the one output rounding.  HardSigmoid's float32
+alpha 1/6 counts as 1/6; the GELU constants count within a float32 rounding.
 """
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
+
 from nqrt.graph.ir import Graph, Node
 
 _ONE_SIXTH_TOLERANCE = 1e-6
+_CONST_RTOL = 1e-6          # a float32 rounding of the GELU constants (√2, 1/√2, 1, 0.5)
 
 
 def _gate_kind(gate: Node) -> str | None:
@@ -25,7 +36,93 @@ def _gate_kind(gate: Node) -> str | None:
     return None
 
 
+def _scalar(graph: Graph, t: str, value: float) -> bool:
+    c = graph.constants.get(t)
+    return (c is not None and c.size == 1 and c.dtype.kind == "f"
+            and math.isclose(float(np.asarray(c).reshape(-1)[0]), value, rel_tol=_CONST_RTOL))
+
+
+def _other(node: Node, graph: Graph, value: float) -> str | None:
+    """For a binary node with a scalar constant `value` operand: the other operand."""
+    if len(node.inputs) != 2 or "act" in node.attrs:
+        return None
+    for k in (0, 1):
+        if _scalar(graph, node.inputs[k], value):
+            return node.inputs[1 - k]
+    return None
+
+
+class _Gelu:
+    """Matcher of the exported exact GELU (module docstring)."""
+
+    def __init__(self, graph: Graph):
+        self.graph = graph
+        self.producers = graph.producers()
+        self.consumers = graph.consumers()
+        self.outputs = set(graph.output_names())
+
+    def private(self, t: str, op: str) -> Node | None:
+        """The `op` node producing t, when t is read once and is not a graph output."""
+        p = self.producers.get(t)
+        if p is None or p.op != op or t in self.outputs or len(self.consumers.get(t, [])) != 1:
+            return None
+        return p
+
+    def gate(self, t: str, x: str | None) -> tuple[str, list[Node]] | None:
+        """t = Add(Erf(x/√2), 1) (x given or free): (x, the three nodes)."""
+        add = self.private(t, "Add")
+        e = add and _other(add, self.graph, 1.0)
+        erf = e and self.private(e, "Erf")
+        scaled = erf and erf.inputs[0]
+        div = scaled and (self.private(scaled, "Div") or self.private(scaled, "Mul"))
+        if div is None or "act" in div.attrs or len(div.inputs) != 2 or div.inputs[1] == div.inputs[0]:
+            return None
+        if div.op == "Div" and not _scalar(self.graph, div.inputs[1], math.sqrt(2.0)):
+            return None
+        xin = div.inputs[0] if div.op == "Div" else _other(div, self.graph, 1 / math.sqrt(2.0))
+        if xin is None or (x is not None and xin != x):
+            return None
+        return xin, [div, erf, add]
+
+    def match(self, top: Node) -> tuple[str, list[Node]] | None:
+        """(x, the pattern's nodes other than top) when `top` ends an exact GELU."""
+        if top.op != "Mul" or len(top.inputs) != 2 or "act" in top.attrs:
+            return None
+        half_input = _other(top, self.graph, 0.5)
+        if half_input is not None:                   # Mul(Mul(x, gate), 0.5)
+            inner = self.private(half_input, "Mul")
+            if inner is None or "act" in inner.attrs or len(inner.inputs) != 2:
+                return None
+            for k in (0, 1):
+                g = self.gate(inner.inputs[1 - k], inner.inputs[k])
+                if g is not None:
+                    return g[0], g[1] + [inner]
+            return None
+        for k in (0, 1):                             # Mul(Mul(x, 0.5), gate)
+            half = self.private(top.inputs[k], "Mul")
+            x = half and _other(half, self.graph, 0.5)
+            g = x and self.gate(top.inputs[1 - k], x)
+            if g is not None:
+                return g[0], g[1] + [half]
+        return None
+
+
+def _fuse_gelu(graph: Graph) -> None:
+    for top in list(graph.nodes):
+        if top not in graph.nodes:
+            continue
+        m = _Gelu(graph).match(top)
+        if m is None:
+            continue
+        x, inner = m
+        graph.nodes[graph.nodes.index(top)] = Node("Gelu", [x], list(top.outputs),
+                                                   {"approximate": "none"}, top.name)
+        for n in inner:
+            graph.nodes.remove(n)
+
+
 def run(graph: Graph) -> Graph:
+    _fuse_gelu(graph)
     producers = graph.producers()
     consumers = graph.consumers()
     outputs = set(graph.output_names())

@@ -1,0 +1,77 @@
+"""layernorm_f32 (formats/nq-v1.md 4.16) against a numpy float32 transcription of the spec:
+the fixed-order sums (eight partial sums over i mod 8, then the tree), every operation rounded
+to float32, bit for bit; identical for 1 and 2 threads; NaN / inf rows stay in their row."""
+
+import numpy as np
+import pytest
+
+from kernels._util import with_threads
+from nqrt.kernels.layernorm import layernorm_f32
+
+
+def spec_sum(v):
+    """S of spec 4.16 over the last axis of a float32 [R, n] array (numpy float32 ops)."""
+    R, n = v.shape
+    p = np.zeros((R, 8), np.float32)
+    n8 = n - n % 8
+    for i in range(0, n8, 8):
+        p = p + v[:, i:i + 8]
+    for l in range(n - n8):
+        p[:, l] = p[:, l] + v[:, n8 + l]
+    return ((p[:, 0] + p[:, 1]) + (p[:, 2] + p[:, 3])) + ((p[:, 4] + p[:, 5]) + (p[:, 6] + p[:, 7]))
+
+
+def spec_layernorm(x, scale, bias, eps):
+    n = np.float32(x.shape[1])
+    mean = spec_sum(x) / n
+    d = x - mean[:, None]
+    var = spec_sum(d * d) / n
+    inv = np.float32(1.0) / np.sqrt(var + np.float32(eps))
+    return (d * inv[:, None]) * scale + bias
+
+
+def _run(x, scale, bias, eps, threads=2):
+    y = np.full_like(x, np.nan)
+    with_threads(threads, layernorm_f32, x, scale, bias, np.float32(eps), y)
+    return y
+
+
+# (R, n): one element, short rows (tails of 1..7), exact multiples of 8, ConvNeXt's channel
+# counts, and enough rows for the parallel row blocks
+CASES = [(1, 1), (3, 5), (4, 7), (2, 8), (5, 9), (6, 15), (3, 96), (2, 768), (3136, 96)]
+
+
+@pytest.mark.parametrize("R,n", CASES)
+def test_layernorm_matches_spec(R, n):
+    rng = np.random.default_rng(R * 1000 + n)
+    # an offset mean makes the centring matter; scale/bias of both signs
+    x = (rng.standard_normal((R, n)) * 3 + 5).astype(np.float32)
+    scale = rng.standard_normal(n).astype(np.float32)
+    bias = rng.standard_normal(n).astype(np.float32)
+    want = spec_layernorm(x, scale, bias, 1e-6)
+    got = _run(x, scale, bias, 1e-6)
+    assert np.array_equal(got, want)
+    ref64 = (x - x.mean(1, keepdims=True, dtype=np.float64)) / np.sqrt(
+        x.var(1, keepdims=True, dtype=np.float64) + 1e-6) * scale + bias
+    assert np.allclose(got, ref64, rtol=1e-4, atol=1e-4)       # and it is a layer norm
+
+
+def test_layernorm_thread_count_invariant():
+    rng = np.random.default_rng(7)
+    x = (rng.standard_normal((4000, 40)) * 10).astype(np.float32)
+    scale = rng.standard_normal(40).astype(np.float32)
+    bias = rng.standard_normal(40).astype(np.float32)
+    assert np.array_equal(_run(x, scale, bias, 1e-5, 1), _run(x, scale, bias, 1e-5, 2))
+
+
+def test_layernorm_constant_rows_and_non_finite():
+    """A constant row has var 0: y = bias (d = 0, inv = 1/sqrt(eps)); a row with an inf or NaN
+    gives NaN in that row only."""
+    x = np.array([[2.5] * 10, [1.0] * 9 + [np.inf], [0.0] * 9 + [np.nan], list(range(10))],
+                 np.float32)
+    scale = np.full(10, 3.0, np.float32)
+    bias = np.arange(10, dtype=np.float32)
+    got = _run(x, scale, bias, 1e-5)
+    assert np.array_equal(got[0], bias)
+    assert np.isnan(got[1]).all() and np.isnan(got[2]).all()
+    assert np.array_equal(got[3], spec_layernorm(x[3:], scale, bias, 1e-5)[0])

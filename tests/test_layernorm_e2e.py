@@ -1,0 +1,70 @@
+"""LayerNormalization end to end (a float op, Dequantize -> LayerNormalization -> Quantize):
+a ConvNeXt block (channels-last LayerNorm between transposes, MatMul MLP with the exported
+exact GELU, layer scale, residual), LayerNorm on the graph input and at a graph output; int8
+and simulated runs against ONNX Runtime FP32, int8 identical to simulate and across thread
+counts."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+
+import nqrt
+
+ort = pytest.importorskip("onnxruntime")
+
+from graph._graph_helpers import Builder, gelu_erf, ort_run  # noqa: E402
+
+
+def _convnext_block():
+    b = Builder(opset=17)
+    C = 16
+    x = b.op("Conv", ["x", b.weight(C, 3, 4, 4), b.weight(C)], strides=[4, 4], kernel_shape=[4, 4])
+    t = b.op("Transpose", [x], perm=[0, 2, 3, 1])
+    t = b.op("LayerNormalization", [t, b.weight(C, low=0.5, high=1.5), b.weight(C)], epsilon=1e-6)
+    t = b.op("Transpose", [t], perm=[0, 3, 1, 2])
+    d = b.op("Conv", [t, b.weight(C, 1, 7, 7), b.weight(C)], group=C, pads=[3, 3, 3, 3],
+             kernel_shape=[7, 7])
+    d = b.op("Transpose", [d], perm=[0, 2, 3, 1])
+    d = b.op("LayerNormalization", [d, b.weight(C, low=0.5, high=1.5), b.weight(C)], epsilon=1e-6)
+    d = b.op("Add", [b.op("MatMul", [d, b.weight(C, 4 * C)]), b.weight(4 * C)])
+    d = gelu_erf(b, d, "half_last")
+    d = b.op("Add", [b.op("MatMul", [d, b.weight(4 * C, C)]), b.weight(C)])
+    d = b.op("Transpose", [d], perm=[0, 3, 1, 2])
+    d = b.op("Mul", [d, b.weight(C, 1, 1, low=0.5, high=1.0)])              # layer scale
+    y = b.op("Add", [t, d])
+    return b.model([("x", ["N", 3, 32, 32])], [y]), (3, 32, 32)
+
+
+def _input_and_output():
+    b = Builder(opset=17)
+    y = b.op("LayerNormalization", ["x", b.weight(4, 6, 6)], axis=1)          # on the input
+    y = b.op("Conv", [y, b.weight(5, 4, 3, 3)], pads=[1, 1, 1, 1])
+    y = b.op("LayerNormalization", [y, b.weight(6), b.weight(6)], axis=-1)  # a graph output
+    return b.model([("x", ["N", 4, 6, 6])], [y]), (4, 6, 6)
+
+
+@pytest.mark.parametrize("build", [_convnext_block, _input_and_output])
+def test_layernorm_model_int8_close_to_float(build, tmp_path):
+    m, shape = build()
+    src = tmp_path / "m.onnx"
+    onnx.save(m, src)
+    xs = np.random.default_rng(0).standard_normal((12,) + shape).astype(np.float32)
+    nqrt.convert(str(src), str(tmp_path / "m.nq"), calibration=[{"x": xs[:8]}])
+    sess = nqrt.load(str(tmp_path / "m.nq"))
+    ops = [n.op for n in sess.model.nodes]
+    assert ops.count("LayerNormalization") == sum(n.op_type == "LayerNormalization" for n in m.graph.node)
+    if build is _convnext_block:
+        assert "QMul" not in ops and ops.count("QLut") == 1      # the GELU: one table
+    ref = ort_run(m, {"x": xs[8:]})[0]
+    got = {mode: nqrt.load(str(tmp_path / "m.nq"), mode=mode).run({"x": xs[8:]})
+           for mode in ("integer", "simulate")}
+    (name,) = got["integer"]
+    for mode in ("integer", "simulate"):
+        y = got[mode][name]
+        sqnr = 10 * np.log10((ref ** 2).sum() / ((y - ref) ** 2).sum())
+        assert sqnr >= 30, f"{mode}: {sqnr:.1f} dB"
+    assert np.array_equal(got["integer"][name], got["simulate"][name])
+    one = nqrt.load(str(tmp_path / "m.nq"), threads=1).run({"x": xs[8:]})[name]
+    assert np.array_equal(one, got["integer"][name])
