@@ -1,8 +1,8 @@
 """LayerNormalization end to end (a float op, Dequantize -> LayerNormalization -> Quantize):
 a ConvNeXt block (channels-last LayerNorm between transposes, MatMul MLP with the exported
-exact GELU, layer scale, residual), LayerNorm on the graph input and at a graph output; int8
-and simulated runs against ONNX Runtime FP32, int8 identical to simulate and across thread
-counts."""
+exact GELU, layer scale, residual), LayerNorm on the graph input and at a graph output, and
+InstanceNormalization (lowered to it); int8 and simulated runs against ONNX Runtime FP32, int8
+identical to simulate and across thread counts."""
 
 from __future__ import annotations
 
@@ -45,7 +45,18 @@ def _input_and_output():
     return b.model([("x", ["N", 4, 6, 6])], [y]), (4, 6, 6)
 
 
-@pytest.mark.parametrize("build", [_convnext_block, _input_and_output])
+def _instancenorm():
+    """Style-transfer style: conv -> InstanceNormalization -> Relu, twice (the second at the
+    graph output); lowered to LayerNormalization over H, W + a depthwise 1x1 affine."""
+    b = Builder()
+    y = b.op("Conv", ["x", b.weight(6, 3, 3, 3)], pads=[1, 1, 1, 1])
+    y = b.op("Relu", [b.op("InstanceNormalization", [y, b.weight(6, low=0.5, high=1.5), b.weight(6)])])
+    y = b.op("Conv", [y, b.weight(4, 6, 3, 3)], pads=[1, 1, 1, 1], strides=[2, 2])
+    y = b.op("InstanceNormalization", [y, b.weight(4, low=0.5, high=1.5), b.weight(4)])
+    return b.model([("x", ["N", 3, 12, 12])], [y]), (3, 12, 12)
+
+
+@pytest.mark.parametrize("build", [_convnext_block, _input_and_output, _instancenorm])
 def test_layernorm_model_int8_close_to_float(build, tmp_path):
     m, shape = build()
     src = tmp_path / "m.onnx"
@@ -54,7 +65,8 @@ def test_layernorm_model_int8_close_to_float(build, tmp_path):
     nqrt.convert(str(src), str(tmp_path / "m.nq"), calibration=[{"x": xs[:8]}])
     sess = nqrt.load(str(tmp_path / "m.nq"))
     ops = [n.op for n in sess.model.nodes]
-    assert ops.count("LayerNormalization") == sum(n.op_type == "LayerNormalization" for n in m.graph.node)
+    assert ops.count("LayerNormalization") == sum(
+        n.op_type in ("LayerNormalization", "InstanceNormalization") for n in m.graph.node)
     if build is _convnext_block:
         assert "QMul" not in ops and ops.count("QLut") == 1      # the GELU: one table
     ref = ort_run(m, {"x": xs[8:]})[0]

@@ -242,6 +242,11 @@ def LayerNormalization(ctx, n, axis=-1, epsilon=1e-5, stash_type=1):
                      outputs=ctx.only_first_output(n, "Mean / InvStdDev"))]
 
 
+def InstanceNormalization(ctx, n, epsilon=1e-5):
+    # lowered to LayerNormalization + a channel affine by graph/passes/lower_instancenorm.py
+    return [ctx.node(n, attrs={"epsilon": float(epsilon)})]
+
+
 def BatchNormalization(ctx, n, epsilon=1e-5, momentum=0.9, spatial=1, training_mode=0):
     if spatial != 1:
         raise ctx.unsupported(n, f"attribute spatial={spatial}")
@@ -465,7 +470,7 @@ IMPORTERS = {
     "GlobalAveragePool": GlobalAveragePool, "GlobalMaxPool": GlobalMaxPool,
     "ReduceMean": ReduceMean, "Relu": Relu, "Clip": Clip,
     "Flatten": Flatten, "Reshape": Reshape, "Transpose": Transpose, "Softmax": Softmax, "LRN": LRN,
-    "LayerNormalization": LayerNormalization,
+    "LayerNormalization": LayerNormalization, "InstanceNormalization": InstanceNormalization,
     "BatchNormalization": BatchNormalization, "Dropout": Dropout, "Identity": Identity,
     "Shape": Shape, "Gather": Gather, "Unsqueeze": Unsqueeze, "Squeeze": Squeeze,
     "Cast": Cast, "Slice": Slice, "ConstantOfShape": ConstantOfShape, "Pad": Pad,

@@ -182,6 +182,16 @@ def layer_normalization(attrs, x, scale, bias=None):
     return y.astype(np.float32)
 
 
+def instance_normalization(attrs, x, scale, bias):
+    """ONNX InstanceNormalization: per (n, c) over the spatial axes, float64 statistics."""
+    axes = tuple(range(2, x.ndim))
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    x64 = np.asarray(x, np.float64)
+    d = x64 - x64.mean(axis=axes, keepdims=True)
+    y = d / np.sqrt((d * d).mean(axis=axes, keepdims=True) + attrs.get("epsilon", 1e-5))
+    return (y * scale.reshape(shape) + bias.reshape(shape)).astype(np.float32)
+
+
 def batch_normalization(attrs, x, scale, bias, mean, var):
     shape = (1, -1) + (1,) * (x.ndim - 2)
     inv = (scale / np.sqrt(var + np.float32(attrs.get("epsilon", 1e-5)))).astype(np.float32)
@@ -446,6 +456,7 @@ OPS: dict[str, Callable] = {
     "Softmax": softmax,
     "LRN": lrn,
     "LayerNormalization": layer_normalization,
+    "InstanceNormalization": instance_normalization,
     "BatchNormalization": batch_normalization,
     "Dropout": lambda attrs, x: x,
     "Identity": lambda attrs, x: x,

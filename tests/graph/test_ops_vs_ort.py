@@ -87,6 +87,18 @@ def layernorm_axes_and_bias():
 
 
 @model
+def instancenorm_2d_and_1d():
+    """InstanceNormalization on a 4-D and a 3-D tensor (lowered to LayerNormalization over the
+    spatial axes + a channel affine)."""
+    b = Builder()
+    y = _conv(b, "x", 3, 5, 3, pads=[1, 1, 1, 1])
+    y = b.op("InstanceNormalization", [y, b.weight(5, low=0.5, high=1.5), b.weight(5)], epsilon=1e-3)
+    y = b.op("Reshape", [y, b.const([0, 5, -1], np.int64)])
+    y = b.op("InstanceNormalization", [y, b.weight(5), b.weight(5)])
+    return b.model([("x", ["N", 3, 5, 6])], [y]), {"x": (3, 5, 6)}
+
+
+@model
 def gelu_erf_patterns():
     b = Builder(opset=17)
     y = _conv(b, "x", 3, 6, 3, pads=[1, 1, 1, 1])
@@ -403,6 +415,15 @@ def test_gelu_erf_patterns_fuse_to_gelu():
     assert op_counts(g) == {"Conv": 4, "Gelu": 3}
     g = assert_matches_ort(*MODELS["gelu_erf_shared_intermediate"]())
     assert "Gelu" not in op_counts(g) and op_counts(g)["Erf"] == 1
+
+
+def test_instancenorm_lowered_to_layernorm_and_depthwise_affine():
+    g = assert_matches_ort(*MODELS["instancenorm_2d_and_1d"]())
+    counts = op_counts(g)
+    assert counts.get("InstanceNormalization", 0) == 0 and counts["LayerNormalization"] == 2
+    assert all(n.attrs["axis"] == 2 for n in g.nodes if n.op == "LayerNormalization")
+    dw = [n for n in g.nodes if n.op == "Conv" and n.attrs["group"] == 5]
+    assert len(dw) == 2                   # each affine: one depthwise 1x1 conv (Add folded in)
 
 
 def test_scalar_affine_is_not_a_depthwise_conv():
