@@ -10,6 +10,7 @@ and vs float.
     shuffle
   * FPN neck: stride-2 conv -> Resize nearest x2 -> Add a lateral conv
   * PRelu block (face nets): conv -> PRelu per channel -> depthwise -> PRelu -> conv + residual
+  * segmentation head: image pooling broadcast back bilinearly, classifier, bilinear x4
 
 INTEGER_WIRED: the runtime executes the new ops (schema.PENDING_OPS merged into schema.OPS), so
 the integer-mode assertions run; the thresholds are the original ones (no tuning needed).
@@ -111,6 +112,22 @@ def fpn_neck():
     return b.model(8, 12, [y, up2]), {"ResizeNearest": 2, "QAdd": 1}
 
 
+def segmentation_head():
+    """DeepLab / FCN / LRASPP style: an image-pooling branch (global pool -> 1x1 conv ->
+    bilinear broadcast back to the map), a classifier, and a bilinear x4 upsample to the input
+    size (half_pixel, PyTorch's align_corners=False); the last one at the graph output."""
+    b = B(opset=13, seed=6)
+    f = b.op("Relu", [b.conv("x", 8, 16, k=3, stride=2)])
+    f = b.op("Relu", [b.conv(f, 16, 16, k=3, stride=2)])
+    p = b.op("Relu", [b.conv(b.op("GlobalAveragePool", [f]), 16, 16)])
+    p = b.op("Resize", [p, "", b.const([1, 1, 3, 3])], mode="linear",
+             coordinate_transformation_mode="half_pixel")
+    y = b.conv(b.op("Concat", [f, p], axis=1), 32, 5)
+    y = b.op("Resize", [y, "", b.const([1, 1, 4, 4])], mode="linear",
+             coordinate_transformation_mode="half_pixel")
+    return b.model(8, 12, [y]), {"ResizeLinear": 2}
+
+
 def prelu_block():
     """Face-recognition style (ArcFace / MobileFaceNet): conv -> PRelu with a slope per channel
     -> depthwise -> PRelu with one slope -> conv + residual."""
@@ -125,9 +142,10 @@ def prelu_block():
 
 
 BLOCKS = {"mobilenetv3": mobilenetv3_block, "efficientnet": efficientnet_block,
-          "shufflenetv2": shufflenetv2_block, "fpn": fpn_neck, "prelu": prelu_block}
+          "shufflenetv2": shufflenetv2_block, "fpn": fpn_neck, "prelu": prelu_block,
+          "segmentation": segmentation_head}
 SQNR_DB = {"mobilenetv3": 25.0, "efficientnet": 25.0, "shufflenetv2": 30.0, "fpn": 30.0,
-           "prelu": 30.0}
+           "prelu": 30.0, "segmentation": 30.0}
 
 
 def sqnr_db(got, ref) -> float:

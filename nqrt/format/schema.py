@@ -197,17 +197,21 @@ _pending(OpSpec("Pad", (("x", "act", "uint8"),), ("uint8",),
 _pending(OpSpec("ResizeNearest", (("x", "act", "uint8"),), ("uint8",),
                 {"scales": ("floats", False), "sizes": ("ints", False),
                  "coordinate_transformation_mode": ("str", True), "nearest_mode": ("str", True)}))
+_pending(OpSpec("ResizeLinear", (("x", "act", "uint8"),), ("uint8",),
+                {"scales": ("floats", False), "sizes": ("ints", False),
+                 "coordinate_transformation_mode": ("str", True)}))
 
 OPS.update(PENDING_OPS)            # wired into the runtime planner/interpreter
 ALL_OPS: dict[str, OpSpec] = OPS   # the format's op table (one dict: every op is executable)
 
 SAME_SCALE_OPS = frozenset({"MaxPool", "QClip", "Reshape", "Flatten", "Transpose",
-                            "Slice", "Squeeze", "Unsqueeze", "Pad", "ResizeNearest"})
+                            "Slice", "Squeeze", "Unsqueeze", "Pad", "ResizeNearest", "ResizeLinear"})
 
 # ResizeNearest string attributes (section 4.12).
 RESIZE_COORDINATE_MODES = ("asymmetric", "half_pixel", "align_corners", "pytorch_half_pixel",
                            "tf_half_pixel_for_nn")
 RESIZE_NEAREST_MODES = ("floor", "ceil", "round_prefer_floor", "round_prefer_ceil")
+RESIZE_LINEAR_MODES = ("asymmetric", "half_pixel", "align_corners", "pytorch_half_pixel")
 
 # ---------------------------------------------------------------------------------------
 # Attribute value ranges (section 5): int attributes, and every element of ints attributes,

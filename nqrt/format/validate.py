@@ -797,6 +797,29 @@ def _check_resize_nearest(where, ins, outs, attrs):
     _same_rank(where, outs[0], r)
 
 
+def _check_resize_linear(where, ins, outs, attrs):
+    shape = ins[0]["shape"]
+    if len(shape) != 4:
+        _fail(f"{where}: x must have rank 4 ([N, C, H, W]), got {len(shape)}")
+    given = [k for k in ("scales", "sizes") if k in attrs]
+    if len(given) != 1:
+        _fail(f"{where}: exactly one of the attributes scales and sizes must be present")
+    values = _length(where, attrs, given[0], 4)
+    if given[0] == "scales":
+        for j, v in enumerate(values):
+            if not (math.isfinite(v) and v > 0.0 and is_float32(v)):
+                _fail(f"{where}: attribute scales[{j}] = {v!r} must be a finite float32 value > 0")
+        if values[0] != 1.0 or values[1] != 1.0:
+            _fail(f"{where}: scales[0] and scales[1] (N, C) must be 1, got {values[:2]}")
+    elif any(type(d) is int and v != d for v, d in zip(values[:2], shape[:2])):
+        _fail(f"{where}: sizes[0] and sizes[1] (N, C) must equal x's, got {values[:2]}")
+    mode = attrs["coordinate_transformation_mode"]
+    if mode not in schema.RESIZE_LINEAR_MODES:
+        _fail(f"{where}: attribute coordinate_transformation_mode = {_q(mode)} is not one of "
+              f"{', '.join(schema.RESIZE_LINEAR_MODES)}")
+    _same_rank(where, outs[0], 4)
+
+
 _OP_CHECKS = {
     "Quantize": _check_float_boundary,
     "Dequantize": _check_float_boundary,
@@ -821,5 +844,6 @@ _OP_CHECKS = {
     "Unsqueeze": _check_unsqueeze,
     "Pad": _check_pad,
     "ResizeNearest": _check_resize_nearest,
+    "ResizeLinear": _check_resize_linear,
 }
 assert set(_OP_CHECKS) == set(ALL_OPS), "every op of schema.ALL_OPS needs its constraint check"

@@ -424,17 +424,23 @@ def Split(ctx, n, axis=0, split=None, num_outputs=None):
     return [ctx.node(n, attrs={"axis": axis, "split": split, "num_outputs": num_outputs})]
 
 
-def _nearest_only(ctx, n, mode):
-    if mode != "nearest":
-        raise ctx.unsupported(n, f"attribute mode={mode!r} (only 'nearest')")
+def _resize_mode(ctx, n, mode, antialias=0):
+    """"nearest" or "linear" (Upsample-7's "bilinear" is "linear"); linear without antialias."""
+    mode = "linear" if mode == "bilinear" else mode
+    if mode not in ("nearest", "linear"):
+        raise ctx.unsupported(n, f"attribute mode={mode!r} (only 'nearest' and 'linear')")
+    if mode == "linear" and int(antialias):
+        raise ctx.unsupported(n, "attribute antialias=1")
+    return mode
 
 
 def Resize(ctx, n, mode="nearest", coordinate_transformation_mode="half_pixel",
            nearest_mode="round_prefer_floor", cubic_coeff_a=-0.75, exclude_outside=0,
            extrapolation_value=0.0, antialias=0, axes=None, keep_aspect_ratio_policy="stretch"):
-    """Nearest mode only.  Opset 10 (X, scales) behaves like Upsample: asymmetric + "simple"
-    (truncate when upsampling, ceil when downsampling, ONNX Runtime's legacy rule)."""
-    _nearest_only(ctx, n, mode)
+    """Nearest and linear modes.  Opset 10 (X, scales) behaves like Upsample: asymmetric (and
+    for nearest "simple": truncate when upsampling, ceil when downsampling, ONNX Runtime's
+    legacy rule)."""
+    mode = _resize_mode(ctx, n, mode, antialias)
     if keep_aspect_ratio_policy != "stretch":
         raise ctx.unsupported(n, f"attribute keep_aspect_ratio_policy={keep_aspect_ratio_policy!r}")
     if ctx.opset < 11:
@@ -445,7 +451,7 @@ def Resize(ctx, n, mode="nearest", coordinate_transformation_mode="half_pixel",
     if coordinate_transformation_mode == "tf_crop_and_resize":
         raise ctx.unsupported(n, "coordinate_transformation_mode 'tf_crop_and_resize'")
     node = ctx.node(n, inputs=inputs, attrs={
-        "mode": "nearest", "coordinate_transformation_mode": coordinate_transformation_mode,
+        "mode": mode, "coordinate_transformation_mode": coordinate_transformation_mode,
         "nearest_mode": nearest_mode, "axes": axes})
     node.attrs.pop("roi", None)              # roi matters only for tf_crop_and_resize
     if len(node.inputs) > 1:
@@ -456,9 +462,9 @@ def Resize(ctx, n, mode="nearest", coordinate_transformation_mode="half_pixel",
 
 
 def Upsample(ctx, n, mode="nearest", scales=None):
-    _nearest_only(ctx, n, mode)
+    mode = _resize_mode(ctx, n, mode)
     return [ctx.node(n, op="Resize", inputs=[n.inputs[0], "", n.inputs[1]] if len(n.inputs) > 1 else n.inputs[:1],
-                     attrs={"mode": "nearest", "coordinate_transformation_mode": "asymmetric",
+                     attrs={"mode": mode, "coordinate_transformation_mode": "asymmetric",
                             "nearest_mode": "simple", "axes": None}
                      | ({"scales": [float(np.float32(v)) for v in scales]} if scales is not None else {}))]
 

@@ -337,10 +337,8 @@ def _round_half_away(x: np.ndarray) -> np.ndarray:
     return np.where(x < 0, -a, a)
 
 
-def nearest_index(length_in: int, length_out: int, scale, coordinate_mode: str, nearest_mode: str) -> np.ndarray:
-    """Input index of every output index along one axis, as ONNX Runtime computes it: the
-    coordinate transform in float32, then the rounding rule, then a clamp to [0, L_in - 1].
-    nearest_mode "simple" is the opset <= 10 rule: truncate, or ceil when downsampling."""
+def _source_coordinates(length_in: int, length_out: int, scale, coordinate_mode: str) -> np.ndarray:
+    """float32 [length_out]: ONNX Resize's coordinate transform, in float32."""
     f = np.float32
     s, half = f(scale), f(0.5)
     xr = np.arange(length_out, dtype=np.float32)
@@ -357,6 +355,15 @@ def nearest_index(length_in: int, length_out: int, scale, coordinate_mode: str, 
     else:
         raise UnsupportedOpError(f"Resize coordinate_transformation_mode {coordinate_mode!r} is not supported",
                                  {"Resize": []})
+    return x
+
+
+def nearest_index(length_in: int, length_out: int, scale, coordinate_mode: str, nearest_mode: str) -> np.ndarray:
+    """Input index of every output index along one axis, as ONNX Runtime computes it: the
+    coordinate transform in float32, then the rounding rule, then a clamp to [0, L_in - 1].
+    nearest_mode "simple" is the opset <= 10 rule: truncate, or ceil when downsampling."""
+    s, half = np.float32(scale), np.float32(0.5)
+    x = _source_coordinates(length_in, length_out, scale, coordinate_mode)
     if nearest_mode == "floor":
         i = np.floor(x)
     elif nearest_mode == "ceil":
@@ -373,9 +380,24 @@ def nearest_index(length_in: int, length_out: int, scale, coordinate_mode: str, 
     return np.clip(i, 0, length_in - 1).astype(np.int64)
 
 
+def _linear_along(x, axis: int, length_out: int, scale, coordinate_mode: str) -> np.ndarray:
+    """ONNX Resize mode "linear" along one axis (ONNX Runtime's rule: the coordinate clamped
+    to [0, L_in − 1], then the two neighbours), float64 interpolation."""
+    d = x.shape[axis]
+    c = np.clip(_source_coordinates(d, length_out, scale, coordinate_mode), 0, d - 1).astype(np.float64)
+    i0 = np.floor(c).astype(np.int64)
+    i1 = np.minimum(i0 + 1, d - 1)
+    shape = [1] * x.ndim
+    shape[axis] = -1
+    lam = (c - i0).reshape(shape)
+    x64 = np.asarray(x, np.float64)
+    return np.take(x64, i0, axis=axis) * (1 - lam) + np.take(x64, i1, axis=axis) * lam
+
+
 def resize(attrs, x):
-    if attrs.get("mode", "nearest") != "nearest":
-        raise UnsupportedOpError(f"Resize mode {attrs['mode']!r} is not supported", {"Resize": []})
+    mode = attrs.get("mode", "nearest")
+    if mode not in ("nearest", "linear"):
+        raise UnsupportedOpError(f"Resize mode {mode!r} is not supported", {"Resize": []})
     scales, sizes = resize_params(attrs, x.shape)
     if scales is None and sizes is None:
         raise UnsupportedOpError("Resize without scales or sizes", {"Resize": []})
@@ -389,9 +411,12 @@ def resize(attrs, x):
             n = int(s * np.float32(d))
         if n == d and s == 1:
             continue
+        if mode == "linear":
+            y = _linear_along(y, ax, n, s, attrs["coordinate_transformation_mode"])
+            continue
         idx = nearest_index(d, n, s, attrs["coordinate_transformation_mode"], attrs["nearest_mode"])
         y = np.take(y, idx, axis=ax)
-    return y
+    return y.astype(x.dtype, copy=False)
 
 
 def pad(attrs, x):

@@ -262,27 +262,32 @@ def _round_half_away(x: float) -> int:
     return int(math.copysign(math.floor(abs(x) + 0.5), x))   # exact: x is a float32 value
 
 
+def source_coordinate(o: int, length_in: int, length_out: int, scale: float,
+                      coordinate_mode: str) -> np.float32:
+    """Spec 4.14: the float32 input coordinate of output index o."""
+    f32 = np.float32
+    s, half, xr = f32(scale), f32(0.5), f32(o)
+    if coordinate_mode == "asymmetric":
+        return xr / s
+    if coordinate_mode == "half_pixel":
+        return (xr + half) / s - half
+    if coordinate_mode == "pytorch_half_pixel":
+        return (xr + half) / s - half if length_out > 1 else f32(0)
+    if coordinate_mode == "tf_half_pixel_for_nn":
+        return (xr + half) / s
+    if coordinate_mode == "align_corners":
+        return xr * f32(length_in - 1) / f32(length_out - 1) if length_out > 1 else f32(0)
+    raise ValueError(f"unknown coordinate_transformation_mode {coordinate_mode!r}")
+
+
 def resize_nearest_index(length_in: int, length_out: int, scale: float, coordinate_mode: str,
                          nearest_mode: str) -> np.ndarray:
     """int64[length_out]: the input index read by each output index (spec 4.14, float32)."""
+    half = np.float32(0.5)
     f32 = np.float32
-    s, half = f32(scale), f32(0.5)
     idx = np.empty(length_out, np.int64)
     for o in range(length_out):
-        xr = f32(o)
-        if coordinate_mode == "asymmetric":
-            x = xr / s
-        elif coordinate_mode == "half_pixel":
-            x = (xr + half) / s - half
-        elif coordinate_mode == "pytorch_half_pixel":
-            x = (xr + half) / s - half if length_out > 1 else f32(0)
-        elif coordinate_mode == "tf_half_pixel_for_nn":
-            x = (xr + half) / s
-        elif coordinate_mode == "align_corners":
-            x = xr * f32(length_in - 1) / f32(length_out - 1) if length_out > 1 else f32(0)
-        else:
-            raise ValueError(f"unknown coordinate_transformation_mode {coordinate_mode!r}")
-        x = float(x)
+        x = float(source_coordinate(o, length_in, length_out, scale, coordinate_mode))
         if nearest_mode == "floor":
             i = math.floor(x)
         elif nearest_mode == "ceil":

@@ -3,7 +3,8 @@
 
   Slice -> Slice;  Split -> one Slice per output;  Squeeze / Unsqueeze -> Squeeze / Unsqueeze;
   Pad (constant) -> Pad with the pad value as a code of x's grid;  Resize / Upsample (nearest)
-  -> ResizeNearest;  GlobalMaxPool -> MaxPool over the whole (known) spatial extent;
+  -> ResizeNearest, (linear, over H and W of a 4-D tensor) -> ResizeLinear (integer
+  interpolation weights, spec 4.17: the values are recomputed, the grid kept);  GlobalMaxPool -> MaxPool over the whole (known) spatial extent;
   Identity (left between a graph input and a graph output) -> QClip [0, 255] (a copy).
 """
 
@@ -16,8 +17,8 @@ from nqrt.errors import ConversionError, UnsupportedOpError
 from nqrt.graph.ir import Graph, Node
 from nqrt.graph.shapes import is_int, norm_axis, resize_params, split_sizes
 from nqrt.quant import qparams as qp
-from nqrt.quant.context import (MAXPOOL, PAD, Q_CLIP, RESIZE_NEAREST, SLICE, SQUEEZE, UNSQUEEZE,
-                                QContext, as_ints, fused_act, node_label)
+from nqrt.quant.context import (MAXPOOL, PAD, Q_CLIP, RESIZE_LINEAR, RESIZE_NEAREST, SLICE, SQUEEZE,
+                                UNSQUEEZE, QContext, as_ints, fused_act, node_label)
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
@@ -107,6 +108,9 @@ def quantize_resize(ctx: QContext, node: Node) -> None:
     if shape is None:
         raise ConversionError(f"{label}: rank of the Resize input is unknown")
     scales, sizes = resize_params(node.attrs, shape)
+    if node.attrs.get("mode", "nearest") == "linear":
+        _quantize_resize_linear(ctx, node, shape, scales, sizes)
+        return
     nearest = node.attrs["nearest_mode"]
     if nearest == "simple":                            # opset <= 10: truncation when upsampling
         up = all(sc >= 1.0 for sc in scales) if scales is not None else \
@@ -124,6 +128,18 @@ def quantize_resize(ctx: QContext, node: Node) -> None:
     else:
         attrs["scales"] = [float(np.float32(v)) for v in scales]
     _emit_same(ctx, node, RESIZE_NEAREST, attrs)
+
+
+def _quantize_resize_linear(ctx: QContext, node: Node, shape, scales, sizes) -> None:
+    label = node_label(node)
+    attrs = {"coordinate_transformation_mode": node.attrs["coordinate_transformation_mode"]}
+    if sizes is not None:
+        if not all(is_int(d) for d in sizes):
+            raise ConversionError(f"{label}: Resize sizes with an unknown dim: {sizes}")
+        attrs["sizes"] = [int(d) for d in sizes]
+    else:
+        attrs["scales"] = [float(np.float32(v)) for v in scales]
+    _emit_same(ctx, node, RESIZE_LINEAR, attrs)
 
 
 def quantize_globalmaxpool(ctx: QContext, node: Node) -> None:
@@ -172,6 +188,24 @@ def _check_resize(graph: Graph, node: Node, consumers) -> str | None:
         return "Resize with run-time parameters"
     if not node.attrs.get("scales") and not node.attrs.get("sizes"):
         return "Resize without scales or sizes"
+    if node.attrs.get("mode", "nearest") == "linear":
+        return _check_resize_linear(graph, node)
+    return None
+
+
+def _check_resize_linear(graph: Graph, node: Node) -> str | None:
+    """ResizeLinear interpolates H and W of a 4-D (NCHW) tensor: N and C keep their length."""
+    shape = graph.value_info.get(node.inputs[0])
+    shape = None if shape is None else shape.shape
+    if shape is None or len(shape) != 4:
+        return "linear Resize of a tensor that is not 4-D (N, C, H, W)"
+    scales, sizes = node.attrs.get("scales"), node.attrs.get("sizes")
+    if scales and any(float(v) != 1.0 for v in list(scales)[:2]):
+        return "linear Resize that scales N or C"
+    if sizes and any(not is_int(d) or int(n) != int(d) for n, d in zip(list(sizes)[:2], shape[:2])):
+        return "linear Resize that resizes N or C"
+    if node.attrs.get("coordinate_transformation_mode") == "tf_half_pixel_for_nn":
+        return "linear Resize with coordinate_transformation_mode tf_half_pixel_for_nn"
     return None
 
 

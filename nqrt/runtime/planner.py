@@ -580,6 +580,28 @@ class _Builder:
                   y_size=L.numel(shape), in_shape=self._lp(in6), out_shape=self._lp(out6),
                   index=self._lp(index), index_len=int(index.size))
 
+    def ResizeLinear(self, node, i):
+        x = self._input(node)
+        a = node.attrs
+        scales, sizes = a.get("scales"), a.get("sizes")
+        if len(x.shape) != 4 or (scales is None) == (sizes is None) \
+                or len(scales if sizes is None else sizes) != 4:
+            raise FormatError(f"node {node.name!r} (ResizeLinear): need a 4-D input and one of "
+                              "scales/sizes per axis")
+        N, C, H, W = x.shape
+        if sizes is not None and (int(sizes[0]) != N or int(sizes[1]) != C):
+            raise InputError(f"node {node.name!r} (ResizeLinear): sizes {list(sizes)} resize N or C "
+                             f"of the input {list(x.shape)}")
+        OH, OW, tab = K.resize_linear_args(x.shape, a["coordinate_transformation_mode"], scales, sizes)
+        if min(N, C, OH, OW) < 1:
+            raise InputError(f"node {node.name!r} (ResizeLinear): input {list(x.shape)} resizes to "
+                             f"an empty output {[N, C, OH, OW]}")
+        cl = L.channels_last(4)
+        xv = self._ensure(x, cl)
+        y = self._out_u8(node.outputs[0], (N, C, OH, OW), cl)
+        self.emit(E.OP_RESIZE_LINEAR, x=xv.storage, y=y.storage, N=N, H=H, W=W, C=C, OH=OH, OW=OW,
+                  tab=self._lp(tab))
+
     def QConcat(self, node, i):
         vs = [self._input(node, k) for k in range(len(node.inputs))]
         r = len(vs[0].shape)

@@ -33,7 +33,7 @@ import numpy as np
 from nqrt import qmath
 from nqrt.format import schema
 from nqrt.format.model import NqModel
-from nqrt.kernels import movement
+from nqrt.kernels import movement, resize_linear
 
 
 def run(model: NqModel, feeds: dict) -> dict[str, np.ndarray]:
@@ -269,6 +269,21 @@ def _resize_nearest(model, node, env):
     return np.ascontiguousarray(x)
 
 
+def _resize_linear(model, node, env):
+    """ResizeLinear in float64 with the spec's integer weights w / 2^11 (4.17), re-quantized:
+    the integer mode's value before its rounding shift, rounded half to even here."""
+    x = _real(model, node.inputs[0], env)
+    a = node.attrs
+    OH, OW, tab = resize_linear.resize_linear_args(x.shape, a["coordinate_transformation_mode"],
+                                                   a.get("scales"), a.get("sizes"))
+    one = float(1 << resize_linear.LINEAR_BITS)
+    for axis, t in ((2, tab[:3 * OH]), (3, tab[3 * OH:])):
+        i0, i1, w = np.split(t, 3)
+        lam = (w / one).reshape((-1, 1) if axis == 2 else (-1,))
+        x = np.take(x, i0, axis=axis) * (1 - lam) + np.take(x, i1, axis=axis) * lam
+    return _requant(model, node.outputs[0], x)
+
+
 def _qconcat(model, node, env):
     y = np.concatenate([_real(model, n, env) for n in node.inputs], axis=node.attrs["axis"])
     return _requant(model, node.outputs[0], y)
@@ -337,5 +352,6 @@ _OPS = {
     "QClip": _qclip, "Reshape": _reshape, "Flatten": _flatten, "Transpose": _transpose,
     "QLut": _qlut, "QMul": _qmul, "Slice": _slice, "Squeeze": _squeeze, "Unsqueeze": _unsqueeze,
     "Pad": _pad, "ResizeNearest": _resize_nearest,
+    "ResizeLinear": _resize_linear,
 }
 assert set(_OPS) == set(schema.ALL_OPS), "simulated mode must cover the schema's op table"

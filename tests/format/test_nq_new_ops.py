@@ -52,8 +52,12 @@ def new_ops_model() -> NqModel:
     n.append(NqNode("ResizeNearest", ["up"], ["down"],
                     dict(sizes=[1, 4, 5, 5], coordinate_transformation_mode="half_pixel",
                          nearest_mode="round_prefer_floor"), "resize_sizes"))
+    t.append(_act("lin", ("N", 4, 5, 5), 0.1, 128))
+    n.append(NqNode("ResizeLinear", ["down"], ["lin"],
+                    dict(scales=[1.0, 1.0, 1.0, 1.0], coordinate_transformation_mode="half_pixel"),
+                    "resize_linear"))
     t.append(_act("u", ("N", 4, 1, 5, 5), 0.1, 128))
-    n.append(NqNode("Unsqueeze", ["down"], ["u"], dict(axes=[-3]), "unsqueeze"))
+    n.append(NqNode("Unsqueeze", ["lin"], ["u"], dict(axes=[-3]), "unsqueeze"))
     t.append(_act("s", ("N", 4, 5, 5), 0.1, 128))
     n.append(NqNode("Squeeze", ["u"], ["s"], dict(axes=[2]), "squeeze"))
     t.append(NqTensor("y", "float32", ("N", 4, 5, 5)))
@@ -154,6 +158,18 @@ CASES = [
      "node 'pad' (Pad): attribute value = 256 is out of range [0, 255]"),
     ("pad-value-float", lambda d: N(d, "pad")["attrs"].update(value=0.0),
      "node 'pad' (Pad): attribute value must be an int, got float"),
+    # ResizeLinear
+    ("resize-linear-nc", lambda d: N(d, "resize_linear")["attrs"].update(scales=[1.0, 2.0, 2.0, 2.0]),
+     "node 'resize_linear' (ResizeLinear): scales[0] and scales[1] (N, C) must be 1, got [1.0, 2.0]"),
+    ("resize-linear-sizes-c", lambda d: N(d, "resize_linear")["attrs"].pop("scales")
+     and N(d, "resize_linear")["attrs"].update(sizes=[1, 3, 5, 5]),
+     "node 'resize_linear' (ResizeLinear): sizes[0] and sizes[1] (N, C) must equal x's, got [1, 3]"),
+    ("resize-linear-mode", lambda d: N(d, "resize_linear")["attrs"].update(
+        coordinate_transformation_mode="tf_half_pixel_for_nn"),
+     "node 'resize_linear' (ResizeLinear): attribute coordinate_transformation_mode = "
+     "'tf_half_pixel_for_nn' is not one of asymmetric, half_pixel, align_corners, pytorch_half_pixel"),
+    ("resize-linear-both", lambda d: N(d, "resize_linear")["attrs"].update(sizes=[1, 4, 5, 5]),
+     "node 'resize_linear' (ResizeLinear): exactly one of the attributes scales and sizes must be present"),
     # ResizeNearest
     ("resize-both", lambda d: N(d, "resize")["attrs"].update(sizes=[1, 4, 14, 16]),
      "node 'resize' (ResizeNearest): exactly one of the attributes scales and sizes must be present"),

@@ -85,6 +85,22 @@ def test_resize_nearest_modes_match_ort(coord, nearest):
     assert op_counts(g) == {"Resize": 2}
 
 
+@pytest.mark.parametrize("coord", ["asymmetric", "half_pixel", "align_corners", "pytorch_half_pixel"])
+def test_resize_linear_modes_match_ort(coord):
+    """Bilinear: up (integer and fractional factors), down, and a 1x1 map broadcast (DeepLab's
+    image-pooling branch); ONNX Runtime's rule (the coordinate clamped to the input)."""
+    b = Builder()
+    y = b.op("Resize", ["x", "", b.const(np.array([1, 1, 2.0, 1.7], np.float32))], mode="linear",
+             coordinate_transformation_mode=coord)
+    z = b.op("Resize", ["x", "", "", b.const([1, 2, 3, 4], np.int64)], mode="linear",
+             coordinate_transformation_mode=coord)
+    p = b.op("GlobalAveragePool", ["x"])
+    w = b.op("Resize", [p, "", "", b.const([1, 2, 5, 7], np.int64)], mode="linear",
+             coordinate_transformation_mode=coord)
+    g = assert_matches_ort(b.model([("x", [1, 2, 5, 7])], [y, z, w]), {"x": (2, 5, 7)}, batches=(1,))
+    assert op_counts(g)["Resize"] == 3
+
+
 def test_resize_opset10_and_upsample_match_ort():
     b = Builder(opset=10)
     y = b.op("Resize", ["x", b.const(np.array([1, 1, 2, 3], np.float32))], mode="nearest")
@@ -92,6 +108,10 @@ def test_resize_opset10_and_upsample_match_ort():
     b = Builder(opset=9)
     y = b.op("Upsample", ["x", b.const(np.array([1, 1, 2, 2], np.float32))], mode="nearest")
     assert_matches_ort(b.model([("x", ["N", 2, 3, 4])], [y]), {"x": (2, 3, 4)})
+    for opset, op, inputs in ((9, "Upsample", []), (10, "Resize", [])):     # linear: asymmetric
+        b = Builder(opset=opset)
+        y = b.op(op, ["x", b.const(np.array([1, 1, 2, 1.5], np.float32))], mode="linear")
+        assert_matches_ort(b.model([("x", ["N", 2, 3, 4])], [y]), {"x": (2, 3, 4)})
 
 
 def test_swish_and_hardswish_fusion():

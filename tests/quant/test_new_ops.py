@@ -201,3 +201,24 @@ def test_identity_between_graph_input_and_output_is_a_copy():
     y = m.op("Identity", ["x"])
     nq = m.build([("x", ["N", 3])], [y])
     assert ops(nq) == {"QClip": 1} and node(nq, "QClip").attrs == {"act_min": 0, "act_max": 255}
+
+
+def test_linear_resize_becomes_resizelinear_and_its_limits_are_named():
+    m = M()
+    m.op("Resize", ["x", "", m.const([1, 1, 2.0, 1.5])], mode="linear",
+         coordinate_transformation_mode="pytorch_half_pixel", name="up")
+    nq = m.build([("x", ["N", 3, 4, 6])], ["resize2_0"])
+    assert ops(nq) == {"ResizeLinear": 1}
+    r = node(nq, "ResizeLinear")
+    assert r.attrs == {"coordinate_transformation_mode": "pytorch_half_pixel", "scales": [1.0, 1.0, 2.0, 1.5]}
+    assert nq.qparams(r.inputs[0]) == nq.qparams(r.outputs[0])      # same grid (spec 4.17)
+    for shape, scales, reason in ((["N", 3, 8], [1, 1, 2.0], "linear Resize of a tensor that is not 4-D"),
+                                  (["N", 3, 4, 6], [1, 2.0, 2.0, 2.0], "linear Resize that scales N or C")):
+        m = M()
+        m.op("Resize", ["x", "", m.const(scales)], mode="linear", name="up")
+        with pytest.raises(UnsupportedOpError, match=reason):
+            m.build([("x", shape)], ["resize2_0"])
+    m = M()
+    m.op("Resize", ["x", "", m.const([1, 1, 2.0, 2.0])], mode="cubic", name="up")
+    with pytest.raises(UnsupportedOpError, match="attribute mode='cubic'"):
+        m.build([("x", ["N", 3, 4, 6])], ["resize2_0"])
