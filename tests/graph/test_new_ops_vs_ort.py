@@ -101,6 +101,34 @@ def test_resize_linear_modes_match_ort(coord):
     assert op_counts(g)["Resize"] == 3
 
 
+def test_resize_sizes_from_a_symbolic_shape_fold_to_scales():
+    """F.interpolate(y, size=x.shape[-2:]) exported with a symbolic batch: the sizes come from
+    Shape(x) at run time; they fold into constant scales (1 on N and C), and the Shape chain
+    goes.  A ratio whose float32 scale would not give the size back is left alone."""
+    b = Builder()
+    y = b.op("Conv", ["x", b.weight(4, 3, 3, 3)], strides=[2, 2], pads=[1, 1, 1, 1])
+    hw = b.op("Slice", [b.op("Shape", ["x"]), b.const([2], np.int64), b.const([4], np.int64)])
+    nc = b.op("Slice", [b.op("Shape", [y]), b.const([0], np.int64), b.const([2], np.int64)])
+    sizes = b.op("Concat", [nc, hw], axis=0)
+    z = b.op("Resize", [y, "", "", sizes], mode="linear", coordinate_transformation_mode="half_pixel")
+    g = assert_matches_ort(b.model([("x", ["N", 3, 12, 10])], [z]), {"x": (3, 12, 10)})
+    assert op_counts(g) == {"Conv": 1, "Resize": 1}
+    (r,) = [n for n in g.nodes if n.op == "Resize"]
+    assert r.attrs["scales"] == [1.0, 1.0, 2.0, 2.0] and r.inputs == [y]
+    from nqrt.graph.passes.fold_constants import _symbolic_resize_scales
+    from nqrt.graph.shapes import Inference
+    inf = Inference(shapes={"x": ("N", 3, 3, 49)}, values={"s": ["N", 3, 7, 50]})
+    node = type(r)("Resize", ["x", "", "", "s"], ["o"], {"mode": "linear"}, "r")
+    assert _symbolic_resize_scales(node, inf) == [1.0, 1.0, float(np.float32(7) / np.float32(3)),
+                                                  float(np.float32(50) / np.float32(49))]
+    inf.values["s"] = ["N", 3, 31, 50]
+    inf.shapes["x"] = ("N", 3, 7, 49)                 # float32(31 / 7)·7 truncates to 30
+    assert _symbolic_resize_scales(node, inf) is None
+    inf.values["s"] = ["N", 4, 7, 50]                 # C changes with no int to compute a ratio from
+    inf.shapes["x"] = ("N", "C", 3, 49)
+    assert _symbolic_resize_scales(node, inf) is None
+
+
 def test_resize_opset10_and_upsample_match_ort():
     b = Builder(opset=10)
     y = b.op("Resize", ["x", b.const(np.array([1, 1, 2, 3], np.float32))], mode="nearest")

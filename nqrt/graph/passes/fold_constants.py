@@ -9,6 +9,11 @@
   at most one remaining unknown becomes -1.  `x.view(x.size(0), -1)` (Shape -> Gather ->
   Unsqueeze -> Concat -> Reshape) thus becomes Reshape(shape=[0, -1]) with the batch symbolic;
   the dead Shape chain is removed by dead_code.
+* Resize whose sizes are computed at run time from symbolic entries (`F.interpolate(size=
+  x.shape[-2:])` exported with a symbolic batch) gets the equivalent constant scales: an entry
+  equal to the input's dim (e.g. the batch symbol) is scale 1, an int entry the float32 ratio
+  s = size / L_in that ONNX uses with sizes, kept only when trunc(s·L_in) gives the size back
+  (then the two forms are the same resize).
 * Attribute inputs that became constants move into attributes (normalize.promote_const_inputs).
 """
 
@@ -44,6 +49,25 @@ def _symbolic_reshape(node: Node, inf: Inference) -> list[int] | None:
     return out if unknown <= 1 else None
 
 
+def _symbolic_resize_scales(node: Node, inf: Inference) -> list[float] | None:
+    sizes = inf.values.get(node.inputs[3]) if len(node.inputs) > 3 and node.inputs[3] else None
+    x = inf.shapes.get(node.inputs[0])
+    if sizes is None or x is None or len(sizes) != len(x) or node.attrs.get("axes") is not None:
+        return None
+    scales = []
+    for t, d in zip(sizes, x):
+        if t is not None and t == d:
+            scales.append(1.0)
+        elif is_int(t) and is_int(d) and int(d) > 0:
+            s = np.float32(int(t)) / np.float32(int(d))
+            if int(s * np.float32(int(d))) != int(t):
+                return None
+            scales.append(float(s))
+        else:
+            return None
+    return scales
+
+
 def _evaluate(node: Node, graph: Graph) -> list[np.ndarray]:
     if node.op == "ConstantOfShape":
         value = np.asarray(node.attrs["value"]).reshape(-1)[:1]
@@ -62,6 +86,13 @@ def run(graph: Graph) -> Graph:
             shape = _symbolic_reshape(node, inf)
             if shape is not None:
                 node.attrs["shape"] = shape
+                node.inputs = node.inputs[:1]
+        if node.op == "Resize" and len(node.inputs) > 3 and node.inputs[3] \
+                and node.inputs[3] not in graph.constants:
+            scales = _symbolic_resize_scales(node, inf)
+            if scales is not None:
+                node.attrs["scales"] = scales
+                node.attrs.pop("sizes", None)
                 node.inputs = node.inputs[:1]
         if node.outputs and all(i in graph.constants for i in node.inputs if i):
             for name, arr in zip(node.outputs, _evaluate(node, graph)):
