@@ -99,6 +99,28 @@ def instancenorm_2d_and_1d():
 
 
 @model
+def dilated_convs_on_small_maps():
+    """DeepLab's ASPP on a small map: dilation 6 / 9 with pads 6 / 9 on 5x5 (all but the centre
+    tap read padding: 1x1), dilation 3 (some taps read x: unchanged), dilation 4 with
+    asymmetric pads and stride 2 (one output pixel: its window's rows 1-2, columns 0-1)."""
+    b = Builder()
+    f = _conv(b, "x", 3, 4, 3, pads=[1, 1, 1, 1])
+    a = _conv(b, f, 4, 3, 3, dilations=[6, 6], pads=[6, 6, 6, 6])
+    c = _conv(b, f, 4, 3, 3, dilations=[9, 9], pads=[9, 9, 9, 9])
+    e = _conv(b, f, 4, 3, 3, dilations=[3, 3], pads=[3, 3, 3, 3])
+    s = _conv(b, f, 4, 3, 3, dilations=[4, 4], pads=[4, 0, 1, 5], strides=[2, 2])
+    y = b.op("Concat", [a, c, e], axis=1)
+    return b.model([("x", ["N", 3, 5, 5])], [y, s]), {"x": (3, 5, 5)}
+
+
+@model
+def conv1d_dead_taps():
+    b = Builder()
+    y = _conv(b, "x", 2, 3, [5], dilations=[4], pads=[8, 8])     # taps 0 and 4 read padding only
+    return b.model([("x", ["N", 2, 6])], [y]), {"x": (2, 6)}
+
+
+@model
 def gelu_erf_patterns():
     b = Builder(opset=17)
     y = _conv(b, "x", 3, 6, 3, pads=[1, 1, 1, 1])
@@ -424,6 +446,21 @@ def test_instancenorm_lowered_to_layernorm_and_depthwise_affine():
     assert all(n.attrs["axis"] == 2 for n in g.nodes if n.op == "LayerNormalization")
     dw = [n for n in g.nodes if n.op == "Conv" and n.attrs["group"] == 5]
     assert len(dw) == 2                   # each affine: one depthwise 1x1 conv (Add folded in)
+
+
+def test_dead_conv_taps_are_cropped():
+    g = assert_matches_ort(*MODELS["dilated_convs_on_small_maps"]())
+    ks = sorted(tuple(n.attrs["kernel_shape"]) for n in g.nodes if n.op == "Conv")
+    # the stem and dilation 3 keep 3x3; 6 and 9 become 1x1; the strided dilation-4 conv keeps
+    # rows 1..2 (row 0 reads only the top padding) and columns 0..1 (column 2 the right one)
+    assert ks == [(1, 1), (1, 1), (2, 2), (3, 3), (3, 3)]
+    (s,) = [n for n in g.nodes if n.op == "Conv" and n.attrs["kernel_shape"] == [2, 2]]
+    assert s.attrs["pads"] == [0, 0, 1, 1]
+    ones = [n for n in g.nodes if n.op == "Conv" and n.attrs["kernel_shape"] == [1, 1]]
+    assert all(n.attrs["pads"] == [0, 0, 0, 0] for n in ones)
+    g = assert_matches_ort(*MODELS["conv1d_dead_taps"]())
+    (c,) = [n for n in g.nodes if n.op == "Conv"]
+    assert c.attrs["kernel_shape"] == [3] and c.attrs["pads"] == [4, 4]
 
 
 def test_scalar_affine_is_not_a_depthwise_conv():

@@ -6,6 +6,7 @@ Each pass is one module with `run(graph) -> graph` (it may mutate its argument):
   canonicalize     Gemm/MatMul -> canonical Gemm, Conv bias always present, Sum -> Add
   lower_instancenorm  InstanceNormalization -> LayerNormalization(axis 2) + channel Mul, Add
   fold_batchnorm   BN / per-channel Mul/Add folded into Conv/Gemm, or -> depthwise 1x1 Conv
+  crop_conv_taps   Conv kernel taps that only ever read padding dropped (dilated ASPP convs)
   fuse_swish       Mul(x, Sigmoid(x)) -> Swish(x); Mul(x, HardSigmoid(x)) -> HardSwish(x);
                    the exported exact GELU x·0.5·(1 + erf(x/√2)) -> Gelu(x)
   fuse_activation  Relu / Clip -> producer attrs["act"]
@@ -18,12 +19,13 @@ from dataclasses import replace
 
 from nqrt.errors import InputError, UnsupportedOpError, name_list
 from nqrt.graph.ir import Graph
-from nqrt.graph.passes import (canonicalize, dead_code, fold_batchnorm, fold_constants,
-                               fuse_activation, fuse_swish, lower_instancenorm, remove_identity)
+from nqrt.graph.passes import (canonicalize, crop_conv_taps, dead_code, fold_batchnorm,
+                               fold_constants, fuse_activation, fuse_swish, lower_instancenorm,
+                               remove_identity)
 from nqrt.graph.shapes import annotate
 
-PIPELINE = (remove_identity, fold_constants, canonicalize, lower_instancenorm, fold_batchnorm, fuse_swish,
-            fuse_activation, dead_code)
+PIPELINE = (remove_identity, fold_constants, canonicalize, lower_instancenorm, fold_batchnorm,
+            crop_conv_taps, fuse_swish, fuse_activation, dead_code)
 MAX_ROUNDS = 10
 
 
