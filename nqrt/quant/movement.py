@@ -109,7 +109,7 @@ def quantize_resize(ctx: QContext, node: Node) -> None:
         raise ConversionError(f"{label}: rank of the Resize input is unknown")
     scales, sizes = resize_params(node.attrs, shape)
     if node.attrs.get("mode", "nearest") == "linear":
-        _quantize_resize_linear(ctx, node, shape, scales, sizes)
+        _quantize_resize_linear(ctx, node, scales, sizes)
         return
     nearest = node.attrs["nearest_mode"]
     if nearest == "simple":                            # opset <= 10: truncation when upsampling
@@ -121,25 +121,22 @@ def quantize_resize(ctx: QContext, node: Node) -> None:
         nearest = "floor"
     attrs = {"coordinate_transformation_mode": node.attrs["coordinate_transformation_mode"],
              "nearest_mode": nearest}
-    if sizes is not None:
-        if not all(is_int(d) for d in sizes):
-            raise ConversionError(f"{label}: Resize sizes with an unknown dim: {sizes}")
-        attrs["sizes"] = [int(d) for d in sizes]
-    else:
-        attrs["scales"] = [float(np.float32(v)) for v in scales]
-    _emit_same(ctx, node, RESIZE_NEAREST, attrs)
+    _emit_same(ctx, node, RESIZE_NEAREST, attrs | _resize_size_attrs(label, scales, sizes))
 
 
-def _quantize_resize_linear(ctx: QContext, node: Node, shape, scales, sizes) -> None:
-    label = node_label(node)
+def _resize_size_attrs(label: str, scales, sizes) -> dict:
+    """The `.nq` scales (float32 values) or sizes (ints) attribute of a ResizeNearest /
+    ResizeLinear."""
+    if sizes is None:
+        return {"scales": [float(np.float32(v)) for v in scales]}
+    if not all(is_int(d) for d in sizes):
+        raise ConversionError(f"{label}: Resize sizes with an unknown dim: {sizes}")
+    return {"sizes": [int(d) for d in sizes]}
+
+
+def _quantize_resize_linear(ctx: QContext, node: Node, scales, sizes) -> None:
     attrs = {"coordinate_transformation_mode": node.attrs["coordinate_transformation_mode"]}
-    if sizes is not None:
-        if not all(is_int(d) for d in sizes):
-            raise ConversionError(f"{label}: Resize sizes with an unknown dim: {sizes}")
-        attrs["sizes"] = [int(d) for d in sizes]
-    else:
-        attrs["scales"] = [float(np.float32(v)) for v in scales]
-    _emit_same(ctx, node, RESIZE_LINEAR, attrs)
+    _emit_same(ctx, node, RESIZE_LINEAR, attrs | _resize_size_attrs(node_label(node), scales, sizes))
 
 
 def quantize_globalmaxpool(ctx: QContext, node: Node) -> None:
