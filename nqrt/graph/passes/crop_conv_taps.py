@@ -39,7 +39,8 @@ def run(graph: Graph) -> Graph:
         w = graph.constants[node.inputs[1]]
         nk = w.ndim - 2
         a = node.attrs
-        if xs is None or ys is None or nk < 1 or not all(is_int(v) for v in list(xs[2:]) + list(ys[2:])):
+        if xs is None or ys is None or nk < 1 or not all(is_int(v) for v in list(xs[2:]) + list(ys[2:])) \
+                or a.get("auto_pad", "NOTSET") != "NOTSET":     # pads not explicit yet
             continue
         k, st, dil, pads = list(w.shape[2:]), list(a["strides"]), list(a["dilations"]), list(a["pads"])
         ranges = [_tap_range(int(xs[2 + j]), int(ys[2 + j]), k[j], st[j], dil[j], pads[j]) for j in range(nk)]
