@@ -9,6 +9,8 @@ Run time (`resize_linear_u8`), per output pixel and channel, exact in int32:
     t_k = (2^B − w_W)·x[h_k, w0] + w_W·x[h_k, w1]       (k = 0, 1: rows h0, h1)
     y   = ((2^B − w_H)·t_0 + w_H·t_1 + 2^(2B−1)) >> 2B  (round half up; y in [0, 255])
 
+(computed vertical step first, the same integers: see _linear_rows).
+
 |sum| ≤ 255·2^(2B) < 2^31 for B = 11.  The weights of an axis add up to 2^B, so the zero
 point passes through unchanged (y − z is the interpolation of x − z).  Output rows (n, oh)
 are split between threads in blocks; each output element is computed once, so results do not
@@ -57,36 +59,41 @@ def resize_linear_args(shape, coordinate_mode: str, scales=None, sizes=None):
 
 @njit(**JIT)
 def _linear_rows(x, tab, y, r0, r1):
-    """Output rows r0..r1-1 (r = n·OH + oh) of resize_linear_u8."""
+    """Output rows r0..r1-1 (r = n·OH + oh) of resize_linear_u8.  The vertical step runs
+    first, over the whole input row (W·C contiguous int32 values: it vectorizes), then the
+    horizontal one per output pixel: v_k = (2^B − w_H)·x[h0, k] + w_H·x[h1, k] for the input
+    columns k, y = ((2^B − w_W)·v_{w0} + w_W·v_{w1} + 2^(2B−1)) >> 2B.  In integers this is the
+    spec's sum term for term (the products distribute; no intermediate is rounded and every
+    partial sum stays below 2^31), so the order does not change a value."""
     H, W, C = x.shape[1], x.shape[2], x.shape[3]
     OH, OW = y.shape[1], y.shape[2]
+    WC = W * C
     xf = x.reshape(-1)
     yf = y.reshape(-1)
     one = np.int32(1 << LINEAR_BITS)
     rnd = np.int32(1 << (2 * LINEAR_BITS - 1))
+    v = np.empty(WC, np.int32)
     b0 = 3 * OH
     for r in range(r0, r1):
         n = r // OH
         oh = r - n * OH
-        ra = (n * H + tab[oh]) * W * C                # row h0 of image n
-        rb = (n * H + tab[OH + oh]) * W * C           # row h1
+        ra = xf[(n * H + tab[oh]) * WC:(n * H + tab[oh] + 1) * WC]           # row h0 of image n
+        rb = xf[(n * H + tab[OH + oh]) * WC:(n * H + tab[OH + oh] + 1) * WC]  # row h1
         wh = np.int32(tab[2 * OH + oh])
         vh = one - wh
-        yo = r * OW * C
+        for k in range(WC):
+            v[k] = vh * np.int32(ra[k]) + wh * np.int32(rb[k])
+        out = yf[r * OW * C:(r + 1) * OW * C]
         for ow in range(OW):
             c0 = tab[b0 + ow] * C
             c1 = tab[b0 + OW + ow] * C
             ww = np.int32(tab[b0 + 2 * OW + ow])
             vw = one - ww
-            a0 = xf[ra + c0:ra + c0 + C]
-            a1 = xf[ra + c1:ra + c1 + C]
-            e0 = xf[rb + c0:rb + c0 + C]
-            e1 = xf[rb + c1:rb + c1 + C]
-            out = yf[yo + ow * C:yo + (ow + 1) * C]
+            v0 = v[c0:c0 + C]
+            v1 = v[c1:c1 + C]
+            o = out[ow * C:(ow + 1) * C]
             for c in range(C):
-                t0 = vw * np.int32(a0[c]) + ww * np.int32(a1[c])
-                t1 = vw * np.int32(e0[c]) + ww * np.int32(e1[c])
-                out[c] = np.uint8((vh * t0 + wh * t1 + rnd) >> (2 * LINEAR_BITS))
+                o[c] = np.uint8((vw * v0[c] + ww * v1[c] + rnd) >> (2 * LINEAR_BITS))
 
 
 @njit(**PJIT)
