@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import math
 import os
 from dataclasses import dataclass
 
@@ -238,12 +239,16 @@ def LayerNormalization(ctx, n, axis=-1, epsilon=1e-5, stash_type=1):
     # stash_type 1 (the default) computes in float32, as the spec's float op does
     if int(stash_type) != 1:
         raise ctx.unsupported(n, f"attribute stash_type={stash_type} (only 1: float32)")
+    if not (math.isfinite(float(epsilon)) and float(epsilon) >= 0):
+        raise FormatError(f"LayerNormalization node {n.name}: epsilon={epsilon} (must be finite and >= 0)")
     return [ctx.node(n, attrs={"axis": int(axis), "epsilon": float(epsilon)},
                      outputs=ctx.only_first_output(n, "Mean / InvStdDev"))]
 
 
 def InstanceNormalization(ctx, n, epsilon=1e-5):
     # lowered to LayerNormalization + a channel affine by graph/passes/lower_instancenorm.py
+    if not (math.isfinite(float(epsilon)) and float(epsilon) >= 0):
+        raise FormatError(f"InstanceNormalization node {n.name}: epsilon={epsilon} (must be finite and >= 0)")
     return [ctx.node(n, attrs={"epsilon": float(epsilon)})]
 
 

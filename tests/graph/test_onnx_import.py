@@ -118,8 +118,9 @@ def test_maxpool_indices_output_used_is_unsupported():
 
 
 def test_layernorm_unsupported_forms_are_named():
-    """stash_type 0 and a used Mean output are import errors; a scale computed at run time is
-    found by the converter's support check (one line naming the node)."""
+    """stash_type 0, a used Mean output and a negative epsilon (also InstanceNormalization's)
+    are import errors; a scale computed at run time is found by the converter's support check
+    (one line naming the node)."""
     from nqrt.quant.quantizers import find_unsupported
 
     b = Builder(17)
@@ -132,6 +133,12 @@ def test_layernorm_unsupported_forms_are_named():
     m.graph.output.append(helper.make_tensor_value_info(mean, TensorProto.FLOAT, None))
     with pytest.raises(UnsupportedOpError, match="LayerNormalization node ln: Mean / InvStdDev output"):
         load_onnx(m)
+    for op, ins in (("LayerNormalization", lambda b: ["x", b.weight(4)]),
+                    ("InstanceNormalization", lambda b: ["x", b.weight(3), b.weight(3)])):
+        b = Builder(17)
+        y = b.op(op, ins(b), epsilon=-1.0, name="norm")
+        with pytest.raises(FormatError, match=f"{op} node norm: epsilon=-1.0 \\(must be finite and >= 0\\)"):
+            load_onnx(b.model([("x", ["N", 3, 4])], [y]))
     b = Builder(17)
     y = b.op("LayerNormalization", ["x", b.op("Relu", ["s"])], name="ln")
     g = load_onnx(b.model([("x", ["N", 3, 4]), ("s", [4])], [y]))
