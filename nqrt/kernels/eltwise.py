@@ -577,11 +577,16 @@ def _transpose_generic(x, shape, perm, y):
 
 @njit(**JIT)
 def _transpose_rows(x, y, ys, st, r0, r1):
+    """Rows r0..r1-1 of y (ys[5] elements each); the x offset of each row follows an odometer
+    over ys[0:5] (one unravel per call: a row of a depth-to-space is 16..128 bytes, where
+    four 64-bit divisions per row cost as much as the copy)."""
     L = ys[5]
     s5 = st[5]
+    if r0 >= r1:
+        return
+    i0, i1, i2, i3, i4 = _unravel5(r0, ys)
+    o = i0 * st[0] + i1 * st[1] + i2 * st[2] + i3 * st[3] + i4 * st[4]
     for r in range(r0, r1):
-        i0, i1, i2, i3, i4 = _unravel5(r, ys)
-        o = i0 * st[0] + i1 * st[1] + i2 * st[2] + i3 * st[3] + i4 * st[4]
         yr = y[r * L:(r + 1) * L]
         if s5 == 1:
             xr = x[o:o + L]
@@ -590,6 +595,27 @@ def _transpose_rows(x, y, ys, st, r0, r1):
         else:
             for k in range(L):
                 yr[k] = x[o + k * s5]
+        i4 += 1                                # odometer: next row's indices and offset
+        o += st[4]
+        if i4 == ys[4]:
+            i4 = 0
+            o -= ys[4] * st[4]
+            i3 += 1
+            o += st[3]
+            if i3 == ys[3]:
+                i3 = 0
+                o -= ys[3] * st[3]
+                i2 += 1
+                o += st[2]
+                if i2 == ys[2]:
+                    i2 = 0
+                    o -= ys[2] * st[2]
+                    i1 += 1
+                    o += st[1]
+                    if i1 == ys[1]:
+                        i1 = 0
+                        o -= ys[1] * st[1]
+                        o += st[0]
 
 
 @njit(**PJIT)

@@ -62,13 +62,22 @@ def transpose_args(shape, src: Perm, dst: Perm) -> tuple[list[int], list[int]]:
     """Arguments (input shape, perm) of the rank-6 transpose kernel that turns the bytes of
     layout `src` into layout `dst` (numpy semantics: y = x.reshape(shape).transpose(perm)).
 
-    Dims of size 1 are dropped first (they do not move bytes); raises ValueError if more
-    than 6 non-trivial dims remain.
+    Dims of size 1 are dropped first (they do not move bytes), then dims adjacent in both
+    layouts are merged into one (they move as one block: the depth-to-space of a transposed
+    convolution moves runs of stride·C bytes, not C-byte rows); raises ValueError if more than
+    6 dims remain.
     """
     keep = [d for d in src if shape[d] != 1]
     dst_keep = [d for d in dst if shape[d] != 1]
-    in_shape = [int(shape[d]) for d in keep]
-    tperm = [keep.index(d) for d in dst_keep]
+    runs: list[list[int]] = []                 # maximal runs of dst_keep consecutive in keep
+    for d in dst_keep:
+        if runs and keep.index(runs[-1][-1]) + 1 == keep.index(d):
+            runs[-1].append(d)
+        else:
+            runs.append([d])
+    src_runs = sorted(runs, key=lambda r: keep.index(r[0]))
+    in_shape = [math.prod(int(shape[d]) for d in r) for r in src_runs]
+    tperm = [src_runs.index(r) for r in runs]
     if len(in_shape) > KERNEL_RANK:
         raise ValueError(f"transpose of rank {len(in_shape)} > {KERNEL_RANK}")
     pad = KERNEL_RANK - len(in_shape)

@@ -6,6 +6,7 @@ import pytest
 
 from nqrt import qmath
 from nqrt.kernels import cpu
+from nqrt.runtime import layout as L
 from nqrt.kernels.eltwise import (add_u8, clip_u8, dequantize_u8, quantize_f32, requant_copy_u8,
                                   transpose_f32, transpose_u8)
 import naive
@@ -295,6 +296,44 @@ def test_transpose_batched_and_outer_strides(shape, perm):
         y = np.zeros(x.size, dt)
         fn(xx.ravel(), shape6, perm6, y)
         assert np.array_equal(y, xx.transpose(perm).ravel())
+
+
+@pytest.mark.parametrize("shape,perm", [((3, 4, 5, 6, 7, 40), (2, 0, 4, 1, 3, 5)),
+                                        ((2, 3, 2, 3, 2, 3), (5, 3, 1, 4, 2, 0))])
+def test_transpose_rows_odometer(shape, perm):
+    """Row mode (y's innermost dim contiguous in x, or strided): each task unravels its first
+    row once and steps the rest with an odometer that carries across all five outer dims;
+    with more than CHUNK elements tasks start mid-way through the dims (2 threads)."""
+    rng = np.random.default_rng(len(shape) + shape[-1])
+    x = rng.integers(0, 256, shape, dtype=np.uint8)
+    want = x.transpose(perm).ravel()
+    for nt in (1, 2):
+        for fn, dt in ((transpose_u8, np.uint8), (transpose_f32, np.float32)):
+            y = np.zeros(x.size, dt)
+            with_threads(nt, fn, x.astype(dt).ravel(), np.array(shape, np.int64), np.array(perm, np.int64), y)
+            assert np.array_equal(y, want.astype(dt)), (nt, dt)
+
+
+def test_transpose_args_merge_dims_that_move_together():
+    """Dims adjacent in both layouts become one kernel dim (the depth-to-space of a transposed
+    convolution: runs of stride·C bytes); the kernel then still gives numpy's transpose for
+    random layouts of random shapes."""
+    assert L.transpose_args((2, 3, 4, 5), (0, 1, 2, 3), (0, 2, 3, 1)) == ([1, 1, 1, 2, 3, 20], [0, 1, 2, 3, 5, 4])
+    assert L.transpose_args((1, 8, 1, 6), (0, 1, 2, 3), (0, 2, 3, 1)) == ([1, 1, 1, 1, 8, 6], [0, 1, 2, 3, 5, 4])
+    rng = np.random.default_rng(7)
+    for _ in range(40):
+        rank = int(rng.integers(2, 8))
+        shape = tuple(int(v) for v in rng.integers(1, 4, rank))
+        src, dst = tuple(rng.permutation(rank)), tuple(rng.permutation(rank))
+        try:
+            shape6, perm6 = L.transpose_args(shape, src, dst)
+        except ValueError:             # more than 6 dims that move separately
+            continue
+        x = rng.integers(0, 256, shape, dtype=np.uint8)
+        y = np.zeros(x.size, np.uint8)
+        transpose_u8(np.ascontiguousarray(x.transpose(src)).ravel(), np.array(shape6, np.int64),
+                     np.array(perm6, np.int64), y)
+        assert np.array_equal(y, np.ascontiguousarray(x.transpose(dst)).ravel()), (shape, src, dst)
 
 
 @pytest.mark.parametrize("outer,g,c", [((2, 28, 28), 2, 58), ((1, 14, 14), 2, 116),
