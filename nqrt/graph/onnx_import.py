@@ -106,6 +106,32 @@ def Conv(ctx, n, auto_pad="NOTSET", dilations=None, group=1, kernel_shape=None, 
     return [ctx.node(n, attrs=attrs)]
 
 
+def ConvTranspose(ctx, n, auto_pad="NOTSET", dilations=None, group=1, kernel_shape=None,
+                  output_padding=None, output_shape=None, pads=None, strides=None):
+    """Kept as a node until graph/passes/lower_convtranspose.py rewrites it as a Conv plus a
+    depth-to-space; here only the attributes are checked and their defaults filled."""
+    w = ctx.constants.get(n.inputs[1]) if len(n.inputs) > 1 else None
+    if w is not None and w.ndim not in (3, 4):
+        raise ctx.unsupported(n, f"weight of rank {w.ndim} (only 1-D and 2-D transposed convolution)")
+    if kernel_shape is None and w is not None:
+        kernel_shape = list(w.shape[2:])
+    attrs = _window_attrs(ctx, n, auto_pad, kernel_shape, strides, pads, dilations)
+    nk = len(kernel_shape) if kernel_shape is not None else None
+    attrs["output_padding"] = list(output_padding) if output_padding else ([0] * nk if nk else None)
+    attrs["output_shape"] = list(output_shape) if output_shape else None
+    attrs["group"] = int(group)
+    for key in ("strides", "dilations"):
+        if attrs[key] is not None and min(attrs[key]) < 1:
+            raise FormatError(f"ConvTranspose node {n.name}: {key}={attrs[key]} (must be >= 1)")
+    for key in ("pads", "output_padding"):
+        if attrs[key] is not None and min(attrs[key]) < 0:
+            raise FormatError(f"ConvTranspose node {n.name}: {key}={attrs[key]} (must be >= 0)")
+    if int(group) < 1 or (w is not None and w.shape[0] % int(group)):
+        raise FormatError(f"ConvTranspose node {n.name}: group={group} does not divide the "
+                          f"{w.shape[0] if w is not None else '?'} input channels of the weight")
+    return [ctx.node(n, attrs=attrs)]
+
+
 def Gemm(ctx, n, alpha=1.0, beta=1.0, transA=0, transB=0):
     if transA and n.inputs[0] not in ctx.constants:
         raise ctx.unsupported(n, "attribute transA=1 with a non-constant A")
@@ -475,7 +501,7 @@ def Upsample(ctx, n, mode="nearest", scales=None):
 
 
 IMPORTERS = {
-    "Conv": Conv, "Gemm": Gemm, "MatMul": MatMul,
+    "Conv": Conv, "ConvTranspose": ConvTranspose, "Gemm": Gemm, "MatMul": MatMul,
     "Add": Add, "Sub": Sub, "Mul": Mul, "Div": Div, "Sum": Sum, "Concat": Concat,
     "MaxPool": MaxPool, "AveragePool": AveragePool,
     "GlobalAveragePool": GlobalAveragePool, "GlobalMaxPool": GlobalMaxPool,

@@ -26,7 +26,7 @@ from numpy.lib.stride_tricks import as_strided
 from nqrt.errors import InputError, NqrtError, UnsupportedOpError
 from nqrt.graph.ir import Graph, Node
 from nqrt.graph.normalize import attr_from_tensor
-from nqrt.graph.shapes import (ATTR_INPUTS, norm_axis, resize_params, resolve_auto_pad, shape_range,
+from nqrt.graph.shapes import (ATTR_INPUTS, conv_transpose_output, conv_transpose_pads, norm_axis, resize_params, resolve_auto_pad, shape_range,
                                slice_params, slice_range, split_sizes, window_output_dim)
 
 # -- windows --------------------------------------------------------------------------------
@@ -94,6 +94,35 @@ def conv(attrs, x, w, b=None):
     if b is not None:
         y += b.reshape((1, m) + (1,) * nk).astype(np.float32)
     return y
+
+
+def conv_transpose(attrs, x, w, b=None):
+    """ONNX ConvTranspose by its definition: every input pixel scatters x·w over the full
+    output (tap t of axis i lands at i·s + t·d), which the pads then crop.  Float64
+    accumulation; independent of the Conv + depth-to-space lowering the converter uses."""
+    nk = x.ndim - 2
+    k = [int(v) for v in w.shape[2:]]
+    st = list(attrs.get("strides") or [1] * nk)
+    dil = list(attrs.get("dilations") or [1] * nk)
+    pads = conv_transpose_pads(attrs, x.shape[2:], k)
+    out = conv_transpose_output(attrs, x.shape[2:], k)
+    n, c = x.shape[:2]
+    g = int(attrs.get("group", 1))
+    cg, mg = c // g, w.shape[1]
+    full = [max(st[i] * (x.shape[2 + i] - 1) + (k[i] - 1) * dil[i] + 1, pads[i] + out[i]) for i in range(nk)]
+    y = np.zeros((n, g, mg) + tuple(full))
+    xg = x.astype(np.float64).reshape((n, g, cg) + x.shape[2:])
+    wg = w.astype(np.float64).reshape((g, cg, mg) + tuple(k))
+    for taps in np.ndindex(*k):
+        contrib = np.einsum("ngc...,gcm->ngm...", xg, wg[(Ellipsis,) + taps])
+        at = tuple(slice(t * dil[i], t * dil[i] + (x.shape[2 + i] - 1) * st[i] + 1, st[i])
+                   for i, t in enumerate(taps))
+        y[(slice(None),) * 3 + at] += contrib
+    y = y.reshape((n, g * mg) + tuple(full))
+    y = y[(slice(None),) * 2 + tuple(slice(pads[i], pads[i] + out[i]) for i in range(nk))]
+    if b is not None:
+        y = y + b.astype(np.float64).reshape((1, g * mg) + (1,) * nk)
+    return y.astype(np.float32)
 
 
 def max_pool(attrs, x):
@@ -460,6 +489,7 @@ def _sum(attrs, *xs):
 
 OPS: dict[str, Callable] = {
     "Conv": conv,
+    "ConvTranspose": conv_transpose,
     "Gemm": gemm,
     "MatMul": lambda attrs, a, b: np.matmul(a, b),
     "Add": _binary(np.add),

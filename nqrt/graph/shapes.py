@@ -141,6 +141,55 @@ def resolve_auto_pad(attrs: dict, spatial: Shape) -> list[int] | None:
     return begins + ends
 
 
+def conv_transpose_pads(attrs: dict, spatial: Shape, kernel) -> list[int] | None:
+    """Pads [b0, b1, ..., e0, e1, ...] of a ConvTranspose (ONNX, as ONNX Runtime resolves them);
+    None when they depend on unknown input dims.
+
+    The full (uncropped) output of axis i is s·(L − 1) + output_padding + (k − 1)·d + 1 long;
+    the pads crop it.  With output_shape (spatial dims) or auto_pad SAME_* (output L·s) the
+    total crop is that length minus the requested one, split with the odd unit at the end for
+    SAME_UPPER and at the beginning otherwise (SAME_LOWER, or NOTSET with output_shape).
+    ValueError if output_shape asks for more than the full output.
+    """
+    mode = attrs.get("auto_pad", "NOTSET")
+    k = [int(v) for v in kernel]
+    nk = len(k)
+    out_shape = attrs.get("output_shape")
+    if not out_shape and mode == "NOTSET":
+        return [int(v) for v in attrs.get("pads") or [0] * (2 * nk)]
+    if not out_shape and mode == "VALID":
+        return [0] * (2 * nk)
+    if not known(spatial):
+        return None
+    st, dil = attrs.get("strides") or [1] * nk, attrs.get("dilations") or [1] * nk
+    op = attrs.get("output_padding") or [0] * nk
+    begins, ends = [], []
+    for i, size in enumerate(spatial):
+        full = st[i] * (int(size) - 1) + op[i] + (k[i] - 1) * dil[i] + 1
+        want = int(out_shape[i]) if out_shape else int(size) * st[i]
+        total = full - want
+        if total < 0:
+            raise ValueError(f"output_shape {list(out_shape)} larger than the full transposed "
+                             f"convolution ({full} on axis {i})")
+        small = total // 2
+        b = small if mode == "SAME_UPPER" else total - small
+        begins.append(b)
+        ends.append(total - b)
+    return begins + ends
+
+
+def conv_transpose_output(attrs: dict, spatial: Shape, kernel) -> Shape:
+    """Spatial output dims of a ConvTranspose (None where unknown)."""
+    nk = len(kernel)
+    pads = conv_transpose_pads(attrs, spatial, kernel)
+    st, dil = attrs.get("strides") or [1] * nk, attrs.get("dilations") or [1] * nk
+    op = attrs.get("output_padding") or [0] * nk
+    if pads is None:
+        return (None,) * nk
+    return tuple(st[i] * (int(L) - 1) + op[i] + (int(kernel[i]) - 1) * dil[i] + 1 - pads[i] - pads[nk + i]
+                 if is_int(L) else None for i, L in enumerate(spatial))
+
+
 def _symbolic_product(dims) -> tuple[int, Counter, bool]:
     num, syms, unknown = 1, Counter(), False
     for d in dims:
@@ -220,6 +269,17 @@ def _conv(n, s, inf):
         return [(x[0],) + (None,) * (len(x) - 1)]
     m = w[0] if w is not None else None
     return [(x[0], m) + _window_dims(a, x[2:], k)]
+
+
+def _conv_transpose(n, s, inf):
+    x, w = s[0], s[1]
+    if x is None:
+        return [None]
+    k = n.attrs.get("kernel_shape") or (list(w[2:]) if w is not None else None)
+    m = w[1] * int(n.attrs.get("group", 1)) if w is not None and is_int(w[1]) else None
+    if k is None or not all(is_int(d) for d in k):
+        return [(x[0], m) + (None,) * (len(x) - 2)]
+    return [(x[0], m) + conv_transpose_output(n.attrs, x[2:], k)]
 
 
 def _window_dims(a, spatial, k) -> Shape:
@@ -514,7 +574,7 @@ def _resize(n, s, inf):
 
 
 RULES = {
-    "Conv": _conv, "Gemm": _gemm, "MatMul": _matmul,
+    "Conv": _conv, "ConvTranspose": _conv_transpose, "Gemm": _gemm, "MatMul": _matmul,
     "Add": _elementwise, "Sub": _elementwise, "Mul": _elementwise, "Div": _elementwise,
     "Sum": _elementwise, "Concat": _concat,
     "MaxPool": _pool, "AveragePool": _pool,

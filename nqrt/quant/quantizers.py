@@ -436,13 +436,22 @@ CHECKS: dict[str, Callable] = {
 }
 
 
+# Ops that graph passes lower to others (graph/passes); one left in the graph was not lowered.
+NOT_LOWERED: dict[str, str] = {
+    "ConvTranspose": "ConvTranspose with a non-constant weight or bias, or an input whose "
+                     "channel count or spatial size is unknown",
+    "InstanceNormalization": "InstanceNormalization with a non-constant scale or bias, or an "
+                             "input of unknown rank",
+}
+
+
 def find_unsupported(graph: Graph) -> dict[str, list[str]]:
     """{op type or reason: [node labels]} for every node that cannot be converted."""
     consumers = graph.consumers()
     bad: dict[str, list[str]] = {}
     for node in graph.nodes:
         if node.op not in QUANTIZERS:
-            reason = node.op
+            reason = NOT_LOWERED.get(node.op, node.op)
         else:
             check = CHECKS.get(node.op)
             reason = check(graph, node, consumers) if check else None

@@ -10,6 +10,9 @@ Each pass is one module with `run(graph) -> graph` (it may mutate its argument):
   fuse_swish       Mul(x, Sigmoid(x)) -> Swish(x); Mul(x, HardSigmoid(x)) -> HardSwish(x);
                    the exported exact GELU x·0.5·(1 + erf(x/√2)) -> Gelu(x)
   fuse_activation  Relu / Clip -> producer attrs["act"]
+  lower_convtranspose  ConvTranspose -> Conv (one output channel per phase) + depth-to-space
+                   (Reshape / Transpose / Reshape) + crop (Slice); after the two folds above,
+                   so a following BN and Relu end up in the Conv
   dead_code        unused nodes and constants removed
 """
 
@@ -20,12 +23,12 @@ from dataclasses import replace
 from nqrt.errors import InputError, UnsupportedOpError, name_list
 from nqrt.graph.ir import Graph
 from nqrt.graph.passes import (canonicalize, crop_conv_taps, dead_code, fold_batchnorm,
-                               fold_constants, fuse_activation, fuse_swish, lower_instancenorm,
-                               remove_identity)
+                               fold_constants, fuse_activation, fuse_swish, lower_convtranspose,
+                               lower_instancenorm, remove_identity)
 from nqrt.graph.shapes import annotate
 
 PIPELINE = (remove_identity, fold_constants, canonicalize, lower_instancenorm, fold_batchnorm,
-            crop_conv_taps, fuse_swish, fuse_activation, dead_code)
+            crop_conv_taps, fuse_swish, fuse_activation, lower_convtranspose, dead_code)
 MAX_ROUNDS = 10
 
 

@@ -7,10 +7,10 @@ one axis of x (the channel axis) and y has x's shape:
   Mul(x, c): a = c, b = 0;  Add(x, c): a = 1, b = c;  Sub(x, c): a = 1, b = -c;
   Sub(c, x): a = -1, b = c;  Div(x, c): a = 1 / c, b = 0     (c of one non-1 axis, or scalar)
 One forward sweep, for each channel affine node:
-  1. if its producer P is Conv (axis 1), canonical Gemm (axis = last) or BatchNormalization
-     (axis 1), P's output is read by this node only and is not a graph output: fold into P
-     (W[m] *= a[m]; bias = bias * a + b, or gamma *= a; beta = beta * a + b) — exact up to
-     float rounding;
+  1. if its producer P is Conv or ConvTranspose (axis 1), canonical Gemm (axis = last) or
+     BatchNormalization (axis 1), P's output is read by this node only and is not a graph
+     output: fold into P (W[m] *= a[m], for ConvTranspose W[:, m] per group; bias = bias * a
+     + b, or gamma *= a; beta = beta * a + b) — exact up to float rounding;
   2. otherwise, if x has rank 3 or 4 and the affine acts on axis 1 with C = x.shape[1] known:
      rewrite as Conv(group=C, W[C, 1, 1(, 1)] = a, bias = b), so standalone BNs (DenseNet's
      BN after Concat) still map to an integer kernel; a following affine then folds into it;
@@ -69,7 +69,7 @@ def channel_affine(node: Node, graph: Graph, inf: Inference):
 
 
 def _channel_axis(p: Node, inf: Inference) -> int | None:
-    if p.op in ("Conv", "BatchNormalization"):
+    if p.op in ("Conv", "ConvTranspose", "BatchNormalization"):
         return 1
     shape = inf.shapes.get(p.outputs[0])
     return None if shape is None else len(shape) - 1
@@ -88,10 +88,17 @@ def _fold(p: Node, a, b, graph: Graph, names: NameGen) -> None:
         c[p.inputs[2]] = (beta * a + b).astype(np.float32)
         return
     w = c[p.inputs[1]]
-    m = w.shape[0]
+    if p.op == "ConvTranspose":       # W[C_in, M/g, k...]: output channel gi·M/g + j is W[gi·C_in/g :, j]
+        g = int(p.attrs.get("group", 1))
+        m = w.shape[1] * g
+        per_out = np.broadcast_to(a, (m,)).reshape((g, 1, w.shape[1]) + (1,) * (w.ndim - 2))
+        new_w = (w.astype(np.float64).reshape((g, w.shape[0] // g) + w.shape[1:]) * per_out).reshape(w.shape)
+    else:
+        m = w.shape[0]
+        new_w = w.astype(np.float64) * np.broadcast_to(a, (m,)).reshape((m,) + (1,) * (w.ndim - 1))
+    new_w = new_w.astype(np.float32)
     a, b = np.broadcast_to(a, (m,)), np.broadcast_to(b, (m,))
     bias = c[p.inputs[2]].astype(np.float64) if len(p.inputs) > 2 and p.inputs[2] else np.zeros(m)
-    new_w = (w.astype(np.float64) * a.reshape((m,) + (1,) * (w.ndim - 1))).astype(np.float32)
     p.inputs = [p.inputs[0], names(f"{base}_W"), names(f"{base}_bias")]
     c[p.inputs[1]] = new_w
     c[p.inputs[2]] = (bias * a + b).astype(np.float32)
@@ -126,7 +133,8 @@ def run(graph: Graph) -> Graph:
         p = producers.get(x)
         foldable = (p is not None and consumers.get(x, 0) == 1
                     and x not in outputs and len(p.outputs) == 1
-                    and (p.op == "Conv" and p.inputs[1] in graph.constants
+                    and (p.op in ("Conv", "ConvTranspose") and p.inputs[1] in graph.constants
+                         and (len(p.inputs) < 3 or not p.inputs[2] or p.inputs[2] in graph.constants)
                          or p.op == "BatchNormalization" and aff_ok(p, graph)
                          or is_canonical_gemm(p, graph))
                     and (axis is None or axis == _channel_axis(p, inf)))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from nqrt.graph.ir import Graph
 
-FUSABLE = frozenset({"Conv", "Gemm", "Add", "AveragePool", "GlobalAveragePool", "ReduceMean", "MaxPool"})
+FUSABLE = frozenset({"Conv", "ConvTranspose", "Gemm", "Add", "AveragePool", "GlobalAveragePool", "ReduceMean", "MaxPool"})
 
 
 def _bounds(node) -> tuple[float, float]:
