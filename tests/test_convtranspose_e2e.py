@@ -1,6 +1,8 @@
-"""ConvTranspose end to end: a small U-Net (k2 s2 up-convolution, skip Concat), a DCGAN-style
-generator stage (k4 s2 p1 -> BatchNormalization -> Relu, grouped k3 s2 p1 op1, Tanh), and a
-dilated transposed convolution whose odd phases get no taps (all-zero weight channels).
+"""Learned upsampling end to end: a small U-Net (ConvTranspose k2 s2, skip Concat), a
+DCGAN-style generator stage (k4 s2 p1 -> BatchNormalization -> Relu, grouped k3 s2 p1 op1,
+Tanh), a dilated transposed convolution whose odd phases get no taps (all-zero weight
+channels), and an ESPCN-style super-resolution net (convs, then DepthToSpace CRD as
+PyTorch's PixelShuffle exports it).
 Converted with calibration, run in int8 and simulated mode against ONNX Runtime FP32; int8
 identical to simulate and across thread counts; every ConvTranspose is one QConv."""
 
@@ -48,7 +50,15 @@ def _dilated():
     return b.model([("x", ["N", 4, 7, 7])], [y]), (4, 7, 7), 1
 
 
-@pytest.mark.parametrize("build", [_unet, _generator, _dilated])
+def _pixel_shuffle():
+    b = Builder(opset=17)
+    y = b.op("Relu", [b.op("Conv", ["x", b.weight(16, 1, 5, 5), b.weight(16)], pads=[2, 2, 2, 2])])
+    y = b.op("Conv", [y, b.weight(9, 16, 3, 3), b.weight(9)], pads=[1, 1, 1, 1])
+    y = b.op("DepthToSpace", [y], blocksize=3, mode="CRD")
+    return b.model([("x", ["N", 1, 10, 12])], [y]), (1, 10, 12), 0
+
+
+@pytest.mark.parametrize("build", [_unet, _generator, _dilated, _pixel_shuffle])
 def test_convtranspose_model_int8_close_to_float(build, tmp_path):
     m, shape, n_convtranspose = build()
     src = tmp_path / "m.onnx"

@@ -455,6 +455,23 @@ def Split(ctx, n, axis=0, split=None, num_outputs=None):
     return [ctx.node(n, attrs={"axis": axis, "split": split, "num_outputs": num_outputs})]
 
 
+def _blocksize(ctx, n, blocksize):
+    if blocksize is None or int(blocksize) < 1:
+        raise FormatError(f"{n.op} node {n.name} needs a blocksize attribute >= 1")
+    return int(blocksize)
+
+
+def DepthToSpace(ctx, n, blocksize=None, mode="DCR"):
+    # lowered to Reshape / Transpose / Reshape by graph/passes/lower_space_depth.py
+    if mode not in ("DCR", "CRD"):
+        raise ctx.unsupported(n, f"attribute mode={mode!r}")
+    return [ctx.node(n, attrs={"blocksize": _blocksize(ctx, n, blocksize), "mode": mode})]
+
+
+def SpaceToDepth(ctx, n, blocksize=None):
+    return [ctx.node(n, attrs={"blocksize": _blocksize(ctx, n, blocksize)})]
+
+
 def _resize_mode(ctx, n, mode, antialias=0):
     """"nearest" or "linear" (Upsample-7's "bilinear" is "linear"); linear without antialias."""
     mode = "linear" if mode == "bilinear" else mode
@@ -516,6 +533,7 @@ IMPORTERS = {
     "Softplus": Softplus, "Softsign": Softsign, "Abs": Abs, "Neg": Neg, "Exp": Exp, "Log": Log,
     "Sqrt": Sqrt, "Reciprocal": Reciprocal, "Pow": Pow,
     "Split": Split, "Resize": Resize, "Upsample": Upsample,
+    "DepthToSpace": DepthToSpace, "SpaceToDepth": SpaceToDepth,
 }
 _KWARGS = {op: set(inspect.signature(fn).parameters) - {"ctx", "n"} for op, fn in IMPORTERS.items()}
 

@@ -125,6 +125,24 @@ def conv_transpose(attrs, x, w, b=None):
     return y.astype(np.float32)
 
 
+def depth_to_space(attrs, x):
+    """ONNX DepthToSpace, as the spec writes it (DCR: depth-column-row, CRD: column-row-depth)."""
+    n, c, h, w = x.shape
+    b = int(attrs["blocksize"])
+    if attrs.get("mode", "DCR") == "DCR":
+        t = x.reshape(n, b, b, c // (b * b), h, w).transpose(0, 3, 4, 1, 5, 2)
+    else:
+        t = x.reshape(n, c // (b * b), b, b, h, w).transpose(0, 1, 4, 2, 5, 3)
+    return np.ascontiguousarray(t).reshape(n, c // (b * b), h * b, w * b)
+
+
+def space_to_depth(attrs, x):
+    n, c, h, w = x.shape
+    b = int(attrs["blocksize"])
+    t = x.reshape(n, c, h // b, b, w // b, b).transpose(0, 3, 5, 1, 2, 4)
+    return np.ascontiguousarray(t).reshape(n, c * b * b, h // b, w // b)
+
+
 def max_pool(attrs, x):
     if attrs.get("storage_order", 0):
         raise UnsupportedOpError("MaxPool storage_order=1 is not supported", {"MaxPool": []})
@@ -526,6 +544,8 @@ OPS: dict[str, Callable] = {
     "Pow": lambda attrs, a, b: np.power(a, b.astype(a.dtype)) if a.dtype.kind == "f" else np.power(a, b),
     "Split": split,
     "Resize": resize,
+    "DepthToSpace": depth_to_space,
+    "SpaceToDepth": space_to_depth,
     **UNARY,
 }
 

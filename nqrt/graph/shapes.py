@@ -282,6 +282,18 @@ def _conv_transpose(n, s, inf):
     return [(x[0], m) + conv_transpose_output(n.attrs, x[2:], k)]
 
 
+def _space_depth(n, s, inf):
+    """DepthToSpace: [N, C, H, W] -> [N, C/b², H·b, W·b]; SpaceToDepth the inverse."""
+    x = s[0]
+    if x is None or len(x) != 4:
+        return [None]
+    b = int(n.attrs["blocksize"])
+    up = n.op == "DepthToSpace"
+    c = (x[1] // (b * b) if up else x[1] * b * b) if is_int(x[1]) else None
+    hw = tuple((d * b if up else d // b) if is_int(d) else None for d in x[2:])
+    return [(x[0], c) + hw]
+
+
 def _window_dims(a, spatial, k) -> Shape:
     attrs = dict(a, kernel_shape=list(k))
     attrs.setdefault("strides", [1] * len(k))
@@ -585,6 +597,7 @@ RULES = {
     "Shape": _shape, "Gather": _gather, "Unsqueeze": _unsqueeze, "Squeeze": _squeeze,
     "Slice": _slice, "ConstantOfShape": _constant_of_shape, "Pad": _pad,
     "Pow": _elementwise, "Split": _split, "Resize": _resize, "Upsample": _resize,
+    "DepthToSpace": _space_depth, "SpaceToDepth": _space_depth,
     **{op: _same for op in UNARY_OPS},
 }
 

@@ -442,6 +442,8 @@ NOT_LOWERED: dict[str, str] = {
                      "channel count or spatial size is unknown",
     "InstanceNormalization": "InstanceNormalization with a non-constant scale or bias, or an "
                              "input of unknown rank",
+    "DepthToSpace": "DepthToSpace of an input that is not 4-D with known C, H, W",
+    "SpaceToDepth": "SpaceToDepth of an input that is not 4-D with known C, H, W",
 }
 
 
