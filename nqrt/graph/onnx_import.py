@@ -455,6 +455,16 @@ def Split(ctx, n, axis=0, split=None, num_outputs=None):
     return [ctx.node(n, attrs={"axis": axis, "split": split, "num_outputs": num_outputs})]
 
 
+def Range(ctx, n):
+    # evaluated by fold_constants when start / limit / delta are known (anchor grids of
+    # detection heads, computed from feature-map sizes); a run-time Range stays unsupported
+    return _plain(ctx, n)
+
+
+def Expand(ctx, n):
+    return _plain(ctx, n)
+
+
 def _blocksize(ctx, n, blocksize):
     if blocksize is None or int(blocksize) < 1:
         raise FormatError(f"{n.op} node {n.name} needs a blocksize attribute >= 1")
@@ -533,7 +543,7 @@ IMPORTERS = {
     "Softplus": Softplus, "Softsign": Softsign, "Abs": Abs, "Neg": Neg, "Exp": Exp, "Log": Log,
     "Sqrt": Sqrt, "Reciprocal": Reciprocal, "Pow": Pow,
     "Split": Split, "Resize": Resize, "Upsample": Upsample,
-    "DepthToSpace": DepthToSpace, "SpaceToDepth": SpaceToDepth,
+    "DepthToSpace": DepthToSpace, "SpaceToDepth": SpaceToDepth, "Range": Range, "Expand": Expand,
 }
 _KWARGS = {op: set(inspect.signature(fn).parameters) - {"ctx", "n"} for op, fn in IMPORTERS.items()}
 

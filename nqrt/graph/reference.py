@@ -489,6 +489,20 @@ def constant_of_shape(attrs, shape_t):
     return np.full([int(d) for d in shape_t], value.reshape(-1)[0], dtype=value.dtype)
 
 
+def range_(attrs, start, limit, delta):
+    """ONNX Range: max(ceil((limit − start) / delta), 0) elements start + i·delta."""
+    start, limit, delta = (np.asarray(v).reshape(()) for v in (start, limit, delta))
+    if delta == 0:
+        raise InputError("Range with delta 0")
+    count = max(int(np.ceil((float(limit) - float(start)) / float(delta))), 0)
+    return (start + np.arange(count, dtype=start.dtype) * delta).astype(start.dtype)
+
+
+def expand(attrs, x, shape):
+    target = np.broadcast_shapes(x.shape, tuple(int(d) for d in shape))
+    return np.array(np.broadcast_to(x, target))
+
+
 def _binary(fn):
     def op(attrs, a, b):
         out = fn(a, b)
@@ -545,6 +559,8 @@ OPS: dict[str, Callable] = {
     "Split": split,
     "Resize": resize,
     "DepthToSpace": depth_to_space,
+    "Range": range_,
+    "Expand": expand,
     "SpaceToDepth": space_to_depth,
     **UNARY,
 }

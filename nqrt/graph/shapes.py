@@ -294,6 +294,23 @@ def _space_depth(n, s, inf):
     return [(x[0], c) + hw]
 
 
+def _range(n, s, inf):
+    """Range: 1-D, max(ceil((limit − start) / delta), 0) elements when all three are known."""
+    v = [inf.values.get(i) for i in n.inputs[:3]]
+    if any(x is None or len(x) != 1 or not is_int(x[0]) for x in v):
+        return [(None,)]
+    start, limit, delta = (int(x[0]) for x in v)
+    return [(max(-(-(limit - start) // delta), 0) if delta else None,)]
+
+
+def _expand(n, s, inf):
+    """Expand: x broadcast with the shape value (ONNX: both directions)."""
+    x, shape = s[0], inf.values.get(n.inputs[1]) if len(n.inputs) > 1 else None
+    if x is None or shape is None:
+        return [None]
+    return [broadcast(x, tuple(shape))]
+
+
 def _window_dims(a, spatial, k) -> Shape:
     attrs = dict(a, kernel_shape=list(k))
     attrs.setdefault("strides", [1] * len(k))
@@ -597,7 +614,7 @@ RULES = {
     "Shape": _shape, "Gather": _gather, "Unsqueeze": _unsqueeze, "Squeeze": _squeeze,
     "Slice": _slice, "ConstantOfShape": _constant_of_shape, "Pad": _pad,
     "Pow": _elementwise, "Split": _split, "Resize": _resize, "Upsample": _resize,
-    "DepthToSpace": _space_depth, "SpaceToDepth": _space_depth,
+    "DepthToSpace": _space_depth, "SpaceToDepth": _space_depth, "Range": _range, "Expand": _expand,
     **{op: _same for op in UNARY_OPS},
 }
 

@@ -114,6 +114,26 @@ def dilated_convs_on_small_maps():
 
 
 @model
+def anchor_grid_from_feature_shape():
+    """A detection head's anchor points (YOLOv8 make_anchors): Range over the feature map's H
+    and W (taken from its Shape), Expand to a grid, added to the activation; everything but
+    the activation path folds to constants."""
+    b = Builder(opset=17)
+    f = _conv(b, "x", 3, 2, 3, pads=[1, 1, 1, 1])
+    shp = b.op("Shape", [f])
+    h = b.op("Cast", [b.op("Gather", [shp, b.const(2, np.int64)], axis=0)], to=1)
+    w = b.op("Cast", [b.op("Gather", [shp, b.const(3, np.int64)], axis=0)], to=1)
+    sy = b.op("Add", [b.op("Range", [b.const(0.0), h, b.const(1.0)]), b.const(0.5)])
+    sx = b.op("Add", [b.op("Range", [b.const(0.0), w, b.const(1.0)]), b.const(0.5)])
+    gy = b.op("Expand", [b.op("Unsqueeze", [sy, b.const([1], np.int64)]), b.const([5, 6], np.int64)])
+    gx = b.op("Expand", [sx, b.const([5, 1], np.int64)])
+    grid = b.op("Concat", [b.op("Unsqueeze", [gx, b.const([0], np.int64)]),
+                           b.op("Unsqueeze", [gy, b.const([0], np.int64)])], axis=0)
+    y = b.op("Add", [f, grid])
+    return b.model([("x", ["N", 3, 5, 6])], [y]), {"x": (3, 5, 6)}
+
+
+@model
 def conv1d_dead_taps():
     b = Builder()
     y = _conv(b, "x", 2, 3, [5], dilations=[4], pads=[8, 8])     # taps 0 and 4 read padding only
@@ -446,6 +466,28 @@ def test_instancenorm_lowered_to_layernorm_and_depthwise_affine():
     assert all(n.attrs["axis"] == 2 for n in g.nodes if n.op == "LayerNormalization")
     dw = [n for n in g.nodes if n.op == "Conv" and n.attrs["group"] == 5]
     assert len(dw) == 2                   # each affine: one depthwise 1x1 conv (Add folded in)
+
+
+def test_range_and_expand_of_known_sizes_fold_to_constants():
+    g = assert_matches_ort(*MODELS["anchor_grid_from_feature_shape"]())
+    assert op_counts(g) == {"Conv": 1, "Add": 1}
+
+
+def test_expand_over_the_symbolic_batch_is_reported():
+    """ViT's class token expanded to the batch: not foldable, so the converter names it."""
+    from nqrt.graph.onnx_import import load_onnx
+    from nqrt.graph.passes import optimize
+    from nqrt.errors import UnsupportedOpError
+
+    b = Builder(opset=17)
+    f = _conv(b, "x", 3, 2, 1)
+    n = b.op("Gather", [b.op("Shape", ["x"]), b.const([0], np.int64)], axis=0)
+    shape = b.op("Concat", [n, b.const([2, 5, 6], np.int64)], axis=0)
+    y = b.op("Add", [f, b.op("Expand", [b.weight(1, 2, 5, 6), shape])])
+    m = b.model([("x", ["N", 3, 5, 6])], [y])
+    assert_matches_ort(m, {"x": (3, 5, 6)}, optimized=False)
+    with pytest.raises(UnsupportedOpError, match=r"Shape \(dynamic shape computation not foldable"):
+        optimize(load_onnx(m))
 
 
 def test_dead_conv_taps_are_cropped():
