@@ -110,6 +110,10 @@ _op(OpSpec("LRN", (("x", "act", "float32"),), ("float32",),
 _op(OpSpec("LayerNormalization",
            (("x", "act", "float32"), ("scale", "const", "float32"), ("bias", "const", "float32")),
            ("float32",), {"axis": ("int", True), "epsilon": ("float", True)}, quantized=False))
+# Concat of float32 tensors: at a graph output whose inputs have different grids, each input
+# is dequantized with its own (s, z) and the float values concatenated (no shared uint8 grid).
+_op(OpSpec("Concat", (("x", "act", "float32"),), ("float32",), {"axis": ("int", True)},
+           variadic=True, quantized=False))
 
 # Integer compute ops ---------------------------------------------------------------------
 _op(OpSpec(

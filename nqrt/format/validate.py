@@ -589,7 +589,7 @@ def _check_binary(where, ins, outs, attrs):
     _act(where, attrs)
 
 
-def _check_qconcat(where, ins, outs, attrs):
+def _check_concat(where, ins, outs, attrs):
     r = len(ins[0]["shape"])
     if r == 0:
         _fail(f"{where}: cannot concatenate rank-0 tensors")
@@ -599,9 +599,13 @@ def _check_qconcat(where, ins, outs, attrs):
         for d, (p, q) in enumerate(zip(ins[0]["shape"], t["shape"])):
             if d != axis and type(p) is int and type(q) is int and p != q:
                 _fail(f"{where}: inputs disagree on dim {d} ({p} vs {q}) outside the concat axis")
+    _same_rank(where, outs[0], r)
+
+
+def _check_qconcat(where, ins, outs, attrs):
+    _check_concat(where, ins, outs, attrs)
     _length(where, attrs, "multipliers", len(ins))
     _length(where, attrs, "shifts", len(ins))
-    _same_rank(where, outs[0], r)
 
 
 def _pool_window(where, ins, outs, attrs, dilations: bool) -> int:
@@ -830,6 +834,7 @@ _OP_CHECKS = {
     "QGemm": _check_qgemm,
     "QAdd": _check_binary,
     "QConcat": _check_qconcat,
+    "Concat": _check_concat,
     "QAveragePool": _check_qaveragepool,
     "QReduceMean": _check_qreducemean,
     "MaxPool": _check_maxpool,

@@ -331,6 +331,29 @@ def _copy_rows(x, y, col_offset, r0, r1):
 IDENTITY_M0, IDENTITY_N = 1 << 30, 30     # the identity pair of formats/nq-v1.md (QConcat)
 
 
+@njit(**JIT)
+def _copy_cols_rows(x, y, col_offset, r0, r1):
+    for r in range(r0, r1):
+        yr = y[r, col_offset:col_offset + x.shape[1]]
+        xr = x[r]
+        for c in range(x.shape[1]):
+            yr[c] = xr[c]
+
+
+@njit(**PJIT)
+def copy_cols_f32(x, y, col_offset):
+    """One input of a float Concat: y[r, col_offset + c] = x[r, c] for x float32 [R, Cx], y
+    float32 [R, Cy] (distinct buffers)."""
+    R, Cx = x.shape
+    if R * Cx <= CHUNK:
+        xcall(_copy_cols_rows, x, y, col_offset, 0, R)
+        return
+    rb = row_block(R, 4 * Cx)
+    for t in prange(-(-R // rb)):
+        r0 = np.int64(t) * rb
+        xcall(_copy_cols_rows, x, y, col_offset, r0, min(R, r0 + rb))
+
+
 @njit(**PJIT)
 def requant_copy_u8(x, z_x, m0, n, z_y, act_min, act_max, y, col_offset):
     """One QConcat input (spec 4.4): y[r, col_offset + c] = clamp(requantize(x[r, c] − z_x,

@@ -45,14 +45,17 @@ def share_concat_ranges(graph: Graph, ranges: dict) -> dict:
     the union (so its grid is at most 2x coarser: it loses at most one bit).  Such producers
     requantize straight to the Concat's scale, and their part of the Concat is a plain copy
     instead of a requantizing one (the TFLite int8 convention, there for every input).
-    Inputs whose ranges differ more keep their own scales and are rescaled by the Concat."""
+    Inputs whose ranges differ more keep their own scales and are rescaled by the Concat.
+    A Concat that is a graph output read by no node is left alone: it concatenates in float,
+    each input on its own grid (quantizers.quantize_concat)."""
     consumers = Counter(t for n in graph.nodes for t in n.inputs if t)
     outputs = set(graph.output_names())
     shared = dict(ranges)
     for node in graph.nodes:
         xs = [t for t in node.inputs if t]
         if node.op != "Concat" or len(xs) < 2 or len(set(xs)) != len(xs) or \
-                any(t not in ranges for t in xs):
+                any(t not in ranges for t in xs) or \
+                (node.outputs[0] in outputs and not consumers[node.outputs[0]]):
             continue
         lo = min(float(ranges[t][0]) for t in xs)
         hi = max(float(ranges[t][1]) for t in xs)

@@ -25,8 +25,8 @@ from nqrt.graph.ir import Graph, Node
 from nqrt.quant import elementwise, movement
 from nqrt.quant import qparams as qp
 from nqrt.quant.context import (
-    FLATTEN, IDENTITY_PAIR, LAYERNORM, LRN, MAXPOOL, Q_AVGPOOL, Q_CLIP, Q_CONCAT, Q_CONV, Q_GEMM,
-    Q_REDUCEMEAN, QUANTIZE, RESHAPE, SOFTMAX, TRANSPOSE, QContext, as_ints, fused_act, node_label,
+    CONCAT_F32, FLATTEN, IDENTITY_PAIR, LAYERNORM, LRN, MAXPOOL, Q_AVGPOOL, Q_CLIP, Q_CONCAT, Q_CONV,
+    Q_GEMM, Q_REDUCEMEAN, QUANTIZE, RESHAPE, SOFTMAX, TRANSPOSE, QContext, as_ints, fused_act, node_label,
     str_attr,
 )
 
@@ -134,10 +134,21 @@ def quantize_gemm(ctx: QContext, node: Node) -> None:
 
 
 def quantize_concat(ctx: QContext, node: Node) -> None:
-    """Output range = union of the inputs' ranges; identity pairs where qparams agree."""
+    """Output range = union of the inputs' ranges; identity pairs where qparams agree.
+
+    At a graph output with no consumer, inputs on different grids are concatenated in float
+    instead (each dequantized with its own (s, z)): one shared uint8 grid would round the
+    narrow-range inputs away (a detection head's class scores in [0, 1] concatenated with box
+    coordinates in pixels: one grid step of 640/255 ≈ 2.5 sets every score to 0)."""
     label = node_label(node)
     xs, y = node.inputs, node.outputs[0]
     params = [ctx.qparams(t) for t in xs]
+    axis = int(node.attrs.get("axis", 1))
+    if (y in ctx.output_names and not ctx.graph.consumers().get(y)
+            and any(p != params[0] for p in params) and fused_act(node) is None):
+        ctx.float_tensor(y, ctx.tensor_shape(y))
+        ctx.emit(CONCAT_F32, [ctx.dequantized(t) for t in xs], [y], {"axis": axis}, label)
+        return
     if all(p == params[0] for p in params):
         ctx.same_scale_u8(y, xs[0])
     else:
@@ -155,7 +166,7 @@ def quantize_concat(ctx: QContext, node: Node) -> None:
         mults.append(int(m0))
         shifts.append(int(n))
     ctx.emit(Q_CONCAT, [ctx.x(t) for t in xs], [ctx.x(y)],
-             {"axis": int(node.attrs.get("axis", 1)), "multipliers": mults, "shifts": shifts}, label)
+             {"axis": axis, "multipliers": mults, "shifts": shifts}, label)
     ctx.clip_after(node, y, fused_act(node))
 
 

@@ -65,6 +65,7 @@ OP_QUANTIZE_T = 5       # Quantize fused with the transpose into the runtime lay
 OP_DEQUANTIZE_T = 6     # the transpose back fused with Dequantize (outputs)
 OP_LRN = 7
 OP_LAYERNORM = 8
+OP_CONCAT_F32 = 9       # one input of a float Concat: rows copied into a column block
 # Integer ops
 OP_CONV = 10
 OP_GEMM = 11
@@ -89,6 +90,7 @@ FIELDS: dict[int, tuple[str, ...]] = {
     OP_SOFTMAX: ("x", "y", "O", "A", "I"),
     OP_LRN: ("x", "y", "O", "A", "I", "alpha", "beta", "bias", "size"),
     OP_LAYERNORM: ("x", "y", "R", "n", "scale", "bias", "eps"),
+    OP_CONCAT_F32: ("x", "y", "R", "Cx", "Cy", "col_offset"),
     OP_TRANSPOSE_F32: ("x", "y", "size", "shape", "perm"),
     OP_QUANTIZE_T: ("x", "y", "size", "scale", "z", "shape", "perm"),
     OP_DEQUANTIZE_T: ("x", "y", "size", "scale", "z", "shape", "perm"),
@@ -131,7 +133,7 @@ U8_OPERANDS = {
 }
 F32_OPERANDS = {
     OP_QUANTIZE: ("x",), OP_DEQUANTIZE: ("y",), OP_SOFTMAX: ("x", "y"), OP_LRN: ("x", "y"),
-    OP_LAYERNORM: ("x", "y"),
+    OP_LAYERNORM: ("x", "y"), OP_CONCAT_F32: ("x", "y"),
     OP_QUANTIZE_T: ("x",), OP_DEQUANTIZE_T: ("y",),
     OP_TRANSPOSE_F32: ("x", "y"),
 }

@@ -756,6 +756,26 @@ class _Builder:
         self.emit(E.OP_SOFTMAX, x=xv.storage, y=y.storage, O=L.numel(x.shape[:axis]), A=x.shape[axis],
                   I=L.numel(x.shape[axis + 1:]))
 
+    def Concat(self, node, i):
+        """Float Concat (a graph output): every input in logical layout, each copied into its
+        column block of the output rows (rows = the dims before the axis)."""
+        vs = [self._input(node, k, "f32") for k in range(len(node.inputs))]
+        r = len(vs[0].shape)
+        axis = _norm_axis(int(node.attrs["axis"]), r, node)
+        for v in vs[1:]:
+            if len(v.shape) != r or any(v.shape[d] != vs[0].shape[d] for d in range(r) if d != axis):
+                raise InputError(f"node {node.name!r} (Concat): input shapes {[list(u.shape) for u in vs]} "
+                                 f"differ outside axis {axis}")
+        vs = [self._ensure(v, L.identity(r)) for v in vs]
+        out = list(vs[0].shape)
+        out[axis] = sum(v.shape[axis] for v in vs)
+        y = self._new(node.outputs[0], "f32", tuple(out), L.identity(r))
+        R, Cy, col = L.numel(out[:axis]), L.numel(out[axis:]), 0
+        for v in vs:
+            cx = L.numel(v.shape[axis:])
+            self.emit(E.OP_CONCAT_F32, x=v.storage, y=y.storage, R=R, Cx=cx, Cy=Cy, col_offset=col)
+            col += cx
+
     def LRN(self, node, i):
         x = self._input(node, 0, "f32")
         r = len(x.shape)

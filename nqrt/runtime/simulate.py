@@ -340,13 +340,18 @@ def _flatten(model, node, env):
     return x.reshape(int(np.prod(x.shape[:axis])), -1)
 
 
+def _concat(model, node, env):
+    """Float Concat: the float32 values, moved (no rounding)."""
+    return np.concatenate([env[t].astype(np.float32) for t in node.inputs], axis=int(node.attrs["axis"]))
+
+
 def _transpose(model, node, env):
     return np.ascontiguousarray(env[node.inputs[0]].transpose(node.attrs["perm"]))
 
 
 _OPS = {
     "Quantize": _quantize, "Dequantize": _dequantize, "Softmax": _softmax, "LRN": _lrn,
-    "LayerNormalization": _layernorm,
+    "LayerNormalization": _layernorm, "Concat": _concat,
     "QConv": _qconv, "QGemm": _qgemm, "QAdd": _qadd, "QConcat": _qconcat,
     "MaxPool": _maxpool, "QAveragePool": _qaveragepool, "QReduceMean": _qreducemean,
     "QClip": _qclip, "Reshape": _reshape, "Flatten": _flatten, "Transpose": _transpose,

@@ -98,6 +98,9 @@ def sample_model() -> NqModel:
           NqTensor("lnorm", "float32", ("N", 8, 5, 5))]
     n.append(NqNode("LayerNormalization", ["ccf", "ln.s", "ln.b"], ["lnorm"],
                     dict(axis=3, epsilon=F32(1e-5)), "ln"))
+    # a float Concat of two float tensors (each with its own grid once dequantized), an output
+    t.append(NqTensor("both", "float32", ("N", 16, 5, 5)))
+    n.append(NqNode("Concat", ["ccf", "lnorm"], ["both"], {"axis": 1}, "concat_f"))
     metadata = {
         "source_sha256": "ab" * 32, "source_bytes": 12345, "source_format": "onnx",
         "calibration": {"method": "percentile", "percentile": 99.99, "samples": 64},
@@ -109,7 +112,8 @@ def sample_model() -> NqModel:
     return NqModel(
         graph_inputs=[NqIO("x", ("N", 3, 8, 8))],
         graph_outputs=[NqIO("probs", ("N", 10)), NqIO("logits", ("N", 10)),
-                       NqIO("norm", ("N", 8, 5, 5)), NqIO("lnorm", ("N", 8, 5, 5))],
+                       NqIO("norm", ("N", 8, 5, 5)), NqIO("lnorm", ("N", 8, 5, 5)),
+                       NqIO("both", ("N", 16, 5, 5))],
         tensors={x.name: x for x in t}, nodes=n, metadata=metadata,
         producer={"name": "nqrt-test", "version": "9.9"})
 

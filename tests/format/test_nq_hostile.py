@@ -157,7 +157,7 @@ CASES = [
     ("output-missing", lambda d: d["graph_outputs"][0].update(name="ghost"), "graph output 'ghost' is not in tensors"),
     ("outputs-empty", lambda d: d.update(graph_outputs=[]), "graph_outputs is empty: the graph has no outputs"),
     # --- nodes ------------------------------------------------------------------------
-    ("node-not-map", lambda d: d["nodes"].append(None), "nodes[18] must be a map, got nil"),
+    ("node-not-map", lambda d: d["nodes"].append(None), "nodes[19] must be a map, got nil"),
     ("unknown-op", lambda d: N(d, "clip").update(op="Gelu"), "node 'clip' (Gelu): unknown op 'Gelu'"),
     ("op-newline", lambda d: N(d, "clip").update(op="Evil\nOp"), "node 'clip' ('Evil\\nOp'): unknown op 'Evil\\nOp'"),
     ("op-type", lambda d: N(d, "clip").update(op=1), "nodes[6].op must be a str, got int"),

@@ -155,16 +155,22 @@ def test_output_of_quantized_op_is_dequantized_under_the_user_name():
 
 
 def test_concat_union_range_and_identity_pairs():
-    """Two branches of very different ranges, plus a same-scale (MaxPool) copy of one."""
+    """Two branches of very different ranges, plus a same-scale (MaxPool) copy of one, inside
+    the graph (a Concat at a graph output with inputs on different grids is a float Concat:
+    test_output_concat_of_different_grids_is_float); at a graph output with one grid the
+    Concat stays a QConcat of identity pairs."""
     g = _fill_kernel(Graph(
         nodes=[conv("x", "wa", "ba", "a", "conv_a"),
                conv("x", "wb", "bb", "b", "conv_b"),
                Node("MaxPool", ["a"], ["a2"], {"kernel_shape": [1, 1], "strides": [1, 1], "pads": [0, 0, 0, 0],
                                                "dilations": [1, 1], "ceil_mode": 0}, "pool"),
                Node("Concat", ["a", "b", "a2"], ["cat"], {"axis": 1}, "concat"),
+               Node("MaxPool", ["cat"], ["cat_p"], {"kernel_shape": [1, 1], "strides": [1, 1],
+                                                    "pads": [0, 0, 0, 0], "dilations": [1, 1],
+                                                    "ceil_mode": 0}, "after"),
                Node("Concat", ["a", "a2"], ["cat2"], {"axis": 1}, "concat_same")],
         inputs=[ValueInfo("x", ("N", 2, 4, 4))],
-        outputs=[ValueInfo("cat", ("N", 9, 4, 4)), ValueInfo("cat2", ("N", 6, 4, 4))],
+        outputs=[ValueInfo("cat_p", ("N", 9, 4, 4)), ValueInfo("cat2", ("N", 6, 4, 4))],
         constants={"wa": weights(3, 2, 3, 3, scale=10.0), "ba": weights(3),
                    "wb": weights(3, 2, 3, 3, scale=0.05), "bb": weights(3, scale=0.01)}))
     ranges, shapes = calibrate(g)
@@ -187,10 +193,43 @@ def test_concat_union_range_and_identity_pairs():
     assert cat.attrs["axis"] == 1
 
 
+def test_output_concat_of_different_grids_is_float():
+    """A detection head's output: boxes in pixels and scores in [0, 1] concatenated.  At a
+    graph output each input is dequantized with its own grid and the float values
+    concatenated, so the narrow input keeps its resolution; int8 matches simulate."""
+    g = _fill_kernel(Graph(
+        nodes=[conv("x", "wa", "ba", "a", "conv_a"),
+               conv("x", "wb", "bb", "b", "conv_b"),
+               Node("Concat", ["a", "b"], ["cat"], {"axis": 1}, "concat")],
+        inputs=[ValueInfo("x", ("N", 2, 4, 4))],
+        outputs=[ValueInfo("cat", ("N", 6, 4, 4))],
+        constants={"wa": weights(3, 2, 3, 3, scale=100.0), "ba": weights(3),
+                   "wb": weights(3, 2, 3, 3, scale=0.01), "bb": weights(3, scale=0.01)}))
+    ranges, shapes = calibrate(g)
+    m = quantize_graph(g, ranges, shapes=shapes)
+    ops = [n.op for n in m.nodes]
+    assert "QConcat" not in ops and ops.count("Concat") == 1 and ops.count("Dequantize") == 2
+    (cat,) = [n for n in m.nodes if n.op == "Concat"]
+    assert m.tensors["cat"].dtype == "float32" and cat.attrs == {"axis": 1}
+    s_a, s_b = m.qparams("a")[0], m.qparams("b")[0]
+    assert s_a > 1000 * s_b                       # one shared grid would erase b
+    x = np.random.default_rng(3).standard_normal((2, 2, 4, 4)).astype(np.float32)
+    y = reference.run(g, {"x": x})["cat"]
+    from nqrt.runtime.session import Session
+    got = {mode: Session(m, mode=mode).run({"x": x})["cat"] for mode in ("integer", "simulate")}
+    assert np.array_equal(got["integer"], got["simulate"])
+    b_got, b_want = got["integer"][:, 3:], y[:, 3:]
+    # on its own grid b keeps its detail: many levels, error a fraction of its range (one
+    # shared grid of step s_y >= s_a would leave b at most a few levels around zero)
+    assert len(np.unique(b_got)) > 50
+    assert np.abs(b_got - b_want).max() < 0.1 * np.abs(b_want).max() < s_a
+
+
 def test_concat_inputs_of_similar_range_share_its_scale():
     """Producers that feed only a Concat and span at least half of its range are quantized to
     the Concat's range, so the Concat copies them (identity pairs); a narrow branch, a branch
-    with another consumer, and a graph output keep their own scales."""
+    with another consumer, a graph output, and the inputs of a Concat that is itself a graph
+    output (a float Concat) keep their own scales."""
     from nqrt.quant.quantize import share_concat_ranges
 
     g = _fill_kernel(Graph(
@@ -198,14 +237,17 @@ def test_concat_inputs_of_similar_range_share_its_scale():
                conv("x", "wc", "bc", "c", "conv_c"), conv("x", "wd", "bd", "d", "conv_d"),
                Node("Concat", ["a", "b", "c"], ["cat"], {"axis": 1}, "concat"),
                Node("Concat", ["a2", "d"], ["cat2"], {"axis": 1}, "concat_out"),
-               conv("x", "wa", "ba", "a2", "conv_a2")],
+               conv("x", "wa", "ba", "a2", "conv_a2"),
+               Node("MaxPool", ["cat"], ["cat_p"], {"kernel_shape": [1, 1], "strides": [1, 1],
+                                                    "pads": [0, 0, 0, 0], "dilations": [1, 1],
+                                                    "ceil_mode": 0}, "after")],
         inputs=[ValueInfo("x", ("N", 2, 4, 4))],
-        outputs=[ValueInfo("cat", ("N", 9, 4, 4)), ValueInfo("cat2", ("N", 6, 4, 4)),
+        outputs=[ValueInfo("cat_p", ("N", 9, 4, 4)), ValueInfo("cat2", ("N", 6, 4, 4)),
                  ValueInfo("d", ("N", 3, 4, 4))],
         constants={"wa": weights(3, 2, 3, 3), "ba": weights(3), "wb": weights(3, 2, 3, 3, scale=0.25),
                    "bb": weights(3), "wc": weights(3, 2, 3, 3, scale=0.01), "bc": weights(3, scale=0.001),
                    "wd": weights(3, 2, 3, 3), "bd": weights(3)}))
-    g.nodes = g.nodes[:4] + [g.nodes[6]] + g.nodes[4:6]        # topological order
+    g.nodes = g.nodes[:4] + [g.nodes[6]] + g.nodes[4:6] + [g.nodes[7]]   # topological order
     ranges, shapes = calibrate(g)
     ranges["b"] = (ranges["a"][0] * 0.7, ranges["a"][1] * 0.7)  # within 2x of the union
     shared = share_concat_ranges(g, ranges)
@@ -213,6 +255,7 @@ def test_concat_inputs_of_similar_range_share_its_scale():
     assert shared["a"] == union and shared["b"] == union
     assert shared["c"] == ranges["c"]                           # ~100x narrower: own scale
     assert shared["d"] == ranges["d"]                           # d is a graph output
+    assert shared["a2"] == ranges["a2"]                         # cat2 concatenates in float
     assert ranges["b"] != union                                 # the input dict is not changed
     m = quantize_graph(g, ranges, shapes=shapes)
     cat = next(n for n in m.nodes if n.name == "concat")
