@@ -161,6 +161,12 @@ def qmul(a, b, z_a, z_b, m0, n, z_y, act_min, act_max):
     return _finish(acc, m0, n, z_y, act_min, act_max)
 
 
+def qmatmul(a, b, z_a, z_b, m0, n, z_y, act_min, act_max):
+    """Spec 4.19: numpy matmul (batch dims broadcast) of the centered codes, then 3.3."""
+    acc = np.matmul(a.astype(np.int64) - z_a, b.astype(np.int64) - z_b)
+    return _finish(acc, m0, n, z_y, act_min, act_max)
+
+
 def _slice_indices(start, end, step, d):
     """Spec 4.11, one axis: the list of input indices, by walking from the clamped start."""
     if start < 0:

@@ -26,6 +26,7 @@ MAX_NAME_LEN = 4096
 MAX_NODE_INPUTS = 4096              # Concat fan-in
 # Dot-product length bound: K * 255 * 127 < 2**31 so the int32 dot product cannot overflow.
 MAX_DOT_LENGTH = 66_000
+MATMUL_K_MAX = 33_025               # QMatMul: K·255² < 2^31 (section 4.19)
 # Window/reduction count bound (QAveragePool, QReduceMean): count * 255 < 2**31.
 MAX_POOL_COUNT = 8_421_504
 # msgpack decoding limits (section 6): nesting depth (the outermost map is depth 1) and the
@@ -139,7 +140,7 @@ _op(OpSpec(
 ))
 _op(OpSpec(
     "QConcat",
-    (("x", "act", "uint8"),),
+    (("x", "any", "uint8"),),
     ("uint8",),
     {"axis": ("int", True), "multipliers": ("ints", True), "shifts": ("ints", True)},
     variadic=True,
@@ -204,6 +205,13 @@ _pending(OpSpec("ResizeNearest", (("x", "act", "uint8"),), ("uint8",),
 _pending(OpSpec("ResizeLinear", (("x", "act", "uint8"),), ("uint8",),
                 {"scales": ("floats", False), "sizes": ("ints", False),
                  "coordinate_transformation_mode": ("str", True)}))
+
+_pending(OpSpec(
+    "QMatMul",
+    (("a", "act", "uint8"), ("b", "act", "uint8")),
+    ("uint8",),
+    {"multiplier": ("int", True), "shift": ("int", True), **_ACT},
+))
 
 OPS.update(PENDING_OPS)            # wired into the runtime planner/interpreter
 ALL_OPS: dict[str, OpSpec] = OPS   # the format's op table (one dict: every op is executable)

@@ -24,7 +24,7 @@ import numpy as np
 
 from nqrt.errors import FormatError
 from nqrt.format import schema
-from nqrt.format.schema import ALL_OPS, DTYPE_RANGES, DTYPES
+from nqrt.format.schema import ALL_OPS, DTYPE_RANGES, DTYPES, MATMUL_K_MAX
 
 _INT64_RANGE = DTYPE_RANGES["int64"]
 
@@ -589,6 +589,24 @@ def _check_binary(where, ins, outs, attrs):
     _act(where, attrs)
 
 
+def _check_qmatmul(where, ins, outs, attrs):
+    """QMatMul: a [..., M, K] x b [..., K, N] (ranks >= 2, batch dims broadcast), K <= 33 025."""
+    a, b = ins
+    sa, sb = a["shape"], b["shape"]
+    if len(sa) < 2 or len(sb) < 2:
+        _fail(f"{where}: operands need rank >= 2, got {len(sa)} and {len(sb)}")
+    ka, kb = sa[-1], sb[-2]
+    if type(ka) is int and type(kb) is int and ka != kb:
+        _fail(f"{where}: inner dims differ ({ka} vs {kb})")
+    if type(ka) is int and ka > MATMUL_K_MAX:
+        _fail(f"{where}: inner dim {ka} > {MATMUL_K_MAX} (the int32 accumulator bound)")
+    for da, db in zip(reversed(sa[:-2]), reversed(sb[:-2])):
+        if type(da) is int and type(db) is int and da != db and 1 not in (da, db):
+            _fail(f"{where}: batch dims {sa[:-2]} and {sb[:-2]} do not broadcast")
+    _same_rank(where, outs[0], max(len(sa), len(sb)))
+    _act(where, attrs)
+
+
 def _check_concat(where, ins, outs, attrs):
     r = len(ins[0]["shape"])
     if r == 0:
@@ -604,6 +622,9 @@ def _check_concat(where, ins, outs, attrs):
 
 def _check_qconcat(where, ins, outs, attrs):
     _check_concat(where, ins, outs, attrs)
+    for t in ins:
+        if t["data"] is not None and (t["quant"] is None or t["quant"]["axis"] is not None):
+            _fail(f"{where}: constant input {_q(t['name'])} needs per-tensor quant")
     _length(where, attrs, "multipliers", len(ins))
     _length(where, attrs, "shifts", len(ins))
 
@@ -844,6 +865,7 @@ _OP_CHECKS = {
     "Transpose": _check_transpose,
     "QLut": _check_qlut,
     "QMul": _check_binary,
+    "QMatMul": _check_qmatmul,
     "Slice": _check_slice,
     "Squeeze": _check_squeeze,
     "Unsqueeze": _check_unsqueeze,

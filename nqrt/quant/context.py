@@ -37,7 +37,7 @@ QUANTIZE, DEQUANTIZE, SOFTMAX, LRN = _op("Quantize"), _op("Dequantize"), _op("So
 LAYERNORM, CONCAT_F32 = _op("LayerNormalization"), _op("Concat")
 Q_LUT, Q_MUL, SLICE, SQUEEZE = _op("QLut"), _op("QMul"), _op("Slice"), _op("Squeeze")
 UNSQUEEZE, PAD, RESIZE_NEAREST = _op("Unsqueeze"), _op("Pad"), _op("ResizeNearest")
-RESIZE_LINEAR = _op("ResizeLinear")
+RESIZE_LINEAR, Q_MATMUL = _op("ResizeLinear"), _op("QMatMul")
 
 
 def node_label(node: Node) -> str:

@@ -26,7 +26,7 @@ from nqrt.quant import elementwise, movement
 from nqrt.quant import qparams as qp
 from nqrt.quant.context import (
     CONCAT_F32, FLATTEN, IDENTITY_PAIR, LAYERNORM, LRN, MAXPOOL, Q_AVGPOOL, Q_CLIP, Q_CONCAT, Q_CONV,
-    Q_GEMM, Q_REDUCEMEAN, QUANTIZE, RESHAPE, SOFTMAX, TRANSPOSE, QContext, as_ints, fused_act, node_label,
+    Q_GEMM, Q_MATMUL, Q_REDUCEMEAN, QUANTIZE, RESHAPE, SOFTMAX, TRANSPOSE, QContext, as_ints, fused_act, node_label,
     str_attr,
 )
 
@@ -142,9 +142,18 @@ def quantize_concat(ctx: QContext, node: Node) -> None:
     coordinates in pixels: one grid step of 640/255 ≈ 2.5 sets every score to 0)."""
     label = node_label(node)
     xs, y = node.inputs, node.outputs[0]
+    consts = [t for t in xs if t in ctx.graph.constants]
+    for t in consts:                 # a constant input (ViT's class token): uint8 on its own grid
+        if t not in ctx.qname:
+            c = np.asarray(ctx.graph.constants[t], np.float64)
+            lo, hi = min(float(c.min()), 0.0), max(float(c.max()), 0.0)
+            s_c, z_c = qp.activation_qparams(lo, hi, what=f"{label} constant {t!r}")
+            q = np.clip(np.rint(c / s_c) + z_c, 0, 255).astype(np.uint8)
+            name = ctx.const(t + ".q", q, "uint8", Quant([float(np.float32(s_c))], [int(z_c)], None))
+            ctx.qname[t], ctx.qrange[name] = name, (lo, hi)
     params = [ctx.qparams(t) for t in xs]
     axis = int(node.attrs.get("axis", 1))
-    if (y in ctx.output_names and not ctx.graph.consumers().get(y)
+    if (not consts and y in ctx.output_names and not ctx.graph.consumers().get(y)
             and any(p != params[0] for p in params) and fused_act(node) is None):
         ctx.float_tensor(y, ctx.tensor_shape(y))
         ctx.emit(CONCAT_F32, [ctx.dequantized(t) for t in xs], [y], {"axis": axis}, label)
@@ -168,6 +177,21 @@ def quantize_concat(ctx: QContext, node: Node) -> None:
     ctx.emit(Q_CONCAT, [ctx.x(t) for t in xs], [ctx.x(y)],
              {"axis": axis, "multipliers": mults, "shifts": shifts}, label)
     ctx.clip_after(node, y, fused_act(node))
+
+
+def quantize_matmul(ctx: QContext, node: Node) -> None:
+    """MatMul of two run-time tensors (attention: Q·Kᵀ, softmax·V): QMatMul with one
+    per-tensor multiplier s_a·s_b / s_y (spec 4.19).  MatMul with a constant B is a Gemm."""
+    label = node_label(node)
+    a, b = node.inputs[:2]
+    y = node.outputs[0]
+    act = fused_act(node)
+    ctx.new_u8_from_range(y, act, label)
+    (s_a, _), (s_b, _), (s_y, z_y) = ctx.qparams(a), ctx.qparams(b), ctx.qparams(y)
+    m0, n = qp.multiplier(s_a * s_b / s_y, label)
+    act_min, act_max = qp.act_clamp(act, s_y, z_y)
+    ctx.emit(Q_MATMUL, [ctx.x(a), ctx.x(b)], [ctx.x(y)],
+             {"multiplier": int(m0), "shift": int(n), "act_min": act_min, "act_max": act_max}, label)
 
 
 def quantize_maxpool(ctx: QContext, node: Node) -> None:
@@ -340,6 +364,7 @@ def quantize_layernorm(ctx: QContext, node: Node) -> None:
 QUANTIZERS: dict[str, Callable[[QContext, Node], None]] = {
     "Conv": quantize_conv,
     "Gemm": quantize_gemm,
+    "MatMul": quantize_matmul,
     "Concat": quantize_concat,
     "MaxPool": quantize_maxpool,
     "AveragePool": quantize_averagepool,
@@ -387,9 +412,26 @@ def _check_gemm(graph: Graph, node: Node, consumers) -> str | None:
     return None
 
 
-def _check_act_inputs(graph: Graph, node: Node, consumers) -> str | None:
-    if any(not t or t in graph.constants for t in node.inputs):
-        return f"{node.op} with a constant operand"
+def _check_matmul(graph: Graph, node: Node, consumers) -> str | None:
+    if any(not t or t in graph.constants for t in node.inputs[:2]):
+        return "MatMul with a constant left operand (a constant right operand is a Gemm)"
+    shapes = [graph.value_info.get(t) for t in node.inputs[:2]]
+    if any(v is None or v.shape is None or len(v.shape) < 2 for v in shapes):
+        return "MatMul of two run-time tensors of rank < 2 or unknown rank"
+    k = shapes[0].shape[-1]
+    if isinstance(k, int) and k > schema.MATMUL_K_MAX:
+        return f"MatMul of two run-time tensors with K = {k} > {schema.MATMUL_K_MAX}"
+    return None
+
+
+def _check_concat(graph: Graph, node: Node, consumers) -> str | None:
+    if not node.inputs or any(not t for t in node.inputs):
+        return "Concat with an empty input"
+    if all(t in graph.constants for t in node.inputs):
+        return None                                  # folded by fold_constants
+    if any(t in graph.constants and np.asarray(graph.constants[t]).dtype.kind != "f"
+           for t in node.inputs):
+        return "Concat with a non-float constant"
     return None
 
 
@@ -436,7 +478,8 @@ def _check_reshape(graph: Graph, node: Node, consumers) -> str | None:
 CHECKS: dict[str, Callable] = {
     "Conv": _check_conv,
     "Gemm": _check_gemm,
-    "Concat": _check_act_inputs,
+    "MatMul": _check_matmul,
+    "Concat": _check_concat,
     "MaxPool": _check_pool,
     "AveragePool": _check_pool,
     "ReduceMean": _check_reducemean,

@@ -83,6 +83,7 @@ OP_SLICE = 21
 OP_PAD = 22
 OP_RESIZE = 23
 OP_RESIZE_LINEAR = 24
+OP_MATMUL = 25
 
 FIELDS: dict[int, tuple[str, ...]] = {
     OP_QUANTIZE: ("x", "y", "size", "scale", "z"),
@@ -118,6 +119,8 @@ FIELDS: dict[int, tuple[str, ...]] = {
     OP_PAD: ("x", "y", "x_size", "y_size", "in_shape", "begin", "out_shape", "value"),
     OP_RESIZE: ("x", "y", "x_size", "y_size", "in_shape", "out_shape", "index", "index_len"),
     OP_RESIZE_LINEAR: ("x", "y", "N", "H", "W", "C", "OH", "OW", "tab"),
+    OP_MATMUL: ("a", "b", "y", "nb", "M", "K", "N", "z_a", "z_b", "m0", "n", "z_y",
+                "act_min", "act_max", "offs"),
 }
 
 OP_NAMES = {v: k for k, v in list(globals().items()) if k.startswith("OP_") and isinstance(v, int)}
@@ -130,6 +133,7 @@ U8_OPERANDS = {
     OP_MAXPOOL: ("x", "y"), OP_AVGPOOL: ("x", "y"), OP_REDUCE_MEAN: ("x", "y"),
     OP_TRANSPOSE_U8: ("x", "y"), OP_LUT: ("x", "table", "y"), OP_MUL: ("a", "b", "y"),
     OP_SLICE: ("x", "y"), OP_PAD: ("x", "y"), OP_RESIZE: ("x", "y"), OP_RESIZE_LINEAR: ("x", "y"),
+    OP_MATMUL: ("a", "b", "y"),
 }
 F32_OPERANDS = {
     OP_QUANTIZE: ("x",), OP_DEQUANTIZE: ("y",), OP_SOFTMAX: ("x", "y"), OP_LRN: ("x", "y"),

@@ -483,6 +483,39 @@ class _Builder:
         self.emit(E.OP_MUL, **geo, z_a=a.zp, z_b=b.zp, m0=at["multiplier"], n=at["shift"],
                   z_y=y.zp, act_min=at["act_min"], act_max=at["act_max"])
 
+    def QMatMul(self, node, i):
+        """a [..., M, K] x b [..., K, N] in logical layout; the batch dims broadcast (numpy
+        matmul), each output batch's (a, b) offsets in an lpool table."""
+        a, b = self._input(node, 0), self._input(node, 1)
+        if len(a.shape) < 2 or len(b.shape) < 2 or a.shape[-1] != b.shape[-2]:
+            raise InputError(f"node {node.name!r} (QMatMul): shapes {list(a.shape)} and "
+                             f"{list(b.shape)} do not multiply")
+        M, K, N = a.shape[-2], a.shape[-1], b.shape[-1]
+        if K > schema.MATMUL_K_MAX:
+            raise InputError(f"node {node.name!r} (QMatMul): inner dim {K} > {schema.MATMUL_K_MAX}")
+        ba, bb = a.shape[:-2], b.shape[:-2]
+        r = max(len(ba), len(bb))
+        ba, bb = (1,) * (r - len(ba)) + tuple(ba), (1,) * (r - len(bb)) + tuple(bb)
+        if any(p != q and 1 not in (p, q) for p, q in zip(ba, bb)):
+            raise InputError(f"node {node.name!r} (QMatMul): batch dims {list(a.shape[:-2])} and "
+                             f"{list(b.shape[:-2])} do not broadcast")
+        batch = tuple(max(p, q) for p, q in zip(ba, bb))
+        av = self._ensure(a, L.identity(len(a.shape)))
+        bv = self._ensure(b, L.identity(len(b.shape)))
+        offs = []
+        for idx in np.ndindex(*batch):
+            ia = ib = 0
+            for d, i_d in enumerate(idx):
+                ia = ia * ba[d] + (i_d if ba[d] > 1 else 0)
+                ib = ib * bb[d] + (i_d if bb[d] > 1 else 0)
+            offs += [ia * M * K, ib * K * N]
+        nb = L.numel(batch)
+        y = self._out_u8(node.outputs[0], batch + (M, N), L.identity(r + 2))
+        at = node.attrs
+        self.emit(E.OP_MATMUL, a=av.storage, b=bv.storage, y=y.storage, nb=nb, M=M, K=K, N=N,
+                  z_a=a.zp, z_b=b.zp, m0=at["multiplier"], n=at["shift"], z_y=y.zp,
+                  act_min=at["act_min"], act_max=at["act_max"], offs=self._lp(offs))
+
     def QLut(self, node, i):
         x = self._input(node, 0)
         table = self._input(node, 1)

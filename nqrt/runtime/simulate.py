@@ -225,6 +225,11 @@ def _qmul(model, node, env):
     return _requant(model, node.outputs[0], y, *_act(node))
 
 
+def _qmatmul(model, node, env):
+    y = np.matmul(_real(model, node.inputs[0], env), _real(model, node.inputs[1], env))
+    return _requant(model, node.outputs[0], y, *_act(node))
+
+
 def _qlut(model, node, env):
     return model.tensor(node.inputs[1]).data[env[node.inputs[0]]]
 
@@ -357,6 +362,6 @@ _OPS = {
     "QClip": _qclip, "Reshape": _reshape, "Flatten": _flatten, "Transpose": _transpose,
     "QLut": _qlut, "QMul": _qmul, "Slice": _slice, "Squeeze": _squeeze, "Unsqueeze": _unsqueeze,
     "Pad": _pad, "ResizeNearest": _resize_nearest,
-    "ResizeLinear": _resize_linear,
+    "ResizeLinear": _resize_linear, "QMatMul": _qmatmul,
 }
 assert set(_OPS) == set(schema.ALL_OPS), "simulated mode must cover the schema's op table"

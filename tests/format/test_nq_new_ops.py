@@ -60,8 +60,10 @@ def new_ops_model() -> NqModel:
     n.append(NqNode("Unsqueeze", ["lin"], ["u"], dict(axes=[-3]), "unsqueeze"))
     t.append(_act("s", ("N", 4, 5, 5), 0.1, 128))
     n.append(NqNode("Squeeze", ["u"], ["s"], dict(axes=[2]), "squeeze"))
+    t.append(_act("mm", ("N", 4, 5, 5), 0.2, 120))          # (5x5)·(5x5) per batch and channel
+    n.append(NqNode("QMatMul", ["s", "lin"], ["mm"], dict(multiplier=2**30, shift=33, **act), "matmul"))
     t.append(NqTensor("y", "float32", ("N", 4, 5, 5)))
-    n.append(NqNode("Dequantize", ["s"], ["y"], {}, "dequant"))
+    n.append(NqNode("Dequantize", ["mm"], ["y"], {}, "dequant"))
     return NqModel([NqIO("x", ("N", 4, 6, 6))], [NqIO("y", ("N", 4, 5, 5))],
                    {x.name: x for x in t}, n, {})
 

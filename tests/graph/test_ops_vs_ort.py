@@ -468,6 +468,21 @@ def test_instancenorm_lowered_to_layernorm_and_depthwise_affine():
     assert len(dw) == 2                   # each affine: one depthwise 1x1 conv (Add folded in)
 
 
+@pytest.mark.parametrize("idx,axis,want", [(0, 1, {"Slice": 1, "Squeeze": 1}),
+                                           (-1, 2, {"Slice": 1, "Squeeze": 1}),
+                                           ([1, 2], 1, {"Slice": 1}),
+                                           ([2, 0], 1, {"Gather": 1})])
+def test_gather_of_an_activation_becomes_slice(idx, axis, want):
+    """x[:, 0] / x[..., -1] -> Slice + Squeeze; consecutive indices -> Slice; others stay."""
+    b = Builder(opset=13)
+    f = _conv(b, "x", 3, 4, 1)
+    y = b.op("Gather", [f, b.const(idx, np.int64)], axis=axis)
+    g = assert_matches_ort(b.model([("x", ["N", 3, 5, 6])], [y]), {"x": (3, 5, 6)})
+    counts = op_counts(g)
+    counts.pop("Conv")
+    assert counts == want
+
+
 def test_range_and_expand_of_known_sizes_fold_to_constants():
     g = assert_matches_ort(*MODELS["anchor_grid_from_feature_shape"]())
     assert op_counts(g) == {"Conv": 1, "Add": 1}

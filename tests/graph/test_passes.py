@@ -94,14 +94,21 @@ def test_canonicalize_conv_gets_zero_bias():
     assert len(n.inputs) == 3 and g.constants[n.inputs[2]].tolist() == [0.0, 0.0]
 
 
-@pytest.mark.parametrize("op", ["MatMul", "Gemm"])
-def test_two_runtime_inputs_unsupported(op):
+def test_gemm_with_runtime_b_unsupported():
     b = Builder()
-    y = b.op(op, ["x", "x2"], name="mm")
+    y = b.op("Gemm", ["x", "x2"], name="mm")
     g = load_onnx(b.model([("x", [2, 3]), ("x2", [3, 2])], [y]))
-    with pytest.raises(UnsupportedOpError, match=f"{op} with two run-time inputs") as ei:
+    with pytest.raises(UnsupportedOpError, match="Gemm with a run-time B") as ei:
         optimize(g)
-    assert ei.value.ops == {op: ["mm"]}
+    assert ei.value.ops == {"Gemm": ["mm"]}
+
+
+def test_matmul_of_two_runtime_inputs_stays_matmul():
+    """Attention's Q·Kᵀ: kept as MatMul for the converter's QMatMul (not a Gemm)."""
+    b = Builder()
+    y = b.op("MatMul", ["x", "x2"], name="mm")
+    g = optimize(load_onnx(b.model([("x", ["N", 2, 3]), ("x2", ["N", 3, 2])], [y])))
+    assert [n.op for n in g.nodes] == ["MatMul"]
 
 
 def test_fold_batchnorm_into_conv_and_gemm():

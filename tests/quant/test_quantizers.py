@@ -76,7 +76,8 @@ def test_registry_covers_the_post_optimize_op_set():
                                "Reshape", "Transpose", "Softmax", "LRN", "LayerNormalization",
                                # CNN extension (tests/quant/test_new_ops.py)
                                "Sub", "Mul", "Div", "Pow", *UNARY_OPS, "Slice", "Split", "Squeeze",
-                               "Unsqueeze", "Pad", "Resize", "GlobalMaxPool", "Identity"}
+                               "Unsqueeze", "Pad", "Resize", "GlobalMaxPool", "Identity",
+                               "MatMul"}                 # of two activations (QMatMul)
 
 
 def test_cnn_structure_dtypes_and_scales():

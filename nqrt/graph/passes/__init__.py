@@ -6,6 +6,7 @@ Each pass is one module with `run(graph) -> graph` (it may mutate its argument):
   canonicalize     Gemm/MatMul -> canonical Gemm, Conv bias always present, Sum -> Add
   lower_instancenorm  InstanceNormalization -> LayerNormalization(axis 2) + channel Mul, Add
   lower_space_depth  DepthToSpace / SpaceToDepth -> Reshape / Transpose / Reshape (the spec's)
+  lower_gather     Gather of an activation at constant consecutive indices -> Slice (+ Squeeze)
   fold_batchnorm   BN / per-channel Mul/Add folded into Conv/Gemm, or -> depthwise 1x1 Conv
   crop_conv_taps   Conv kernel taps that only ever read padding dropped (dilated ASPP convs)
   fuse_swish       Mul(x, Sigmoid(x)) -> Swish(x); Mul(x, HardSigmoid(x)) -> HardSwish(x);
@@ -25,11 +26,13 @@ from nqrt.errors import InputError, UnsupportedOpError, name_list
 from nqrt.graph.ir import Graph
 from nqrt.graph.passes import (canonicalize, crop_conv_taps, dead_code, fold_batchnorm,
                                fold_constants, fuse_activation, fuse_swish, lower_convtranspose,
-                               lower_instancenorm, lower_space_depth, remove_identity)
+                               lower_gather, lower_instancenorm, lower_space_depth,
+                               remove_identity)
 from nqrt.graph.shapes import annotate
 
 PIPELINE = (remove_identity, fold_constants, canonicalize, lower_instancenorm, lower_space_depth,
-            fold_batchnorm, crop_conv_taps, fuse_swish, fuse_activation, lower_convtranspose, dead_code)
+            lower_gather, fold_batchnorm, crop_conv_taps, fuse_swish, fuse_activation,
+            lower_convtranspose, dead_code)
 MAX_ROUNDS = 10
 
 

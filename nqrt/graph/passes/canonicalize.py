@@ -6,7 +6,8 @@
   accepts A of rank >= 2 and multiplies over A's last axis (y[..., n] = sum_k A[..., k] W[n, k]
   + bias[n]), which is MatMul's semantics for a 2-D B.  A run-time bias C (beta = 1) becomes a
   following Add.
-* Gemm/MatMul whose B is computed at run time -> UnsupportedOpError ("two run-time inputs").
+* MatMul of two run-time tensors stays MatMul (the converter's QMatMul); Gemm whose B is
+  computed at run time, or MatMul of a constant A and a run-time B -> UnsupportedOpError.
 * Conv always has a constant bias input (zeros if absent) and explicit pads (auto_pad
   resolved once shapes are known).  1-D convolutions stay rank 3.
 * Sum -> chain of Add.
@@ -53,7 +54,9 @@ def _gemm(node: Node, graph: Graph, names: NameGen, shapes) -> list[Node]:
         attrs = node.attrs
         c_name = node.inputs[2] if len(node.inputs) > 2 else ""
     if b_name not in graph.constants:
-        raise _unsupported(node, f"{node.op} with two run-time inputs")
+        if node.op == "MatMul" and a_name not in graph.constants:
+            return [node]                     # two activations: QMatMul (attention)
+        raise _unsupported(node, f"{node.op} with a run-time B")
     if attrs.get("transA", 0):
         raise _unsupported(node, "attribute transA=1 with a run-time A")
     b = graph.constants[b_name]
