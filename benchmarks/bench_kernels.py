@@ -1,7 +1,7 @@
 """Kernel throughput: nqrt int8 GEMM / conv (through one-node converted models) vs ONNX Runtime and numpy.
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_kernels.py \
-        [--threads 2] [--repeats 20] [--only gemm|conv] [--cache-dir DIR] [--seven-bit]
+        [--threads 2] [--repeats 20] [--only gemm|conv|matmul] [--cache-dir DIR] [--seven-bit]
 
 GEMM (M,K,N) rows, each a float input A[M,K] times a constant weight B[K,N]:
   * nqrt int8          one-node ONNX MatMul converted by nqrt.convert (per-channel, MinMax) and
@@ -24,6 +24,10 @@ Conv rows (56x56, 3x3, pad 1): 64->64 dense and 128-channel depthwise, batch 1 a
 nqrt int8 (float NCHW in and out, like the ORT rows), nqrt int8 layer (the QConv instruction
 alone: u8 NHWC in and out, as inside an int8 graph), ORT FP32 Conv, ORT int8 QDQ (QLinearConv
 after ORT's fusion).
+MatMul rows: attention's two products of a ViT-B/16 layer at batch 1 (12 heads, 197 tokens, 64
+dims), both operands run-time tensors: nqrt int8 (QMatMul, float in and out), nqrt int8 layer
+(the QMatMul instruction alone), ORT MatMulInteger (u8 x u8 -> s32, zero points 128: no
+requantize), ORT int8 QDQ (ORT's quantize_static of the one-node model), ORT FP32.
 Throughput is GMAC/s from the median latency; ratios are nqrt's GMAC/s over the peer's (>1x: nqrt
 is faster).  SQNR columns compare the float outputs against ORT FP32.
 """
@@ -32,7 +36,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -43,12 +47,15 @@ GEMM_SHAPES = [(1, 768, 768), (8, 768, 3072), (128, 768, 768), (256, 1024, 1024)
 # (label, batch, channels, groups)
 CONV_CASES = [("conv3x3 64->64", 1, 64, 1), ("conv3x3 64->64", 8, 64, 1),
               ("dw3x3 128", 1, 128, 128), ("dw3x3 128", 8, 128, 128)]
+# attention's Q·Kᵀ and softmax·V of a ViT-B/16 layer at batch 1 (12 heads, 197 tokens, 64 dims)
+MATMUL_CASES = [("attn QK^T", 12, 197, 64, 197), ("attn AV", 12, 197, 197, 64)]
 HW = 56
 OPSET = 13
 
 LAYER = "nqrt int8 layer"   # the nqrt model's QGemm / QConv instruction alone: u8 in, u8 out
 GEMM_CANDS = ["nqrt int8", LAYER, "ORT MatMulInteger", "ORT int8 QDQ", "ORT FP32", "numpy FP32"]
 CONV_CANDS = ["nqrt int8", LAYER, "ORT int8 QDQ", "ORT FP32"]
+MATMUL_CANDS = ["nqrt int8", LAYER, "ORT MatMulInteger", "ORT int8 QDQ", "ORT FP32"]
 W7 = "nqrt int8 w7"    # --seven-bit: the same one-node model converted with weight_bits=7
 
 
@@ -60,6 +67,15 @@ class Case:
     input_name: str
     x: object               # timing input (float32)
     calib: object           # calibration array, samples on axis 0
+    more: dict = field(default_factory=dict)   # further inputs: name -> (timing array, calibration)
+
+    @property
+    def feed(self) -> dict:
+        return {self.input_name: self.x, **{k: v[0] for k, v in self.more.items()}}
+
+    @property
+    def calib_arrays(self) -> dict:
+        return {self.input_name: self.calib, **{k: v[1] for k, v in self.more.items()}}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -107,6 +123,36 @@ def matmulinteger_model(w_fp32):
                   [helper.make_tensor_value_info("Y", TensorProto.INT32, ["M", N])], inits, "matmulinteger")
 
 
+def matmul_case(label, nb, M, K, N):
+    """MatMul of two run-time tensors [nb, M, K] x [nb, K, N] (nqrt: QMatMul)."""
+    import numpy as np
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(M * 131 + K)
+    node = helper.make_node("MatMul", ["A", "B"], ["Y"], name="matmul")
+    m = _model([node], [helper.make_tensor_value_info("A", TensorProto.FLOAT, ["N", M, K]),
+                        helper.make_tensor_value_info("B", TensorProto.FLOAT, ["N", K, N])],
+               [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["N", M, N])], [], f"matmul_{label}")
+    a, b = rng.standard_normal((nb, M, K)).astype(np.float32), rng.standard_normal((nb, K, N)).astype(np.float32)
+    calib_a = rng.standard_normal((4 * nb, M, K)).astype(np.float32)   # samples on axis 0
+    calib_b = rng.standard_normal((4 * nb, K, N)).astype(np.float32)
+    return Case(f"{label} {nb}x{M}x{K}x{N}", nb * M * K * N, m, "A", a, calib_a,
+                more={"B": (b, calib_b)})
+
+
+def matmulinteger_u8u8_model(nb, M, K, N):
+    """u8 x u8 -> s32 with zero points 128 (ONNX Runtime's integer kernel, no requantize)."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    inits = [numpy_helper.from_array(np.array(128, np.uint8), "a_zp"),
+             numpy_helper.from_array(np.array(128, np.uint8), "b_zp")]
+    node = helper.make_node("MatMulInteger", ["A", "B", "a_zp", "b_zp"], ["Y"], name="mmi")
+    return _model([node], [helper.make_tensor_value_info("A", TensorProto.UINT8, [nb, M, K]),
+                           helper.make_tensor_value_info("B", TensorProto.UINT8, [nb, K, N])],
+                  [helper.make_tensor_value_info("Y", TensorProto.INT32, [nb, M, N])], inits, "mmi_u8u8")
+
+
 def conv_case(label, batch, C, groups):
     import numpy as np
     from onnx import TensorProto, helper, numpy_helper
@@ -142,7 +188,7 @@ def _nqrt_session(case: Case, work: Path, tag: str, threads: int, notes: list, f
         src = work / f"{tag}{suffix}.onnx"
         onnx.save(model, str(src))
         calib = work / f"{tag}{suffix}.calib.npz"
-        np.savez(calib, **{case.input_name: case.calib})
+        np.savez(calib, **case.calib_arrays)
         out = work / f"{tag}{suffix}{'' if weight_bits == 8 else '.w7'}.nq"
         nqrt.convert(str(src), str(out), calibration=str(calib), per_channel=True, calibration_method="minmax",
                      weight_bits=weight_bits)
@@ -165,7 +211,7 @@ def _nqrt_session(case: Case, work: Path, tag: str, threads: int, notes: list, f
 def _layer_runner(sess, feed):
     from nqrt.runtime import encoding
 
-    return common.nqrt_layer_runner(sess, feed, (encoding.OP_CONV, encoding.OP_GEMM))
+    return common.nqrt_layer_runner(sess, feed, (encoding.OP_CONV, encoding.OP_GEMM, encoding.OP_MATMUL))
 
 
 def _first(outputs):
@@ -185,7 +231,7 @@ def bench_case(case: Case, cands_wanted, threads, repeats, warmup, work: Path, m
 
     fp32_path = work / f"{tag}.fp32.onnx"
     onnx.save(case.fp32_model, str(fp32_path))
-    feed = {case.input_name: case.x}
+    feed = case.feed
     cands, outs = {}, {}
 
     ort_fp32 = attempt("ORT FP32", common.ort_session, fp32_path, threads, notes=notes)
@@ -209,7 +255,7 @@ def bench_case(case: Case, cands_wanted, threads, repeats, warmup, work: Path, m
                     cands[LAYER] = layer
 
     def _ort_q():
-        p = common.ort_quantize_qdq(fp32_path, work / f"{tag}.ort_int8.onnx", case.input_name, case.calib,
+        p = common.ort_quantize_qdq(fp32_path, work / f"{tag}.ort_int8.onnx", None, case.calib_arrays,
                                     preprocess=False, notes=notes)
         return common.ort_session(p, threads)
 
@@ -270,6 +316,28 @@ def gemm_results(threads, repeats, warmup, work, max_seconds, shapes=GEMM_SHAPES
     return results
 
 
+def matmul_results(threads, repeats, warmup, work, max_seconds, cases=MATMUL_CASES, cands=MATMUL_CANDS):
+    import numpy as np
+
+    results = []
+    for label, nb, M, K, N in cases:
+        case = matmul_case(label, nb, M, K, N)
+        rng = np.random.default_rng(5)
+        feed = {"A": rng.integers(0, 256, (nb, M, K), dtype=np.uint8),
+                "B": rng.integers(0, 256, (nb, K, N), dtype=np.uint8)}
+
+        def mmi(nb=nb, M=M, K=K, N=N, feed=feed):
+            import onnx
+
+            mp = work / f"mmi_u8u8_{nb}x{M}x{K}x{N}.onnx"
+            onnx.save(matmulinteger_u8u8_model(nb, M, K, N), str(mp))
+            return common.ort_runner(common.ort_session(mp, threads), feed)
+
+        results.append(bench_case(case, cands, threads, repeats, warmup, work, max_seconds,
+                                  extra={"ORT MatMulInteger": mmi}))
+    return results
+
+
 def conv_results(threads, repeats, warmup, work, max_seconds, cases=CONV_CASES, cands=CONV_CANDS):
     return [bench_case(conv_case(*c), cands, threads, repeats, warmup, work, max_seconds)
             for c in cases]
@@ -300,7 +368,7 @@ def _tables(results, cands, kind, threads):
 
 
 def run(threads, repeats, warmup, cache_dir: Path, only=None, max_seconds=None, echo=print,
-        gemm_shapes=GEMM_SHAPES, conv_cases=CONV_CASES, seven_bit=False):
+        gemm_shapes=GEMM_SHAPES, conv_cases=CONV_CASES, seven_bit=False, matmul_cases=MATMUL_CASES):
     gemm_cands = GEMM_CANDS + ([W7] if seven_bit else [])
     conv_cands = CONV_CANDS + ([W7] if seven_bit else [])
     echo(common.environment_line(threads) + f"\n# ORT intra-op spinning {'on' if common.ORT_SPIN else 'off'}")
@@ -321,6 +389,10 @@ def run(threads, repeats, warmup, cache_dir: Path, only=None, max_seconds=None, 
         echo("# conv ...")
         out["conv"] = conv_results(threads, repeats, warmup, work, max_seconds, conv_cases, conv_cands)
         echo(_tables(out["conv"], conv_cands, "conv 56x56", threads))
+    if only in (None, "matmul"):
+        echo("# MatMul of two activations ...")
+        out["matmul"] = matmul_results(threads, repeats, warmup, work, max_seconds, matmul_cases)
+        echo(_tables(out["matmul"], MATMUL_CANDS, "MatMul act x act", threads))
     for rs in out.values():
         for r in rs:
             for n in r["notes"]:
@@ -336,7 +408,7 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--only", choices=["gemm", "conv"], default=None)
+    p.add_argument("--only", choices=["gemm", "conv", "matmul"], default=None)
     p.add_argument("--max-seconds", type=float, default=10.0,
                    help="stop timing a candidate after this many seconds (>= 3 samples kept)")
     p.add_argument("--cache-dir", type=Path, default=common.DEFAULT_CACHE)

@@ -330,11 +330,12 @@ def ort_runner(sess, feed: dict):
     return lambda: sess.run(names, feed)
 
 
-def ort_quantize_qdq(model_path, out_path, input_name: str, calib, preprocess: bool = True,
+def ort_quantize_qdq(model_path, out_path, input_name: str | None, calib, preprocess: bool = True,
                      notes: list | None = None) -> Path:
     """ORT's own static quantizer, its x86 fast path: QDQ, u8 activations, s8 per-channel weights,
     MinMax, fed one calibration sample at a time.  Optionally runs ORT's recommended
-    `quant_pre_process` first (falls back to the raw model if pre-processing fails)."""
+    `quant_pre_process` first (falls back to the raw model if pre-processing fails).
+    calib: the one input's samples (input_name), or {input name: samples} with input_name None."""
     from onnxruntime import quantization as ortq
 
     model_path, out_path = Path(model_path), Path(out_path)
@@ -353,7 +354,9 @@ def ort_quantize_qdq(model_path, out_path, input_name: str, calib, preprocess: b
 
     class _Reader(ortq.CalibrationDataReader):
         def __init__(self):
-            self._it = iter([{input_name: calib[i:i + 1]} for i in range(len(calib))])
+            arrays = calib if input_name is None else {input_name: calib}
+            n = len(next(iter(arrays.values())))
+            self._it = iter([{k: v[i:i + 1] for k, v in arrays.items()} for i in range(n)])
 
         def get_next(self):
             return next(self._it, None)

@@ -77,10 +77,11 @@ def test_bench_models_unknown_model_degrades(tmp_path):
     assert any("not available" in n for n in res.notes)
 
 
-def test_bench_kernels_small_gemm_and_conv(tmp_path):
+def test_bench_kernels_small_gemm_conv_and_matmul(tmp_path):
     lines = []
     out = bench_kernels.run(1, 2, 1, tmp_path, echo=lambda s: lines.append(str(s)),
-                            gemm_shapes=[(2, 64, 32)], conv_cases=[("dw3x3 128", 1, 128, 128)])
+                            gemm_shapes=[(2, 64, 32)], conv_cases=[("dw3x3 128", 1, 128, 128)],
+                            matmul_cases=[("attn", 2, 5, 8, 6)])
     text = "\n".join(lines)
     cols, rows = common.parse_table(text, 0)
     assert cols[:2] == ["GEMM MxKxN", "MMAC"] and rows[0][0] == "2x64x32"
@@ -93,7 +94,12 @@ def test_bench_kernels_small_gemm_and_conv(tmp_path):
     idx = {c: i for i, c in enumerate(cols)}
     for col in ("nqrt int8", "nqrt int8 layer", "layer/ORT FP32"):
         assert _is_number(rows[0][idx[col]]), col
-    assert set(out) == {"gemm", "conv"}
+    cols, rows = common.parse_table(text, 4)
+    assert cols[0] == "MatMul act x act" and rows[0][0] == "attn 2x5x8x6"
+    idx = {c: i for i, c in enumerate(cols)}
+    for col in ("nqrt int8", "nqrt int8 layer", "ORT MatMulInteger", "ORT FP32", "layer/ORT MatMulInteger"):
+        assert _is_number(rows[0][idx[col]]), col
+    assert set(out) == {"gemm", "conv", "matmul"}
 
 
 def test_latency_conditions_tool(tmp_path):
