@@ -21,6 +21,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from nqrt.kernels._jit import JIT, PJIT, xcall
+from nqrt.kernels.fixedpoint import offset_requant
 
 K_MAX = 33_025           # K·255² < 2^31
 ROWS_PER_TASK = 32       # rows of A per task (when a batch has more); a multiple of MR
@@ -137,6 +138,11 @@ def _matmul_rows(a, bps, offs, t, nrb, M, K, N, z_a, m0, sh, z_y, lo, hi, y, avx
     npad = -(-N // NR) * NR
     bp = bps[bi]
     rnd = np.int64(1) << np.int64(sh - 1)
+    # requantize(d, M0, sh) = ((d·M0 + bc) >>> sh) − off for |d| <= K·255² (fixedpoint.offset_requant)
+    fast, bc, off = offset_requant(0, np.int64(K) * 65025, m0, sh)
+    m32 = np.int64(np.int32(m0)) if fast else np.int64(0)
+    ush = np.uint64(sh)
+    zoff = z_y - off
     ac = np.zeros(MR * kp, np.int16)            # MR centered rows of A, zero padded
     tile = np.empty(MR * NR, np.int32)
     for g in range(r0, r1, MR):
@@ -154,11 +160,17 @@ def _matmul_rows(a, bps, offs, t, nrb, M, K, N, z_a, m0, sh, z_y, lo, hi, y, avx
             else:
                 _tile(ac, 0, kp, bp, 2 * c0, 2 * npad, pairs, tile)
             cols = min(NR, N - c0)
-            for r in range(rows):             # spec 3.3 on a row of the tile (vectorizes)
+            for r in range(rows):             # spec 3.3 on a row of the tile
                 yo = y_off + (g + r) * N + c0
-                for c in range(cols):
-                    v = ((np.int64(tile[r * NR + c]) * m0 + rnd) >> sh) + z_y
-                    y[yo + c] = np.uint8(min(max(v, lo), hi))
+                if fast:                      # logical-shift form: vectorizes (vpmuldq, vpsrlq)
+                    for c in range(cols):
+                        num = np.int64(tile[r * NR + c]) * m32 + bc
+                        v = np.int64(np.uint64(num) >> ush) + zoff
+                        y[yo + c] = np.uint8(min(max(v, lo), hi))
+                else:
+                    for c in range(cols):
+                        v = ((np.int64(tile[r * NR + c]) * m0 + rnd) >> sh) + z_y
+                        y[yo + c] = np.uint8(min(max(v, lo), hi))
 
 
 @njit(**JIT)
