@@ -137,7 +137,8 @@ def op_counts(graph) -> dict[str, int]:
 def gelu_erf(b, x, form):
     """PyTorch's exported exact GELU x·0.5·(1 + erf(x/√2)) (nqrt/graph/passes/fuse_swish.py):
     form "half_last" Mul(Mul(x, gate), 0.5), "half_first" Mul(Mul(0.5, x), gate), "mul_div"
-    the latter with x·(1/√2) and 1 + erf in the other operand orders."""
+    the latter with x·(1/√2) and 1 + erf in the other operand orders, "half_gate"
+    Mul(x, Mul(gate, 0.5)) (the dynamo exporter's form)."""
     if form == "mul_div":                                   # x/√2 as x·(1/√2), 1 + erf
         e = b.op("Erf", [b.op("Mul", [b.const(np.float32(1 / np.sqrt(2))), x])])
         g = b.op("Add", [b.const(np.float32(1.0)), e])
@@ -146,4 +147,6 @@ def gelu_erf(b, x, form):
         g = b.op("Add", [e, b.const(np.float32(1.0))])
     if form == "half_last":
         return b.op("Mul", [b.op("Mul", [x, g]), b.const(np.float32(0.5))])
+    if form == "half_gate":
+        return b.op("Mul", [x, b.op("Mul", [g, b.const(np.float32(0.5))])])
     return b.op("Mul", [b.op("Mul", [b.const(np.float32(0.5)), x]), g])

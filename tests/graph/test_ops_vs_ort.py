@@ -144,7 +144,7 @@ def conv1d_dead_taps():
 def gelu_erf_patterns():
     b = Builder(opset=17)
     y = _conv(b, "x", 3, 6, 3, pads=[1, 1, 1, 1])
-    for form in ("half_last", "half_first", "mul_div"):
+    for form in ("half_last", "half_first", "mul_div", "half_gate"):
         y = gelu_erf(b, y, form)
         y = _conv(b, y, 6, 6, 1)
     return b.model([("x", ["N", 3, 5, 6])], [y]), {"x": (3, 5, 6)}
@@ -454,7 +454,7 @@ def test_add_mul_sub_div_fold_structure():
 
 def test_gelu_erf_patterns_fuse_to_gelu():
     g = assert_matches_ort(*MODELS["gelu_erf_patterns"]())
-    assert op_counts(g) == {"Conv": 4, "Gelu": 3}
+    assert op_counts(g) == {"Conv": 5, "Gelu": 4}
     g = assert_matches_ort(*MODELS["gelu_erf_shared_intermediate"]())
     assert "Gelu" not in op_counts(g) and op_counts(g)["Erf"] == 1
 

@@ -5,6 +5,7 @@
   the exported exact GELU, x·0.5·(1 + erf(x/√2)) -> Gelu(x):
       Mul(Mul(x, Add(Erf(Div(x, √2)), 1)), 0.5)    (PyTorch's export before opset 20)
       Mul(Mul(x, 0.5), Add(Erf(Div(x, √2)), 1))
+      Mul(x, Mul(Add(Erf(Div(x, √2)), 1), 0.5))    (the dynamo exporter's)
   (Div(x, √2) may be Mul(x, 1/√2); Add and Mul in either operand order)
 
 (EfficientNet / MobileNetV3's gates; ConvNeXt's and the Transformers' GELU).  Every
@@ -102,6 +103,12 @@ class _Gelu:
             half = self.private(top.inputs[k], "Mul")
             x = half and _other(half, self.graph, 0.5)
             g = x and self.gate(top.inputs[1 - k], x)
+            if g is not None:
+                return g[0], g[1] + [half]
+        for k in (0, 1):                             # Mul(x, Mul(gate, 0.5))
+            half = self.private(top.inputs[1 - k], "Mul")
+            gate_t = half and _other(half, self.graph, 0.5)
+            g = gate_t and self.gate(gate_t, top.inputs[k])
             if g is not None:
                 return g[0], g[1] + [half]
         return None
