@@ -82,3 +82,40 @@ def test_class_token_model_int8_close_to_float(tmp_path):
         (name,) = got
         sqnr = 10 * np.log10((ref ** 2).sum() / ((got[name] - ref) ** 2).sum())
         assert sqnr >= 25, f"{sqnr:.1f} dB"
+
+
+def _dynamic_batch_vit():
+    """ViT's head with a run-time batch: the class token Expand-ed to Shape(x)[0] (as both
+    PyTorch exporters write it: a Concat of the batch with ones, or Where(Equal(s, -1), 1, s)
+    over a Reshape target), prepended, attention, then x[:, 0]."""
+    b = Builder(opset=17)
+    n = b.op("Slice", [b.op("Shape", ["x"]), b.const([0], np.int64), b.const([1], np.int64)])
+    legacy = b.op("Concat", [n, b.const([-1, -1], np.int64)], axis=0)              # [N, -1, -1]
+    target = b.op("Where", [b.op("Equal", [legacy, b.const([-1, -1, -1], np.int64)]),
+                            b.const([1, 1, 1], np.int64), legacy])                 # [N, 1, 1]
+    tok = b.op("Expand", [b.weight(1, 1, D), target])
+    t = b.op("Concat", [tok, "x"], axis=1)
+    t = _attention(b, t, L + 1)
+    cls = b.op("Gather", [t, b.const(0, np.int64)], axis=1)
+    y = b.op("Add", [b.op("MatMul", [cls, b.weight(D, 10)]), b.weight(10)])
+    return b.model([("x", ["N", L, D])], [y])
+
+
+def test_dynamic_batch_class_token_expand(tmp_path):
+    m = _dynamic_batch_vit()
+    onnx.save(m, tmp_path / "m.onnx")
+    xs = np.random.default_rng(2).standard_normal((12, L, D)).astype(np.float32)
+    nqrt.convert(str(tmp_path / "m.onnx"), str(tmp_path / "m.nq"), calibration=[{"x": xs[:8]}])
+    sess = nqrt.load(str(tmp_path / "m.nq"))
+    ops = [n.op for n in sess.model.nodes]
+    assert ops.count("Expand") == 1 and sess.inputs[0].shape[0] == "N"
+    for batch in (1, 3):
+        ref = ort_run(m, {"x": xs[8:8 + batch]})[0]
+        got = {mode: nqrt.load(str(tmp_path / "m.nq"), mode=mode).run({"x": xs[8:8 + batch]})
+               for mode in ("integer", "simulate")}
+        (name,) = got["integer"]
+        y = got["integer"][name]
+        assert y.shape == ref.shape == (batch, 10)
+        sqnr = 10 * np.log10((ref ** 2).sum() / ((y - ref) ** 2).sum())
+        assert sqnr >= 25, f"batch {batch}: {sqnr:.1f} dB"
+        assert np.array_equal(y, got["simulate"][name])

@@ -213,11 +213,20 @@ _pending(OpSpec(
     {"multiplier": ("int", True), "shift": ("int", True), **_ACT},
 ))
 
+_pending(OpSpec(
+    "Expand",
+    (("x", "any", "uint8"), ("like", "act", "uint8")),
+    ("uint8",),
+    {"shape": ("ints", True)},
+    optional_inputs=1,
+))
+
 OPS.update(PENDING_OPS)            # wired into the runtime planner/interpreter
 ALL_OPS: dict[str, OpSpec] = OPS   # the format's op table (one dict: every op is executable)
 
 SAME_SCALE_OPS = frozenset({"MaxPool", "QClip", "Reshape", "Flatten", "Transpose",
-                            "Slice", "Squeeze", "Unsqueeze", "Pad", "ResizeNearest", "ResizeLinear"})
+                            "Slice", "Squeeze", "Unsqueeze", "Pad", "ResizeNearest", "ResizeLinear",
+                            "Expand"})
 
 # ResizeNearest string attributes (section 4.12).
 RESIZE_COORDINATE_MODES = ("asymmetric", "half_pixel", "align_corners", "pytorch_half_pixel",

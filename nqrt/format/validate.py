@@ -607,6 +607,26 @@ def _check_qmatmul(where, ins, outs, attrs):
     _act(where, attrs)
 
 
+def _check_expand(where, ins, outs, attrs):
+    """Expand: shape entries >= 1, or -1 = that dim of `like` (which is then required); x's
+    int dims broadcast to the int entries (right-aligned); output rank = max(len(shape), r)."""
+    x = ins[0]
+    shape = attrs["shape"]
+    if any(v == 0 or v < -1 for v in shape):
+        _fail(f"{where}: shape entries must be >= 1 or -1, got {shape}")
+    if -1 in shape:
+        if len(ins) < 2:
+            _fail(f"{where}: shape has -1 entries but there is no like input")
+        if max(i for i, v in enumerate(shape) if v == -1) >= len(ins[1]["shape"]):
+            _fail(f"{where}: shape {shape} takes a dim beyond the like input's rank {len(ins[1]['shape'])}")
+    if x["data"] is not None and (x["quant"] is None or x["quant"]["axis"] is not None):
+        _fail(f"{where}: constant input {_q(x['name'])} needs per-tensor quant")
+    for d, v in zip(reversed(x["shape"]), reversed(shape)):
+        if type(d) is int and v != -1 and d != v and 1 not in (d, v):
+            _fail(f"{where}: input shape {x['shape']} does not broadcast to {shape}")
+    _same_rank(where, outs[0], max(len(shape), len(x["shape"])))
+
+
 def _check_concat(where, ins, outs, attrs):
     r = len(ins[0]["shape"])
     if r == 0:
@@ -866,6 +886,7 @@ _OP_CHECKS = {
     "QLut": _check_qlut,
     "QMul": _check_binary,
     "QMatMul": _check_qmatmul,
+    "Expand": _check_expand,
     "Slice": _check_slice,
     "Squeeze": _check_squeeze,
     "Unsqueeze": _check_unsqueeze,

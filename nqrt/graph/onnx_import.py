@@ -465,6 +465,30 @@ def Expand(ctx, n):
     return _plain(ctx, n)
 
 
+# Shape arithmetic that exporters emit around Reshape / Expand targets; folded when known.
+def Equal(ctx, n):
+    return _plain(ctx, n)
+
+
+def Where(ctx, n):
+    return _plain(ctx, n)
+
+
+def Not(ctx, n):
+    return _plain(ctx, n)
+
+
+def ScatterND(ctx, n, reduction="none"):
+    # folded when all inputs are constants (Swin's shifted-window masks); never run at run time
+    if reduction != "none":
+        raise ctx.unsupported(n, f"attribute reduction={reduction!r}")
+    return _plain(ctx, n)
+
+
+def Mod(ctx, n, fmod=0):
+    return [ctx.node(n, attrs={"fmod": int(fmod)})]
+
+
 def _blocksize(ctx, n, blocksize):
     if blocksize is None or int(blocksize) < 1:
         raise FormatError(f"{n.op} node {n.name} needs a blocksize attribute >= 1")
@@ -544,6 +568,7 @@ IMPORTERS = {
     "Sqrt": Sqrt, "Reciprocal": Reciprocal, "Pow": Pow,
     "Split": Split, "Resize": Resize, "Upsample": Upsample,
     "DepthToSpace": DepthToSpace, "SpaceToDepth": SpaceToDepth, "Range": Range, "Expand": Expand,
+    "Equal": Equal, "Where": Where, "Not": Not, "Mod": Mod, "ScatterND": ScatterND,
 }
 _KWARGS = {op: set(inspect.signature(fn).parameters) - {"ctx", "n"} for op, fn in IMPORTERS.items()}
 

@@ -498,7 +498,33 @@ def range_(attrs, start, limit, delta):
     return (start + np.arange(count, dtype=start.dtype) * delta).astype(start.dtype)
 
 
+def scatter_nd(attrs, data, indices, updates):
+    """ONNX ScatterND (reduction none): a copy of data with data[indices[i]] = updates[i]."""
+    out = np.array(data)
+    idx = np.asarray(indices, np.int64)
+    k = idx.shape[-1]
+    flat = idx.reshape(-1, k)
+    upd = np.asarray(updates).reshape((flat.shape[0],) + out.shape[k:])
+    for i, ix in enumerate(flat):
+        out[tuple(int(v) for v in ix)] = upd[i]
+    return out
+
+
+def mod(attrs, a, b):
+    """ONNX Mod: integer remainder with the divisor's sign (fmod=0, Python's %), or C fmod
+    with the dividend's sign (fmod=1, required for floats)."""
+    if attrs.get("fmod", 0):
+        return np.fmod(a, b)
+    if a.dtype.kind == "f" or b.dtype.kind == "f":
+        raise InputError("Mod of floats needs fmod=1")
+    return np.mod(a, b)
+
+
 def expand(attrs, x, shape):
+    """ONNX Expand; with attrs["like_shape"] the second input is a tensor whose dims replace
+    the −1 entries (fold_constants' form of a shape computed from the batch)."""
+    if "like_shape" in attrs:
+        shape = [shape.shape[i] if v == -1 else v for i, v in enumerate(attrs["like_shape"])]
     target = np.broadcast_shapes(x.shape, tuple(int(d) for d in shape))
     return np.array(np.broadcast_to(x, target))
 
@@ -561,6 +587,11 @@ OPS: dict[str, Callable] = {
     "DepthToSpace": depth_to_space,
     "Range": range_,
     "Expand": expand,
+    "Mod": mod,
+    "ScatterND": scatter_nd,
+    "Equal": lambda attrs, a, b: np.equal(a, b),
+    "Not": lambda attrs, x: np.logical_not(x),
+    "Where": lambda attrs, c, a, b: np.where(c, a, b),
     "SpaceToDepth": space_to_depth,
     **UNARY,
 }

@@ -305,7 +305,14 @@ def _range(n, s, inf):
 
 def _expand(n, s, inf):
     """Expand: x broadcast with the shape value (ONNX: both directions)."""
-    x, shape = s[0], inf.values.get(n.inputs[1]) if len(n.inputs) > 1 else None
+    x = s[0]
+    if "like_shape" in n.attrs:                 # -1: that dim of the second input (fold_constants)
+        like = s[1] if len(s) > 1 else None
+        if x is None or like is None:
+            return [None]
+        shape = [like[i] if v == -1 else v for i, v in enumerate(n.attrs["like_shape"])]
+    else:
+        shape = inf.values.get(n.inputs[1]) if len(n.inputs) > 1 else None
     if x is None or shape is None:
         return [None]
     return [broadcast(x, tuple(shape))]
@@ -615,6 +622,8 @@ RULES = {
     "Slice": _slice, "ConstantOfShape": _constant_of_shape, "Pad": _pad,
     "Pow": _elementwise, "Split": _split, "Resize": _resize, "Upsample": _resize,
     "DepthToSpace": _space_depth, "SpaceToDepth": _space_depth, "Range": _range, "Expand": _expand,
+    "Equal": _elementwise, "Mod": _elementwise, "Not": _same, "Where": _elementwise,
+    "ScatterND": _same,
     **{op: _same for op in UNARY_OPS},
 }
 
@@ -636,6 +645,27 @@ def _int_binary(op, a: Dim, b: Dim) -> Dim:
     if op == "Mul":
         return a * b
     return int(a / b) if b else None        # ONNX integer Div truncates toward zero
+
+
+def _dim_equal(p: Dim, q: Dim) -> Dim:
+    """Equal of two shape entries: 1 / 0, or None when unknown.  A symbolic dim is a size,
+    never negative: it differs from a negative int (the −1 of a Reshape / Expand target)."""
+    if is_int(p) and is_int(q):
+        return int(int(p) == int(q))
+    if isinstance(p, str) and isinstance(q, str) and p == q:
+        return 1
+    if (is_int(p) and int(p) < 0) or (is_int(q) and int(q) < 0):
+        return 0
+    return None
+
+
+def _pairwise(x: list, y: list, fn) -> list | None:
+    if len(x) != len(y) and 1 not in (len(x), len(y)):
+        return None
+    m = max(len(x), len(y))
+    x = x * m if len(x) == 1 else x
+    y = y * m if len(y) == 1 else y
+    return [fn(p, q) for p, q in zip(x, y)]
 
 
 def _node_values(n: Node, inf: Inference) -> list[Dim] | None:
@@ -661,6 +691,16 @@ def _node_values(n: Node, inf: Inference) -> list[Dim] | None:
         if axes != [0]:
             return None
         return list(v[0])[slice(starts[0], ends[0], steps[0])]
+    if op == "Equal" and v[0] is not None and v[1] is not None:
+        return _pairwise(v[0], v[1], _dim_equal)
+    if op == "Where" and all(x is not None for x in v[:3]):
+        m = max(len(x) for x in v[:3])
+        if any(len(x) not in (1, m) for x in v[:3]):
+            return None
+        c, a, b = (x * m if len(x) == 1 else x for x in v[:3])
+        if any(not is_int(t) for t in c):
+            return None
+        return [p if int(t) else q for t, p, q in zip(c, a, b)]
     if op in ("Add", "Sub", "Mul", "Div") and v[0] is not None and v[1] is not None:
         x, y = v[0], v[1]
         if len(x) != len(y) and 1 not in (len(x), len(y)):

@@ -37,7 +37,7 @@ QUANTIZE, DEQUANTIZE, SOFTMAX, LRN = _op("Quantize"), _op("Dequantize"), _op("So
 LAYERNORM, CONCAT_F32 = _op("LayerNormalization"), _op("Concat")
 Q_LUT, Q_MUL, SLICE, SQUEEZE = _op("QLut"), _op("QMul"), _op("Slice"), _op("Squeeze")
 UNSQUEEZE, PAD, RESIZE_NEAREST = _op("Unsqueeze"), _op("Pad"), _op("ResizeNearest")
-RESIZE_LINEAR, Q_MATMUL = _op("ResizeLinear"), _op("QMatMul")
+RESIZE_LINEAR, Q_MATMUL, EXPAND = _op("ResizeLinear"), _op("QMatMul"), _op("Expand")
 
 
 def node_label(node: Node) -> str:
@@ -179,6 +179,18 @@ class QContext:
         arr = np.ascontiguousarray(data, dtype=schema.DTYPES[dtype][0])
         self.tensors[name] = NqTensor(name, dtype, tuple(int(d) for d in arr.shape), quant, arr)
         return name
+
+    def constant_u8(self, t: str, label: str) -> str:
+        """The uint8 constant standing for float constant t (a class token fed to a Concat or
+        an Expand): per-tensor (s, z) from its min/max (0 included), read like an activation."""
+        if t not in self.qname:
+            c = np.asarray(self.graph.constants[t], np.float64)
+            lo, hi = min(float(c.min()), 0.0), max(float(c.max()), 0.0)
+            s, z = qp.activation_qparams(lo, hi, what=f"{label} constant {t!r}")
+            q = np.clip(np.rint(c / s) + z, 0, 255).astype(np.uint8)
+            name = self.const(t + ".q", q, "uint8", Quant([float(np.float32(s))], [int(z)], None))
+            self.qname[t], self.qrange[name] = name, (lo, hi)
+        return self.qname[t]
 
     def float_tensor(self, name: str, shape: tuple) -> str:
         self._used.add(name)

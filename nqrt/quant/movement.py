@@ -17,7 +17,7 @@ from nqrt.errors import ConversionError, UnsupportedOpError
 from nqrt.graph.ir import Graph, Node
 from nqrt.graph.shapes import is_int, norm_axis, resize_params, split_sizes
 from nqrt.quant import qparams as qp
-from nqrt.quant.context import (MAXPOOL, PAD, Q_CLIP, RESIZE_LINEAR, RESIZE_NEAREST, SLICE, SQUEEZE,
+from nqrt.quant.context import (EXPAND, MAXPOOL, PAD, Q_CLIP, RESIZE_LINEAR, RESIZE_NEAREST, SLICE, SQUEEZE,
                                 UNSQUEEZE, QContext, as_ints, fused_act, node_label)
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -206,12 +206,39 @@ def _check_resize_linear(graph: Graph, node: Node) -> str | None:
     return None
 
 
+def quantize_expand(ctx: QContext, node: Node) -> None:
+    """Expand -> Expand (same scale).  A constant x (a class token) is quantized on its own
+    grid first.  The target shape is a constant, or fold_constants' like_shape with the
+    second input a run-time tensor whose dims fill the −1 entries (the batch)."""
+    label = node_label(node)
+    x, y = node.inputs[0], node.outputs[0]
+    if x in ctx.graph.constants:
+        ctx.constant_u8(x, label)
+    if "like_shape" in node.attrs:
+        inputs, shape = [ctx.x(x), ctx.x(node.inputs[1])], as_ints(node.attrs["like_shape"])
+    else:
+        inputs = [ctx.x(x)]
+        shape = [int(v) for v in np.asarray(ctx.graph.constants[node.inputs[1]]).reshape(-1)]
+    ctx.same_scale_u8(y, x)
+    ctx.emit(EXPAND, inputs, [ctx.x(y)], {"shape": shape}, label)
+
+
 QUANTIZERS = {
+    "Expand": quantize_expand,
     "Slice": quantize_slice, "Split": quantize_split, "Squeeze": quantize_squeeze,
     "Unsqueeze": quantize_unsqueeze, "Pad": quantize_pad, "Resize": quantize_resize,
     "GlobalMaxPool": quantize_globalmaxpool, "Identity": quantize_identity,
 }
+def _check_expand(graph: Graph, node: Node, consumers) -> str | None:
+    if "like_shape" in node.attrs:
+        return None if node.inputs[1] in {v.name for v in graph.inputs} else "Expand with an unquantized shape source"
+    if len(node.inputs) < 2 or node.inputs[1] not in graph.constants:
+        return "Expand with a shape computed at run time"
+    return None
+
+
 CHECKS = {
+    "Expand": _check_expand,
     "Slice": _runtime_params, "Split": _runtime_params, "Squeeze": _runtime_params,
     "Unsqueeze": _runtime_params, "Pad": _check_pad, "Resize": _check_resize,
 }

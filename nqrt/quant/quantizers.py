@@ -144,13 +144,7 @@ def quantize_concat(ctx: QContext, node: Node) -> None:
     xs, y = node.inputs, node.outputs[0]
     consts = [t for t in xs if t in ctx.graph.constants]
     for t in consts:                 # a constant input (ViT's class token): uint8 on its own grid
-        if t not in ctx.qname:
-            c = np.asarray(ctx.graph.constants[t], np.float64)
-            lo, hi = min(float(c.min()), 0.0), max(float(c.max()), 0.0)
-            s_c, z_c = qp.activation_qparams(lo, hi, what=f"{label} constant {t!r}")
-            q = np.clip(np.rint(c / s_c) + z_c, 0, 255).astype(np.uint8)
-            name = ctx.const(t + ".q", q, "uint8", Quant([float(np.float32(s_c))], [int(z_c)], None))
-            ctx.qname[t], ctx.qrange[name] = name, (lo, hi)
+        ctx.constant_u8(t, label)
     params = [ctx.qparams(t) for t in xs]
     axis = int(node.attrs.get("axis", 1))
     if (not consts and y in ctx.output_names and not ctx.graph.consumers().get(y)

@@ -516,6 +516,35 @@ class _Builder:
                   z_a=a.zp, z_b=b.zp, m0=at["multiplier"], n=at["shift"], z_y=y.zp,
                   act_min=at["act_min"], act_max=at["act_max"], offs=self._lp(offs))
 
+    def Expand(self, node, i):
+        """Broadcast copy: a Slice read with stride 0 on the broadcast dims (x in logical
+        layout, output logical)."""
+        x = self._input(node, 0)
+        spec = [int(v) for v in node.attrs["shape"]]
+        if -1 in spec:
+            like = self.values[node.inputs[1]]
+            spec = [like.shape[k] if v == -1 else v for k, v in enumerate(spec)]
+        r = max(len(spec), len(x.shape))
+        xs = (1,) * (r - len(x.shape)) + tuple(x.shape)
+        ts = (1,) * (r - len(spec)) + tuple(spec)
+        if any(d != t and 1 not in (d, t) for d, t in zip(xs, ts)):
+            raise InputError(f"node {node.name!r} (Expand): input {list(x.shape)} does not broadcast to {spec}")
+        out = tuple(max(d, t) for d, t in zip(xs, ts))
+        xv = self._ensure(x, L.identity(len(x.shape)))
+        step, strides = 1, [0] * r
+        for k in range(r - 1, -1, -1):
+            strides[k] = step if xs[k] == out[k] else 0
+            step *= xs[k]
+        keep = [k for k in range(r) if out[k] != 1]
+        if len(keep) > L.KERNEL_RANK:
+            raise FormatError(f"node {node.name!r} (Expand): more than {L.KERNEL_RANK} non-trivial dims")
+        pad = L.KERNEL_RANK - len(keep)
+        shape6 = [1] * pad + [out[k] for k in keep]
+        strides6 = [0] * pad + [strides[k] for k in keep]
+        y = self._out_u8(node.outputs[0], out, L.identity(r))
+        self.emit(E.OP_SLICE, x=xv.storage, y=y.storage, x_size=L.numel(x.shape), y_size=L.numel(out),
+                  offset=0, shape=self._lp(shape6), strides=self._lp(strides6))
+
     def QLut(self, node, i):
         x = self._input(node, 0)
         table = self._input(node, 1)

@@ -230,6 +230,15 @@ def _qmatmul(model, node, env):
     return _requant(model, node.outputs[0], y, *_act(node))
 
 
+def _expand(model, node, env):
+    x = _codes(model, node.inputs[0], env)
+    spec = [int(v) for v in node.attrs["shape"]]
+    if -1 in spec:
+        like = env[node.inputs[1]]
+        spec = [like.shape[k] if v == -1 else v for k, v in enumerate(spec)]
+    return np.array(np.broadcast_to(x, np.broadcast_shapes(x.shape, tuple(spec))))
+
+
 def _qlut(model, node, env):
     return model.tensor(node.inputs[1]).data[env[node.inputs[0]]]
 
@@ -362,6 +371,6 @@ _OPS = {
     "QClip": _qclip, "Reshape": _reshape, "Flatten": _flatten, "Transpose": _transpose,
     "QLut": _qlut, "QMul": _qmul, "Slice": _slice, "Squeeze": _squeeze, "Unsqueeze": _unsqueeze,
     "Pad": _pad, "ResizeNearest": _resize_nearest,
-    "ResizeLinear": _resize_linear, "QMatMul": _qmatmul,
+    "ResizeLinear": _resize_linear, "QMatMul": _qmatmul, "Expand": _expand,
 }
 assert set(_OPS) == set(schema.ALL_OPS), "simulated mode must cover the schema's op table"

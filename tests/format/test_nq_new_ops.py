@@ -62,9 +62,13 @@ def new_ops_model() -> NqModel:
     n.append(NqNode("Squeeze", ["u"], ["s"], dict(axes=[2]), "squeeze"))
     t.append(_act("mm", ("N", 4, 5, 5), 0.2, 120))          # (5x5)·(5x5) per batch and channel
     n.append(NqNode("QMatMul", ["s", "lin"], ["mm"], dict(multiplier=2**30, shift=33, **act), "matmul"))
-    t.append(NqTensor("y", "float32", ("N", 4, 5, 5)))
-    n.append(NqNode("Dequantize", ["mm"], ["y"], {}, "dequant"))
-    return NqModel([NqIO("x", ("N", 4, 6, 6))], [NqIO("y", ("N", 4, 5, 5))],
+    t += [NqTensor("tok", "uint8", (1, 4, 1, 5), Quant([F32(0.2)], [120]), np.arange(20, dtype=np.uint8).reshape(1, 4, 1, 5)),
+          _act("toks", ("N", 4, 1, 5), 0.2, 120), _act("mm2", ("N", 4, 6, 5), 0.2, 120)]
+    n.append(NqNode("Expand", ["tok", "mm"], ["toks"], dict(shape=[-1, 4, 1, 5]), "expand"))
+    n.append(NqNode("QConcat", ["toks", "mm"], ["mm2"], dict(axis=2, multipliers=[2**30] * 2, shifts=[30] * 2), "cat_tok"))
+    t.append(NqTensor("y", "float32", ("N", 4, 6, 5)))
+    n.append(NqNode("Dequantize", ["mm2"], ["y"], {}, "dequant"))
+    return NqModel([NqIO("x", ("N", 4, 6, 6))], [NqIO("y", ("N", 4, 6, 5))],
                    {x.name: x for x in t}, n, {})
 
 

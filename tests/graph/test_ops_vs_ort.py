@@ -483,26 +483,37 @@ def test_gather_of_an_activation_becomes_slice(idx, axis, want):
     assert counts == want
 
 
+def test_constant_mask_arithmetic_folds():
+    """Swin-style masks built from constants (ScatterND, Mod, Equal, Not, Where) fold into
+    one constant the activation is added to."""
+    b = Builder(opset=17)
+    f = _conv(b, "x", 3, 2, 1)
+    base = b.const(np.zeros((5, 6), np.float32))
+    filled = b.op("ScatterND", [base, b.const([[1], [3]], np.int64), b.const(np.ones((2, 6), np.float32))])
+    odd = b.op("Equal", [b.op("Mod", [b.const(np.arange(6), np.int64), b.const(2, np.int64)]),
+                         b.const(1, np.int64)])
+    mask = b.op("Where", [b.op("Not", [odd]), filled, b.const(np.float32(-3.0))])
+    y = b.op("Add", [f, mask])
+    g = assert_matches_ort(b.model([("x", ["N", 3, 5, 6])], [y]), {"x": (3, 5, 6)})
+    assert op_counts(g) == {"Conv": 1, "Add": 1}
+
+
 def test_range_and_expand_of_known_sizes_fold_to_constants():
     g = assert_matches_ort(*MODELS["anchor_grid_from_feature_shape"]())
     assert op_counts(g) == {"Conv": 1, "Add": 1}
 
 
-def test_expand_over_the_symbolic_batch_is_reported():
-    """ViT's class token expanded to the batch: not foldable, so the converter names it."""
-    from nqrt.graph.onnx_import import load_onnx
-    from nqrt.graph.passes import optimize
-    from nqrt.errors import UnsupportedOpError
-
+def test_expand_over_the_symbolic_batch_reads_the_batch_from_the_input():
+    """ViT's class token expanded to the batch: the Shape chain folds away and the Expand
+    takes its -1 entries from the graph input carrying the batch symbol."""
     b = Builder(opset=17)
     f = _conv(b, "x", 3, 2, 1)
     n = b.op("Gather", [b.op("Shape", ["x"]), b.const([0], np.int64)], axis=0)
     shape = b.op("Concat", [n, b.const([2, 5, 6], np.int64)], axis=0)
     y = b.op("Add", [f, b.op("Expand", [b.weight(1, 2, 5, 6), shape])])
-    m = b.model([("x", ["N", 3, 5, 6])], [y])
-    assert_matches_ort(m, {"x": (3, 5, 6)}, optimized=False)
-    with pytest.raises(UnsupportedOpError, match=r"Shape \(dynamic shape computation not foldable"):
-        optimize(load_onnx(m))
+    g = assert_matches_ort(b.model([("x", ["N", 3, 5, 6])], [y]), {"x": (3, 5, 6)})
+    (e,) = [n for n in g.nodes if n.op == "Expand"]
+    assert e.inputs[1] == "x" and e.attrs["like_shape"] == [-1, 2, 5, 6] and "Shape" not in op_counts(g)
 
 
 def test_dead_conv_taps_are_cropped():

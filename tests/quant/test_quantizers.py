@@ -77,7 +77,7 @@ def test_registry_covers_the_post_optimize_op_set():
                                # CNN extension (tests/quant/test_new_ops.py)
                                "Sub", "Mul", "Div", "Pow", *UNARY_OPS, "Slice", "Split", "Squeeze",
                                "Unsqueeze", "Pad", "Resize", "GlobalMaxPool", "Identity",
-                               "MatMul"}                 # of two activations (QMatMul)
+                               "MatMul", "Expand"}       # MatMul of two activations (QMatMul)
 
 
 def test_cnn_structure_dtypes_and_scales():

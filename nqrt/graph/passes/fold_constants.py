@@ -14,6 +14,9 @@
   equal to the input's dim (e.g. the batch symbol) is scale 1, an int entry the float32 ratio
   s = size / L_in that ONNX uses with sizes, kept only when trunc(s·L_in) gives the size back
   (then the two forms are the same resize).
+* Expand whose target shape has symbolic entries (`cls_token.expand(x.shape[0], -1, -1)`)
+  gets attrs["like_shape"] (ints, −1 = that dim of the second input) and, as second input,
+  the graph input carrying the symbol at that index, so it no longer needs a Shape.
 * Attribute inputs that became constants move into attributes (normalize.promote_const_inputs).
 """
 
@@ -28,7 +31,8 @@ from nqrt.graph.shapes import Inference, infer, is_int
 
 # Nodes whose output is a shape-like value that may become a constant once its entries are ints.
 _SHAPE_VALUE_OPS = frozenset({"Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Slice", "Cast",
-                              "Identity", "Reshape", "Flatten", "Add", "Sub", "Mul", "Div"})
+                              "Equal", "Where", "Identity", "Reshape", "Flatten", "Add", "Sub", "Mul",
+                              "Div"})
 
 
 def _symbolic_reshape(node: Node, inf: Inference) -> list[int] | None:
@@ -68,6 +72,28 @@ def _symbolic_resize_scales(node: Node, inf: Inference) -> list[float] | None:
     return scales
 
 
+def _symbolic_expand(node: Node, inf: Inference, graph: Graph) -> tuple[str, list[int]] | None:
+    """(like, shape) for an Expand whose target shape has symbolic entries (ViT's class token
+    expanded to the run-time batch): entry i = -1 stands for dim i of `like`, a graph input
+    with that symbol at index i; the other entries are ints."""
+    target = inf.values.get(node.inputs[1])
+    if target is None:
+        return None
+    like, shape = None, []
+    for i, t in enumerate(target):
+        if is_int(t):
+            shape.append(int(t))
+            continue
+        if not isinstance(t, str):
+            return None
+        cands = [v.name for v in graph.inputs if v.shape is not None and i < len(v.shape) and v.shape[i] == t]
+        if not cands or (like is not None and like not in cands):
+            return None
+        like = like or cands[0]
+        shape.append(-1)
+    return (like, shape) if like is not None else None
+
+
 def _evaluate(node: Node, graph: Graph) -> list[np.ndarray]:
     if node.op == "ConstantOfShape":
         value = np.asarray(node.attrs["value"]).reshape(-1)[:1]
@@ -94,6 +120,12 @@ def run(graph: Graph) -> Graph:
                 node.attrs["scales"] = scales
                 node.attrs.pop("sizes", None)
                 node.inputs = node.inputs[:1]
+        if node.op == "Expand" and "like_shape" not in node.attrs and len(node.inputs) == 2 \
+                and node.inputs[1] not in graph.constants:
+            got = _symbolic_expand(node, inf, graph)
+            if got is not None:
+                node.inputs = [node.inputs[0], got[0]]
+                node.attrs["like_shape"] = got[1]
         if node.outputs and all(i in graph.constants for i in node.inputs if i):
             for name, arr in zip(node.outputs, _evaluate(node, graph)):
                 if name:
