@@ -105,7 +105,42 @@ def tiny_mlp(rng) -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], producer_name="nqrt-golden")
 
 
-GOLDENS = {"tiny_cnn": tiny_cnn, "tiny_blocks": tiny_blocks, "tiny_mlp": tiny_mlp}
+def tiny_attention(rng) -> onnx.ModelProto:
+    """A class token Expand-ed to the run-time batch and prepended (Expand, QConcat with a
+    constant input), one attention head (QMatMul x 2, Softmax as a float fallback), then the
+    class token read back with x[:, 0] (Slice + Squeeze)."""
+    inits = [_init("cls", rng.normal(0, 1, (1, 1, 8))), _init("wq", rng.normal(0, 0.4, (8, 8))),
+             _init("wk", rng.normal(0, 0.4, (8, 8))), _init("wv", rng.normal(0, 0.4, (8, 8))),
+             numpy_helper.from_array(np.array([0], np.int64), "i0"),
+             numpy_helper.from_array(np.array([1], np.int64), "i1"),
+             numpy_helper.from_array(np.array([1, 1], np.int64), "ones"),
+             numpy_helper.from_array(np.array(0, np.int64), "first")]
+    nodes = [
+        helper.make_node("Shape", ["x"], ["shape"]),
+        helper.make_node("Slice", ["shape", "i0", "i1"], ["batch"]),
+        helper.make_node("Concat", ["batch", "ones"], ["target"], axis=0),
+        helper.make_node("Expand", ["cls", "target"], ["tok"]),
+        helper.make_node("Concat", ["tok", "x"], ["t"], axis=1),
+        helper.make_node("MatMul", ["t", "wq"], ["q"]),
+        helper.make_node("MatMul", ["t", "wk"], ["k"]),
+        helper.make_node("MatMul", ["t", "wv"], ["v"]),
+        helper.make_node("Transpose", ["k"], ["kt"], perm=[0, 2, 1]),
+        helper.make_node("MatMul", ["q", "kt"], ["s"]),
+        helper.make_node("Softmax", ["s"], ["a"], axis=-1),
+        helper.make_node("MatMul", ["a", "v"], ["o"]),
+        helper.make_node("Gather", ["o", "first"], ["y"], axis=1),
+    ]
+    graph = helper.make_graph(
+        nodes, "tiny_attention",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 8])],
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], producer_name="nqrt-golden")
+
+
+GOLDENS = {"tiny_cnn": tiny_cnn, "tiny_blocks": tiny_blocks, "tiny_mlp": tiny_mlp,
+           "tiny_attention": tiny_attention}
 
 
 def main(out_dir: Path = OUT_DIR) -> None:
