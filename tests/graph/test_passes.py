@@ -193,3 +193,19 @@ def test_reference_observe_sees_every_tensor_and_act_clamps():
     assert seen == {"x": (1, 3, 4, 4), y: (1, 2, 4, 4)}
     assert out[y].max() <= 0.25 and out[y].min() >= -0.25 and np.abs(out[y]).max() == 0.25
     assert math.isclose(float(np.abs(out[y]).max()), 0.25)
+
+
+def test_activation_after_data_movement_fuses_into_the_producer():
+    """Relu(Reshape(Transpose(Conv(x)))) -> the Conv's act; not when a moved tensor has a
+    second reader."""
+    b = Builder(opset=13)
+    c = b.op("Conv", ["x", b.weight(4, 3, 1, 1)])
+    t = b.op("Transpose", [c], perm=[0, 2, 3, 1])
+    y = b.op("Relu", [b.op("Reshape", [t, b.const([0, -1], np.int64)])])
+    c2 = b.op("Conv", ["x", b.weight(4, 3, 1, 1)])
+    t2 = b.op("Transpose", [c2], perm=[0, 2, 3, 1])
+    y2 = b.op("Add", [b.op("Relu", [t2]), t2])                      # t2 read twice: no fusion
+    g = assert_matches_ort(b.model([("x", ["N", 3, 2, 3])], [y, y2]), {"x": (3, 2, 3)})
+    assert op_counts(g)["Relu"] == 1
+    acts = [n.attrs.get("act") for n in g.nodes if n.op == "Conv"]
+    assert sorted(acts, key=str) == sorted([(0.0, float("inf")), None], key=str)
