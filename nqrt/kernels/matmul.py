@@ -123,7 +123,14 @@ def _pack_b(b, off, K, N, z_b, npad, bp):
 
 @njit(**JIT)
 def _pack_task(b, offs, i, K, N, z_b, npad, bps):
+    bps[i, :] = 0                           # the padding (columns >= N, an odd K's last row)
     _pack_b(b, offs[2 * i + 1], K, N, z_b, npad, bps[i])
+
+
+@njit(**JIT)
+def matmul_scratch_size(nb, K, N):
+    """Bytes of scratch matmul_u8 needs: every batch's pair-packed B (int16)."""
+    return nb * (-(-K // 2)) * (-(-N // NR) * NR) * 2 * 2
 
 
 @njit(inline="always", **JIT)
@@ -184,12 +191,13 @@ def _matmul_task_avx2(a, bps, offs, t, nrb, M, K, N, z_a, m0, sh, z_y, lo, hi, y
 
 
 @njit(inline="always", **JIT)
-def _run(a, b, offs, nb, M, K, N, z_a, z_b, m0, sh, z_y, act_min, act_max, y, avx2):
+def _run(a, b, offs, nb, M, K, N, z_a, z_b, m0, sh, z_y, act_min, act_max, y, scratch, avx2):
     """Phase 1: every batch's B centered and pair-packed (int16 [K/2, N padded to NR, 2],
-    zero padding); phase 2: tasks of (batch, ROWS_PER_TASK rows of A), MR x NR tiles."""
+    zero padding) into scratch; phase 2: tasks of (batch, ROWS_PER_TASK rows of A), MR x NR
+    tiles."""
     pairs = -(-K // 2)
     npad = -(-N // NR) * NR
-    bps = np.zeros((nb, pairs * npad * 2), np.int16)
+    bps = scratch[:matmul_scratch_size(nb, K, N)].view(np.int16).reshape((nb, pairs * npad * 2))
     zb = np.int32(z_b)
     if nb * K * N <= 1 << 15 or nb == 1:
         for i in range(nb):
@@ -214,13 +222,14 @@ def _run(a, b, offs, nb, M, K, N, z_a, z_b, m0, sh, z_y, act_min, act_max, y, av
 
 
 @njit(**PJIT)
-def matmul_u8(a, b, offs, nb, M, K, N, z_a, z_b, m0, sh, z_y, act_min, act_max, y):
+def matmul_u8(a, b, offs, nb, M, K, N, z_a, z_b, m0, sh, z_y, act_min, act_max, y, scratch):
     """y (uint8, [nb, M, N] flat) from a, b (uint8, flat): batch i reads A at offs[2i] ([M, K]
-    C-ordered) and B at offs[2i + 1] ([K, N]); broadcast batches repeat an offset.  Portable."""
-    _run(a, b, offs, nb, M, K, N, z_a, z_b, m0, sh, z_y, act_min, act_max, y, False)
+    C-ordered) and B at offs[2i + 1] ([K, N]); broadcast batches repeat an offset.  scratch:
+    uint8, 2-byte aligned, at least matmul_scratch_size(nb, K, N) bytes.  Portable."""
+    _run(a, b, offs, nb, M, K, N, z_a, z_b, m0, sh, z_y, act_min, act_max, y, scratch, False)
 
 
 @njit(**PJIT)
-def matmul_u8_avx2(a, b, offs, nb, M, K, N, z_a, z_b, m0, sh, z_y, act_min, act_max, y):
+def matmul_u8_avx2(a, b, offs, nb, M, K, N, z_a, z_b, m0, sh, z_y, act_min, act_max, y, scratch):
     """matmul_u8 with vpmaddwd (AVX2 and up); the same integers."""
-    _run(a, b, offs, nb, M, K, N, z_a, z_b, m0, sh, z_y, act_min, act_max, y, True)
+    _run(a, b, offs, nb, M, K, N, z_a, z_b, m0, sh, z_y, act_min, act_max, y, scratch, True)

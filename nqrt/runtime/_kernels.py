@@ -34,7 +34,7 @@ GROUPS = (
     ("lut_u8", "lut_u8_avx2"), ("mul_u8", "mul_u8_avx2"), ("slice_u8", "slice_args", "slice_range"), ("pad_u8", "pad_args"),
     ("resize_nearest_u8", "resize_args", "resize_geometry"),
     ("resize_linear_u8", "resize_linear_args"),
-    ("matmul_u8", "matmul_u8_avx2"),
+    ("matmul_u8", "matmul_u8_avx2", "matmul_scratch_size"),
 )
 
 

@@ -120,7 +120,7 @@ FIELDS: dict[int, tuple[str, ...]] = {
     OP_RESIZE: ("x", "y", "x_size", "y_size", "in_shape", "out_shape", "index", "index_len"),
     OP_RESIZE_LINEAR: ("x", "y", "N", "H", "W", "C", "OH", "OW", "tab"),
     OP_MATMUL: ("a", "b", "y", "nb", "M", "K", "N", "z_a", "z_b", "m0", "n", "z_y",
-                "act_min", "act_max", "offs"),
+                "act_min", "act_max", "offs", "scratch"),
 }
 
 OP_NAMES = {v: k for k, v in list(globals().items()) if k.startswith("OP_") and isinstance(v, int)}

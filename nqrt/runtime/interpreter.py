@@ -146,10 +146,12 @@ def _make(fingerprint: str, path: int):
                 offs = lpool[c[15]:c[15] + 2 * nb]
                 if path == PATH_AVX2 or path == PATH_VNNI512:     # x86 with AVX2
                     xcall_lazy(matmul_u8_avx2, u8[a:], u8[b:], offs, nb, M, K, N, c[8], c[9],
-                               c[10], c[11], c[12], c[13], c[14], u8[y:y + nb * M * N])
+                               c[10], c[11], c[12], c[13], c[14], u8[y:y + nb * M * N],
+                               scratch[:c[16]])
                 else:
                     xcall_lazy(matmul_u8, u8[a:], u8[b:], offs, nb, M, K, N, c[8], c[9],
-                               c[10], c[11], c[12], c[13], c[14], u8[y:y + nb * M * N])
+                               c[10], c[11], c[12], c[13], c[14], u8[y:y + nb * M * N],
+                               scratch[:c[16]])
             elif op == OP_REQUANT_COPY:
                 x, y, R, Cx, Cy = c[1], c[2], c[3], c[4], c[5]
                 xcall_lazy(requant_copy_u8, u8[x:x + R * Cx].reshape((R, Cx)), c[7], c[8], c[9],

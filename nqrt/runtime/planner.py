@@ -490,9 +490,9 @@ class _Builder:
         if len(a.shape) < 2 or len(b.shape) < 2 or a.shape[-1] != b.shape[-2]:
             raise InputError(f"node {node.name!r} (QMatMul): shapes {list(a.shape)} and "
                              f"{list(b.shape)} do not multiply")
-        M, K, N = a.shape[-2], a.shape[-1], b.shape[-1]
-        if K > schema.MATMUL_K_MAX:
-            raise InputError(f"node {node.name!r} (QMatMul): inner dim {K} > {schema.MATMUL_K_MAX}")
+        M, Kd, N = a.shape[-2], a.shape[-1], b.shape[-1]
+        if Kd > schema.MATMUL_K_MAX:
+            raise InputError(f"node {node.name!r} (QMatMul): inner dim {Kd} > {schema.MATMUL_K_MAX}")
         ba, bb = a.shape[:-2], b.shape[:-2]
         r = max(len(ba), len(bb))
         ba, bb = (1,) * (r - len(ba)) + tuple(ba), (1,) * (r - len(bb)) + tuple(bb)
@@ -508,13 +508,15 @@ class _Builder:
             for d, i_d in enumerate(idx):
                 ia = ia * ba[d] + (i_d if ba[d] > 1 else 0)
                 ib = ib * bb[d] + (i_d if bb[d] > 1 else 0)
-            offs += [ia * M * K, ib * K * N]
+            offs += [ia * M * Kd, ib * Kd * N]
         nb = L.numel(batch)
         y = self._out_u8(node.outputs[0], batch + (M, N), L.identity(r + 2))
         at = node.attrs
-        self.emit(E.OP_MATMUL, a=av.storage, b=bv.storage, y=y.storage, nb=nb, M=M, K=K, N=N,
+        scratch = int(K.matmul_scratch_size(nb, Kd, N))
+        self.scratch = max(self.scratch, scratch)
+        self.emit(E.OP_MATMUL, a=av.storage, b=bv.storage, y=y.storage, nb=nb, M=M, K=Kd, N=N,
                   z_a=a.zp, z_b=b.zp, m0=at["multiplier"], n=at["shift"], z_y=y.zp,
-                  act_min=at["act_min"], act_max=at["act_max"], offs=self._lp(offs))
+                  act_min=at["act_min"], act_max=at["act_max"], offs=self._lp(offs), scratch=scratch)
 
     def Expand(self, node, i):
         """Broadcast copy: a Slice read with stride 0 on the broadcast dims (x in logical

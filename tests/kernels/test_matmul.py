@@ -12,7 +12,7 @@ import naive
 from kernels._util import with_threads
 from nqrt import qmath
 from nqrt.kernels import cpu
-from nqrt.kernels.matmul import K_MAX, matmul_u8, matmul_u8_avx2
+from nqrt.kernels.matmul import K_MAX, matmul_scratch_size, matmul_u8, matmul_u8_avx2
 
 KERNELS = [matmul_u8] + ([matmul_u8_avx2] if cpu.has_avx2() else [])
 
@@ -21,8 +21,9 @@ def _run(fn, a, b, offs, nb, z_a, z_b, m0, n, z_y, lo, hi, threads=2):
     M, K = a.shape[-2:]
     N = b.shape[-1]
     y = np.full(nb * M * N, 7, np.uint8)
+    scratch = np.full(matmul_scratch_size(nb, K, N) + 64, 0x5A, np.uint8)   # stale bytes
     with_threads(threads, fn, a.ravel(), b.ravel(), np.asarray(offs, np.int64), nb, M, K, N,
-                 z_a, z_b, m0, n, z_y, lo, hi, y)
+                 z_a, z_b, m0, n, z_y, lo, hi, y, scratch)
     return y.reshape(nb, M, N)
 
 
