@@ -132,6 +132,36 @@ def _unravel5(r, shape):
 
 
 @njit(inline="always", **JIT)
+def _step5(i0, i1, i2, i3, i4, o, shape, strides):
+    """The row after (i0..i4) over shape[0:5] and its offset o (element strides), as an
+    odometer: no divisions (the rows of a slice or a transpose are 8..128 bytes, where an
+    unravel's four 64-bit divisions per row cost as much as the copy)."""
+    i4 += 1
+    o += strides[4]
+    if i4 == shape[4]:
+        i4 = 0
+        o -= shape[4] * strides[4]
+        i3 += 1
+        o += strides[3]
+        if i3 == shape[3]:
+            i3 = 0
+            o -= shape[3] * strides[3]
+            i2 += 1
+            o += strides[2]
+            if i2 == shape[2]:
+                i2 = 0
+                o -= shape[2] * strides[2]
+                i1 += 1
+                o += strides[1]
+                if i1 == shape[1]:
+                    i1 = 0
+                    o -= shape[1] * strides[1]
+                    i0 += 1
+                    o += strides[0]
+    return i0, i1, i2, i3, i4, o
+
+
+@njit(inline="always", **JIT)
 def _add_row(a, oa, sa, b, ob, sb, L, z_a, z_b, m_a, m_b, rnd, shift, z_y, lo, hi, y, oy):
     """y[oy + k] for k < L from a[oa + k·sa], b[ob + k·sb]; specialized loops for unit / zero
     strides so that they vectorize (int32 differences × int32 multipliers: vpmuldq)."""
@@ -601,8 +631,7 @@ def _transpose_generic(x, shape, perm, y):
 @njit(**JIT)
 def _transpose_rows(x, y, ys, st, r0, r1):
     """Rows r0..r1-1 of y (ys[5] elements each); the x offset of each row follows an odometer
-    over ys[0:5] (one unravel per call: a row of a depth-to-space is 16..128 bytes, where
-    four 64-bit divisions per row cost as much as the copy)."""
+    over ys[0:5] (_step5: one unravel per call)."""
     L = ys[5]
     s5 = st[5]
     if r0 >= r1:
@@ -618,27 +647,7 @@ def _transpose_rows(x, y, ys, st, r0, r1):
         else:
             for k in range(L):
                 yr[k] = x[o + k * s5]
-        i4 += 1                                # odometer: next row's indices and offset
-        o += st[4]
-        if i4 == ys[4]:
-            i4 = 0
-            o -= ys[4] * st[4]
-            i3 += 1
-            o += st[3]
-            if i3 == ys[3]:
-                i3 = 0
-                o -= ys[3] * st[3]
-                i2 += 1
-                o += st[2]
-                if i2 == ys[2]:
-                    i2 = 0
-                    o -= ys[2] * st[2]
-                    i1 += 1
-                    o += st[1]
-                    if i1 == ys[1]:
-                        i1 = 0
-                        o -= ys[1] * st[1]
-                        o += st[0]
+        i0, i1, i2, i3, i4, o = _step5(i0, i1, i2, i3, i4, o, ys, st)
 
 
 @njit(**PJIT)

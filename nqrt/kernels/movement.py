@@ -18,7 +18,7 @@ import numpy as np
 from numba import njit, prange
 
 from nqrt.kernels._jit import JIT, PJIT, copy_bytes, xcall
-from nqrt.kernels.eltwise import CHUNK, _unravel5, row_block
+from nqrt.kernels.eltwise import CHUNK, _step5, _unravel5, row_block
 from nqrt.kernels.rowcopy import copy_runs
 
 KERNEL_RANK = 6
@@ -55,27 +55,7 @@ def _slice_rows(x, offset, shape, strides, y, r0, r1):
             yr = y[r * L:(r + 1) * L]
             for k in range(L):
                 yr[k] = x[o + k * s5]
-        i4 += 1
-        o += strides[4]
-        if i4 == shape[4]:
-            i4 = 0
-            o -= shape[4] * strides[4]
-            i3 += 1
-            o += strides[3]
-            if i3 == shape[3]:
-                i3 = 0
-                o -= shape[3] * strides[3]
-                i2 += 1
-                o += strides[2]
-                if i2 == shape[2]:
-                    i2 = 0
-                    o -= shape[2] * strides[2]
-                    i1 += 1
-                    o += strides[1]
-                    if i1 == shape[1]:
-                        i1 = 0
-                        o -= shape[1] * strides[1]
-                        o += strides[0]
+        i0, i1, i2, i3, i4, o = _step5(i0, i1, i2, i3, i4, o, shape, strides)
 
 
 @njit(**PJIT)
