@@ -16,6 +16,7 @@ import nqrt
 
 ort = pytest.importorskip("onnxruntime")
 
+from e2e_helpers import assert_int8_matches_float, convert, ops_of  # noqa: E402
 from graph._graph_helpers import Builder, ort_run  # noqa: E402
 
 L, D, H = 17, 32, 4
@@ -45,23 +46,11 @@ def _model():
 
 def test_attention_int8_close_to_float(tmp_path):
     m = _model()
-    onnx.save(m, tmp_path / "m.onnx")
     xs = np.random.default_rng(0).standard_normal((12, L, D)).astype(np.float32)
-    nqrt.convert(str(tmp_path / "m.onnx"), str(tmp_path / "m.nq"), calibration=[{"x": xs[:8]}])
-    ops = [n.op for n in nqrt.load(str(tmp_path / "m.nq")).model.nodes]
+    nq = convert(tmp_path, m, [{"x": xs[:8]}])
+    ops = ops_of(nq)
     assert ops.count("QMatMul") == 4 and ops.count("Softmax") == 2
-    ref = ort_run(m, {"x": xs[8:]})[0]
-    got = {mode: nqrt.load(str(tmp_path / "m.nq"), mode=mode).run({"x": xs[8:]})
-           for mode in ("integer", "simulate")}
-    (name,) = got["integer"]
-    for mode in ("integer", "simulate"):
-        y = got[mode][name]
-        sqnr = 10 * np.log10((ref ** 2).sum() / ((y - ref) ** 2).sum())
-        print(mode, f"{sqnr:.1f} dB")
-        assert sqnr >= 30, f"{mode}: {sqnr:.1f} dB"
-    one = nqrt.load(str(tmp_path / "m.nq"), threads=1).run({"x": xs[8:]})[name]
-    assert np.array_equal(one, got["integer"][name])
-    assert np.array_equal(got["integer"][name], got["simulate"][name])
+    assert_int8_matches_float(nq, m, {"x": xs[8:]})
 
 
 def test_class_token_model_int8_close_to_float(tmp_path):

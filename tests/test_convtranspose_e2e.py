@@ -9,14 +9,12 @@ identical to simulate and across thread counts; every ConvTranspose is one QConv
 from __future__ import annotations
 
 import numpy as np
-import onnx
 import pytest
-
-import nqrt
 
 ort = pytest.importorskip("onnxruntime")
 
-from graph._graph_helpers import Builder, ort_run  # noqa: E402
+from e2e_helpers import assert_int8_matches_float, convert, ops_of  # noqa: E402
+from graph._graph_helpers import Builder  # noqa: E402
 
 
 def _unet():
@@ -61,23 +59,10 @@ def _pixel_shuffle():
 @pytest.mark.parametrize("build", [_unet, _generator, _dilated, _pixel_shuffle])
 def test_convtranspose_model_int8_close_to_float(build, tmp_path):
     m, shape, n_convtranspose = build()
-    src = tmp_path / "m.onnx"
-    onnx.save(m, src)
     xs = np.random.default_rng(0).standard_normal((12,) + shape).astype(np.float32)
-    nqrt.convert(str(src), str(tmp_path / "m.nq"), calibration=[{"x": xs[:8]}])
-    ops = [n.op for n in nqrt.load(str(tmp_path / "m.nq")).model.nodes]
+    nq = convert(tmp_path, m, [{"x": xs[:8]}])
+    ops = ops_of(nq)
     n_conv = sum(n.op_type == "Conv" for n in m.graph.node)
     assert ops.count("QConv") == n_conv + n_convtranspose
     assert "Dequantize" in ops and ops.count("Dequantize") == 1       # integer end to end
-    ref = ort_run(m, {"x": xs[8:]})[0]
-    got = {mode: nqrt.load(str(tmp_path / "m.nq"), mode=mode).run({"x": xs[8:]})
-           for mode in ("integer", "simulate")}
-    (name,) = got["integer"]
-    for mode in ("integer", "simulate"):
-        y = got[mode][name]
-        assert y.shape == ref.shape
-        sqnr = 10 * np.log10((ref ** 2).sum() / ((y - ref) ** 2).sum())
-        assert sqnr >= 30, f"{mode}: {sqnr:.1f} dB"
-    assert np.array_equal(got["integer"][name], got["simulate"][name])
-    one = nqrt.load(str(tmp_path / "m.nq"), threads=1).run({"x": xs[8:]})[name]
-    assert np.array_equal(one, got["integer"][name])
+    assert_int8_matches_float(nq, m, {"x": xs[8:]})

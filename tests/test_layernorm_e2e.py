@@ -7,14 +7,12 @@ identical to simulate and across thread counts."""
 from __future__ import annotations
 
 import numpy as np
-import onnx
 import pytest
-
-import nqrt
 
 ort = pytest.importorskip("onnxruntime")
 
-from graph._graph_helpers import Builder, gelu_erf, ort_run  # noqa: E402
+from e2e_helpers import assert_int8_matches_float, convert, ops_of  # noqa: E402
+from graph._graph_helpers import Builder, gelu_erf  # noqa: E402
 
 
 def _convnext_block():
@@ -59,24 +57,11 @@ def _instancenorm():
 @pytest.mark.parametrize("build", [_convnext_block, _input_and_output, _instancenorm])
 def test_layernorm_model_int8_close_to_float(build, tmp_path):
     m, shape = build()
-    src = tmp_path / "m.onnx"
-    onnx.save(m, src)
     xs = np.random.default_rng(0).standard_normal((12,) + shape).astype(np.float32)
-    nqrt.convert(str(src), str(tmp_path / "m.nq"), calibration=[{"x": xs[:8]}])
-    sess = nqrt.load(str(tmp_path / "m.nq"))
-    ops = [n.op for n in sess.model.nodes]
+    nq = convert(tmp_path, m, [{"x": xs[:8]}])
+    ops = ops_of(nq)
     assert ops.count("LayerNormalization") == sum(
         n.op_type in ("LayerNormalization", "InstanceNormalization") for n in m.graph.node)
     if build is _convnext_block:
         assert "QMul" not in ops and ops.count("QLut") == 1      # the GELU: one table
-    ref = ort_run(m, {"x": xs[8:]})[0]
-    got = {mode: nqrt.load(str(tmp_path / "m.nq"), mode=mode).run({"x": xs[8:]})
-           for mode in ("integer", "simulate")}
-    (name,) = got["integer"]
-    for mode in ("integer", "simulate"):
-        y = got[mode][name]
-        sqnr = 10 * np.log10((ref ** 2).sum() / ((y - ref) ** 2).sum())
-        assert sqnr >= 30, f"{mode}: {sqnr:.1f} dB"
-    assert np.array_equal(got["integer"][name], got["simulate"][name])
-    one = nqrt.load(str(tmp_path / "m.nq"), threads=1).run({"x": xs[8:]})[name]
-    assert np.array_equal(one, got["integer"][name])
+    assert_int8_matches_float(nq, m, {"x": xs[8:]})
