@@ -20,7 +20,7 @@ dot_m += vpmaddwd(Sh, 16) + vpmaddwd(Sl, 1) (the two lanes of channel m summed).
 the raw Σ x·w over all kh·kw taps, a tap in the padding reading a row of z_x bytes (`zrow`),
 so it equals the GEMM path's dot and the requantize table of the avx2 GEMM epilogue
 (vnni.requant_table: zero-point correction, bias, rounding, 64-bit multiply, logical shift)
-applies unchanged, through the same epilogue code (vnni._emit_table_rows).  Without a usable
+applies unchanged, through the same epilogue code (vnni.emit_table_rows).  Without a usable
 table the kernel computes the spec's formula in scalar code.
 
 Groups of 4 go in pairs (2j, 2j + 1), one 8-lane unit: an 8-byte broadcast puts group 2j's
@@ -47,7 +47,7 @@ from nqrt.kernels._jit import JIT, PJIT, fetch_add, xcall
 from nqrt.kernels.depthwise import (_ptr, emit_pixel_runs, interior_columns, split_weight,
                                     tap_addresses)
 from nqrt.kernels.fixedpoint import output_u8
-from nqrt.kernels.vnni import (AVX2_VL, LAYOUT_HEADER, PAR_MIN_MACS_FAST, _emit_table_rows,
+from nqrt.kernels.vnni import (AVX2_VL, LAYOUT_HEADER, PAR_MIN_MACS_FAST, emit_table_rows,
                                splat_bytes16, table_offset)
 
 LAYOUT_GROUPED = 2       # header byte 0 of pack_grouped_weights (vnni: 0 pairs, 1 quads)
@@ -230,7 +230,7 @@ def _make_gconv(nv, pairs=False):
                 widened = {key: builder.shuffle_vector(
                     v, ir.Constant(vd, None), ir.Constant(ir.VectorType(_I32, 8), _PAIR_ORDER))
                     for key, v in widened.items()}
-            _emit_table_rows(builder, tp, m0_, nv, AVX2_VL, widened, u, lo, hi, ys_, yp)
+            emit_table_rows(builder, tp, m0_, nv, AVX2_VL, widened, u, lo, hi, ys_, yp)
             builder.branch(exit_block)
 
         emit_pixel_runs(builder, np_, PX_G, pixels, builder.append_basic_block("gc.done"))

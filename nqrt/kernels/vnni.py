@@ -351,7 +351,7 @@ def _emit_requant_store(context, builder, sa, args, final, mr, nv, vl):
 
 def splat_bytes16(builder, x):
     """IR: the low byte of the integer x in all 16 lanes of a 16 x i8 vector (the clamp bounds
-    of _emit_table_rows)."""
+    of emit_table_rows)."""
     v8 = ir.VectorType(_I8, 16)
     sv = builder.insert_element(ir.Constant(v8, None), builder.trunc(x, _I8), ir.Constant(_I32, 0))
     return builder.shuffle_vector(sv, ir.Constant(v8, None),
@@ -382,17 +382,17 @@ def _emit_table_requant_store(context, builder, sa, args, final, mr, nv, vl):
     yp = builder.bitcast(_data_ptr(context, builder, sa[7], y_), _I8.as_pointer())
     yp = builder.gep(yp, [yoff_])
     if nv == 1:
-        _emit_table_rows(builder, tp, m0_, 1, vl, final, mr, lo, hi, ystride_, yp)
+        emit_table_rows(builder, tp, m0_, 1, vl, final, mr, lo, hi, ystride_, yp)
         return
     both = builder.icmp_signed(">", nst_, ir.Constant(_I64, 1))
     with builder.if_else(both) as (pair, single):
         with pair:
-            _emit_table_rows(builder, tp, m0_, 2, vl, final, mr, lo, hi, ystride_, yp)
+            emit_table_rows(builder, tp, m0_, 2, vl, final, mr, lo, hi, ystride_, yp)
         with single:
-            _emit_table_rows(builder, tp, m0_, 1, vl, final, mr, lo, hi, ystride_, yp)
+            emit_table_rows(builder, tp, m0_, 1, vl, final, mr, lo, hi, ystride_, yp)
 
 
-def _emit_table_rows(builder, tp, m0_, nvec, vl, final, mr, lo, hi, ystride_, yp):
+def emit_table_rows(builder, tp, m0_, nvec, vl, final, mr, lo, hi, ystride_, yp):
     """Rows of the tile for the first nvec (1 or 2) 8-column vectors (_emit_table_requant_store)."""
     v32 = ir.VectorType(_I32, vl)
     h64 = ir.VectorType(_I64, vl // 2)

@@ -1,6 +1,6 @@
 """QMatMul kernels (portable and AVX2) against the naive reference (spec 4.19), bit for bit:
-K odd, N not a multiple of the 16-column tile, M not a multiple of the 4-row tile and above
-the 32-row task, broadcast batch offsets, clamps, the extreme codes (|q − z| = 255 on both
+K odd, N not a multiple of the 16-column tile, M not a multiple of the 6-row tile and above
+the 36-row task, broadcast batch offsets, clamps, the extreme codes (|q − z| = 255 on both
 sides at the K bound), and 1 vs 2 threads."""
 
 from __future__ import annotations
