@@ -249,3 +249,19 @@ def resize_nearest(x, coord, nearest, scales=None, sizes=None):
             L_out = int(np.floor(s * np.float32(L_in)))
         y = np.take(y, np.array(_nearest_axis(L_in, L_out, s, coord, nearest), np.int64), axis=ax)
     return y
+
+
+def qsoftmax(x, axis, table, G, n, z_y, act_min, act_max):
+    """Spec 4.21 with Python integers: m = max, S = Σ table[m − x], R = G // S,
+    y = clamp(((table[m − x]·R + 2^(n−1)) >> n) + z_y)."""
+    x = np.asarray(x, np.int64)
+    t = [int(v) for v in np.asarray(table).reshape(-1)]
+    xm = np.moveaxis(x, axis, -1)
+    y = np.empty(xm.shape, np.uint8)
+    for idx in np.ndindex(*xm.shape[:-1]):
+        row = [int(v) for v in xm[idx]]
+        m = max(row)
+        e = [t[m - v] for v in row]
+        r = int(G) // sum(e)
+        y[idx] = [min(max(((ea * r + (1 << (n - 1))) >> n) + z_y, act_min), act_max) for ea in e]
+    return np.moveaxis(y, -1, axis)

@@ -49,7 +49,7 @@ def test_attention_int8_close_to_float(tmp_path):
     xs = np.random.default_rng(0).standard_normal((12, L, D)).astype(np.float32)
     nq = convert(tmp_path, m, [{"x": xs[:8]}])
     ops = ops_of(nq)
-    assert ops.count("QMatMul") == 4 and ops.count("Softmax") == 2
+    assert ops.count("QMatMul") == 4 and ops.count("QSoftmax") == 2 and "Softmax" not in ops
     assert_int8_matches_float(nq, m, {"x": xs[8:]})
 
 
@@ -108,3 +108,17 @@ def test_dynamic_batch_class_token_expand(tmp_path):
         sqnr = 10 * np.log10((ref ** 2).sum() / ((y - ref) ** 2).sum())
         assert sqnr >= 25, f"batch {batch}: {sqnr:.1f} dB"
         assert np.array_equal(y, got["simulate"][name])
+
+
+def test_softmax_over_channels_between_convs(tmp_path):
+    """QSoftmax over a non-last axis (channels of an NCHW map: rows strided by H·W), between
+    two convs, against ONNX Runtime; 1 and 2 threads identical, int8 == simulate."""
+    b = Builder(opset=17)
+    t = b.op("Conv", ["x", b.weight(6, 3, 3, 3), b.weight(6)], pads=[1, 1, 1, 1])
+    t = b.op("Softmax", [b.op("Mul", [t, b.const(np.float32(3.0))])], axis=1)
+    y = b.op("Conv", [t, b.weight(4, 6, 1, 1), b.weight(4)])
+    m = b.model([("x", ["N", 3, 9, 7])], [y])
+    xs = np.random.default_rng(4).standard_normal((10, 3, 9, 7)).astype(np.float32)
+    nq = convert(tmp_path, m, [{"x": xs[:8]}])
+    assert "QSoftmax" in ops_of(nq) and "Softmax" not in ops_of(nq)
+    assert_int8_matches_float(nq, m, {"x": xs[8:]})

@@ -107,7 +107,7 @@ def tiny_mlp(rng) -> onnx.ModelProto:
 
 def tiny_attention(rng) -> onnx.ModelProto:
     """A class token Expand-ed to the run-time batch and prepended (Expand, QConcat with a
-    constant input), one attention head (QMatMul x 2, Softmax as a float fallback), then the
+    constant input), one attention head (QMatMul x 2, QSoftmax between them), then the
     class token read back with x[:, 0] (Slice + Squeeze)."""
     inits = [_init("cls", rng.normal(0, 1, (1, 1, 8))), _init("wq", rng.normal(0, 0.4, (8, 8))),
              _init("wk", rng.normal(0, 0.4, (8, 8))), _init("wv", rng.normal(0, 0.4, (8, 8))),

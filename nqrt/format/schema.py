@@ -34,6 +34,8 @@ MAX_POOL_COUNT = 8_421_504
 MAX_MSGPACK_DEPTH = 16
 MAX_CONTAINER_LEN = 10_000_000
 MAX_MULTIPLIER = 2**31 - 1          # fixed-point M0 (section 3.2)
+SOFTMAX_NUMERATOR_MAX = 2**62 - 1   # QSoftmax G (section 4.21)
+SOFTMAX_TABLE_MAX = 2**31 - 1       # QSoftmax table entries (int32, >= 0; entry 0 >= 1)
 SHIFT_RANGE = (1, 62)               # fixed-point right shift n (section 3.2)
 ACT_RANGE = (0, 255)                # act_min / act_max
 
@@ -221,6 +223,13 @@ _pending(OpSpec(
     optional_inputs=1,
 ))
 
+_pending(OpSpec(
+    "QSoftmax",
+    (("x", "act", "uint8"), ("table", "const", "int32")),
+    ("uint8",),
+    {"axis": ("int", True), "numerator": ("int", True), "shift": ("int", True), **_ACT},
+))
+
 OPS.update(PENDING_OPS)            # wired into the runtime planner/interpreter
 ALL_OPS: dict[str, OpSpec] = OPS   # the format's op table (one dict: every op is executable)
 
@@ -256,6 +265,7 @@ ATTR_RANGES: dict[str, tuple[int, int]] = {
     "multiplier": (0, MAX_MULTIPLIER),
     "multipliers": (0, MAX_MULTIPLIER),
     "shift": SHIFT_RANGE,
+    "numerator": (1, SOFTMAX_NUMERATOR_MAX),
     "shifts": SHIFT_RANGE,
     "axis": (-MAX_RANK, MAX_RANK),
     "axes": (-MAX_RANK, MAX_RANK - 1),

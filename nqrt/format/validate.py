@@ -607,6 +607,25 @@ def _check_qmatmul(where, ins, outs, attrs):
     _act(where, attrs)
 
 
+def _check_qsoftmax(where, ins, outs, attrs):
+    """QSoftmax: x rank >= 1, axis in range; table int32 [256], entries in [0, 2^31), entry 0
+    >= 1 (so S >= 1); numerator and shift ranges are ATTR_RANGES'."""
+    x, table = ins
+    r = len(x["shape"])
+    if r == 0:
+        _fail(f"{where}: x must have rank >= 1")
+    _axis(where, "axis", attrs["axis"], r)
+    if table["shape"] != [256]:
+        _fail(f"{where}: table {_q(table['name'])} has shape {table['shape']}, expected [256]")
+    if table["quant"] is not None:
+        _fail(f"{where}: table {_q(table['name'])} holds fixed-point exponentials and must have quant nil")
+    t = np.frombuffer(table["data"], dtype=DTYPES["int32"][0])
+    if t.min() < 0 or t[0] < 1:
+        _fail(f"{where}: table {_q(table['name'])} needs entries >= 0 and entry 0 >= 1")
+    _same_rank(where, outs[0], r)
+    _act(where, attrs)
+
+
 def _check_expand(where, ins, outs, attrs):
     """Expand: shape entries >= 1, or -1 = that dim of `like` (which is then required); x's
     int dims broadcast to the int entries (right-aligned); output rank = max(len(shape), r)."""
@@ -886,6 +905,7 @@ _OP_CHECKS = {
     "QLut": _check_qlut,
     "QMul": _check_binary,
     "QMatMul": _check_qmatmul,
+    "QSoftmax": _check_qsoftmax,
     "Expand": _check_expand,
     "Slice": _check_slice,
     "Squeeze": _check_squeeze,

@@ -38,6 +38,7 @@ LAYERNORM, CONCAT_F32 = _op("LayerNormalization"), _op("Concat")
 Q_LUT, Q_MUL, SLICE, SQUEEZE = _op("QLut"), _op("QMul"), _op("Slice"), _op("Squeeze")
 UNSQUEEZE, PAD, RESIZE_NEAREST = _op("Unsqueeze"), _op("Pad"), _op("ResizeNearest")
 RESIZE_LINEAR, Q_MATMUL, EXPAND = _op("ResizeLinear"), _op("QMatMul"), _op("Expand")
+Q_SOFTMAX = _op("QSoftmax")
 
 
 def node_label(node: Node) -> str:

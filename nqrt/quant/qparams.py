@@ -152,3 +152,26 @@ def average_tables(s_x: float, s_y: float, k: int, what: str) -> tuple[np.ndarra
         counts = np.arange(1, k + 1, dtype=np.float64)
         m0[1:], n[1:] = multipliers(float(s_x) / (float(s_y) * counts), what)
     return m0, n
+
+
+SOFTMAX_ONE_BITS = 24      # QSoftmax table[0] = 2^24 (exp(0) in fixed point)
+SOFTMAX_G_BITS = 55        # G < 2^55, so R = G // S < 2^31 (S >= 2^24)
+
+
+def softmax_constants(s_x: float, s_y: float, what: str) -> tuple[np.ndarray, int, int]:
+    """QSoftmax (spec 4.21) constants: table[d] = round_half_even(2^24·exp(−s_x·d)) for
+    d = 0..255 (int32), and (G, n) with G = round_half_even(2^n / s_y) < 2^55, n ≤ 62 as large
+    as possible.  Errors against the real softmax, in output steps: the table's rounding moves
+    S = Σ table by at most A/2 out of S ≥ 2^24 (relative ≤ A·2^−25), and R = G // S truncates
+    by less than one unit of R, i.e. < table[d]/2^n ≤ 2^(24−n) steps (2^−23 for s_y = 1/255)."""
+    d = np.arange(256, dtype=np.float64)
+    table = np.rint(np.exp(-float(s_x) * d) * 2.0 ** SOFTMAX_ONE_BITS).astype(np.int32)
+    inv = 1.0 / float(s_y)
+    if not (math.isfinite(inv) and inv > 0):
+        raise ConversionError(f"{what}: softmax output scale {s_y} is not usable")
+    n = 62
+    while n >= 1 and round(math.ldexp(inv, n)) >= 1 << SOFTMAX_G_BITS:
+        n -= 1
+    if n < 1:
+        raise ConversionError(f"{what}: softmax output scale {s_y} is too small to represent")
+    return table, int(round(math.ldexp(inv, n))), n

@@ -26,7 +26,7 @@ from nqrt.quant import elementwise, movement
 from nqrt.quant import qparams as qp
 from nqrt.quant.context import (
     CONCAT_F32, FLATTEN, IDENTITY_PAIR, LAYERNORM, LRN, MAXPOOL, Q_AVGPOOL, Q_CLIP, Q_CONCAT, Q_CONV,
-    Q_GEMM, Q_MATMUL, Q_REDUCEMEAN, QUANTIZE, RESHAPE, SOFTMAX, TRANSPOSE, QContext, as_ints, fused_act, node_label,
+    Q_GEMM, Q_MATMUL, Q_REDUCEMEAN, Q_SOFTMAX, QUANTIZE, RESHAPE, SOFTMAX, TRANSPOSE, QContext, as_ints, fused_act, node_label,
     str_attr,
 )
 
@@ -320,9 +320,24 @@ def _float_op(ctx: QContext, node: Node, op: str, attrs: dict, out_range=None,
 
 
 def quantize_softmax(ctx: QContext, node: Node) -> None:
-    """Softmax in float32 (_float_op); as a float fallback (e.g. opset < 13 models whose
-    Softmax is followed by a Reshape) its range lies in [0, 1]."""
-    _float_op(ctx, node, SOFTMAX, {"axis": int(node.attrs.get("axis", -1))}, (0.0, 1.0))
+    """Softmax feeding other ops (attention's probabilities): QSoftmax, in integers from the
+    uint8 input (spec 4.21; a table of exponentials of the code differences and one integer
+    division per row), its output on the calibrated range within [0, 1].  A Softmax that is a
+    graph output read by no node stays float32 (_float_op): the probabilities leave the model
+    unrounded."""
+    axis = int(node.attrs.get("axis", -1))
+    x, y = node.inputs[0], node.outputs[0]
+    if y in ctx.output_names and not ctx.graph.consumers().get(y):
+        _float_op(ctx, node, SOFTMAX, {"axis": axis}, (0.0, 1.0))
+        return
+    label = node_label(node)
+    ctx.new_u8_from_range(y, (0.0, 1.0), label)
+    (s_x, _), (s_y, z_y) = ctx.qparams(x), ctx.qparams(y)
+    table, numerator, shift = qp.softmax_constants(s_x, s_y, label)
+    act_min, act_max = qp.act_clamp(None, s_y, z_y)
+    ctx.emit(Q_SOFTMAX, [ctx.x(x), ctx.const((node.name or y) + ".table", table, "int32")],
+             [ctx.x(y)], {"axis": axis, "numerator": numerator, "shift": shift,
+                          "act_min": act_min, "act_max": act_max}, label)
 
 
 def quantize_lrn(ctx: QContext, node: Node) -> None:

@@ -26,7 +26,7 @@ Layout policy (each op declares what it accepts; `_ensure` transposes otherwise)
 | Squeeze, Unsqueeze | any: size-1 dims move no bytes | input's, dims dropped / inserted: no instruction |
 | QConcat | the first input's (others transposed to it) | the first input's |
 | Quantize | logical (graph input) | input's |
-| Dequantize, Softmax, Flatten, graph outputs | logical | logical |
+| Dequantize, Softmax, QSoftmax, Flatten, graph outputs | logical | logical |
 | Reshape | its groups of split/merged dims each one block in logical order (layout.reshape_layouts) | the input's bytes relabelled |
 | Transpose | any | input's bytes relabelled: no instruction |
 
@@ -819,6 +819,21 @@ class _Builder:
         y = self._new(node.outputs[0], "f32", x.shape, L.identity(r))
         self.emit(E.OP_SOFTMAX, x=xv.storage, y=y.storage, O=L.numel(x.shape[:axis]), A=x.shape[axis],
                   I=L.numel(x.shape[axis + 1:]))
+
+    def QSoftmax(self, node, i):
+        """Integer softmax (spec 4.21) over `axis` of x in logical layout; the table goes into
+        the plan's int64 pool."""
+        x = self._input(node, 0)
+        r = len(x.shape)
+        axis = _norm_axis(int(node.attrs["axis"]), r, node)
+        xv = self._ensure(x, L.identity(r))
+        y = self._out_u8(node.outputs[0], x.shape, L.identity(r))
+        table = np.asarray(self.model.tensor(node.inputs[1]).data).ravel()
+        at = node.attrs
+        self.emit(E.OP_QSOFTMAX, x=xv.storage, y=y.storage, O=L.numel(x.shape[:axis]),
+                  A=x.shape[axis], I=L.numel(x.shape[axis + 1:]), table=self._lp(table),
+                  G=at["numerator"], n=at["shift"], z_y=y.zp, act_min=at["act_min"],
+                  act_max=at["act_max"])
 
     def Concat(self, node, i):
         """Float Concat (a graph output): every input in logical layout, each copied into its

@@ -230,6 +230,16 @@ def _qmatmul(model, node, env):
     return _requant(model, node.outputs[0], y, *_act(node))
 
 
+def _qsoftmax(model, node, env):
+    """The real softmax (float64) of the input's real values, rounded once to the output grid
+    (the integer op's fixed-point exponentials and reciprocal stay within a small fraction of
+    a step of it: spec 4.21)."""
+    x = _real(model, node.inputs[0], env)
+    axis = int(node.attrs["axis"])
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return _requant(model, node.outputs[0], e / e.sum(axis=axis, keepdims=True), *_act(node))
+
+
 def _expand(model, node, env):
     x = _codes(model, node.inputs[0], env)
     spec = [int(v) for v in node.attrs["shape"]]
@@ -371,6 +381,6 @@ _OPS = {
     "QClip": _qclip, "Reshape": _reshape, "Flatten": _flatten, "Transpose": _transpose,
     "QLut": _qlut, "QMul": _qmul, "Slice": _slice, "Squeeze": _squeeze, "Unsqueeze": _unsqueeze,
     "Pad": _pad, "ResizeNearest": _resize_nearest,
-    "ResizeLinear": _resize_linear, "QMatMul": _qmatmul, "Expand": _expand,
+    "ResizeLinear": _resize_linear, "QMatMul": _qmatmul, "QSoftmax": _qsoftmax, "Expand": _expand,
 }
 assert set(_OPS) == set(schema.ALL_OPS), "simulated mode must cover the schema's op table"

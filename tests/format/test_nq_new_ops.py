@@ -1,5 +1,5 @@
-"""The CNN extension ops of the format (QLut, QMul, Slice, Squeeze, Unsqueeze, Pad,
-ResizeNearest; constant and signed QAdd operands): round trip, and one hostile document per
+"""The extension ops of the format (QLut, QMul, Slice, Squeeze, Unsqueeze, Pad,
+ResizeNearest, ResizeLinear, QMatMul, Expand, QSoftmax; constant and signed QAdd operands): round trip, and one hostile document per
 validation rule of spec section 5 with its exact message."""
 
 from __future__ import annotations
@@ -66,8 +66,12 @@ def new_ops_model() -> NqModel:
           _act("toks", ("N", 4, 1, 5), 0.2, 120), _act("mm2", ("N", 4, 6, 5), 0.2, 120)]
     n.append(NqNode("Expand", ["tok", "mm"], ["toks"], dict(shape=[-1, 4, 1, 5]), "expand"))
     n.append(NqNode("QConcat", ["toks", "mm"], ["mm2"], dict(axis=2, multipliers=[2**30] * 2, shifts=[30] * 2), "cat_tok"))
+    table = np.rint(2.0 ** 24 * np.exp(-0.2 * np.arange(256))).astype(np.int32)
+    t += [NqTensor("sm.table", "int32", (256,), None, table), _act("prob", ("N", 4, 6, 5), 1 / 255, 0)]
+    n.append(NqNode("QSoftmax", ["mm2", "sm.table"], ["prob"],
+                    dict(axis=-1, numerator=255 * 2**47, shift=47, **act), "softmax"))
     t.append(NqTensor("y", "float32", ("N", 4, 6, 5)))
-    n.append(NqNode("Dequantize", ["mm2"], ["y"], {}, "dequant"))
+    n.append(NqNode("Dequantize", ["prob"], ["y"], {}, "dequant"))
     return NqModel([NqIO("x", ("N", 4, 6, 6))], [NqIO("y", ("N", 4, 6, 5))],
                    {x.name: x for x in t}, n, {})
 
@@ -201,6 +205,31 @@ CASES = [
      "node 'resize' (ResizeNearest): missing attribute 'nearest_mode'"),
     ("resize-quant", lambda d: T(d, "up")["quant"].update(zero_point=[0]),
      "node 'resize' (ResizeNearest): output 'up' must have the input's quant"),
+    # QSoftmax
+    ("softmax-table-shape", lambda d: T(d, "sm.table").update(shape=[255], data=bytes(4 * 255)),
+     "node 'softmax' (QSoftmax): table 'sm.table' has shape [255], expected [256]"),
+    ("softmax-table-dtype", lambda d: T(d, "sm.table").update(dtype="uint8", data=bytes(256)),
+     "node 'softmax' (QSoftmax): input table 'sm.table' has dtype uint8, expected int32"),
+    ("softmax-table-zero", lambda d: T(d, "sm.table").update(data=bytes(4 * 256)),
+     "node 'softmax' (QSoftmax): table 'sm.table' needs entries >= 0 and entry 0 >= 1"),
+    ("softmax-table-negative", lambda d: T(d, "sm.table").update(data=b"\x01\0\0\0" + b"\xff" * 1020),
+     "node 'softmax' (QSoftmax): table 'sm.table' needs entries >= 0 and entry 0 >= 1"),
+    ("softmax-table-runtime", lambda d: N(d, "softmax")["inputs"].__setitem__(1, "mm2"),
+     "node 'softmax' (QSoftmax): input table 'mm2' must be a constant tensor"),
+    ("softmax-table-quant", lambda d: T(d, "sm.table").update(quant={"scale": [1.0], "zero_point": [0], "axis": None}),
+     "node 'softmax' (QSoftmax): table 'sm.table' holds fixed-point exponentials and must have quant nil"),
+    ("softmax-numerator-zero", lambda d: N(d, "softmax")["attrs"].update(numerator=0),
+     "node 'softmax' (QSoftmax): attribute numerator = 0 is out of range [1, 4611686018427387903]"),
+    ("softmax-numerator-big", lambda d: N(d, "softmax")["attrs"].update(numerator=2**62),
+     "node 'softmax' (QSoftmax): attribute numerator = 4611686018427387904 is out of range"),
+    ("softmax-shift", lambda d: N(d, "softmax")["attrs"].update(shift=0),
+     "node 'softmax' (QSoftmax): attribute shift = 0 is out of range [1, 62]"),
+    ("softmax-axis", lambda d: N(d, "softmax")["attrs"].update(axis=4),
+     "node 'softmax' (QSoftmax): attribute axis = 4 is out of range [-4, 3] for rank 4"),
+    ("softmax-act", lambda d: N(d, "softmax")["attrs"].update(act_min=200, act_max=100),
+     "node 'softmax' (QSoftmax): act_min 200 > act_max 100"),
+    ("softmax-rank", lambda d: T(d, "prob")["shape"].pop(),
+     "node 'softmax' (QSoftmax): output 'prob' has rank 3, expected 4"),
 ]
 
 

@@ -13,6 +13,7 @@ from nqrt.format import schema
 from nqrt.graph import reference
 from nqrt.graph.ir import Graph, Node, ValueInfo
 from nqrt.quant import RangeCollector, quantize_graph
+from nqrt.quant import qparams as qp
 from nqrt.quant.quantizers import IDENTITY_PAIR, QUANTIZERS, find_unsupported
 
 INF = math.inf
@@ -338,7 +339,7 @@ def test_unsupported_ops_reported_together():
     for word in ("Round", "sig1", "sig2", "LSTM", "lstm", "Div of a non-scalar constant by a run-time tensor",
                  "add_const"):
         assert word in msg
-    # a Softmax inside the graph is a float fallback (Dequantize -> Softmax -> Quantize), not an error
+    # a Softmax inside the graph is a QSoftmax, not an error
     assert "softmax_mid" not in msg
     assert e.value.ops == {"Round": ["sig1", "sig2"], "LSTM": ["lstm"], "Div": ["add_const"]}
 
@@ -371,7 +372,9 @@ def test_softmax_input_also_an_output_and_passthrough_output():
         quantize_graph(g, ranges, shapes=shapes)
 
 
-def test_softmax_inside_the_graph_is_a_float_fallback():
+def test_softmax_inside_the_graph_is_a_qsoftmax():
+    """Spec 4.21: integer softmax from the uint8 input, its constants from (s_x, s_y), the
+    output on the calibrated range within [0, 1]."""
     g = _fill_kernel(Graph(
         nodes=[conv("x", "w", "b", "c", "conv", pads=(0, 0, 0, 0)),
                Node("Flatten", ["c"], ["flat"], {"axis": 1}, "flatten"),
@@ -383,6 +386,10 @@ def test_softmax_inside_the_graph_is_a_float_fallback():
     ranges, shapes = calibrate(g)
     m = quantize_graph(g, ranges, shapes=shapes)
     ops = [n.op for n in m.nodes]
-    assert ops == ["Quantize", "QConv", "Flatten", "Dequantize", "Softmax", "Quantize", "Reshape", "Dequantize"]
-    s, z = m.qparams(m.nodes[5].outputs[0])
+    assert ops == ["Quantize", "QConv", "Flatten", "QSoftmax", "Reshape", "Dequantize"]
+    sm = m.nodes[3]
+    s, z = m.qparams(sm.outputs[0])
     assert z == 0 and 0 < s <= 1.0 / 255 + 1e-9   # softmax range lies in [0, 1]
+    table, numerator, shift = qp.softmax_constants(m.qparams(sm.inputs[0])[0], s, "softmax")
+    assert np.array_equal(m.tensors[sm.inputs[1]].data, table) and m.tensors[sm.inputs[1]].dtype == "int32"
+    assert sm.attrs == {"axis": -1, "numerator": numerator, "shift": shift, "act_min": 0, "act_max": 255}
