@@ -76,6 +76,7 @@ def convert(
     percentile: float = typer.Option(99.99, "--percentile", help="Percentile for --calibration percentile."),
     batch_size: int = typer.Option(32, "--batch-size", help="Calibration batch size (bounds memory)."),
     weight_bits: int = typer.Option(8, "--weight-bits", help="8, or 7: weights in [-63, 63] (less precise; on AVX2 CPUs without VNNI, ~1.2x faster exact convs/GEMMs). Depthwise convs keep 8."),
+    input_shape: Optional[list[str]] = typer.Option(None, "--input-shape", help="NAME=D0,D1,... fixes a model input's shape (repeatable); a dim is a size or a symbol name kept symbolic (N,3,224,224). For models whose dynamic shape arithmetic does not fold; the calibration data must then fit the fixed dims."),
 ) -> None:
     """Convert an FP32 ONNX model into a static int8 .nq model, calibrating on CALIB."""
 
@@ -86,6 +87,7 @@ def convert(
             str(model), str(output), str(calib),
             calibration_method=calibration.value, percentile=percentile,
             per_channel=not per_tensor, batch_size=batch_size, weight_bits=weight_bits,
+            input_shapes=_parse_shapes(input_shape),
         )
         typer.echo(report.summary())
 
@@ -119,6 +121,20 @@ def run(
             typer.echo(f"{name}: {arr.dtype}{list(arr.shape)} [{head}{', ...' if flat.size > 6 else ''}]")
 
     _guard(_do)
+
+
+def _parse_shapes(items) -> dict | None:
+    from nqrt.errors import InputError
+
+    shapes = {}
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        dims = [d.strip() for d in value.split(",")]
+        if not sep or not name or not value or not all(d.isdigit() or d.isidentifier() for d in dims):
+            raise InputError(f"--input-shape expects NAME=D0,D1,... with sizes or symbol names "
+                             f"(e.g. input=1,3,224,224), got {item!r}")
+        shapes[name] = tuple(int(d) if d.isdigit() else d for d in dims)
+    return shapes or None
 
 
 def _parse_dims(items) -> dict:

@@ -196,3 +196,54 @@ def test_bench_times_the_model(converted, tmp_path):
 ])
 def test_bench_bad_options(converted, args, fragment):
     assert_one_line_error(nqrt_cli("bench", converted, *args), fragment)
+
+
+def _batch_range_model(path):
+    """y = relu(x[arange(N)] @ W): the Range over the batch only folds once N is fixed."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    inits = [numpy_helper.from_array(np.array(0, np.int64), "zero"),
+             numpy_helper.from_array(np.array(1, np.int64), "one"),
+             numpy_helper.from_array(np.array([0], np.int64), "i0"),
+             numpy_helper.from_array(np.random.default_rng(0).normal(0, 0.5, (4, 3)).astype(np.float32), "w")]
+    nodes = [helper.make_node("Shape", ["x"], ["s"]),
+             helper.make_node("Gather", ["s", "zero"], ["n"], axis=0),
+             helper.make_node("Range", ["zero", "n", "one"], ["idx"]),
+             helper.make_node("Gather", ["x", "idx"], ["g"], axis=0),
+             helper.make_node("MatMul", ["g", "w"], ["m"]),
+             helper.make_node("Relu", ["m"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+
+
+def test_input_shape_fixes_a_dynamic_dim(tmp_path):
+    """--input-shape: a shape computation over the batch that cannot fold symbolically (a
+    one-line error without it) converts with the batch fixed; the calibration set (6 samples)
+    runs in batches of the fixed size; bad specifications are one-line errors, no file."""
+    src = tmp_path / "m.onnx"
+    _batch_range_model(src)
+    x = np.random.default_rng(1).normal(0, 1, (6, 4)).astype(np.float32)
+    np.savez(tmp_path / "c.npz", x=x)
+    out = tmp_path / "m.nq"
+    assert_one_line_error(nqrt_cli("convert", src, "-o", out, "--calib", tmp_path / "c.npz"),
+                          "dynamic shape computation not foldable")
+    assert not out.exists()
+    proc = nqrt_cli("convert", src, "-o", out, "--calib", tmp_path / "c.npz", "--input-shape", "x=2,4")
+    assert proc.returncode == 0, proc.stderr
+    sess = nqrt.load(out)
+    assert sess.inputs[0].shape == (2, 4)
+    want = np.maximum(x[:2] @ onnx.numpy_helper.to_array(onnx.load(src).graph.initializer[3]), 0)
+    got = sess.run({"x": x[:2]})["y"]
+    assert np.abs(got - want).max() < 0.05 * np.abs(want).max()
+    for spec, fragment in (("x=2,4,1", "has rank 3; the model's input has rank 2"),
+                           ("x=2,5", "dim 1 is 5, but the model fixes it at 4"),
+                           ("x=2,four!", "--input-shape expects NAME=D0,D1,..."),
+                           ("x=0,4", "dim 0 is neither a size >= 1 nor a symbol name"),
+                           ("z=2,4", "input shape given for unknown input(s) z (model inputs: x)")):
+        bad = tmp_path / "bad.nq"
+        assert_one_line_error(nqrt_cli("convert", src, "-o", bad, "--calib", tmp_path / "c.npz",
+                                       "--input-shape", spec), fragment)
+        assert not bad.exists()
+    assert_one_line_error(nqrt_cli("convert", src, "-o", tmp_path / "b.nq", "--calib", tmp_path / "c.npz",
+                                   "--input-shape", "x=4,4"), "cannot be split")

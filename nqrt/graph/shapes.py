@@ -630,7 +630,7 @@ RULES = {
 
 # -- values of shape-like tensors -----------------------------------------------------------
 
-def _int_binary(op, a: Dim, b: Dim) -> Dim:
+def _int_binary(op, a: Dim, b: Dim, fmod: int = 0) -> Dim:
     if not (is_int(a) and is_int(b)):
         if op == "Mul" and (a == 1 or b == 1):
             return b if a == 1 else a
@@ -644,6 +644,10 @@ def _int_binary(op, a: Dim, b: Dim) -> Dim:
         return a - b
     if op == "Mul":
         return a * b
+    if op == "Mod":                         # fmod 0: the divisor's sign (Python's %); 1: the dividend's
+        if not b:
+            return None
+        return a % b if not fmod else (abs(a) % abs(b)) * (1 if a >= 0 else -1)
     return int(a / b) if b else None        # ONNX integer Div truncates toward zero
 
 
@@ -701,14 +705,14 @@ def _node_values(n: Node, inf: Inference) -> list[Dim] | None:
         if any(not is_int(t) for t in c):
             return None
         return [p if int(t) else q for t, p, q in zip(c, a, b)]
-    if op in ("Add", "Sub", "Mul", "Div") and v[0] is not None and v[1] is not None:
+    if op in ("Add", "Sub", "Mul", "Div", "Mod") and v[0] is not None and v[1] is not None:
         x, y = v[0], v[1]
         if len(x) != len(y) and 1 not in (len(x), len(y)):
             return None
         m = max(len(x), len(y))
         x = x * m if len(x) == 1 else x
         y = y * m if len(y) == 1 else y
-        return [_int_binary(op, p, q) for p, q in zip(x, y)]
+        return [_int_binary(op, p, q, int(a.get("fmod", 0) or 0)) for p, q in zip(x, y)]
     return None
 
 

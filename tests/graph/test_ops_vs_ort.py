@@ -471,9 +471,13 @@ def test_instancenorm_lowered_to_layernorm_and_depthwise_affine():
 @pytest.mark.parametrize("idx,axis,want", [(0, 1, {"Slice": 1, "Squeeze": 1}),
                                            (-1, 2, {"Slice": 1, "Squeeze": 1}),
                                            ([1, 2], 1, {"Slice": 1}),
-                                           ([2, 0], 1, {"Gather": 1})])
+                                           ([2, 0], 1, {"Gather": 1}),
+                                           ([[[1, 2]], [[3, 4]]], 3, {"Slice": 1, "Reshape": 1}),
+                                           ([[0, 1], [2, 3]], 1, {"Slice": 1, "Reshape": 1}),
+                                           ([[0, 1], [3, 2]], 1, {"Gather": 1})])
 def test_gather_of_an_activation_becomes_slice(idx, axis, want):
-    """x[:, 0] / x[..., -1] -> Slice + Squeeze; consecutive indices -> Slice; others stay."""
+    """x[:, 0] / x[..., -1] -> Slice + Squeeze; consecutive indices -> Slice; consecutive in a
+    rank >= 2 index tensor (dynamo's as_strided) -> Slice + Reshape; others stay."""
     b = Builder(opset=13)
     f = _conv(b, "x", 3, 4, 1)
     y = b.op("Gather", [f, b.const(idx, np.int64)], axis=axis)

@@ -209,3 +209,34 @@ def test_activation_after_data_movement_fuses_into_the_producer():
     assert op_counts(g)["Relu"] == 1
     acts = [n.attrs.get("act") for n in g.nodes if n.op == "Conv"]
     assert sorted(acts, key=str) == sorted([(0.0, float("inf")), None], key=str)
+
+
+def _swin_style_pad(b: Builder, x: str, window: int) -> str:
+    """torchvision Swin's window padding, as exported: pad_r = (window − W % window) % window
+    from Shape(x), pads assembled by Concat / Reshape / Slice / Transpose (F.pad's export)."""
+    w = b.op("Gather", [b.op("Shape", [x]), b.const(2, np.int64)], axis=0)
+    win = b.const(window, np.int64)
+    pad = b.op("Mod", [b.op("Sub", [win, b.op("Mod", [w, win])]), win])
+    flat = b.op("Concat", [b.const([0, 0, 0], np.int64), b.op("Unsqueeze", [pad, b.const([0], np.int64)]),
+                           b.const([0, 0, 0, 0], np.int64)], axis=0)       # [4, 2] begin/end pairs
+    pairs = b.op("Reshape", [flat, b.const([-1, 2], np.int64)])
+    rev = b.op("Slice", [pairs, b.const([-1], np.int64), b.const([-(2**63) + 1], np.int64),
+                         b.const([0], np.int64), b.const([-1], np.int64)])
+    pads = b.op("Reshape", [b.op("Transpose", [rev], perm=[1, 0]), b.const([-1], np.int64)])
+    return b.op("Pad", [x, pads])
+
+
+def test_fold_constants_resolves_a_chain_of_shape_dependent_pads():
+    """Each block's pads depend on the previous block's Pad output shape: 14 blocks, more than
+    the pipeline's rounds, fold in one fold_constants run (it sweeps until nothing changes);
+    the integer Mod of shape values is inferred (dim 2: 14 -> 15 -> 21 -> 25 ...)."""
+    b = Builder(opset=17)
+    t = "x"
+    for k in range(14):
+        t = b.op("Relu", [_swin_style_pad(b, t, 7 if k % 2 else 5)])
+    m = b.model([("x", ["N", 3, 14, 15])], [t])
+    g = dead_code.run(fold_constants.run(load_onnx(m)))
+    assert op_counts(g) == {"Pad": 14, "Relu": 14}
+    pads = [n.attrs["pads"] for n in g.nodes if n.op == "Pad"]
+    assert pads[:3] == [[0, 0, 0, 0, 0, 0, 1, 0], [0, 0, 0, 0, 0, 0, 6, 0], [0, 0, 0, 0, 0, 0, 4, 0]]
+    assert_matches_ort(m, {"x": (3, 14, 15)}, batches=(2,))

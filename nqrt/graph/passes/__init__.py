@@ -22,6 +22,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import numpy as np
+
 from nqrt.errors import InputError, UnsupportedOpError, name_list
 from nqrt.graph.ir import Graph
 from nqrt.graph.passes import (canonicalize, crop_conv_taps, dead_code, fold_batchnorm,
@@ -41,6 +43,25 @@ def _signature(graph: Graph):
                   for n in graph.nodes), tuple(sorted(graph.constants)))
 
 
+def _check_override(v, shape: tuple) -> None:
+    """An input shape given by the user: sizes >= 1 or symbol names; the model's rank and its
+    fixed dims (a symbolic or unknown model dim may become anything)."""
+    for d in shape:
+        ok = (isinstance(d, str) and d.isidentifier()) or (
+            isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d >= 1)
+        if not ok:
+            raise InputError(f"input shape for {v.name!r}: dim {d!r} is neither a size >= 1 nor a symbol name")
+    if v.shape is None:
+        return
+    if len(shape) != len(v.shape):
+        raise InputError(f"input shape for {v.name!r} has rank {len(shape)}; the model's input "
+                         f"has rank {len(v.shape)} {list(v.shape)}")
+    for i, (d, m) in enumerate(zip(shape, v.shape)):
+        if isinstance(m, (int, np.integer)) and d != m:
+            raise InputError(f"input shape for {v.name!r}: dim {i} is {d}, but the model fixes it "
+                             f"at {m} (model shape {list(v.shape)})")
+
+
 def optimize(graph: Graph, input_shapes: dict[str, tuple] | None = None) -> Graph:
     """Run PIPELINE until the graph stops changing; return the optimized graph.
 
@@ -52,7 +73,11 @@ def optimize(graph: Graph, input_shapes: dict[str, tuple] | None = None) -> Grap
     if input_shapes:
         unknown = set(input_shapes) - {v.name for v in graph.inputs}
         if unknown:
-            raise InputError(f"input_shapes names unknown graph inputs: {', '.join(sorted(unknown))}")
+            raise InputError(f"input shape given for unknown input(s) {', '.join(sorted(unknown))} "
+                             f"(model inputs: {', '.join(v.name for v in graph.inputs)})")
+        for v in graph.inputs:
+            if v.name in input_shapes:
+                _check_override(v, tuple(input_shapes[v.name]))
         graph.inputs = [replace(v, shape=tuple(input_shapes[v.name])) if v.name in input_shapes else v
                         for v in graph.inputs]
     before = None

@@ -18,6 +18,9 @@
   gets attrs["like_shape"] (ints, −1 = that dim of the second input) and, as second input,
   the graph input carrying the symbol at that index, so it no longer needs a Shape.
 * Attribute inputs that became constants move into attributes (normalize.promote_const_inputs).
+* A run sweeps the nodes until a sweep changes nothing: each sweep re-infers shapes, so a shape
+  that depends on values folded in the previous sweep (Swin's per-block window padding,
+  `(w − W % w) % w` of the previous block's padded output) is resolved in the same run.
 """
 
 from __future__ import annotations
@@ -102,17 +105,33 @@ def _evaluate(node: Node, graph: Graph) -> list[np.ndarray]:
     return eval_node(node, [graph.constants[i] if i else None for i in node.inputs])
 
 
+MAX_SWEEPS = 64   # fold sweeps per run; each sweep re-infers shapes from the last one's constants
+
+
 def run(graph: Graph) -> Graph:
+    """Fold until a sweep changes nothing (bounded).  One sweep uses the shapes inferred
+    before it, so a shape computed from values folded in this sweep (a Pad whose pads come
+    from `W % window` arithmetic: every Swin block) only becomes known to the next one."""
+    for _ in range(MAX_SWEEPS):
+        if not _sweep(graph):
+            break
+    return graph
+
+
+def _sweep(graph: Graph) -> bool:
+    """One pass over the nodes; True when it folded or rewrote something."""
     inf = infer(graph)
     kept = []
+    changed = False
     for node in graph.nodes:
-        promote_const_inputs(node, graph.constants)
+        changed |= promote_const_inputs(node, graph.constants)
         if node.op == "Reshape" and node.attrs.get("shape") is None and len(node.inputs) > 1 \
                 and node.inputs[1] not in graph.constants:
             shape = _symbolic_reshape(node, inf)
             if shape is not None:
                 node.attrs["shape"] = shape
                 node.inputs = node.inputs[:1]
+                changed = True
         if node.op == "Resize" and len(node.inputs) > 3 and node.inputs[3] \
                 and node.inputs[3] not in graph.constants:
             scales = _symbolic_resize_scales(node, inf)
@@ -120,16 +139,19 @@ def run(graph: Graph) -> Graph:
                 node.attrs["scales"] = scales
                 node.attrs.pop("sizes", None)
                 node.inputs = node.inputs[:1]
+                changed = True
         if node.op == "Expand" and "like_shape" not in node.attrs and len(node.inputs) == 2 \
                 and node.inputs[1] not in graph.constants:
             got = _symbolic_expand(node, inf, graph)
             if got is not None:
                 node.inputs = [node.inputs[0], got[0]]
                 node.attrs["like_shape"] = got[1]
+                changed = True
         if node.outputs and all(i in graph.constants for i in node.inputs if i):
             for name, arr in zip(node.outputs, _evaluate(node, graph)):
                 if name:
                     graph.constants[name] = arr
+            changed = True
             continue
         val = inf.values.get(node.outputs[0]) if len(node.outputs) == 1 else None
         if node.op in _SHAPE_VALUE_OPS and val is not None and all(is_int(v) for v in val):
@@ -137,7 +159,8 @@ def run(graph: Graph) -> Graph:
             dtype = inf.dtypes.get(node.outputs[0], "int64")
             if shape is not None and len(shape) <= 1:
                 graph.constants[node.outputs[0]] = np.array(val, dtype=dtype).reshape(shape)
+                changed = True
                 continue
         kept.append(node)
     graph.nodes = kept
-    return graph
+    return changed
