@@ -90,9 +90,12 @@ def optimize(graph: Graph, input_shapes: dict[str, tuple] | None = None) -> Grap
         before = sig
     shape_nodes = [n.name or n.outputs[0] for n in graph.nodes if n.op == "Shape"]
     if shape_nodes:
+        symbolic = [v.name for v in graph.inputs if v.shape and any(not isinstance(d, (int, np.integer)) for d in v.shape)]
+        hint = (f"; fixing the dynamic input dims may let it fold (--input-shape / input_shapes, "
+                f"inputs: {', '.join(symbolic)})" if symbolic else "")
         raise UnsupportedOpError(
-            f"unsupported operators: Shape (dynamic shape computation not foldable; nodes: {name_list(shape_nodes)})",
-            {"Shape": shape_nodes})
+            f"unsupported operators: Shape (dynamic shape computation not foldable; nodes: "
+            f"{name_list(shape_nodes)}){hint}", {"Shape": shape_nodes})
     graph.validate()
     annotate(graph)
     return graph
