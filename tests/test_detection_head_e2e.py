@@ -1,8 +1,10 @@
-"""A YOLO-style detection head end to end: anchor points from Range / Expand over the feature
-map's size (folded to constants), boxes = (anchors + offsets)·stride in pixels, class scores
-= sigmoid, concatenated as the one graph output (YOLOv8's layout [N, 4 + classes, anchors]).  The
-output Concat runs in float with each input on its own grid, so the scores keep their
-resolution next to the pixel coordinates."""
+"""YOLO-style detection heads end to end.  YOLOv8: anchor points from Range / Expand over the
+feature map's size (folded to constants), boxes = (anchors + offsets)·stride in pixels, class
+scores = sigmoid, concatenated as the one graph output ([N, 4 + classes, anchors]).  YOLOv5:
+per scale, xy / wh in pixels and objectness + class scores concatenated on the last axis,
+reshaped to [N, anchors, 5 + classes], then the scales concatenated.  The output Concats run
+in float with each input on its own grid (the YOLOv5 Reshape is moved above its Concat), so
+the scores keep their resolution next to the pixel coordinates."""
 
 from __future__ import annotations
 
@@ -57,3 +59,51 @@ def test_detection_head_keeps_score_resolution(tmp_path):
         sqnr = 10 * np.log10((r ** 2).sum() / ((q - r) ** 2).sum())
         assert sqnr >= 30, f"{part}: {sqnr:.1f} dB"
     assert np.array_equal(y, got["simulate"][name])
+
+
+def _yolov5_head(nc=5, na=3):
+    """Two scales of YOLOv5's Detect in inference mode, as exported (sigmoid, Split into
+    xy / wh / conf, grid and anchor arithmetic, Concat on the last axis, Reshape, Concat)."""
+    b = Builder(opset=17)
+    f = b.op("Relu", [b.op("Conv", ["x", b.weight(16, 3, 3, 3), b.weight(16)], pads=[1, 1, 1, 1],
+                           strides=[2, 2])])
+    g = b.op("Relu", [b.op("Conv", [f, b.weight(16, 16, 3, 3), b.weight(16)], pads=[1, 1, 1, 1],
+                           strides=[2, 2])])
+    outs, no = [], 5 + nc
+    for feat, s, stride in ((f, 16, 8.0), (g, 8, 16.0)):
+        p = b.op("Conv", [feat, b.weight(na * no, 16, 1, 1), b.weight(na * no)])
+        p = b.op("Transpose", [b.op("Reshape", [p, b.const([-1, na, no, s, s], np.int64)])],
+                 perm=[0, 1, 3, 4, 2])                                          # [N, na, s, s, no]
+        xy, wh, conf = b.op("Split", [b.op("Sigmoid", [p]), b.const([2, 2, 1 + nc], np.int64)],
+                            n_out=3, axis=4)
+        gy, gx = np.meshgrid(np.arange(s), np.arange(s), indexing="ij")
+        grid = np.stack([gx, gy], -1).reshape(1, 1, s, s, 2).astype(np.float32) - 0.5
+        anchor = (np.array([[10, 13], [16, 30], [33, 23]], np.float32) * stride / 8).reshape(1, na, 1, 1, 2)
+        xy = b.op("Mul", [b.op("Add", [b.op("Mul", [xy, b.const(np.float32(2.0))]), b.const(grid)]),
+                          b.const(np.float32(stride))])
+        wh = b.op("Mul", [b.op("Pow", [b.op("Mul", [wh, b.const(np.float32(2.0))]), b.const(np.float32(2.0))]),
+                          b.const(anchor)])
+        cat = b.op("Concat", [xy, wh, conf], axis=4)
+        outs.append(b.op("Reshape", [cat, b.const([-1, na * s * s, no], np.int64)]))
+    return b.model([("x", ["N", 3, 32, 32])], [b.op("Concat", outs, axis=1)])
+
+
+def test_yolov5_head_keeps_score_resolution(tmp_path):
+    m = _yolov5_head()
+    onnx.save(m, tmp_path / "m.onnx")
+    xs = np.random.default_rng(1).standard_normal((12, 3, 32, 32)).astype(np.float32)
+    nqrt.convert(str(tmp_path / "m.onnx"), str(tmp_path / "m.nq"), calibration=[{"x": xs[:8]}])
+    ops = [n.op for n in nqrt.load(str(tmp_path / "m.nq")).model.nodes]
+    assert ops.count("Concat") == 3 and "QConcat" not in ops
+    ref = ort_run(m, {"x": xs[8:]})[0]
+    got = {mode: nqrt.load(str(tmp_path / "m.nq"), mode=mode).run({"x": xs[8:]})
+           for mode in ("integer", "simulate")}
+    (name,) = got["integer"]
+    y = got["integer"][name]
+    assert y.shape == ref.shape == (4, 3 * 256 + 3 * 64, 10)
+    for part in (slice(0, 4), slice(4, 10)):       # boxes in pixels, objectness + scores in [0, 1]
+        r, q = ref[..., part], y[..., part]
+        sqnr = 10 * np.log10((r ** 2).sum() / ((q - r) ** 2).sum())
+        assert sqnr >= 30, f"{part}: {sqnr:.1f} dB"
+    assert np.array_equal(y, got["simulate"][name])
+    assert np.array_equal(y, nqrt.load(str(tmp_path / "m.nq"), threads=1).run({"x": xs[8:]})[name])

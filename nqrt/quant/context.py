@@ -16,6 +16,7 @@ from nqrt import qmath
 from nqrt.errors import ConversionError
 from nqrt.format import schema
 from nqrt.format.model import NqNode, NqTensor, Quant
+from nqrt.graph.edit import concat_output_tree
 from nqrt.graph.ir import Graph, Node
 from nqrt.quant import qparams as qp
 
@@ -75,6 +76,8 @@ class QContext:
         self._deq: dict[str, str] = {}
         self.output_names = set(graph.output_names())
         self.input_names = {v.name for v in graph.inputs}
+        # tensors reaching a graph output only through Concats (may concatenate in float)
+        self.concat_tree = concat_output_tree(graph)
         self._used = set(graph.constants) | self.input_names | self.output_names
         for n in graph.nodes:
             self._used.update(o for o in n.outputs if o)
@@ -143,6 +146,11 @@ class QContext:
 
     def x(self, t: str) -> str:
         return self.qname[t]
+
+    def is_float(self, t: str) -> bool:
+        """t is a run-time float32 tensor of the integer model (a float op's output that is
+        not quantized again: a graph output, or a float Concat read by a float Concat)."""
+        return t not in self.qname and t in self.tensors and self.tensors[t].dtype == "float32"
 
     # -- building ------------------------------------------------------------------------
     def _u8_name(self, t: str) -> str:

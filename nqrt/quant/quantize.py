@@ -14,6 +14,7 @@ import numpy as np
 
 from nqrt.errors import ConversionError
 from nqrt.format.model import NqIO, NqModel
+from nqrt.graph.edit import concat_output_tree
 from nqrt.graph.ir import Graph
 from nqrt.quant import qparams as qp
 from nqrt.quant.context import QUANTIZE, QContext
@@ -46,16 +47,17 @@ def share_concat_ranges(graph: Graph, ranges: dict) -> dict:
     requantize straight to the Concat's scale, and their part of the Concat is a plain copy
     instead of a requantizing one (the TFLite int8 convention, there for every input).
     Inputs whose ranges differ more keep their own scales and are rescaled by the Concat.
-    A Concat that is a graph output read by no node is left alone: it concatenates in float,
-    each input on its own grid (quantizers.quantize_concat)."""
+    A Concat in a graph output's tree of Concats (a graph output read by no node, or read
+    only by such Concats) is left alone: it may concatenate in float, each input on its own
+    grid (quantizers.quantize_concat)."""
     consumers = Counter(t for n in graph.nodes for t in n.inputs if t)
     outputs = set(graph.output_names())
+    tree = concat_output_tree(graph)
     shared = dict(ranges)
     for node in graph.nodes:
         xs = [t for t in node.inputs if t]
         if node.op != "Concat" or len(xs) < 2 or len(set(xs)) != len(xs) or \
-                any(t not in ranges for t in xs) or \
-                (node.outputs[0] in outputs and not consumers[node.outputs[0]]):
+                any(t not in ranges for t in xs) or node.outputs[0] in tree:
             continue
         lo = min(float(ranges[t][0]) for t in xs)
         hi = max(float(ranges[t][1]) for t in xs)

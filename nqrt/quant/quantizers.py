@@ -136,21 +136,25 @@ def quantize_gemm(ctx: QContext, node: Node) -> None:
 def quantize_concat(ctx: QContext, node: Node) -> None:
     """Output range = union of the inputs' ranges; identity pairs where qparams agree.
 
-    At a graph output with no consumer, inputs on different grids are concatenated in float
-    instead (each dequantized with its own (s, z)): one shared uint8 grid would round the
-    narrow-range inputs away (a detection head's class scores in [0, 1] concatenated with box
-    coordinates in pixels: one grid step of 640/255 ≈ 2.5 sets every score to 0)."""
+    In a graph output's tree of Concats (the output, read by no node, or a Concat read only by
+    such Concats: ctx.concat_tree), inputs on different grids, or an input already in float,
+    are concatenated in float instead (each dequantized with its own (s, z)): one shared
+    uint8 grid would round the narrow-range inputs away (a detection head's class scores in
+    [0, 1] concatenated with box coordinates in pixels: one grid step of 640/255 ≈ 2.5 sets
+    every score to 0).  A float Concat inside the tree feeds the next one as float32."""
     label = node_label(node)
     xs, y = node.inputs, node.outputs[0]
     consts = [t for t in xs if t in ctx.graph.constants]
     for t in consts:                 # a constant input (ViT's class token): uint8 on its own grid
         ctx.constant_u8(t, label)
-    params = [ctx.qparams(t) for t in xs]
     axis = int(node.attrs.get("axis", 1))
-    if (not consts and y in ctx.output_names and not ctx.graph.consumers().get(y)
-            and any(p != params[0] for p in params) and fused_act(node) is None):
+    floats = [t for t in xs if ctx.is_float(t)]
+    params = [ctx.qparams(t) for t in xs if t not in floats]
+    if (not consts and y in ctx.concat_tree and fused_act(node) is None
+            and (floats or any(p != params[0] for p in params))):
         ctx.float_tensor(y, ctx.tensor_shape(y))
-        ctx.emit(CONCAT_F32, [ctx.dequantized(t) for t in xs], [y], {"axis": axis}, label)
+        ctx.emit(CONCAT_F32, [t if t in floats else ctx.dequantized(t) for t in xs], [y],
+                 {"axis": axis}, label)
         return
     if all(p == params[0] for p in params):
         ctx.same_scale_u8(y, xs[0])

@@ -240,3 +240,38 @@ def test_fold_constants_resolves_a_chain_of_shape_dependent_pads():
     pads = [n.attrs["pads"] for n in g.nodes if n.op == "Pad"]
     assert pads[:3] == [[0, 0, 0, 0, 0, 0, 1, 0], [0, 0, 0, 0, 0, 0, 6, 0], [0, 0, 0, 0, 0, 0, 4, 0]]
     assert_matches_ort(m, {"x": (3, 14, 15)}, batches=(2,))
+
+
+def test_reshape_after_an_output_tree_concat_moves_above_it():
+    """Reshape(Concat(a, b, axis=-1)) feeding the output Concat -> Concat(Reshape(a), Reshape(b))
+    (same values, ORT-checked); not when the Reshape splits the concat axis, nor when the
+    result is read by a non-Concat."""
+    from nqrt.graph.passes import sink_output_reshape
+
+    def model(target, tail_op=None):
+        b = Builder(opset=17)
+        f = b.op("Conv", ["x", b.weight(12, 3, 1, 1), b.weight(12)])              # [N, 12, 4, 4]
+        t = b.op("Transpose", [b.op("Reshape", [f, b.const([-1, 2, 6, 4, 4], np.int64)])],
+                 perm=[0, 1, 3, 4, 2])                                            # [N, 2, 4, 4, 6]
+        a, c = b.op("Split", [t, b.const([2, 4], np.int64)], n_out=2, axis=4)
+        cat = b.op("Concat", [b.op("Sigmoid", [a]), b.op("Mul", [c, b.const(np.float32(30.0))])], axis=4)
+        r = b.op("Reshape", [cat, b.const(target, np.int64)])
+        if tail_op:
+            r = b.op(tail_op, [r])
+        other = b.op("Reshape", [f, b.const([0, -1] + target[2:], np.int64)])
+        return b.model([("x", ["N", 3, 4, 4])], [b.op("Concat", [r, other], axis=1)])
+
+    m = model([-1, 32, 6])
+    g = assert_matches_ort(m, {"x": (3, 4, 4)})
+    rs = [n for n in g.nodes if n.op == "Reshape"]
+    assert sorted(n.attrs["shape"] for n in rs[-3:-1]) == [[-1, 32, 2], [-1, 32, 4]]
+    cats = [n for n in g.nodes if n.op == "Concat"]
+    assert len(cats) == 2 and cats[0].attrs["axis"] == 2
+    for target, tail in (([-1, 32, 2, 3], None), ([-1, 32, 6], "Relu")):
+        m = model(target, tail)
+        assert_matches_ort(m, {"x": (3, 4, 4)}, optimized=False)      # a valid model
+        g = sink_output_reshape.run(fold_constants.run(load_onnx(m)))
+        prod = {o: n.op for n in g.nodes for o in n.outputs}
+        cat = next(n for n in g.nodes if n.op == "Concat" and len(n.inputs) == 2
+                   and prod.get(n.inputs[0]) == "Sigmoid")
+        assert cat.attrs["axis"] == 4, target                    # left in place
