@@ -1,8 +1,10 @@
 """LayerNormalization end to end (a float op, Dequantize -> LayerNormalization -> Quantize):
 a ConvNeXt block (channels-last LayerNorm between transposes, MatMul MLP with the exported
-exact GELU, layer scale, residual), LayerNorm on the graph input and at a graph output, and
-InstanceNormalization (lowered to it); int8 and simulated runs against ONNX Runtime FP32, int8
-identical to simulate and across thread counts."""
+exact GELU, layer scale, residual), LayerNorm on the graph input and at a graph output,
+InstanceNormalization (lowered to it), and a transformer MLP block exported at opset 14 (its
+LayerNorms decomposed into ReduceMean / Sub / Pow / Sqrt / Div / Mul / Add, fused back);
+int8 and simulated runs against ONNX Runtime FP32, int8 identical to simulate and across
+thread counts."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import pytest
 ort = pytest.importorskip("onnxruntime")
 
 from e2e_helpers import assert_int8_matches_float, convert, ops_of  # noqa: E402
-from graph._graph_helpers import Builder, gelu_erf  # noqa: E402
+from graph._graph_helpers import Builder, decomposed_layernorm, gelu_erf  # noqa: E402
 
 
 def _convnext_block():
@@ -54,14 +56,25 @@ def _instancenorm():
     return b.model([("x", ["N", 3, 12, 12])], [y]), (3, 12, 12)
 
 
-@pytest.mark.parametrize("build", [_convnext_block, _input_and_output, _instancenorm])
+def _decomposed_transformer_mlp():
+    b = Builder(opset=14)
+    D = 24
+    t = decomposed_layernorm(b, "x", D)
+    h = b.op("Add", [b.op("MatMul", [t, b.weight(D, 2 * D)]), b.weight(2 * D)])
+    h = b.op("Add", [b.op("MatMul", [gelu_erf(b, h, "half_last"), b.weight(2 * D, D)]), b.weight(D)])
+    y = decomposed_layernorm(b, b.op("Add", ["x", h]), D, square="Mul", divide="Reciprocal")
+    return b.model([("x", ["N", 10, D])], [y]), (10, 24)
+
+
+@pytest.mark.parametrize("build", [_convnext_block, _input_and_output, _instancenorm,
+                                   _decomposed_transformer_mlp])
 def test_layernorm_model_int8_close_to_float(build, tmp_path):
     m, shape = build()
     xs = np.random.default_rng(0).standard_normal((12,) + shape).astype(np.float32)
     nq = convert(tmp_path, m, [{"x": xs[:8]}])
     ops = ops_of(nq)
     assert ops.count("LayerNormalization") == sum(
-        n.op_type in ("LayerNormalization", "InstanceNormalization") for n in m.graph.node)
+        n.op_type in ("LayerNormalization", "InstanceNormalization", "Sqrt") for n in m.graph.node)
     if build is _convnext_block:
         assert "QMul" not in ops and ops.count("QLut") == 1      # the GELU: one table
     assert_int8_matches_float(nq, m, {"x": xs[8:]})

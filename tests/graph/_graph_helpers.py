@@ -150,3 +150,16 @@ def gelu_erf(b, x, form):
     if form == "half_gate":
         return b.op("Mul", [x, b.op("Mul", [g, b.const(np.float32(0.5))])])
     return b.op("Mul", [b.op("Mul", [b.const(np.float32(0.5)), x]), g])
+
+
+def decomposed_layernorm(b: Builder, x: str, D: int, square: str = "Pow", divide: str = "Div",
+                         affine: bool = True, axes=(-1,)) -> str:
+    """nn.LayerNorm as PyTorch exports it before opset 17."""
+    m = b.op("ReduceMean", [x], axes=list(axes))
+    d = b.op("Sub", [x, m])
+    sq = b.op("Pow", [d, b.const(np.float32(2.0))]) if square == "Pow" else b.op("Mul", [d, d])
+    s = b.op("Sqrt", [b.op("Add", [b.op("ReduceMean", [sq], axes=list(axes)), b.const(np.float32(1e-5))])])
+    n = b.op("Div", [d, s]) if divide == "Div" else b.op("Mul", [d, b.op("Reciprocal", [s])])
+    if affine:
+        n = b.op("Add", [b.op("Mul", [n, b.weight(D, low=0.5, high=1.5)]), b.weight(D)])
+    return n

@@ -13,7 +13,7 @@ from nqrt.graph.onnx_import import load_onnx
 from nqrt.graph.passes import (canonicalize, dead_code, fold_batchnorm, fold_constants,
                                fuse_activation, optimize, remove_identity)
 
-from _graph_helpers import Builder, assert_matches_ort, op_counts
+from _graph_helpers import Builder, assert_matches_ort, decomposed_layernorm, op_counts
 
 
 def _bn(b, x, c):
@@ -275,3 +275,38 @@ def test_reshape_after_an_output_tree_concat_moves_above_it():
         cat = next(n for n in g.nodes if n.op == "Concat" and len(n.inputs) == 2
                    and prod.get(n.inputs[0]) == "Sigmoid")
         assert cat.attrs["axis"] == 4, target                    # left in place
+
+
+def test_decomposed_layernorm_fuses_and_near_misses_stay():
+    """Opset-14 LayerNorm patterns -> LayerNormalization (ORT-checked): Pow / Div with the
+    affine, Mul(d, d) / Reciprocal over the last two axes without it; left alone: a mean over
+    a non-trailing axis, a centered tensor also read outside the pattern; an affine varying
+    over a non-normalized dim stays a Mul after the fused node."""
+    def conv(b):
+        return b.op("Conv", ["x", b.weight(6, 3, 1, 1), b.weight(6)])            # [N, 6, 5, 4]
+
+    b = Builder(opset=14)
+    f = conv(b)
+    y1 = decomposed_layernorm(b, f, 4)
+    y2 = decomposed_layernorm(b, f, 4, square="Mul", divide="Reciprocal", affine=False, axes=(-2, -1))
+    y3 = decomposed_layernorm(b, f, 4, axes=(1,))
+    g = assert_matches_ort(b.model([("x", ["N", 3, 5, 4])], [y1, y2, y3]), {"x": (3, 5, 4)})
+    lns = [n for n in g.nodes if n.op == "LayerNormalization"]
+    assert sorted(n.attrs["axis"] for n in lns) == [2, 3] and op_counts(g)["Div"] == 1
+
+    def manual(b, f, extra_use):
+        d = b.op("Sub", [f, b.op("ReduceMean", [f], axes=[-1])])
+        v = b.op("ReduceMean", [b.op("Pow", [d, b.const(np.float32(2.0))])], axes=[-1])
+        n = b.op("Div", [d, b.op("Sqrt", [b.op("Add", [v, b.const(np.float32(1e-5))])])])
+        outs = [b.op("Mul", [n, b.weight(5, 1)])]                        # varies over H
+        return outs + ([b.op("Relu", [d])] if extra_use else [])
+
+    for extra_use in (True, False):
+        b = Builder(opset=14)
+        m = b.model([("x", ["N", 3, 5, 4])], manual(b, conv(b), extra_use))
+        g = assert_matches_ort(m, {"x": (3, 5, 4)})
+        counts = op_counts(g)
+        if extra_use:
+            assert "LayerNormalization" not in counts
+        else:
+            assert counts.get("LayerNormalization") == 1 and counts.get("Mul") == 1

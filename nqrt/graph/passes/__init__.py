@@ -7,6 +7,8 @@ Each pass is one module with `run(graph) -> graph` (it may mutate its argument):
   lower_instancenorm  InstanceNormalization -> LayerNormalization(axis 2) + channel Mul, Add
   lower_space_depth  DepthToSpace / SpaceToDepth -> Reshape / Transpose / Reshape (the spec's)
   lower_gather     Gather of an activation at constant consecutive indices -> Slice (+ Squeeze)
+  fuse_layernorm   the decomposed layer norm of exports before opset 17 (ReduceMean, Sub, Pow,
+                   ReduceMean, Add, Sqrt, Div, Mul, Add) -> LayerNormalization
   fold_batchnorm   BN / per-channel Mul/Add folded into Conv/Gemm, or -> depthwise 1x1 Conv
   crop_conv_taps   Conv kernel taps that only ever read padding dropped (dilated ASPP convs)
   fuse_swish       Mul(x, Sigmoid(x)) -> Swish(x); Mul(x, HardSigmoid(x)) -> HardSwish(x);
@@ -29,13 +31,13 @@ import numpy as np
 from nqrt.errors import InputError, UnsupportedOpError, name_list
 from nqrt.graph.ir import Graph
 from nqrt.graph.passes import (canonicalize, crop_conv_taps, dead_code, fold_batchnorm,
-                               fold_constants, fuse_activation, fuse_swish, lower_convtranspose,
-                               lower_gather, lower_instancenorm, lower_space_depth,
+                               fold_constants, fuse_activation, fuse_layernorm, fuse_swish,
+                               lower_convtranspose, lower_gather, lower_instancenorm, lower_space_depth,
                                remove_identity, sink_output_reshape)
 from nqrt.graph.shapes import annotate
 
 PIPELINE = (remove_identity, fold_constants, canonicalize, lower_instancenorm, lower_space_depth,
-            lower_gather, fold_batchnorm, crop_conv_taps, fuse_swish, fuse_activation,
+            lower_gather, fuse_layernorm, fold_batchnorm, crop_conv_taps, fuse_swish, fuse_activation,
             lower_convtranspose, sink_output_reshape, dead_code)
 MAX_ROUNDS = 10
 
