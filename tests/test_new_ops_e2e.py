@@ -87,6 +87,17 @@ def efficientnet_block():
     return b.model(8, 9, [y]), {"QLut": 4, "QMul": 1}
 
 
+def yolov4_block():
+    """CSPDarknet's conv -> Mish, with Mish as exported before opset 18 (x·tanh(softplus(x)),
+    fused to one table) and as the opset-18 op, plus Celu; a residual."""
+    b = B(opset=18, seed=7)
+    t = b.conv("x", 8, 16)
+    t = b.op("Mul", [t, b.op("Tanh", [b.op("Softplus", [t])])])
+    t = b.op("Mish", [b.conv(t, 16, 16, k=3)])
+    y = b.op("Add", [b.op("Celu", [b.conv(t, 16, 8)], alpha=0.5), "x"])
+    return b.model(8, 8, [y]), {"QLut": 3, "QMul": 0, "QAdd": 1}
+
+
 def shufflenetv2_block():
     b = B(seed=3)
     c = 16
@@ -143,9 +154,9 @@ def prelu_block():
 
 BLOCKS = {"mobilenetv3": mobilenetv3_block, "efficientnet": efficientnet_block,
           "shufflenetv2": shufflenetv2_block, "fpn": fpn_neck, "prelu": prelu_block,
-          "segmentation": segmentation_head}
+          "segmentation": segmentation_head, "yolov4": yolov4_block}
 SQNR_DB = {"mobilenetv3": 25.0, "efficientnet": 25.0, "shufflenetv2": 30.0, "fpn": 30.0,
-           "prelu": 30.0, "segmentation": 30.0}
+           "prelu": 30.0, "segmentation": 30.0, "yolov4": 30.0}
 
 
 def sqnr_db(got, ref) -> float:

@@ -417,6 +417,22 @@ def Softplus(ctx, n):
     return _unary(ctx, n)
 
 
+def Mish(ctx, n):
+    return _unary(ctx, n)
+
+
+def Celu(ctx, n, alpha=1.0):
+    if not (math.isfinite(float(alpha)) and float(alpha) != 0):
+        raise FormatError(f"Celu node {n.name}: alpha={alpha} (must be finite and non-zero)")
+    return _unary(ctx, n, alpha=float(alpha))
+
+
+def ThresholdedRelu(ctx, n, alpha=1.0):
+    if not math.isfinite(float(alpha)):
+        raise FormatError(f"ThresholdedRelu node {n.name}: alpha={alpha} (must be finite)")
+    return _unary(ctx, n, alpha=float(alpha))
+
+
 def Softsign(ctx, n):
     return _unary(ctx, n)
 
@@ -564,7 +580,8 @@ IMPORTERS = {
     "Cast": Cast, "Slice": Slice, "ConstantOfShape": ConstantOfShape, "Pad": Pad,
     "Sigmoid": Sigmoid, "Tanh": Tanh, "HardSigmoid": HardSigmoid, "HardSwish": HardSwish,
     "LeakyRelu": LeakyRelu, "PRelu": PRelu, "Elu": Elu, "Selu": Selu, "Gelu": Gelu, "Erf": Erf,
-    "Softplus": Softplus, "Softsign": Softsign, "Abs": Abs, "Neg": Neg, "Exp": Exp, "Log": Log,
+    "Softplus": Softplus, "Mish": Mish, "Celu": Celu, "ThresholdedRelu": ThresholdedRelu,
+    "Softsign": Softsign, "Abs": Abs, "Neg": Neg, "Exp": Exp, "Log": Log,
     "Sqrt": Sqrt, "Reciprocal": Reciprocal, "Pow": Pow,
     "Split": Split, "Resize": Resize, "Upsample": Upsample,
     "DepthToSpace": DepthToSpace, "SpaceToDepth": SpaceToDepth, "Range": Range, "Expand": Expand,

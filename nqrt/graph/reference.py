@@ -347,6 +347,14 @@ def _elu(x, alpha):
         return np.where(x < 0, t(alpha) * (np.exp(np.minimum(x, t(0))) - t(1)), x).astype(x.dtype, copy=False)
 
 
+def _celu(x, alpha):
+    """max(0, x) + min(0, alpha·(exp(x / alpha) − 1))."""
+    t = x.dtype.type
+    with np.errstate(over="ignore"):
+        neg = t(alpha) * (np.exp(np.minimum(x, t(0)) / t(alpha)) - t(1))
+    return (np.maximum(x, t(0)) + np.minimum(neg, t(0))).astype(x.dtype, copy=False)
+
+
 def _domain(fn):
     def op(attrs, x):
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -367,6 +375,10 @@ UNARY: dict[str, Callable] = {
     "Gelu": gelu,
     "Erf": lambda attrs, x: _erf(x),
     "Softplus": lambda attrs, x: np.logaddexp(x.dtype.type(0), x),
+    "Mish": lambda attrs, x: x * np.tanh(np.logaddexp(x.dtype.type(0), x)),
+    "Celu": lambda attrs, x: _celu(x, attrs.get("alpha", 1.0)),
+    "ThresholdedRelu": lambda attrs, x: np.where(x > x.dtype.type(attrs.get("alpha", 1.0)), x,
+                                                 x.dtype.type(0)),
     "Softsign": lambda attrs, x: x / (x.dtype.type(1) + np.abs(x)),
     "Abs": lambda attrs, x: np.abs(x),
     "Neg": lambda attrs, x: -x,

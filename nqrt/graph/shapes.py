@@ -50,7 +50,7 @@ ATTR_INPUTS: dict[str, dict[int, str]] = {
 # (x * Sigmoid(x), made by passes/fuse_swish.py).
 UNARY_OPS = ("Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "LeakyRelu", "Elu", "Selu", "Gelu",
              "Erf", "Softplus", "Softsign", "Abs", "Neg", "Exp", "Log", "Sqrt", "Reciprocal",
-             "Swish")
+             "Swish", "Mish", "Celu", "ThresholdedRelu")
 
 
 @dataclass

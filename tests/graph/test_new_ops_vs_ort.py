@@ -16,6 +16,7 @@ UNARY = [
     ("HardSwish", {}, 14), ("LeakyRelu", {"alpha": 0.07}, 13), ("Elu", {"alpha": 0.8}, 13),
     ("Selu", {}, 13), ("Gelu", {}, 20), ("Gelu", {"approximate": "tanh"}, 20), ("Erf", {}, 13),
     ("Softplus", {}, 13), ("Softsign", {}, 13), ("Abs", {}, 13), ("Neg", {}, 13), ("Exp", {}, 13),
+    ("Mish", {}, 18), ("Celu", {"alpha": 0.7}, 13), ("ThresholdedRelu", {"alpha": 0.3}, 13),
 ]
 
 
@@ -154,3 +155,14 @@ def test_swish_and_hardswish_fusion():
     t = b.op("HardSigmoid", ["x"], alpha=0.2, beta=0.5)          # not HardSwish's gate
     g = assert_matches_ort(b.model([("x", ["N", 5])], [b.op("Mul", ["x", t])]), {"x": (5,)})
     assert op_counts(g) == {"HardSigmoid": 1, "Mul": 1}
+
+
+def test_mish_fusion():
+    """Mul(x, Tanh(Softplus(x))) (YOLOv4 before opset 18) -> Mish; with the Softplus also
+    read elsewhere it stays."""
+    b = Builder(opset=14)
+    m = b.op("Mul", ["x", b.op("Tanh", [b.op("Softplus", ["x"])])])
+    sp = b.op("Softplus", [m])
+    kept = b.op("Mul", [m, b.op("Tanh", [sp])])
+    g = assert_matches_ort(b.model([("x", ["N", 3, 4])], [b.op("Add", [kept, sp])]), {"x": (3, 4)})
+    assert op_counts(g) == {"Mish": 1, "Softplus": 1, "Tanh": 1, "Mul": 1, "Add": 1}

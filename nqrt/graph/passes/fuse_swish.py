@@ -2,6 +2,7 @@
 
   Mul(x, Sigmoid(x))                          -> Swish(x)      (SiLU; an internal IR op)
   Mul(x, HardSigmoid(x, alpha=1/6, beta=0.5)) -> HardSwish(x)
+  Mul(x, Tanh(Softplus(x)))                   -> Mish(x)       (YOLOv4's activation before opset 18)
   the exported exact GELU, x·0.5·(1 + erf(x/√2)) -> Gelu(x):
       Mul(Mul(x, Add(Erf(Div(x, √2)), 1)), 0.5)    (PyTorch's export before opset 20)
       Mul(Mul(x, 0.5), Add(Erf(Div(x, √2)), 1))
@@ -139,14 +140,26 @@ def run(graph: Graph) -> Graph:
         for k in (0, 1):
             x, g = mul.inputs[k], mul.inputs[1 - k]
             gate = producers.get(g)
-            if gate is None or gate.inputs[:1] != [x] or g in outputs or len(consumers.get(g, [])) != 1:
+            if gate is None or g in outputs or len(consumers.get(g, [])) != 1:
                 continue
-            kind = _gate_kind(gate)
+            inner = None
+            if gate.op == "Tanh" and "act" not in gate.attrs:        # Mish: Tanh(Softplus(x))
+                inner = producers.get(gate.inputs[0])
+                if inner is None or inner.op != "Softplus" or inner.inputs[:1] != [x] or "act" in inner.attrs \
+                        or gate.inputs[0] in outputs or len(consumers.get(gate.inputs[0], [])) != 1:
+                    continue
+                kind = "Mish"
+            elif gate.inputs[:1] != [x]:
+                continue
+            else:
+                kind = _gate_kind(gate)
             if kind is None:
                 continue
             fused = Node(kind, [x], list(mul.outputs), {}, mul.name or gate.name)
             graph.nodes[graph.nodes.index(mul)] = fused
             graph.nodes.remove(gate)
+            if inner is not None:
+                graph.nodes.remove(inner)
             for o in fused.outputs:
                 producers[o] = fused
             break
