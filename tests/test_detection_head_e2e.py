@@ -2,9 +2,11 @@
 feature map's size (folded to constants), boxes = (anchors + offsets)·stride in pixels, class
 scores = sigmoid, concatenated as the one graph output ([N, 4 + classes, anchors]).  YOLOv5:
 per scale, xy / wh in pixels and objectness + class scores concatenated on the last axis,
-reshaped to [N, anchors, 5 + classes], then the scales concatenated.  The output Concats run
-in float with each input on its own grid (the YOLOv5 Reshape is moved above its Concat), so
-the scores keep their resolution next to the pixel coordinates."""
+reshaped to [N, anchors, 5 + classes], then the scales concatenated.  YOLOX: per scale, box
+regression, objectness and class scores concatenated on the channels, flattened over H·W,
+the scales concatenated, then transposed to [N, anchors, 5 + classes].  The output Concats
+run in float with each input on its own grid (the Reshapes and the Transpose are moved above
+their Concats), so the scores keep their resolution next to the pixel coordinates."""
 
 from __future__ import annotations
 
@@ -88,8 +90,27 @@ def _yolov5_head(nc=5, na=3):
     return b.model([("x", ["N", 3, 32, 32])], [b.op("Concat", outs, axis=1)])
 
 
-def test_yolov5_head_keeps_score_resolution(tmp_path):
-    m = _yolov5_head()
+def _yolox_head(nc=5):
+    b = Builder(opset=17)
+    f = b.op("Relu", [b.op("Conv", ["x", b.weight(16, 3, 3, 3), b.weight(16)], pads=[1, 1, 1, 1],
+                           strides=[2, 2])])
+    g = b.op("Relu", [b.op("Conv", [f, b.weight(16, 16, 3, 3), b.weight(16)], pads=[1, 1, 1, 1],
+                           strides=[2, 2])])
+    levels = []
+    for feat in (f, g):
+        reg = b.op("Mul", [b.op("Conv", [feat, b.weight(4, 16, 1, 1), b.weight(4)]), b.const(np.float32(40.0))])
+        obj = b.op("Sigmoid", [b.op("Conv", [feat, b.weight(1, 16, 1, 1), b.weight(1)])])
+        cls = b.op("Sigmoid", [b.op("Conv", [feat, b.weight(nc, 16, 1, 1), b.weight(nc)])])
+        cat = b.op("Concat", [reg, obj, cls], axis=1)                             # [N, 10, H, W]
+        levels.append(b.op("Reshape", [cat, b.const([0, 5 + nc, -1], np.int64)]))  # flatten(2)
+    y = b.op("Transpose", [b.op("Concat", levels, axis=2)], perm=[0, 2, 1])
+    return b.model([("x", ["N", 3, 32, 32])], [y])
+
+
+@pytest.mark.parametrize("build, shape", [(_yolov5_head, (4, 3 * 256 + 3 * 64, 10)),
+                                          (_yolox_head, (4, 256 + 64, 10))])
+def test_multi_scale_heads_keep_score_resolution(build, shape, tmp_path):
+    m = build()
     onnx.save(m, tmp_path / "m.onnx")
     xs = np.random.default_rng(1).standard_normal((12, 3, 32, 32)).astype(np.float32)
     nqrt.convert(str(tmp_path / "m.onnx"), str(tmp_path / "m.nq"), calibration=[{"x": xs[:8]}])
@@ -100,7 +121,7 @@ def test_yolov5_head_keeps_score_resolution(tmp_path):
            for mode in ("integer", "simulate")}
     (name,) = got["integer"]
     y = got["integer"][name]
-    assert y.shape == ref.shape == (4, 3 * 256 + 3 * 64, 10)
+    assert y.shape == ref.shape == shape
     for part in (slice(0, 4), slice(4, 10)):       # boxes in pixels, objectness + scores in [0, 1]
         r, q = ref[..., part], y[..., part]
         sqnr = 10 * np.log10((r ** 2).sum() / ((q - r) ** 2).sum())

@@ -66,11 +66,11 @@ def bypass(graph: Graph, node: Node) -> bool:
     return True
 
 
-def concat_output_tree(graph: Graph) -> set[str]:
-    """Tensors that reach a graph output only through Concats: a graph output read by no
-    node, or a tensor (not itself an output) read only by Concats whose outputs are such
-    tensors.  A detection head's output assembly; the quantizer may concatenate these in
-    float (quantizers.quantize_concat)."""
+def concat_output_tree(graph: Graph, through=("Concat",)) -> set[str]:
+    """Tensors that reach a graph output only through Concats (ops `through`): a graph output
+    read by no node, or a tensor (not itself an output) read only by such nodes whose outputs
+    are such tensors.  A detection head's output assembly; the quantizer may concatenate
+    these in float (quantizers.quantize_concat)."""
     consumers = graph.consumers()
     outputs = set(graph.output_names())
     tree: set[str] = set()
@@ -78,6 +78,6 @@ def concat_output_tree(graph: Graph) -> set[str]:
         for y in node.outputs:
             users = consumers.get(y, [])
             if (y in outputs and not users) or (
-                    users and y not in outputs and all(u.op == "Concat" and u.outputs[0] in tree for u in users)):
+                    users and y not in outputs and all(u.op in through and u.outputs[0] in tree for u in users)):
                 tree.add(y)
     return tree

@@ -246,7 +246,7 @@ def test_reshape_after_an_output_tree_concat_moves_above_it():
     """Reshape(Concat(a, b, axis=-1)) feeding the output Concat -> Concat(Reshape(a), Reshape(b))
     (same values, ORT-checked); not when the Reshape splits the concat axis, nor when the
     result is read by a non-Concat."""
-    from nqrt.graph.passes import sink_output_reshape
+    from nqrt.graph.passes import sink_output_moves
 
     def model(target, tail_op=None):
         b = Builder(opset=17)
@@ -270,7 +270,7 @@ def test_reshape_after_an_output_tree_concat_moves_above_it():
     for target, tail in (([-1, 32, 2, 3], None), ([-1, 32, 6], "Relu")):
         m = model(target, tail)
         assert_matches_ort(m, {"x": (3, 4, 4)}, optimized=False)      # a valid model
-        g = sink_output_reshape.run(fold_constants.run(load_onnx(m)))
+        g = sink_output_moves.run(fold_constants.run(load_onnx(m)))
         prod = {o: n.op for n in g.nodes for o in n.outputs}
         cat = next(n for n in g.nodes if n.op == "Concat" and len(n.inputs) == 2
                    and prod.get(n.inputs[0]) == "Sigmoid")

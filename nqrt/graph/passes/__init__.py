@@ -17,8 +17,9 @@ Each pass is one module with `run(graph) -> graph` (it may mutate its argument):
   lower_convtranspose  ConvTranspose -> Conv (one output channel per phase) + depth-to-space
                    (Reshape / Transpose / Reshape) + crop (Slice); after the two folds above,
                    so a following BN and Relu end up in the Conv
-  sink_output_reshape  Reshape(Concat(x_i)) -> Concat(Reshape(x_i)) inside a graph output's
-                   tree of Concats (YOLOv5-style heads: the tree then concatenates in float)
+  sink_output_moves  Reshape / Transpose (Concat(x_i)) -> Concat(Reshape / Transpose (x_i))
+                   inside a graph output's tree of Concats (YOLOv5 / YOLOX heads: the tree
+                   then concatenates in float)
   dead_code        unused nodes and constants removed
 """
 
@@ -33,12 +34,12 @@ from nqrt.graph.ir import Graph
 from nqrt.graph.passes import (canonicalize, crop_conv_taps, dead_code, fold_batchnorm,
                                fold_constants, fuse_activation, fuse_layernorm, fuse_swish,
                                lower_convtranspose, lower_gather, lower_instancenorm, lower_space_depth,
-                               remove_identity, sink_output_reshape)
+                               remove_identity, sink_output_moves)
 from nqrt.graph.shapes import annotate
 
 PIPELINE = (remove_identity, fold_constants, canonicalize, lower_instancenorm, lower_space_depth,
             lower_gather, fuse_layernorm, fold_batchnorm, crop_conv_taps, fuse_swish, fuse_activation,
-            lower_convtranspose, sink_output_reshape, dead_code)
+            lower_convtranspose, sink_output_moves, dead_code)
 MAX_ROUNDS = 10
 
 
