@@ -265,3 +265,10 @@ def qsoftmax(x, axis, table, G, n, z_y, act_min, act_max):
         r = int(G) // sum(e)
         y[idx] = [min(max(((ea * r + (1 << (n - 1))) >> n) + z_y, act_min), act_max) for ea in e]
     return np.moveaxis(y, -1, axis)
+
+
+def reduce_extreme(x, axes, keepdims, minimum, act_min, act_max):
+    """Spec 4.22: the max (min) code over `axes`, clamped."""
+    fn = np.min if minimum else np.max
+    y = fn(np.asarray(x), axis=tuple(axes), keepdims=bool(keepdims))
+    return np.clip(y, act_min, act_max).astype(np.uint8)

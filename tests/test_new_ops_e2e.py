@@ -98,6 +98,20 @@ def yolov4_block():
     return b.model(8, 8, [y]), {"QLut": 3, "QMul": 0, "QAdd": 1}
 
 
+def cbam_block():
+    """CBAM attention: a channel gate from the spatial max (ReduceMax over H, W), a spatial
+    gate from the channel mean and max (ReduceMean / ReduceMax over C), and a channel min
+    (ReduceMin) in a residual."""
+    b = B(seed=8)
+    f = b.op("Relu", [b.conv("x", 8, 16)])
+    ch = b.op("Sigmoid", [b.conv(b.op("ReduceMax", [f], axes=[2, 3]), 16, 16)])
+    f = b.op("Mul", [f, ch])
+    sp = b.op("Concat", [b.op("ReduceMean", [f], axes=[1]), b.op("ReduceMax", [f], axes=[1])], axis=1)
+    sp = b.op("Sigmoid", [b.conv(sp, 2, 1, k=7)])
+    y = b.op("Add", [b.op("Mul", [f, sp]), b.op("ReduceMin", [f], axes=[1])])
+    return b.model(8, 10, [y]), {"ReduceMax": 2, "ReduceMin": 1, "QReduceMean": 1, "QMul": 2}
+
+
 def shufflenetv2_block():
     b = B(seed=3)
     c = 16
@@ -154,9 +168,9 @@ def prelu_block():
 
 BLOCKS = {"mobilenetv3": mobilenetv3_block, "efficientnet": efficientnet_block,
           "shufflenetv2": shufflenetv2_block, "fpn": fpn_neck, "prelu": prelu_block,
-          "segmentation": segmentation_head, "yolov4": yolov4_block}
+          "segmentation": segmentation_head, "yolov4": yolov4_block, "cbam": cbam_block}
 SQNR_DB = {"mobilenetv3": 25.0, "efficientnet": 25.0, "shufflenetv2": 30.0, "fpn": 30.0,
-           "prelu": 30.0, "segmentation": 30.0, "yolov4": 30.0}
+           "prelu": 30.0, "segmentation": 30.0, "yolov4": 30.0, "cbam": 25.0}
 
 
 def sqnr_db(got, ref) -> float:

@@ -223,6 +223,11 @@ _pending(OpSpec(
     optional_inputs=1,
 ))
 
+_pending(OpSpec("ReduceMax", (("x", "act", "uint8"),), ("uint8",),
+                {"axes": ("ints", True), "keepdims": ("int", True), **_ACT}))
+_pending(OpSpec("ReduceMin", (("x", "act", "uint8"),), ("uint8",),
+                {"axes": ("ints", True), "keepdims": ("int", True), **_ACT}))
+
 _pending(OpSpec(
     "QSoftmax",
     (("x", "act", "uint8"), ("table", "const", "int32")),
@@ -235,7 +240,7 @@ ALL_OPS: dict[str, OpSpec] = OPS   # the format's op table (one dict: every op i
 
 SAME_SCALE_OPS = frozenset({"MaxPool", "QClip", "Reshape", "Flatten", "Transpose",
                             "Slice", "Squeeze", "Unsqueeze", "Pad", "ResizeNearest", "ResizeLinear",
-                            "Expand"})
+                            "Expand", "ReduceMax", "ReduceMin"})
 
 # ResizeNearest string attributes (section 4.12).
 RESIZE_COORDINATE_MODES = ("asymmetric", "half_pixel", "align_corners", "pytorch_half_pixel",

@@ -711,6 +711,17 @@ def _check_qreducemean(where, ins, outs, attrs):
     _act(where, attrs)
 
 
+def _check_reduce_extreme(where, ins, outs, attrs):
+    """ReduceMax / ReduceMin: axes non-empty, distinct, in range; output rank."""
+    r = len(ins[0]["shape"])
+    axes = attrs["axes"]
+    if not axes:
+        _fail(f"{where}: attribute axes is empty")
+    norm = _distinct_axes(where, "axes", axes, r)
+    _same_rank(where, outs[0], r if attrs["keepdims"] else r - len(norm))
+    _act(where, attrs)
+
+
 def _check_qclip(where, ins, outs, attrs):
     _same_rank(where, outs[0], len(ins[0]["shape"]))
     _act(where, attrs)
@@ -906,6 +917,8 @@ _OP_CHECKS = {
     "QMul": _check_binary,
     "QMatMul": _check_qmatmul,
     "QSoftmax": _check_qsoftmax,
+    "ReduceMax": _check_reduce_extreme,
+    "ReduceMin": _check_reduce_extreme,
     "Expand": _check_expand,
     "Slice": _check_slice,
     "Squeeze": _check_squeeze,

@@ -173,14 +173,25 @@ def global_max_pool(attrs, x):
     return x.max(axis=tuple(range(2, x.ndim)), keepdims=True)
 
 
-def reduce_mean(attrs, x):
+def _reduce_axes(attrs, x) -> tuple[int, ...]:
     axes = attrs.get("axes")
     if axes is None or (len(axes) == 0 and not attrs.get("noop_with_empty_axes", 0)):
         axes = list(range(x.ndim))
+    return tuple(norm_axis(a, x.ndim) for a in axes)
+
+
+def reduce_mean(attrs, x):
+    axes = _reduce_axes(attrs, x)
     if len(axes) == 0:
         return x
-    return np.mean(x, axis=tuple(norm_axis(a, x.ndim) for a in axes),
-                   keepdims=bool(attrs.get("keepdims", 1)), dtype=np.float32).astype(x.dtype)
+    return np.mean(x, axis=axes, keepdims=bool(attrs.get("keepdims", 1)), dtype=np.float32).astype(x.dtype)
+
+
+def _reduce_extreme(fn):
+    def run(attrs, x):
+        axes = _reduce_axes(attrs, x)
+        return x if len(axes) == 0 else fn(x, axis=axes, keepdims=bool(attrs.get("keepdims", 1)))
+    return run
 
 
 def gemm(attrs, a, b, c=None):
@@ -573,6 +584,8 @@ OPS: dict[str, Callable] = {
     "GlobalAveragePool": global_average_pool,
     "GlobalMaxPool": global_max_pool,
     "ReduceMean": reduce_mean,
+    "ReduceMax": _reduce_extreme(np.max),
+    "ReduceMin": _reduce_extreme(np.min),
     "Relu": lambda attrs, x: np.maximum(x, np.zeros((), x.dtype)),
     "Clip": clip,
     "Flatten": flatten,

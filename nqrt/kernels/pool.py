@@ -184,3 +184,73 @@ def reduce_mean_u8(x, z_x, m0, n, z_y, act_min, act_max, y):
         return
     for task in prange(O * nb):
         xcall(_reduce_mean_channels, x, z_x, m0, n, z_y, act_min, act_max, y, np.int64(task), nb)
+
+
+# ----------------------------------------------------------------------------- ReduceMax / Min
+@njit(**JIT)
+def _reduce_extreme_rows(x, y, o0, o1, minimum, act_min, act_max):
+    """Outputs o0..o1-1 of reduce_max_u8: each a running max (min) over R rows of I codes
+    (unit stride: the loops vectorize as vpmaxub / vpminub)."""
+    O, R, I = x.shape
+    lo, hi = np.uint8(act_min), np.uint8(act_max)
+    for o in range(o0, o1):
+        acc = y[o]
+        src = x[o, 0]
+        for i in range(I):
+            acc[i] = src[i]
+        for r in range(1, R):
+            src = x[o, r]
+            if minimum:
+                for i in range(I):
+                    acc[i] = min(acc[i], src[i])
+            else:
+                for i in range(I):
+                    acc[i] = max(acc[i], src[i])
+        for i in range(I):
+            acc[i] = min(max(acc[i], lo), hi)
+
+
+@njit(**JIT)
+def _reduce_extreme_inner(x, y, t0, t1, minimum, act_min, act_max):
+    """Outputs t0..t1-1 of x [T, R] (I = 1: the reduced axis innermost, e.g. a channel max of
+    NHWC pixels): one max (min) over each contiguous row."""
+    T, R = x.shape
+    lo, hi = np.uint8(act_min), np.uint8(act_max)
+    for t in range(t0, t1):
+        row = x[t]
+        m = row[0]
+        if minimum:
+            for r in range(1, R):
+                m = min(m, row[r])
+        else:
+            for r in range(1, R):
+                m = max(m, row[r])
+        y[t] = min(max(m, lo), hi)
+
+
+@njit(**PJIT)
+def reduce_max_u8(x, y, minimum, act_min, act_max):
+    """Spec 4.22: y[o, i] = clamp(max (min) over r of x[o, r, i], act_min, act_max) for x
+    uint8 [O, R, I], y uint8 [O, I], R >= 1.  Exact (codes are moved, never recomputed);
+    each output is one task's, so the thread count does not matter."""
+    O, R, I = x.shape
+    if O * I == 0:
+        return
+    if I == 1:
+        x2 = x.reshape((O, R))
+        y2 = y.reshape(O)
+        if O * R <= CHUNK:
+            xcall(_reduce_extreme_inner, x2, y2, 0, O, minimum, act_min, act_max)
+            return
+        tb = row_block(O, R)
+        for b in prange(-(-O // tb)):
+            t0 = np.int64(b) * tb
+            xcall(_reduce_extreme_inner, x2, y2, t0, min(O, t0 + tb), minimum, act_min, act_max)
+        return
+    if O * R * I <= CHUNK or O == 1:
+        xcall(_reduce_extreme_rows, x, y, 0, O, minimum, act_min, act_max)
+        return
+    tb = row_block(O, R * I)
+    for b in prange(-(-O // tb)):
+        o0 = np.int64(b) * tb
+        xcall(_reduce_extreme_rows, x, y, o0, min(O, o0 + tb), minimum, act_min, act_max)

@@ -26,7 +26,7 @@ from nqrt.quant import elementwise, movement
 from nqrt.quant import qparams as qp
 from nqrt.quant.context import (
     CONCAT_F32, FLATTEN, IDENTITY_PAIR, LAYERNORM, LRN, MAXPOOL, Q_AVGPOOL, Q_CLIP, Q_CONCAT, Q_CONV,
-    Q_GEMM, Q_MATMUL, Q_REDUCEMEAN, Q_SOFTMAX, QUANTIZE, RESHAPE, SOFTMAX, TRANSPOSE, QContext, as_ints, fused_act, node_label,
+    Q_GEMM, Q_MATMUL, Q_REDUCEMEAN, Q_SOFTMAX, QUANTIZE, REDUCE_MAX, REDUCE_MIN, RESHAPE, SOFTMAX, TRANSPOSE, QContext, as_ints, fused_act, node_label,
     str_attr,
 )
 
@@ -260,6 +260,22 @@ def quantize_reducemean(ctx: QContext, node: Node) -> None:
     _reduce_mean(ctx, node, axes, int(node.attrs.get("keepdims", 1)))
 
 
+def quantize_reduce_extreme(ctx: QContext, node: Node) -> None:
+    """ReduceMax / ReduceMin: the extreme code is the extreme value (same (s, z) as x), so the
+    op moves codes exactly (CBAM's channel max, a max over tokens)."""
+    label = node_label(node)
+    x, y = node.inputs[0], node.outputs[0]
+    rank = ctx.rank(x, label)
+    axes = node.attrs.get("axes")
+    axes = sorted({a % rank for a in as_ints(axes)}) if axes else list(range(rank))
+    ctx.same_scale_u8(y, x)
+    s, z = ctx.qparams(y)
+    act_min, act_max = qp.act_clamp(fused_act(node), s, z)
+    ctx.emit(REDUCE_MAX if node.op == "ReduceMax" else REDUCE_MIN, [ctx.x(x)], [ctx.x(y)],
+             {"axes": axes, "keepdims": int(node.attrs.get("keepdims", 1)),
+              "act_min": act_min, "act_max": act_max}, label)
+
+
 def _standalone_clip(ctx: QContext, node: Node, lo: float, hi: float) -> None:
     """Relu / Clip not fused into a producer: QClip at the input's (s, z)."""
     x, y = node.inputs[0], node.outputs[0]
@@ -383,6 +399,8 @@ QUANTIZERS: dict[str, Callable[[QContext, Node], None]] = {
     "AveragePool": quantize_averagepool,
     "GlobalAveragePool": quantize_globalaveragepool,
     "ReduceMean": quantize_reducemean,
+    "ReduceMax": quantize_reduce_extreme,
+    "ReduceMin": quantize_reduce_extreme,
     "Relu": quantize_relu,
     "Clip": quantize_clip,
     "Flatten": quantize_flatten,
@@ -467,7 +485,7 @@ def _check_pool(graph: Graph, node: Node, consumers) -> str | None:
 
 def _check_reducemean(graph: Graph, node: Node, consumers) -> str | None:
     if not node.attrs.get("axes") and int(node.attrs.get("noop_with_empty_axes", 0)):
-        return "ReduceMean with noop_with_empty_axes=1 and no axes"
+        return f"{node.op} with noop_with_empty_axes=1 and no axes"
     return None
 
 
@@ -496,6 +514,8 @@ CHECKS: dict[str, Callable] = {
     "MaxPool": _check_pool,
     "AveragePool": _check_pool,
     "ReduceMean": _check_reducemean,
+    "ReduceMax": _check_reducemean,
+    "ReduceMin": _check_reducemean,
     "Reshape": _check_reshape,
     "LayerNormalization": _check_layernorm,
     **elementwise.CHECKS,

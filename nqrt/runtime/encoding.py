@@ -85,6 +85,7 @@ OP_RESIZE = 23
 OP_RESIZE_LINEAR = 24
 OP_MATMUL = 25
 OP_QSOFTMAX = 26
+OP_REDUCE_MAX = 27      # ReduceMax, and ReduceMin with minimum = 1
 
 FIELDS: dict[int, tuple[str, ...]] = {
     OP_QUANTIZE: ("x", "y", "size", "scale", "z"),
@@ -123,6 +124,7 @@ FIELDS: dict[int, tuple[str, ...]] = {
     OP_MATMUL: ("a", "b", "y", "nb", "M", "K", "N", "z_a", "z_b", "m0", "n", "z_y",
                 "act_min", "act_max", "offs", "scratch"),
     OP_QSOFTMAX: ("x", "y", "O", "A", "I", "table", "G", "n", "z_y", "act_min", "act_max"),
+    OP_REDUCE_MAX: ("x", "y", "O", "R", "I", "minimum", "act_min", "act_max"),
 }
 
 OP_NAMES = {v: k for k, v in list(globals().items()) if k.startswith("OP_") and isinstance(v, int)}
@@ -135,7 +137,7 @@ U8_OPERANDS = {
     OP_MAXPOOL: ("x", "y"), OP_AVGPOOL: ("x", "y"), OP_REDUCE_MEAN: ("x", "y"),
     OP_TRANSPOSE_U8: ("x", "y"), OP_LUT: ("x", "table", "y"), OP_MUL: ("a", "b", "y"),
     OP_SLICE: ("x", "y"), OP_PAD: ("x", "y"), OP_RESIZE: ("x", "y"), OP_RESIZE_LINEAR: ("x", "y"),
-    OP_MATMUL: ("a", "b", "y"), OP_QSOFTMAX: ("x", "y"),
+    OP_MATMUL: ("a", "b", "y"), OP_QSOFTMAX: ("x", "y"), OP_REDUCE_MAX: ("x", "y"),
 }
 F32_OPERANDS = {
     OP_QUANTIZE: ("x",), OP_DEQUANTIZE: ("y",), OP_SOFTMAX: ("x", "y"), OP_LRN: ("x", "y"),

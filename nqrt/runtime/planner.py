@@ -19,7 +19,7 @@ Layout policy (each op declares what it accepts; `_ensure` transposes otherwise)
 | op | input layout accepted | output layout |
 |---|---|---|
 | QConv, MaxPool, QAveragePool | channels-last | channels-last |
-| QReduceMean | any in which the reduced axes are adjacent | input's, reduced dims dropped |
+| QReduceMean, ReduceMax, ReduceMin | any in which the reduced axes are adjacent | input's, reduced dims dropped |
 | QGemm | any with the last logical dim physically last | input's |
 | QAdd, QMul, QClip, QLut | any (QAdd/QMul read each input through strides) | a full-shape input's |
 | Slice, Pad, ResizeNearest | any (the kernels' geometry helpers take the perm) | input's |
@@ -719,7 +719,9 @@ class _Builder:
                   count_include_pad=a["count_include_pad"], mult=c["mult"], shift=c["shift"],
                   K1=c["K1"], z_x=x.zp, z_y=y.zp, act_min=a["act_min"], act_max=a["act_max"])
 
-    def QReduceMean(self, node, i):
+    def _reduction(self, node):
+        """x viewed as [O, R, I] with the reduced axes R adjacent (the input's layout when
+        they already are, else logical, else the kept dims first): (x storage view, y, O, R, I)."""
         x = self._input(node)
         r = len(x.shape)
         a = node.attrs
@@ -743,6 +745,21 @@ class _Builder:
             shape = tuple(x.shape[d] for d in kept)
             out_perm = tuple(d - sum(ax < d for ax in axes) for d in perm if d not in axes)
         y = self._out_u8(node.outputs[0], shape, out_perm)
+        return x, xv, y, O, R, I
+
+    def ReduceMax(self, node, i):
+        _, xv, y, O, R, I = self._reduction(node)
+        if R == 0:
+            raise InputError(f"node {node.name!r} ({node.op}): reduces an empty axis")
+        a = node.attrs
+        self.emit(E.OP_REDUCE_MAX, x=xv.storage, y=y.storage, O=O, R=R, I=I,
+                  minimum=int(node.op == "ReduceMin"), act_min=a["act_min"], act_max=a["act_max"])
+
+    ReduceMin = ReduceMax
+
+    def QReduceMean(self, node, i):
+        x, xv, y, O, R, I = self._reduction(node)
+        a = node.attrs
         c = self.consts.node[i]
         m0, n = c["m0"], c["n"]
         if R != int(a["count"]):

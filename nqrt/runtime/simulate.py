@@ -16,7 +16,8 @@ How far it may differ from the integer mode (paragraph for the README/spec):
     toward +inf, where simulation rounds half to even in float64.  So each requantized tensor
     agrees code for code except where the real value lies within about 2^-31 (relative) of a
     rounding tie, or exactly on a tie: there the two modes differ by one quantization step.
-    For one operator with identical inputs, |q_int - q_sim| <= 1; MaxPool, QClip, Reshape,
+    For one operator with identical inputs, |q_int - q_sim| <= 1; MaxPool, ReduceMax,
+    ReduceMin, QClip, Reshape,
     Flatten, Transpose, Slice, Squeeze, Unsqueeze, Pad, ResizeNearest, QLut (the table is the
     op), Quantize and Dequantize are exact.  Across layers the differences
     propagate (a one-step input difference can move later outputs by more than one step),
@@ -240,6 +241,14 @@ def _qsoftmax(model, node, env):
     return _requant(model, node.outputs[0], e / e.sum(axis=axis, keepdims=True), *_act(node))
 
 
+def _reduce_extreme(model, node, env):
+    x = _codes(model, node.inputs[0], env)
+    axes = tuple(int(a) % x.ndim for a in node.attrs["axes"])
+    fn = np.max if node.op == "ReduceMax" else np.min
+    y = fn(x, axis=axes, keepdims=bool(node.attrs["keepdims"]))
+    return np.clip(y, node.attrs["act_min"], node.attrs["act_max"]).astype(np.uint8)
+
+
 def _expand(model, node, env):
     x = _codes(model, node.inputs[0], env)
     spec = [int(v) for v in node.attrs["shape"]]
@@ -381,6 +390,7 @@ _OPS = {
     "QClip": _qclip, "Reshape": _reshape, "Flatten": _flatten, "Transpose": _transpose,
     "QLut": _qlut, "QMul": _qmul, "Slice": _slice, "Squeeze": _squeeze, "Unsqueeze": _unsqueeze,
     "Pad": _pad, "ResizeNearest": _resize_nearest,
-    "ResizeLinear": _resize_linear, "QMatMul": _qmatmul, "QSoftmax": _qsoftmax, "Expand": _expand,
+    "ResizeLinear": _resize_linear, "QMatMul": _qmatmul, "QSoftmax": _qsoftmax,
+    "ReduceMax": _reduce_extreme, "ReduceMin": _reduce_extreme, "Expand": _expand,
 }
 assert set(_OPS) == set(schema.ALL_OPS), "simulated mode must cover the schema's op table"

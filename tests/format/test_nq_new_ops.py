@@ -70,9 +70,12 @@ def new_ops_model() -> NqModel:
     t += [NqTensor("sm.table", "int32", (256,), None, table), _act("prob", ("N", 4, 6, 5), 1 / 255, 0)]
     n.append(NqNode("QSoftmax", ["mm2", "sm.table"], ["prob"],
                     dict(axis=-1, numerator=255 * 2**47, shift=47, **act), "softmax"))
-    t.append(NqTensor("y", "float32", ("N", 4, 6, 5)))
-    n.append(NqNode("Dequantize", ["prob"], ["y"], {}, "dequant"))
-    return NqModel([NqIO("x", ("N", 4, 6, 6))], [NqIO("y", ("N", 4, 6, 5))],
+    t += [_act("rmax", ("N", 1, 6, 5), 1 / 255, 0), _act("rmin", ("N", 6, 5), 1 / 255, 0)]
+    n.append(NqNode("ReduceMax", ["prob"], ["rmax"], dict(axes=[1], keepdims=1, **act), "rmax"))
+    n.append(NqNode("ReduceMin", ["rmax"], ["rmin"], dict(axes=[-3], keepdims=0, **act), "rmin"))
+    t.append(NqTensor("y", "float32", ("N", 6, 5)))
+    n.append(NqNode("Dequantize", ["rmin"], ["y"], {}, "dequant"))
+    return NqModel([NqIO("x", ("N", 4, 6, 6))], [NqIO("y", ("N", 6, 5))],
                    {x.name: x for x in t}, n, {})
 
 
@@ -230,6 +233,21 @@ CASES = [
      "node 'softmax' (QSoftmax): act_min 200 > act_max 100"),
     ("softmax-rank", lambda d: T(d, "prob")["shape"].pop(),
      "node 'softmax' (QSoftmax): output 'prob' has rank 3, expected 4"),
+    # ReduceMax / ReduceMin
+    ("rmax-axes-empty", lambda d: N(d, "rmax")["attrs"].update(axes=[]),
+     "node 'rmax' (ReduceMax): attribute axes is empty"),
+    ("rmax-axes-repeat", lambda d: N(d, "rmax")["attrs"].update(axes=[1, -3]),
+     "node 'rmax' (ReduceMax): attribute axes [1, -3] repeats an axis"),
+    ("rmax-axis-range", lambda d: N(d, "rmax")["attrs"].update(axes=[4]),
+     "node 'rmax' (ReduceMax): attribute axes = 4 is out of range [-4, 3] for rank 4"),
+    ("rmax-rank", lambda d: N(d, "rmax")["attrs"].update(keepdims=0),
+     "node 'rmax' (ReduceMax): output 'rmax' has rank 4, expected 3"),
+    ("rmax-quant", lambda d: T(d, "rmax")["quant"].update(zero_point=[3]),
+     "node 'rmax' (ReduceMax): output 'rmax' must have the input's quant"),
+    ("rmin-keepdims", lambda d: N(d, "rmin")["attrs"].update(keepdims=2),
+     "node 'rmin' (ReduceMin): attribute keepdims = 2 is out of range [0, 1]"),
+    ("rmin-act", lambda d: N(d, "rmin")["attrs"].update(act_min=9, act_max=8),
+     "node 'rmin' (ReduceMin): act_min 9 > act_max 8"),
 ]
 
 

@@ -166,3 +166,16 @@ def test_mish_fusion():
     kept = b.op("Mul", [m, b.op("Tanh", [sp])])
     g = assert_matches_ort(b.model([("x", ["N", 3, 4])], [b.op("Add", [kept, sp])]), {"x": (3, 4)})
     assert op_counts(g) == {"Mish": 1, "Softplus": 1, "Tanh": 1, "Mul": 1, "Add": 1}
+
+
+@pytest.mark.parametrize("op", ["ReduceMax", "ReduceMin"])
+@pytest.mark.parametrize("opset, axes, keepdims", [(13, [1], 1), (13, [2, -1], 0), (13, None, 1),
+                                                   (18, [1], 0)])
+def test_reduce_max_min_match_ort(op, opset, axes, keepdims):
+    b = Builder(opset=opset)
+    if opset >= 18 and axes is not None:
+        y = b.op(op, ["x", b.const(axes, np.int64)], keepdims=keepdims)
+    else:
+        y = b.op(op, ["x"], keepdims=keepdims, **({"axes": axes} if axes is not None else {}))
+    g = assert_matches_ort(b.model([("x", ["N", 4, 3, 5])], [y]), {"x": (4, 3, 5)})
+    assert op_counts(g) == {op: 1}

@@ -105,3 +105,24 @@ def test_reduce_mean(shape, z_x, z_y):
     y1 = np.zeros_like(y)
     with_threads(1, reduce_mean_u8, x, z_x, m0, n, z_y, 0, 255, y1)
     assert np.array_equal(y, y1)
+
+
+# ---- ReduceMax / ReduceMin (spec 4.22) --------------------------------------------------------
+
+from nqrt.kernels.pool import reduce_max_u8  # noqa: E402
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 1), (3, 7, 1), (5, 1, 9), (2, 6, 33), (300, 64, 1),
+                                   (40, 50, 24), (1, 4000, 3)])
+@pytest.mark.parametrize("minimum", [False, True])
+def test_reduce_extreme_matches_reference(shape, minimum):
+    """I = 1 (innermost: a channel max of NHWC pixels) and I > 1, serial and parallel sizes,
+    a clamp, 1 and 2 threads."""
+    rng = np.random.default_rng(shape[0] * 100 + shape[1])
+    x = rng.integers(0, 256, shape, dtype=np.uint8)
+    for lo, hi in ((0, 255), (40, 200)):
+        want = naive.reduce_extreme(x, (1,), False, minimum, lo, hi)
+        for threads in (1, 2):
+            y = np.full((shape[0], shape[2]), 7, np.uint8)
+            with_threads(threads, reduce_max_u8, x, y, minimum, lo, hi)
+            assert np.array_equal(y, want), (shape, minimum, lo, hi, threads)

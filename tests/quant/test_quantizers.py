@@ -78,7 +78,8 @@ def test_registry_covers_the_post_optimize_op_set():
                                # CNN extension (tests/quant/test_new_ops.py)
                                "Sub", "Mul", "Div", "Pow", *UNARY_OPS, "Slice", "Split", "Squeeze",
                                "Unsqueeze", "Pad", "Resize", "GlobalMaxPool", "Identity",
-                               "MatMul", "Expand"}       # MatMul of two activations (QMatMul)
+                               "MatMul", "Expand",       # MatMul of two activations (QMatMul)
+                               "ReduceMax", "ReduceMin"}
 
 
 def test_cnn_structure_dtypes_and_scales():
