@@ -299,6 +299,9 @@ def _space_depth(n, s, inf):
 def _range(n, s, inf):
     """Range: 1-D, max(ceil((limit − start) / delta), 0) elements when all three are known."""
     v = [inf.values.get(i) for i in n.inputs[:3]]
+    if all(x is not None and len(x) == 1 for x in v) and v[0][0] == 0 and v[2][0] == 1 \
+            and isinstance(v[1][0], str):
+        return [(v[1][0],)]                    # arange(N) over a symbolic size: N elements
     if any(x is None or len(x) != 1 or not is_int(x[0]) for x in v):
         return [(None,)]
     start, limit, delta = (int(x[0]) for x in v)

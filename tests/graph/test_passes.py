@@ -310,3 +310,28 @@ def test_decomposed_layernorm_fuses_and_near_misses_stay():
             assert "LayerNormalization" not in counts
         else:
             assert counts.get("LayerNormalization") == 1 and counts.get("Mul") == 1
+
+
+def _as_strided_model(mul: int, channels: int = 6):
+    """The dynamo exporter's as_strided of pooled features [N, C, 1, 1]: Gather(flat, idx) with
+    idx = Unsqueeze(Range(0, N)·mul) + arange(C) reshaped [1, C, 1, 1]."""
+    b = Builder(opset=18)
+    f = b.op("GlobalAveragePool", [b.op("Conv", ["x", b.weight(channels, 3, 3, 3), b.weight(channels)])])
+    flat = b.op("Reshape", [f, b.const([-1], np.int64)])
+    n = b.op("Squeeze", [b.op("Shape", ["x"], start=0, end=1), b.const([0], np.int64)])
+    rows = b.op("Mul", [b.op("Range", [b.const(0, np.int64), n, b.const(1, np.int64)]), b.const(mul, np.int64)])
+    idx = b.op("Add", [b.op("Unsqueeze", [rows, b.const([1, 2, 3], np.int64)]),
+                       b.const(np.arange(channels).reshape(1, channels, 1, 1), np.int64)])
+    g = b.op("Gather", [flat, idx], axis=0)
+    y = b.op("Gemm", [b.op("Flatten", [g], axis=1), b.weight(4, channels), b.weight(4)], transB=1)
+    return b.model([("x", ["N", 3, 5, 5])], [y])
+
+
+def test_as_strided_gather_over_the_batch_becomes_a_reshape():
+    """Row-major affine indices over the symbolic batch -> Reshape (no Shape / Range left,
+    ORT-checked at batches 1 and 3); other strides keep the Gather (and its Shape)."""
+    g = assert_matches_ort(_as_strided_model(6), {"x": (3, 5, 5)})
+    counts = op_counts(g)
+    assert "Gather" not in counts and "Range" not in counts and "Shape" not in counts
+    with pytest.raises(UnsupportedOpError, match="Shape"):
+        optimize(load_onnx(_as_strided_model(3)))          # overlapping rows: a real gather

@@ -7,6 +7,8 @@ Each pass is one module with `run(graph) -> graph` (it may mutate its argument):
   lower_instancenorm  InstanceNormalization -> LayerNormalization(axis 2) + channel Mul, Add
   lower_space_depth  DepthToSpace / SpaceToDepth -> Reshape / Transpose / Reshape (the spec's)
   lower_gather     Gather of an activation at constant consecutive indices -> Slice (+ Squeeze)
+  lower_strided_gather  Gather of a flattened tensor at affine indices over the batch (the
+                   dynamo exporter's as_strided) -> Reshape
   fuse_layernorm   the decomposed layer norm of exports before opset 17 (ReduceMean, Sub, Pow,
                    ReduceMean, Add, Sqrt, Div, Mul, Add) -> LayerNormalization
   fold_batchnorm   BN / per-channel Mul/Add folded into Conv/Gemm, or -> depthwise 1x1 Conv
@@ -34,11 +36,12 @@ from nqrt.graph.ir import Graph
 from nqrt.graph.passes import (canonicalize, crop_conv_taps, dead_code, fold_batchnorm,
                                fold_constants, fuse_activation, fuse_layernorm, fuse_swish,
                                lower_convtranspose, lower_gather, lower_instancenorm, lower_space_depth,
+                               lower_strided_gather,
                                remove_identity, sink_output_moves)
 from nqrt.graph.shapes import annotate
 
 PIPELINE = (remove_identity, fold_constants, canonicalize, lower_instancenorm, lower_space_depth,
-            lower_gather, fuse_layernorm, fold_batchnorm, crop_conv_taps, fuse_swish, fuse_activation,
+            lower_gather, lower_strided_gather, fuse_layernorm, fold_batchnorm, crop_conv_taps, fuse_swish, fuse_activation,
             lower_convtranspose, sink_output_moves, dead_code)
 MAX_ROUNDS = 10
 
