@@ -81,3 +81,24 @@ def concat_output_tree(graph: Graph, through=("Concat",)) -> set[str]:
                     users and y not in outputs and all(u.op in through and u.outputs[0] in tree for u in users)):
                 tree.add(y)
     return tree
+
+
+class Matcher:
+    """Producer / consumer maps of a graph for the pattern-fusing passes."""
+
+    def __init__(self, graph: Graph):
+        self.graph = graph
+        self.producers = graph.producers()
+        self.consumers = graph.consumers()
+        self.outputs = set(graph.output_names())
+
+    def private(self, t: str, ops, uses: int = 1) -> Node | None:
+        """The producer of t when its op is `ops` (a name or a tuple of names) without a
+        fused activation, and t is read by exactly `uses` nodes (Mul(d, d) is one) and is not
+        a graph output: a node a pattern may absorb."""
+        p = self.producers.get(t)
+        ops = (ops,) if isinstance(ops, str) else ops
+        if p is None or p.op not in ops or "act" in p.attrs or t in self.outputs \
+                or len({id(n) for n in self.consumers.get(t, [])}) != uses:
+            return None
+        return p

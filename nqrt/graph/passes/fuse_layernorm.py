@@ -18,26 +18,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from nqrt.graph.edit import Matcher
 from nqrt.graph.ir import Graph, Node
 from nqrt.graph.shapes import infer, norm_axis
 
 
-class _Matcher:
-    def __init__(self, graph: Graph):
-        self.graph = graph
-        self.producers = graph.producers()
-        self.consumers = graph.consumers()
-        self.outputs = set(graph.output_names())
-
-    def private(self, t: str, ops, uses: int = 1) -> Node | None:
-        """The producer of t when its op is one of `ops`, it has no fused activation, and t is
-        read by exactly `uses` nodes (Mul(d, d) is one) and is not a graph output."""
-        p = self.producers.get(t)
-        if p is None or p.op not in ops or "act" in p.attrs or t in self.outputs \
-                or len({id(n) for n in self.consumers.get(t, [])}) != uses:
-            return None
-        return p
-
+class _Matcher(Matcher):
     def const(self, t: str) -> np.ndarray | None:
         c = self.graph.constants.get(t)
         return None if c is None or c.dtype.kind != "f" else np.asarray(c)

@@ -22,6 +22,7 @@ import math
 
 import numpy as np
 
+from nqrt.graph.edit import Matcher
 from nqrt.graph.ir import Graph, Node
 
 _ONE_SIXTH_TOLERANCE = 1e-6
@@ -54,21 +55,8 @@ def _other(node: Node, graph: Graph, value: float) -> str | None:
     return None
 
 
-class _Gelu:
+class _Gelu(Matcher):
     """Matcher of the exported exact GELU (module docstring)."""
-
-    def __init__(self, graph: Graph):
-        self.graph = graph
-        self.producers = graph.producers()
-        self.consumers = graph.consumers()
-        self.outputs = set(graph.output_names())
-
-    def private(self, t: str, op: str) -> Node | None:
-        """The `op` node producing t, when t is read once and is not a graph output."""
-        p = self.producers.get(t)
-        if p is None or p.op != op or t in self.outputs or len(self.consumers.get(t, [])) != 1:
-            return None
-        return p
 
     def gate(self, t: str, x: str | None) -> tuple[str, list[Node]] | None:
         """t = Add(Erf(x/√2), 1) (x given or free): (x, the three nodes)."""
