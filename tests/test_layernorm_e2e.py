@@ -1,7 +1,8 @@
 """LayerNormalization end to end (a float op, Dequantize -> LayerNormalization -> Quantize):
 a ConvNeXt block (channels-last LayerNorm between transposes, MatMul MLP with the exported
 exact GELU, layer scale, residual), LayerNorm on the graph input and at a graph output,
-InstanceNormalization (lowered to it), and a transformer MLP block exported at opset 14 (its
+InstanceNormalization and GroupNormalization (lowered to it: a dynamo-exported GroupNorm
+conv block), and a transformer MLP block exported at opset 14 (its
 LayerNorms decomposed into ReduceMean / Sub / Pow / Sqrt / Div / Mul / Add, fused back);
 int8 and simulated runs against ONNX Runtime FP32, int8 identical to simulate and across
 thread counts."""
@@ -66,15 +67,28 @@ def _decomposed_transformer_mlp():
     return b.model([("x", ["N", 10, D])], [y]), (10, 24)
 
 
+def _groupnorm_block():
+    """Conv -> GroupNorm(4 groups of 2 channels) -> Relu -> Conv -> GroupNorm at the output, as
+    PyTorch's dynamo exporter writes nn.GroupNorm at opset 21."""
+    b = Builder(opset=21)
+    y = b.op("Conv", ["x", b.weight(8, 3, 3, 3), b.weight(8)], pads=[1, 1, 1, 1])
+    y = b.op("Relu", [b.op("GroupNormalization", [y, b.weight(8, low=0.5, high=1.5), b.weight(8)],
+                           num_groups=4)])
+    y = b.op("Conv", [y, b.weight(6, 8, 3, 3), b.weight(6)], pads=[1, 1, 1, 1], strides=[2, 2])
+    y = b.op("GroupNormalization", [y, b.weight(6, low=0.5, high=1.5), b.weight(6)], num_groups=3)
+    return b.model([("x", ["N", 3, 10, 10])], [y]), (3, 10, 10)
+
+
 @pytest.mark.parametrize("build", [_convnext_block, _input_and_output, _instancenorm,
-                                   _decomposed_transformer_mlp])
+                                   _decomposed_transformer_mlp, _groupnorm_block])
 def test_layernorm_model_int8_close_to_float(build, tmp_path):
     m, shape = build()
     xs = np.random.default_rng(0).standard_normal((12,) + shape).astype(np.float32)
     nq = convert(tmp_path, m, [{"x": xs[:8]}])
     ops = ops_of(nq)
     assert ops.count("LayerNormalization") == sum(
-        n.op_type in ("LayerNormalization", "InstanceNormalization", "Sqrt") for n in m.graph.node)
+        n.op_type in ("LayerNormalization", "InstanceNormalization", "GroupNormalization", "Sqrt")
+        for n in m.graph.node)
     if build is _convnext_block:
         assert "QMul" not in ops and ops.count("QLut") == 1      # the GELU: one table
     assert_int8_matches_float(nq, m, {"x": xs[8:]})

@@ -272,6 +272,19 @@ def LayerNormalization(ctx, n, axis=-1, epsilon=1e-5, stash_type=1):
                      outputs=ctx.only_first_output(n, "Mean / InvStdDev"))]
 
 
+def GroupNormalization(ctx, n, num_groups=None, epsilon=1e-5, stash_type=1):
+    # lowered like InstanceNormalization (graph/passes/lower_instancenorm.py); opset 18's
+    # scale and bias are per group, opset 21's per channel ("per_group" records which)
+    if num_groups is None or int(num_groups) < 1:
+        raise FormatError(f"GroupNormalization node {n.name}: num_groups={num_groups} (must be >= 1)")
+    if int(stash_type) != 1:
+        raise ctx.unsupported(n, f"attribute stash_type={stash_type} (only 1: float32)")
+    if not (math.isfinite(float(epsilon)) and float(epsilon) >= 0):
+        raise FormatError(f"GroupNormalization node {n.name}: epsilon={epsilon} (must be finite and >= 0)")
+    return [ctx.node(n, attrs={"num_groups": int(num_groups), "epsilon": float(epsilon),
+                               "per_group": int(ctx.opset < 21)})]
+
+
 def InstanceNormalization(ctx, n, epsilon=1e-5):
     # lowered to LayerNormalization + a channel affine by graph/passes/lower_instancenorm.py
     if not (math.isfinite(float(epsilon)) and float(epsilon) >= 0):
@@ -576,6 +589,7 @@ IMPORTERS = {
     "ReduceMean": ReduceMean, "ReduceMax": ReduceMean, "ReduceMin": ReduceMean, "Relu": Relu, "Clip": Clip,
     "Flatten": Flatten, "Reshape": Reshape, "Transpose": Transpose, "Softmax": Softmax, "LRN": LRN,
     "LayerNormalization": LayerNormalization, "InstanceNormalization": InstanceNormalization,
+    "GroupNormalization": GroupNormalization,
     "BatchNormalization": BatchNormalization, "Dropout": Dropout, "Identity": Identity,
     "Shape": Shape, "Gather": Gather, "Unsqueeze": Unsqueeze, "Squeeze": Squeeze,
     "Cast": Cast, "Slice": Slice, "ConstantOfShape": ConstantOfShape, "Pad": Pad,

@@ -250,6 +250,20 @@ def instance_normalization(attrs, x, scale, bias):
     return (y * scale.reshape(shape) + bias.reshape(shape)).astype(np.float32)
 
 
+def group_normalization(attrs, x, scale, bias):
+    """ONNX GroupNormalization: per (n, group of C / G channels) over those channels and the
+    spatial axes, float64 statistics; scale and bias per group (opset 18) or per channel."""
+    g = int(attrs["num_groups"])
+    n, c = x.shape[:2]
+    x64 = np.asarray(x, np.float64).reshape(n, g, -1)
+    d = x64 - x64.mean(axis=2, keepdims=True)
+    y = (d / np.sqrt((d * d).mean(axis=2, keepdims=True) + attrs.get("epsilon", 1e-5))).reshape(x.shape)
+    if attrs.get("per_group", 0):
+        scale, bias = np.repeat(scale, c // g), np.repeat(bias, c // g)
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    return (y * scale.reshape(shape) + bias.reshape(shape)).astype(np.float32)
+
+
 def batch_normalization(attrs, x, scale, bias, mean, var):
     shape = (1, -1) + (1,) * (x.ndim - 2)
     inv = (scale / np.sqrt(var + np.float32(attrs.get("epsilon", 1e-5)))).astype(np.float32)
@@ -595,6 +609,7 @@ OPS: dict[str, Callable] = {
     "LRN": lrn,
     "LayerNormalization": layer_normalization,
     "InstanceNormalization": instance_normalization,
+    "GroupNormalization": group_normalization,
     "BatchNormalization": batch_normalization,
     "Dropout": lambda attrs, x: x,
     "Identity": lambda attrs, x: x,

@@ -621,7 +621,7 @@ RULES = {
     "MaxPool": _pool, "AveragePool": _pool,
     "GlobalAveragePool": _global_pool, "GlobalMaxPool": _global_pool, "ReduceMean": _reduce,
     "ReduceMax": _reduce, "ReduceMin": _reduce,
-    "Relu": _same, "Clip": _same, "Softmax": _same, "LRN": _same, "LayerNormalization": _same, "InstanceNormalization": _same, "Cast": _same, "Identity": _same,
+    "Relu": _same, "Clip": _same, "Softmax": _same, "LRN": _same, "LayerNormalization": _same, "InstanceNormalization": _same, "GroupNormalization": _same, "Cast": _same, "Identity": _same,
     "Flatten": _flatten, "Reshape": _reshape, "Transpose": _transpose,
     "BatchNormalization": _bn, "Dropout": _dropout,
     "Shape": _shape, "Gather": _gather, "Unsqueeze": _unsqueeze, "Squeeze": _squeeze,

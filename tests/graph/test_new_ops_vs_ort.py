@@ -179,3 +179,18 @@ def test_reduce_max_min_match_ort(op, opset, axes, keepdims):
         y = b.op(op, ["x"], keepdims=keepdims, **({"axes": axes} if axes is not None else {}))
     g = assert_matches_ort(b.model([("x", ["N", 4, 3, 5])], [y]), {"x": (4, 3, 5)})
     assert op_counts(g) == {op: 1}
+
+
+@pytest.mark.parametrize("opset, groups", [(21, 2), (21, 1), (21, 6), (18, 3)])
+def test_group_normalization_lowered_matches_ort(opset, groups):
+    """GroupNormalization (opset 21: per-channel scale/bias; 18: per group) -> Reshape,
+    LayerNormalization, Reshape and a channel affine; G = C is an InstanceNormalization."""
+    b = Builder(opset=opset)
+    n = 6 if opset >= 21 else groups
+    f = b.op("Conv", ["x", b.weight(6, 3, 3, 3), b.weight(6)], pads=[1, 1, 1, 1])
+    y = b.op("GroupNormalization", [f, b.weight(n, low=0.5, high=1.5), b.weight(n)], num_groups=groups,
+             epsilon=1e-4)
+    g = assert_matches_ort(b.model([("x", ["N", 3, 5, 4])], [y]), {"x": (3, 5, 4)})
+    counts = op_counts(g)
+    assert "GroupNormalization" not in counts and counts["LayerNormalization"] == 1
+    assert counts.get("Reshape", 0) == (0 if groups == 6 else 2)
