@@ -30,7 +30,8 @@ from nqrt.kernels.rowcopy import copy_runs
 from nqrt.kernels.vnni import TABLE_BLOCK, emit_table_rows, splat_bytes16
 
 K_MAX = 33_025           # K·255² < 2^31
-ROWS_PER_TASK = 36       # rows of A per task (when a batch has more); a multiple of MR
+ROWS_PER_TASK = 36       # about this many rows of A per task (when a batch has more)
+TASK_GROUPS = 64         # parallel iterations; each runs every TASK_GROUPS-th task
 MR, NR = 6, 16           # register tile: 6 rows of A x 16 columns of B (12 ymm accumulators)
 
 _I8, _I16, _I32, _I64 = ir.IntType(8), ir.IntType(16), ir.IntType(32), ir.IntType(64)
@@ -205,15 +206,33 @@ def matmul_scratch_size(nb, K, N):
 
 
 @njit(inline="always", **JIT)
-def _matmul_rows(a, bps, corrs, offs, t, nrb, M, K, N, m0, sh, z_y, lo, hi, y, tab, fused, avx2):
-    """Task t: batch t // nrb, rows (t mod nrb)·ROWS_PER_TASK .. +ROWS_PER_TASK of A, MR rows
-    at a time against every NR-column panel of the batch's packed B.  The rows are widened
-    (u8 -> int16, not centered: corr holds the A zero point's term) into a small buffer.
-    fused (avx2 only): the requantize runs on the tile's registers (_tile_avx2_requant with
-    tab); otherwise the int32 tile is stored and requantized here."""
+def _matmul_rows(a, bps, corrs, offs, t0, tstep, T, nrb, rpt, M, K, N, m0, sh, z_y, lo, hi, y, tab,
+                 fused, avx2):
+    """Tasks t0, t0 + tstep, .. < T (one group: its buffers are allocated once, which matters
+    for many small products such as Swin's 49-row windows).  Task t: batch t // nrb, rows
+    (t mod nrb)·rpt .. +rpt of A, MR rows at a time against every NR-column panel of the
+    batch's packed B.  The rows are widened (u8 -> int16, not centered: corr holds the A
+    zero point's term) into a small buffer.  fused (avx2 only): the requantize runs on the
+    tile's registers (_tile_avx2_requant with tab); otherwise the int32 tile is stored and
+    requantized here."""
+    pairs = -(-K // 2)
+    kp = 2 * pairs
+    # MR rows of A as int16.  Entries past K (an odd K's pad) and rows past the valid ones
+    # may hold anything: B is zero at the pad, and invalid rows' results are never stored.
+    ac = np.empty(MR * kp, np.int16)
+    tile = np.empty(MR * NR, np.int32)
+    ybuf = np.empty(MR * NR, np.uint8)          # a partial tile's bytes (fused)
+    for t in range(t0, T, tstep):
+        _task_rows(a, bps, corrs, offs, t, nrb, rpt, M, K, N, m0, sh, z_y, lo, hi, y, tab, fused,
+                   avx2, ac, tile, ybuf)
+
+
+@njit(inline="always", **JIT)
+def _task_rows(a, bps, corrs, offs, t, nrb, rpt, M, K, N, m0, sh, z_y, lo, hi, y, tab, fused, avx2,
+               ac, tile, ybuf):
     bi = t // nrb
-    r0 = (t - bi * nrb) * ROWS_PER_TASK
-    r1 = min(M, r0 + ROWS_PER_TASK)
+    r0 = (t - bi * nrb) * rpt
+    r1 = min(M, r0 + rpt)
     a_off = offs[2 * bi]
     y_off = bi * M * N
     pairs = -(-K // 2)
@@ -227,11 +246,6 @@ def _matmul_rows(a, bps, corrs, offs, t, nrb, M, K, N, m0, sh, z_y, lo, hi, y, t
     m32 = np.int64(np.int32(m0)) if fast else np.int64(0)
     ush = np.uint64(sh)
     zoff = z_y - off
-    # MR rows of A as int16.  Entries past K (an odd K's pad) and rows past the valid ones
-    # may hold anything: B is zero at the pad, and invalid rows' results are never stored.
-    ac = np.empty(MR * kp, np.int16)
-    tile = np.empty(MR * NR, np.int32)
-    ybuf = np.empty(MR * NR, np.uint8)          # a partial tile's bytes (fused)
     for g in range(r0, r1, MR):
         rows = min(MR, r1 - g)
         if K >= 8:                              # vector pieces (rowcopy.copy_runs)
@@ -272,28 +286,35 @@ def _matmul_rows(a, bps, corrs, offs, t, nrb, M, K, N, m0, sh, z_y, lo, hi, y, t
 
 
 @njit(**JIT)
-def _matmul_task(a, bps, corrs, offs, t, nrb, M, K, N, m0, sh, z_y, lo, hi, y, tab):
-    _matmul_rows(a, bps, corrs, offs, t, nrb, M, K, N, m0, sh, z_y, lo, hi, y, tab, False, False)
+def _matmul_task(a, bps, corrs, offs, t0, tstep, T, nrb, rpt, M, K, N, m0, sh, z_y, lo, hi, y, tab):
+    _matmul_rows(a, bps, corrs, offs, t0, tstep, T, nrb, rpt, M, K, N, m0, sh, z_y, lo, hi, y, tab,
+                 False, False)
 
 
 @njit(**JIT)
-def _matmul_task_avx2(a, bps, corrs, offs, t, nrb, M, K, N, m0, sh, z_y, lo, hi, y, tab):
-    _matmul_rows(a, bps, corrs, offs, t, nrb, M, K, N, m0, sh, z_y, lo, hi, y, tab, False, True)
+def _matmul_task_avx2(a, bps, corrs, offs, t0, tstep, T, nrb, rpt, M, K, N, m0, sh, z_y, lo, hi, y, tab):
+    _matmul_rows(a, bps, corrs, offs, t0, tstep, T, nrb, rpt, M, K, N, m0, sh, z_y, lo, hi, y, tab,
+                 False, True)
 
 
 @njit(**JIT)
-def _matmul_task_avx2_fused(a, bps, corrs, offs, t, nrb, M, K, N, m0, sh, z_y, lo, hi, y, tab):
-    _matmul_rows(a, bps, corrs, offs, t, nrb, M, K, N, m0, sh, z_y, lo, hi, y, tab, True, True)
+def _matmul_task_avx2_fused(a, bps, corrs, offs, t0, tstep, T, nrb, rpt, M, K, N, m0, sh, z_y, lo, hi,
+                            y, tab):
+    _matmul_rows(a, bps, corrs, offs, t0, tstep, T, nrb, rpt, M, K, N, m0, sh, z_y, lo, hi, y, tab,
+                 True, True)
 
 
 @njit(inline="always", **JIT)
-def _task(a, bps, corrs, offs, t, nrb, M, K, N, m0, sh, zy, lo, hi, y, tab, fused, avx2):
+def _task(a, bps, corrs, offs, t0, tstep, T, nrb, rpt, M, K, N, m0, sh, zy, lo, hi, y, tab, fused, avx2):
     if fused:
-        xcall(_matmul_task_avx2_fused, a, bps, corrs, offs, t, nrb, M, K, N, m0, sh, zy, lo, hi, y, tab)
+        xcall(_matmul_task_avx2_fused, a, bps, corrs, offs, t0, tstep, T, nrb, rpt, M, K, N, m0, sh,
+              zy, lo, hi, y, tab)
     elif avx2:
-        xcall(_matmul_task_avx2, a, bps, corrs, offs, t, nrb, M, K, N, m0, sh, zy, lo, hi, y, tab)
+        xcall(_matmul_task_avx2, a, bps, corrs, offs, t0, tstep, T, nrb, rpt, M, K, N, m0, sh, zy, lo,
+              hi, y, tab)
     else:
-        xcall(_matmul_task, a, bps, corrs, offs, t, nrb, M, K, N, m0, sh, zy, lo, hi, y, tab)
+        xcall(_matmul_task, a, bps, corrs, offs, t0, tstep, T, nrb, rpt, M, K, N, m0, sh, zy, lo, hi,
+              y, tab)
 
 
 @njit(inline="always", **JIT)
@@ -313,16 +334,23 @@ def _run(a, b, offs, nb, M, K, N, z_a, z_b, m0, sh, z_y, act_min, act_max, y, sc
     else:
         for i in prange(nb):
             xcall(_pack_task, b, offs, np.int64(i), K, N, za, zb, npad, bps, corrs)
-    nrb = -(-M // ROWS_PER_TASK)
+    # rows per task: about ROWS_PER_TASK, a multiple of MR, as even as the row count allows
+    # (197 rows: 5 tasks of 42 and 29; 49 rows: one task)
+    nrb = max(1, (M + ROWS_PER_TASK // 2) // ROWS_PER_TASK)
+    rpt = -(-(-(-M // nrb)) // MR) * MR
+    nrb = -(-M // rpt)
+    T = nb * nrb
     zy = np.int64(z_y)
     lo, hi = np.int64(act_min), np.int64(act_max)
     tab = np.empty(2 * TABLE_BLOCK, np.int8)     # fixed size: one tensor-wide set of constants
     fused = avx2 and _fill_table(tab, K, m0, sh, z_y)
-    if nb * nrb == 1:
-        _task(a, bps, corrs, offs, 0, nrb, M, K, N, m0, sh, zy, lo, hi, y, tab, fused, avx2)
+    if T == 1:
+        _task(a, bps, corrs, offs, 0, 1, 1, nrb, rpt, M, K, N, m0, sh, zy, lo, hi, y, tab, fused, avx2)
         return
-    for t in prange(nb * nrb):
-        _task(a, bps, corrs, offs, np.int64(t), nrb, M, K, N, m0, sh, zy, lo, hi, y, tab, fused, avx2)
+    G = min(T, TASK_GROUPS)                      # task t runs in group t mod G
+    for g in prange(G):
+        _task(a, bps, corrs, offs, np.int64(g), G, T, nrb, rpt, M, K, N, m0, sh, zy, lo, hi, y, tab,
+              fused, avx2)
 
 
 @njit(**PJIT)

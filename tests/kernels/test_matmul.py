@@ -1,6 +1,6 @@
 """QMatMul kernels (portable and AVX2) against the naive reference (spec 4.19), bit for bit:
-K odd, N not a multiple of the 16-column tile, M not a multiple of the 6-row tile and above
-the 36-row task, broadcast batch offsets, clamps, the extreme codes (|q − z| = 255 on both
+K odd, N not a multiple of the 16-column tile, M not a multiple of the 6-row tile and split
+into several row tasks, more tasks than parallel groups (a group runs several), broadcast batch offsets, clamps, the extreme codes (|q − z| = 255 on both
 sides at the K bound), and 1 vs 2 threads."""
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ def _offsets(nb, M, K, N):
 
 @pytest.mark.parametrize("fn", KERNELS)
 @pytest.mark.parametrize("nb,M,K,N", [(1, 1, 1, 1), (3, 5, 7, 3), (2, 37, 64, 17), (12, 9, 64, 33),
-                                      (1, 70, 33, 16), (2, 4, 200, 64), (1, 33, 1, 40)])
+                                      (1, 70, 33, 16), (2, 4, 200, 64), (1, 33, 1, 40),
+                                      (70, 5, 9, 20), (40, 80, 16, 7)])
 def test_matmul_matches_reference(fn, nb, M, K, N):
     rng = np.random.default_rng(nb * 1000 + M * 10 + K)
     a = rng.integers(0, 256, (nb, M, K), dtype=np.uint8)
