@@ -1,6 +1,6 @@
 """Self-attention end to end (a ViT / YOLO11 C2PSA block: LayerNormalization, Q/K/V
 projections, heads split by Reshape / Transpose, Q·Kᵀ and softmax·V as QMatMul between two
-activations, Softmax as a float fallback, output projection, residual), converted with
+activations, Softmax as the integer QSoftmax, output projection, residual), converted with
 calibration and run in int8 and simulated mode against ONNX Runtime FP32; int8 identical
 across thread counts.  A fixed-batch ViT-style variant prepends a constant class token
 (Concat with a constant operand) and reads it back with `x[:, 0]` (Gather -> Slice +
