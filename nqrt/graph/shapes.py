@@ -13,6 +13,12 @@ rank.  Nothing here raises on odd models: an op the rules cannot handle just yie
     values on.  This is what lets fold_constants turn `x.view(x.size(0), -1)` chains into
     a constant Reshape with a symbolic batch dimension.
 
+A symbolic dim may also be a product of symbols and a positive integer, written canonically as
+the string "64*N" (coefficient first, then the symbol names sorted, joined by "*"; see
+`sym_dim`): window-attention models reshape [N, 56, 56, C] into [N·64, 7, 7, C] windows and
+back, and the batch must survive the round trip.  Such a string is an ordinary symbolic dim to
+every other module (equal strings are equal sizes); only the rules here multiply and divide it.
+
 Attributes are read in IR form (see onnx_import); an attribute that is None because its value
 is still a run-time input is taken from `values` when known.
 """
@@ -192,28 +198,50 @@ def conv_transpose_output(attrs: dict, spatial: Shape, kernel) -> Shape:
                  if is_int(L) else None for i, L in enumerate(spatial))
 
 
+def sym_parts(d: str) -> tuple[int, Counter]:
+    """(coefficient, symbol counts) of a symbolic dim: "N" -> (1, {N: 1}), "64*N" -> (64, {N: 1}).
+    A part that is all digits is a factor of the coefficient; any other part is a symbol name."""
+    num, syms = 1, Counter()
+    for part in d.split("*"):
+        if part.isdigit():
+            num *= int(part)
+        else:
+            syms[part] += 1
+    return num, syms
+
+
+def sym_dim(num: int, syms: Counter) -> Dim:
+    """The canonical dim for num · Π syms: an int without symbols, the bare name for one symbol
+    times 1, else "num*A*B" (symbols sorted, coefficient omitted when 1); None for num <= 0
+    with symbols (a symbolic size is at least 1, so such a product is not a size)."""
+    names = sorted(syms.elements())
+    if not names:
+        return num
+    if num <= 0:
+        return None
+    return "*".join(([str(num)] if num != 1 else []) + names)
+
+
 def _symbolic_product(dims) -> tuple[int, Counter, bool]:
     num, syms, unknown = 1, Counter(), False
     for d in dims:
         if is_int(d):
             num *= int(d)
         elif isinstance(d, str):
-            syms[d] += 1
+            k, ss = sym_parts(d)
+            num *= k
+            syms += ss
         else:
             unknown = True
     return num, syms, unknown
 
 
 def _product_dim(dims) -> Dim:
-    """Product of dims: an int, a lone symbol (times 1), or None."""
+    """Product of dims: an int, a symbolic product (see sym_dim), or None."""
     num, syms, unknown = _symbolic_product(dims)
     if unknown:
         return None
-    if not syms:
-        return num
-    if num == 1 and sum(syms.values()) == 1:
-        return next(iter(syms))
-    return None
+    return sym_dim(num, syms)
 
 
 def reshape_shape(in_shape: Shape, target: list[Dim], allowzero: int = 0) -> Shape:
@@ -233,12 +261,7 @@ def reshape_shape(in_shape: Shape, target: list[Dim], allowzero: int = 0) -> Sha
         rest = out[:infer_at] + out[infer_at + 1:]
         o_num, o_syms, o_unk = _symbolic_product(rest)
         if not (in_unk or o_unk) and o_num != 0 and in_num % o_num == 0 and not (o_syms - in_syms):
-            syms = in_syms - o_syms
-            num = in_num // o_num
-            if not syms:
-                out[infer_at] = num
-            elif num == 1 and sum(syms.values()) == 1:
-                out[infer_at] = next(iter(syms))
+            out[infer_at] = sym_dim(in_num // o_num, in_syms - o_syms)
     return tuple(out)
 
 
@@ -636,12 +659,30 @@ RULES = {
 
 # -- values of shape-like tensors -----------------------------------------------------------
 
+def _sym_binary(op, a: Dim, b: Dim) -> Dim:
+    """Mul, Div and Mod where a symbolic dim is involved: exact on monomials (64·N / 8 = 8·N,
+    64·N mod 8 = 0), None when the result is not one (N / 2, N mod 2, N + 1)."""
+    if a is None or b is None:
+        return None
+    pa = (int(a), Counter()) if is_int(a) else sym_parts(a)
+    pb = (int(b), Counter()) if is_int(b) else sym_parts(b)
+    if op == "Mul":
+        return sym_dim(pa[0] * pb[0], pa[1] + pb[1])
+    if op == "Div" and pb[0] > 0 and pa[0] >= 0 and pa[0] % pb[0] == 0 and not (pb[1] - pa[1]):
+        return sym_dim(pa[0] // pb[0], pa[1] - pb[1])
+    if op == "Mod" and is_int(b) and int(b) > 0 and pa[0] % int(b) == 0:
+        return 0                    # a multiple of b, whatever the symbols' sizes
+    return None
+
+
 def _int_binary(op, a: Dim, b: Dim, fmod: int = 0) -> Dim:
     if not (is_int(a) and is_int(b)):
         if op == "Mul" and (a == 1 or b == 1):
             return b if a == 1 else a
         if op in ("Add", "Sub") and b == 0:
             return a
+        if op in ("Mul", "Div", "Mod"):
+            return _sym_binary(op, a, b)
         return None
     a, b = int(a), int(b)
     if op == "Add":

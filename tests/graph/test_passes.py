@@ -327,6 +327,40 @@ def _as_strided_model(mul: int, channels: int = 6):
     return b.model([("x", ["N", 3, 5, 5])], [y])
 
 
+def _windowed_as_strided_model():
+    """Swin's dynamo export in small: window partition [N, 4, 4, C] -> [N·4, 2, 2, C], a
+    per-window Gemm, the reverse, then the pooled features' as_strided Gather over Range(N).
+    The Gather is a Reshape only if the batch survives the windows (a symbolic product)."""
+    c = 6
+    b = Builder(opset=18)
+    y = b.op("Transpose", [b.op("Conv", ["x", b.weight(c, 3, 3, 3), b.weight(c)], pads=[1, 1, 1, 1])],
+             perm=[0, 2, 3, 1])
+    parts = b.op("Reshape", [y, b.const([-1, 2, 2, 2, 2, c], np.int64)], allowzero=1)
+    wins = b.op("Reshape", [b.op("Transpose", [parts], perm=[0, 1, 3, 2, 4, 5]),
+                            b.const([-1, 2, 2, c], np.int64)], allowzero=1)
+    mixed = b.op("MatMul", [wins, b.weight(c, c)])
+    back = b.op("Reshape", [mixed, b.const([-1, 2, 2, 2, 2, c], np.int64)], allowzero=1)
+    merged = b.op("Reshape", [b.op("Transpose", [back], perm=[0, 1, 3, 2, 4, 5]),
+                              b.const([-1, 4, 4, c], np.int64)], allowzero=1)
+    f = b.op("ReduceMean", [b.op("Transpose", [merged], perm=[0, 3, 1, 2]), b.const([2, 3], np.int64)])
+    flat = b.op("Reshape", [f, b.const([-1], np.int64)])
+    n = b.op("Squeeze", [b.op("Shape", ["x"], start=0, end=1), b.const([0], np.int64)])
+    rows = b.op("Mul", [b.op("Range", [b.const(0, np.int64), n, b.const(1, np.int64)]), b.const(c, np.int64)])
+    idx = b.op("Add", [b.op("Unsqueeze", [rows, b.const([1, 2, 3], np.int64)]),
+                       b.const(np.arange(c).reshape(1, c, 1, 1), np.int64)])
+    g = b.op("Gather", [flat, idx], axis=0)
+    out = b.op("Gemm", [b.op("Flatten", [g], axis=1), b.weight(4, c), b.weight(4)], transB=1)
+    return b.model([("x", ["N", 3, 4, 4])], [out])
+
+
+def test_as_strided_gather_after_window_reshapes_becomes_a_reshape():
+    """The batch goes through [N·4, 2, 2, C] windows and back, so the as_strided read of the
+    pooled features is proven a Reshape with a dynamic batch (ORT-checked at batches 1, 3)."""
+    g = assert_matches_ort(_windowed_as_strided_model(), {"x": (3, 4, 4)})
+    counts = op_counts(g)
+    assert "Gather" not in counts and "Range" not in counts and "Shape" not in counts
+
+
 def test_as_strided_gather_over_the_batch_becomes_a_reshape():
     """Row-major affine indices over the symbolic batch -> Reshape (no Shape / Range left,
     ORT-checked at batches 1 and 3); other strides keep the Gather (and its Shape)."""

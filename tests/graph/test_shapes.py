@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from nqrt.graph.onnx_import import load_onnx
-from nqrt.graph.shapes import broadcast, infer, infer_shapes, reshape_shape, same_pads, window_output_dim
+from nqrt.graph.shapes import (broadcast, infer, infer_shapes, reshape_shape, same_pads, sym_dim, sym_parts,
+                               window_output_dim)
 
 from _graph_helpers import Builder
 
@@ -34,7 +35,8 @@ def test_broadcast_and_reshape_with_symbols():
         broadcast((2, 3), (4, 3))
     assert reshape_shape(("N", 3, 4), [0, -1]) == ("N", 12)
     assert reshape_shape(("N", 3, 4), [-1, 12]) == ("N", 12)
-    assert reshape_shape(("N", 3, 4), [-1, 6]) == (None, 6)       # 2*N: not a plain symbol
+    assert reshape_shape(("N", 3, 4), [-1, 6]) == ("2*N", 6)      # a symbolic product
+    assert reshape_shape(("N", 3, 4), [-1, 24]) == (None, 24)     # N / 2: not a monomial
     assert reshape_shape((2, 3, 4), [4, 0, -1]) == (4, 3, 2)
 
 
@@ -75,3 +77,36 @@ def test_shape_values_through_gather_unsqueeze_concat():
     assert inf.values[s] == ["N", 3, 4, 5]
     assert inf.values[cat] == ["N", 4, 5, 20] and inf.shapes[cat] == (4,)
     assert inf.shapes[r] == ("N", 60) and inf.dtypes[cat] == "int64"
+
+
+def test_symbolic_products_are_canonical_monomials():
+    assert sym_parts("64*N") == (64, {"N": 1}) and sym_parts("N") == (1, {"N": 1})
+    assert sym_dim(1, sym_parts("N")[1]) == "N"
+    assert sym_dim(6, sym_parts("S*N")[1]) == "6*N*S"          # symbols sorted
+    assert sym_dim(5, sym_parts("")[1] - sym_parts("")[1]) == 5
+    assert sym_dim(0, sym_parts("N")[1]) is None                 # not a size
+
+
+def test_window_partition_keeps_the_batch_through_the_round_trip():
+    """Swin's window partition [N, 8, 8, C] -> [N·4, 4, 4, C] and its reverse (constant
+    targets with -1, as the dynamo exporter writes them): the batch comes back as N, and
+    shape arithmetic on the window count (Div by 4, Mod 4) stays exact."""
+    b = Builder()
+    parts = b.op("Reshape", ["x", b.const([-1, 2, 4, 2, 4, 3], np.int64)])
+    wins = b.op("Reshape", [b.op("Transpose", [parts], perm=[0, 1, 3, 2, 4, 5]),
+                            b.const([-1, 4, 4, 3], np.int64)])
+    back = b.op("Reshape", [wins, b.const([-1, 2, 2, 4, 4, 3], np.int64)])
+    merged = b.op("Reshape", [b.op("Transpose", [back], perm=[0, 1, 3, 2, 4, 5]), b.const([-1, 8, 8, 3], np.int64)])
+    count = b.op("Gather", [b.op("Shape", [wins]), b.const(0, np.int64)], axis=0)
+    batch = b.op("Div", [count, b.const(4, np.int64)])
+    rem = b.op("Mod", [count, b.const(2, np.int64)])
+    odd = b.op("Div", [count, b.const(8, np.int64)])
+    g = load_onnx(b.model([("x", ["N", 8, 8, 3])], [merged, batch, rem, odd]))
+    inf = infer(g)
+    assert inf.shapes[wins] == ("4*N", 4, 4, 3)
+    assert inf.shapes[back] == ("N", 2, 2, 4, 4, 3) and inf.shapes[merged] == ("N", 8, 8, 3)
+    assert inf.values[count] == ["4*N"] and inf.values[batch] == ["N"] and inf.values[rem] == [0]
+    assert inf.values[odd] == [None]                              # N / 2: unknown
+    flat = b.op("Flatten", [wins], axis=2)
+    g = load_onnx(b.model([("x", ["N", 8, 8, 3])], [flat]))
+    assert infer_shapes(g)[flat] == ("16*N", 12)                 # [4·N, 4] flattened
