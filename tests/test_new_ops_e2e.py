@@ -166,11 +166,27 @@ def prelu_block():
     return b.model(8, 10, [y]), {"QLut": 2, "QAdd": 2}
 
 
+def split_attention_block():
+    """ResNeSt's split attention (radix 2): a conv to 2·C channels seen as [N, 2, C, H, W],
+    summed over the radix (ReduceSum, opset 13: axes as an input), pooled, a two-layer gate,
+    a softmax over the radix, and the gated branches summed again."""
+    b = B(opset=13, seed=9)
+    c = 8
+    f = b.op("Relu", [b.conv("x", 8, 2 * c, k=3)])
+    s = b.op("Reshape", [f, b.const([0, 2, c, 10, 10], np.int64)])
+    g = b.op("ReduceMean", [b.op("ReduceSum", [s, b.const([1], np.int64)], keepdims=0)], axes=[2, 3])
+    a = b.conv(b.op("Relu", [b.conv(g, c, 16)]), 16, 2 * c)
+    a = b.op("Softmax", [b.op("Reshape", [a, b.const([0, 2, c, 1, 1], np.int64)])], axis=1)
+    y = b.op("ReduceSum", [b.op("Mul", [s, a]), b.const([1], np.int64)], keepdims=0)
+    return b.model(8, 10, [y]), {"QReduceMean": 3, "QSoftmax": 1, "QMul": 1}
+
+
 BLOCKS = {"mobilenetv3": mobilenetv3_block, "efficientnet": efficientnet_block,
           "shufflenetv2": shufflenetv2_block, "fpn": fpn_neck, "prelu": prelu_block,
-          "segmentation": segmentation_head, "yolov4": yolov4_block, "cbam": cbam_block}
+          "segmentation": segmentation_head, "yolov4": yolov4_block, "cbam": cbam_block,
+          "split_attention": split_attention_block}
 SQNR_DB = {"mobilenetv3": 25.0, "efficientnet": 25.0, "shufflenetv2": 30.0, "fpn": 30.0,
-           "prelu": 30.0, "segmentation": 30.0, "yolov4": 30.0, "cbam": 25.0}
+           "prelu": 30.0, "segmentation": 30.0, "yolov4": 30.0, "cbam": 25.0, "split_attention": 25.0}
 
 
 def sqnr_db(got, ref) -> float:

@@ -158,7 +158,8 @@ _op(OpSpec(
     "QReduceMean",
     (("x", "act", "uint8"), ("multiplier", "const", "int32"), ("shift", "const", "int32")),
     ("uint8",),
-    {"axes": ("ints", True), "keepdims": ("int", True), "count": ("int", True), **_ACT},
+    {"axes": ("ints", True), "keepdims": ("int", True), "count": ("int", True), "sum": ("int", False),
+     **_ACT},
 ))
 # Same-scale ops: output quantization parameters equal the input's.
 _op(OpSpec(

@@ -707,6 +707,8 @@ def _check_qreducemean(where, ins, outs, attrs):
     if len(set(norm)) != len(norm):
         _fail(f"{where}: attribute axes {axes} repeats an axis")
     _requant_consts(where, ins[1], ins[2], (1,))
+    if attrs.get("sum", 0) not in (0, 1):
+        _fail(f"{where}: attribute sum must be 0 or 1, got {attrs['sum']!r}")
     _same_rank(where, outs[0], r if attrs["keepdims"] else r - len(norm))
     _act(where, attrs)
 

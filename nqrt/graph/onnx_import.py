@@ -218,7 +218,7 @@ def AveragePool(ctx, n, auto_pad="NOTSET", ceil_mode=0, count_include_pad=0, dil
 
 
 def ReduceMean(ctx, n, axes=None, keepdims=1, noop_with_empty_axes=0):
-    """ReduceMean, ReduceMax, ReduceMin (the same attributes)."""
+    """ReduceMean, ReduceSum, ReduceMax, ReduceMin (the same attributes)."""
     node = ctx.node(n, attrs={"axes": axes, "keepdims": keepdims,
                               "noop_with_empty_axes": noop_with_empty_axes})
     if node.attrs["axes"] == [] and not noop_with_empty_axes:
@@ -586,7 +586,7 @@ IMPORTERS = {
     "Add": Add, "Sub": Sub, "Mul": Mul, "Div": Div, "Sum": Sum, "Concat": Concat,
     "MaxPool": MaxPool, "AveragePool": AveragePool,
     "GlobalAveragePool": GlobalAveragePool, "GlobalMaxPool": GlobalMaxPool,
-    "ReduceMean": ReduceMean, "ReduceMax": ReduceMean, "ReduceMin": ReduceMean, "Relu": Relu, "Clip": Clip,
+    "ReduceMean": ReduceMean, "ReduceSum": ReduceMean, "ReduceMax": ReduceMean, "ReduceMin": ReduceMean, "Relu": Relu, "Clip": Clip,
     "Flatten": Flatten, "Reshape": Reshape, "Transpose": Transpose, "Softmax": Softmax, "LRN": LRN,
     "LayerNormalization": LayerNormalization, "InstanceNormalization": InstanceNormalization,
     "GroupNormalization": GroupNormalization,

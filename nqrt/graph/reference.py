@@ -187,6 +187,13 @@ def reduce_mean(attrs, x):
     return np.mean(x, axis=axes, keepdims=bool(attrs.get("keepdims", 1)), dtype=np.float32).astype(x.dtype)
 
 
+def reduce_sum(attrs, x):
+    axes = _reduce_axes(attrs, x)
+    if len(axes) == 0:
+        return x
+    return np.sum(x, axis=axes, keepdims=bool(attrs.get("keepdims", 1)), dtype=x.dtype)
+
+
 def _reduce_extreme(fn):
     def run(attrs, x):
         axes = _reduce_axes(attrs, x)
@@ -598,6 +605,7 @@ OPS: dict[str, Callable] = {
     "GlobalAveragePool": global_average_pool,
     "GlobalMaxPool": global_max_pool,
     "ReduceMean": reduce_mean,
+    "ReduceSum": reduce_sum,
     "ReduceMax": _reduce_extreme(np.max),
     "ReduceMin": _reduce_extreme(np.min),
     "Relu": lambda attrs, x: np.maximum(x, np.zeros((), x.dtype)),

@@ -226,7 +226,9 @@ def quantize_averagepool(ctx: QContext, node: Node) -> None:
               "act_min": act_min, "act_max": act_max}, label)
 
 
-def _reduce_mean(ctx: QContext, node: Node, axes: list[int], keepdims: int) -> None:
+def _reduce_mean(ctx: QContext, node: Node, axes: list[int], keepdims: int, total: bool = False) -> None:
+    """QReduceMean; with total=True the sum itself (ReduceSum: QReduceMean's `sum` flag, no
+    division by the count)."""
     label = node_label(node)
     x, y = node.inputs[0], node.outputs[0]
     act = fused_act(node)
@@ -238,13 +240,16 @@ def _reduce_mean(ctx: QContext, node: Node, axes: list[int], keepdims: int) -> N
         raise ConversionError(f"{label}: reduces {count} elements (limit 8 421 504)")
     ctx.new_u8_from_range(y, act, label)
     (s_x, _), (s_y, z_y) = ctx.qparams(x), ctx.qparams(y)
-    m0, n = qp.multiplier(s_x / (s_y * count), label)
+    m0, n = qp.multiplier(s_x / s_y if total else s_x / (s_y * count), label)
     base = node.name or y
     act_min, act_max = qp.act_clamp(act, s_y, z_y)
+    attrs = {"axes": axes, "keepdims": int(keepdims), "count": count,
+             "act_min": act_min, "act_max": act_max}
+    if total:
+        attrs["sum"] = 1
     ctx.emit(Q_REDUCEMEAN, [ctx.x(x), ctx.const(base + ".multiplier", np.array([m0]), "int32"),
                             ctx.const(base + ".shift", np.array([n]), "int32")], [ctx.x(y)],
-             {"axes": axes, "keepdims": int(keepdims), "count": count,
-              "act_min": act_min, "act_max": act_max}, label)
+             attrs, label)
 
 
 def quantize_globalaveragepool(ctx: QContext, node: Node) -> None:
@@ -257,7 +262,7 @@ def quantize_reducemean(ctx: QContext, node: Node) -> None:
     axes = node.attrs.get("axes")
     # ONNX: no axes (and noop_with_empty_axes = 0, checked in CHECKS) reduces over every axis
     axes = sorted({a % rank for a in as_ints(axes)}) if axes else list(range(rank))
-    _reduce_mean(ctx, node, axes, int(node.attrs.get("keepdims", 1)))
+    _reduce_mean(ctx, node, axes, int(node.attrs.get("keepdims", 1)), total=node.op == "ReduceSum")
 
 
 def quantize_reduce_extreme(ctx: QContext, node: Node) -> None:
@@ -399,6 +404,7 @@ QUANTIZERS: dict[str, Callable[[QContext, Node], None]] = {
     "AveragePool": quantize_averagepool,
     "GlobalAveragePool": quantize_globalaveragepool,
     "ReduceMean": quantize_reducemean,
+    "ReduceSum": quantize_reducemean,
     "ReduceMax": quantize_reduce_extreme,
     "ReduceMin": quantize_reduce_extreme,
     "Relu": quantize_relu,
@@ -514,6 +520,7 @@ CHECKS: dict[str, Callable] = {
     "MaxPool": _check_pool,
     "AveragePool": _check_pool,
     "ReduceMean": _check_reducemean,
+    "ReduceSum": _check_reducemean,
     "ReduceMax": _check_reducemean,
     "ReduceMin": _check_reducemean,
     "Reshape": _check_reshape,

@@ -765,7 +765,8 @@ class _Builder:
         if R != int(a["count"]):
             if R * 255 >= 2**31:
                 raise InputError(f"node {node.name!r} (QReduceMean): {R} reduced positions exceed the int32 bound")
-            m0, n = qmath.quantize_multiplier(x.scale / (y.scale * R))
+            if not a.get("sum", 0):          # a sum's (M0, n) do not depend on the count
+                m0, n = qmath.quantize_multiplier(x.scale / (y.scale * R))
         self.emit(E.OP_REDUCE_MEAN, x=xv.storage, y=y.storage, O=O, R=R, I=I, z_x=x.zp, m0=m0, n=n,
                   z_y=y.zp, act_min=a["act_min"], act_max=a["act_max"])
 

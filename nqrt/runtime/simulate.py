@@ -352,7 +352,8 @@ def _qaveragepool(model, node, env):
 def _qreducemean(model, node, env):
     x = _real(model, node.inputs[0], env)
     axes = tuple(int(a) % x.ndim for a in node.attrs["axes"])
-    y = x.mean(axis=axes, keepdims=bool(node.attrs["keepdims"]))
+    keep = bool(node.attrs["keepdims"])
+    y = x.sum(axis=axes, keepdims=keep) if node.attrs.get("sum", 0) else x.mean(axis=axes, keepdims=keep)
     return _requant(model, node.outputs[0], y, *_act(node))
 
 

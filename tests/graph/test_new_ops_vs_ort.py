@@ -181,6 +181,19 @@ def test_reduce_max_min_match_ort(op, opset, axes, keepdims):
     assert op_counts(g) == {op: 1}
 
 
+@pytest.mark.parametrize("opset, axes, keepdims", [(11, [1], 1), (11, None, 0), (13, [2, -1], 0),
+                                                   (13, [1], 1)])
+def test_reduce_sum_matches_ort(opset, axes, keepdims):
+    """ReduceSum: axes an attribute before opset 13, an input from 13; absent = every axis."""
+    b = Builder(opset=opset)
+    if opset >= 13 and axes is not None:
+        y = b.op("ReduceSum", ["x", b.const(axes, np.int64)], keepdims=keepdims)
+    else:
+        y = b.op("ReduceSum", ["x"], keepdims=keepdims, **({"axes": axes} if axes is not None else {}))
+    g = assert_matches_ort(b.model([("x", ["N", 4, 3, 5])], [y]), {"x": (4, 3, 5)})
+    assert op_counts(g) == {"ReduceSum": 1}
+
+
 @pytest.mark.parametrize("opset, groups", [(21, 2), (21, 1), (21, 6), (18, 3)])
 def test_group_normalization_lowered_matches_ort(opset, groups):
     """GroupNormalization (opset 21: per-channel scale/bias; 18: per group) -> Reshape,

@@ -165,13 +165,17 @@ class Builder:
         return self._node("QAveragePool", [x, self._const("mult", "int32", m0), self._const("shift", "int32", n)],
                           "uint8", attrs, s, z)
 
-    def reducemean(self, x, axes, keepdims=1, count=None):
+    def reducemean(self, x, axes, keepdims=1, count=None, total=False):
+        """QReduceMean; total=True: the sum (attribute sum = 1, M = s_x / s_y)."""
         s_x, z_x = self.q(x)
         xs = self.env[x].shape
         count = count or int(np.prod([xs[a] for a in axes]))
-        s, z = float(np.float32(s_x * 0.6)), max(0, z_x - 5)
-        m0, n = qmath.quantize_multiplier(s_x / (s * count))
+        s = float(np.float32(s_x * (0.6 if not total else 0.6 * count)))
+        z = max(0, z_x - 5)
+        m0, n = qmath.quantize_multiplier(s_x / (s if total else s * count))
         attrs = {"axes": list(axes), "keepdims": keepdims, "count": count, "act_min": 0, "act_max": 255}
+        if total:
+            attrs["sum"] = 1
         return self._node("QReduceMean", [x, self._const("mult", "int32", np.array([m0], np.int32)),
                                           self._const("shift", "int32", np.array([n], np.int32))],
                           "uint8", attrs, s, z)

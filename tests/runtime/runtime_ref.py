@@ -198,7 +198,7 @@ def _op_qreducemean(model, node, env):
     axes = tuple(sorted(a % xq.ndim for a in node.attrs["axes"]))
     total = (xq.astype(np.int64) - z_x).sum(axis=axes, keepdims=bool(node.attrs["keepdims"]))
     count = int(np.prod([xq.shape[a] for a in axes]))
-    if count == node.attrs["count"]:
+    if count == node.attrs["count"] or node.attrs.get("sum", 0):
         m0, n = int(_c(model, node.inputs[1])[0]), int(_c(model, node.inputs[2])[0])
     else:
         m0, n = qmath.quantize_multiplier(s_x / (s_y * count))

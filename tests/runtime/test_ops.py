@@ -151,6 +151,20 @@ def test_qreducemean_spatial_and_other_axes():
     check(b)
 
 
+def test_qreducemean_sum_flag():
+    """sum = 1 (ONNX ReduceSum): the same integer sum with M = s_x / s_y, kept as stored when
+    the run-time count differs from the converter's (H symbolic, calibrated at 5, run at 9)."""
+    b = Builder(13)
+    x = b.quantize(b.input((2, 3, "H", 4), calib_shape=(2, 3, 5, 4)))
+    c = b.conv(x, 6, (1, 1))
+    deq_out(b, b.reducemean(c, [1], keepdims=0, total=True))
+    deq_out(b, b.reducemean(c, [2, 3], keepdims=1, total=True))
+    model = b.model()
+    feeds = {"in1": np.random.default_rng(1).standard_normal((2, 3, 9, 4)).astype(np.float32)}
+    check(b, feeds)
+    assert [n.attrs.get("sum") for n in model.nodes if n.op == "QReduceMean"] == [1, 1]
+
+
 def test_qreducemean_recomputes_multiplier_for_runtime_count():
     b = Builder(11)
     x = b.quantize(b.input((1, 3, "H", 4), calib_shape=(1, 3, 5, 4)))

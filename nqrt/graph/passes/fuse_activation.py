@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from nqrt.graph.ir import Graph
 
-FUSABLE = frozenset({"Conv", "ConvTranspose", "Gemm", "Add", "AveragePool", "GlobalAveragePool", "ReduceMean", "MaxPool"})
+FUSABLE = frozenset({"Conv", "ConvTranspose", "Gemm", "Add", "AveragePool", "GlobalAveragePool", "ReduceMean", "ReduceSum", "MaxPool"})
 MOVES = frozenset({"Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Slice"})
 
 
