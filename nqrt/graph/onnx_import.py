@@ -293,12 +293,13 @@ def InstanceNormalization(ctx, n, epsilon=1e-5):
 
 
 def BatchNormalization(ctx, n, epsilon=1e-5, momentum=0.9, spatial=1, training_mode=0):
+    """training_mode=1 normalizes with the statistics of its own input (NF-Nets standardize
+    their constant weights that way): kept for constant folding; the quantizer rejects one
+    that is left on a run-time tensor.  Only the normalized output may be used."""
     if spatial != 1:
         raise ctx.unsupported(n, f"attribute spatial={spatial}")
-    if training_mode:
-        raise ctx.unsupported(n, "attribute training_mode=1")
-    return [ctx.node(n, attrs={"epsilon": epsilon, "momentum": momentum, "training_mode": 0},
-                     inputs=n.inputs[:5], outputs=ctx.only_first_output(n, "training"))]
+    return [ctx.node(n, attrs={"epsilon": epsilon, "momentum": momentum, "training_mode": int(bool(training_mode))},
+                     inputs=n.inputs[:5], outputs=ctx.only_first_output(n, "running statistics"))]
 
 
 def Dropout(ctx, n, ratio=0.5, seed=None, is_test=None):

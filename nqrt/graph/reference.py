@@ -272,7 +272,13 @@ def group_normalization(attrs, x, scale, bias):
 
 
 def batch_normalization(attrs, x, scale, bias, mean, var):
+    """ONNX BatchNormalization; training_mode=1 uses x's own mean and (population) variance
+    over every axis but 1 instead of the `mean` / `var` inputs."""
     shape = (1, -1) + (1,) * (x.ndim - 2)
+    if attrs.get("training_mode", 0):
+        axes = (0,) + tuple(range(2, x.ndim))
+        mean = x.mean(axis=axes, dtype=np.float64).astype(np.float32)
+        var = x.astype(np.float64).var(axis=axes).astype(np.float32)
     inv = (scale / np.sqrt(var + np.float32(attrs.get("epsilon", 1e-5)))).astype(np.float32)
     return (x - mean.reshape(shape)) * inv.reshape(shape) + bias.reshape(shape)
 

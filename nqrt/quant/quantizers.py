@@ -538,6 +538,9 @@ NOT_LOWERED: dict[str, str] = {
                              "input of unknown rank",
     "DepthToSpace": "DepthToSpace of an input that is not 4-D with known C, H, W",
     "SpaceToDepth": "SpaceToDepth of an input that is not 4-D with known C, H, W",
+    "BatchNormalization": "BatchNormalization with non-constant parameters, in training mode "
+                          "(statistics of a run-time tensor), or of an input whose channel "
+                          "count is unknown",
 }
 
 

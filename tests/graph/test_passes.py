@@ -139,13 +139,6 @@ def test_batchnorm_with_shared_producer_becomes_depthwise_conv():
     assert_matches_ort(m, {"x": (3, 3, 3)})
 
 
-def test_batchnorm_rank2_standalone_stays():
-    b = Builder()
-    y = _bn(b, "x", 3)
-    g = optimize(load_onnx(b.model([("x", ["N", 3])], [y])))
-    assert op_counts(g) == {"BatchNormalization": 1}
-
-
 def test_fuse_activation_rules():
     b = Builder(opset=13)
     c1 = b.op("Conv", ["x", b.weight(2, 3, 1, 1)])
@@ -369,3 +362,66 @@ def test_as_strided_gather_over_the_batch_becomes_a_reshape():
     assert "Gather" not in counts and "Range" not in counts and "Shape" not in counts
     with pytest.raises(UnsupportedOpError, match="Shape"):
         optimize(load_onnx(_as_strided_model(3)))          # overlapping rows: a real gather
+
+
+def _bn_params(b, c):
+    return [b.weight(c, low=0.5, high=1.5), b.weight(c), b.weight(c), b.weight(c, low=0.5, high=1.5)]
+
+
+def test_training_mode_batchnorm_of_constant_weights_folds():
+    """NF-Nets' weight standardization: BatchNormalization(training_mode=1) of the constant
+    weight [1, M, K] (its own mean and variance, not the mean / var inputs) folds into the
+    conv's weight; a training-mode BN of a run-time tensor is refused with the reason."""
+    b = Builder(opset=15)
+    w = b.const(np.random.default_rng(3).standard_normal((1, 4, 27)).astype(np.float32) * 0.3 + 0.1)
+    ones, zeros = b.const(np.ones(4, np.float32)), b.const(np.zeros(4, np.float32))
+    std, _, _ = b.op("BatchNormalization", [w, ones, zeros, b.weight(4), b.weight(4, low=0.5, high=1.5)],
+                     n_out=3, training_mode=1, epsilon=1e-5)
+    wk = b.op("Reshape", [std, b.const([4, 3, 3, 3], np.int64)])
+    y = b.op("Conv", ["x", wk, b.weight(4)], pads=[1, 1, 1, 1])
+    g = assert_matches_ort(b.model([("x", ["N", 3, 5, 5])], [y]), {"x": (3, 5, 5)})
+    assert op_counts(g) == {"Conv": 1}
+
+    b = Builder(opset=15)
+    y = b.op("BatchNormalization", ["x"] + _bn_params(b, 3), n_out=3, training_mode=1)[0]
+    with pytest.raises(UnsupportedOpError, match="training mode"):
+        from nqrt.quant.quantizers import check_supported
+        check_supported(optimize(load_onnx(b.model([("x", ["N", 3, 5, 5])], [y]))))
+
+
+def test_batchnorm1d_after_flattened_linear_folds_into_the_gemm():
+    """LeViT: Linear [N, T, C] -> Flatten(axis 2) -> BatchNorm1d -> Reshape back by the
+    Linear output's Shape.  The BN folds into the Gemm (the flatten keeps the channels last;
+    the Shape reader does not block it)."""
+    b = Builder(opset=15)
+    lin = b.op("MatMul", ["x", b.weight(6, 8)])
+    flat = b.op("Flatten", [lin], axis=2)
+    bn = b.op("BatchNormalization", [flat] + _bn_params(b, 8))
+    y = b.op("Reshape", [bn, b.op("Shape", [lin])])
+    g = assert_matches_ort(b.model([("x", ["N", 5, 6])], [y]), {"x": (5, 6)})
+    assert "BatchNormalization" not in op_counts(g) and "Conv" not in op_counts(g)
+
+
+def test_standalone_batchnorm1d_becomes_a_1d_depthwise_conv():
+    """A BN of [N, C] whose producer cannot absorb it (a pooled mean: LeViT's head) becomes
+    Reshape [N, C, 1] -> depthwise 1-D conv -> Reshape [N, C]."""
+    b = Builder(opset=15)
+    m = b.op("ReduceMean", ["x"], axes=[1], keepdims=0)
+    y = b.op("BatchNormalization", [m] + _bn_params(b, 6))
+    g = assert_matches_ort(b.model([("x", ["N", 5, 6])], [y]), {"x": (5, 6)})
+    counts = op_counts(g)
+    assert "BatchNormalization" not in counts and counts["Conv"] == 1 and counts["Reshape"] == 2
+
+
+def test_neutral_constant_arithmetic_is_removed():
+    """x + 0, 0 + x, x − 0, x · 1, x / 1 vanish (LeViT's zero-initialised attention biases);
+    0 − x, x + 1, and x + zeros that broadcast x to a larger shape stay."""
+    b = Builder(opset=15)
+    z = b.const(np.zeros((1, 4, 1), np.float32))
+    t = b.op("Add", [b.op("Conv", ["x", b.weight(4, 3, 1)]), z])
+    t = b.op("Add", [b.const(np.zeros((4, 5), np.float32)), t])
+    t = b.op("Div", [b.op("Mul", [b.op("Sub", [t, b.const(0.0)]), b.const(np.float32(1))]), b.const(1.0)])
+    kept = [b.op("Sub", [b.const(0.0), t]), b.op("Add", [t, b.const(1.0)]),
+            b.op("Add", [t, b.const(np.zeros((2, 1, 4, 5), np.float32))])]
+    g = assert_matches_ort(b.model([("x", ["N", 3, 5])], kept), {"x": (3, 5)}, batches=(2,))
+    assert op_counts(g) == {"Conv": 1, "Sub": 1, "Add": 2}

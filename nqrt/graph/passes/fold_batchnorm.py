@@ -11,10 +11,15 @@ One forward sweep, for each channel affine node:
      BatchNormalization (axis 1), P's output is read by this node only and is not a graph
      output: fold into P (W[m] *= a[m], for ConvTranspose W[:, m] per group; bias = bias * a
      + b, or gamma *= a; beta = beta * a + b) — exact up to float rounding;
+     The producer may also be a Reshape / Flatten of a canonical Gemm's output that keeps its
+     last dim (the channels): LeViT's Linear -> flatten(0, 1) -> BatchNorm1d -> reshape;
+     row-major, element [.., c] stays channel c, so the affine folds into the Gemm and the
+     Reshape stays;
   2. otherwise, if x has rank 3 or 4 and the affine acts on axis 1 with C = x.shape[1] known:
      rewrite as Conv(group=C, W[C, 1, 1(, 1)] = a, bias = b), so standalone BNs (DenseNet's
      BN after Concat) still map to an integer kernel; a following affine then folds into it;
-  3. otherwise leave it: BN on a rank-2 tensor whose producer is not foldable, or a uniform
+     a BN of a rank-2 [M, C] tensor becomes Reshape [M, C, 1] -> that 1-D Conv -> Reshape [M, C];
+  3. otherwise leave it: a uniform
      affine (a scalar constant), which the converter turns into a 256-entry QLut (exact, and
      one table lookup per element instead of a depthwise conv's requantize: the scalar
      Div / Add / Mul of ConvNeXt's exported GELU on 56x56x384 took 0.24 ms each as convs).
@@ -36,7 +41,8 @@ def channel_affine(node: Node, graph: Graph, inf: Inference):
     """(a, b, axis, x) with node(x) = a * x + b along `axis` (None: uniform), or None."""
     consts = graph.constants
     if node.op == "BatchNormalization":
-        if len(node.inputs) != 5 or not all(i in consts for i in node.inputs[1:]):
+        if len(node.inputs) != 5 or not all(i in consts for i in node.inputs[1:]) \
+                or node.attrs.get("training_mode", 0):
             return None
         gamma, beta, mean, var = (consts[i].astype(np.float64) for i in node.inputs[1:])
         a = gamma / np.sqrt(var + float(node.attrs.get("epsilon", 1e-5)))
@@ -121,7 +127,10 @@ def run(graph: Graph) -> Graph:
     inf = infer(graph)
     names = NameGen(graph)
     outputs = set(graph.output_names())
-    consumers = {k: len(v) for k, v in graph.consumers().items()}
+    # A Shape node reads only the shape, which a fold keeps: it does not count as a reader
+    # (exports read `x.shape` beside the BN: LeViT's reshape_as after its BatchNorm1d).
+    readers = graph.consumers()
+    consumers = {k: sum(n.op != "Shape" for n in v) for k, v in readers.items()}
     producers = graph.producers()
     kept: list[Node] = []
     for node in graph.nodes:
@@ -142,8 +151,30 @@ def run(graph: Graph) -> Graph:
             _fold(p, a, b, graph, names)
             p.outputs[0] = node.outputs[0]
             producers[node.outputs[0]] = p
+            for s in readers.get(x, []):
+                if s.op == "Shape":                 # x is gone; y has its shape
+                    s.inputs = [node.outputs[0] if t == x else t for t in s.inputs]
+            continue
+        q = _gemm_through_reshape(p, x, axis, graph, inf, producers, consumers, outputs)
+        if q is not None:
+            _fold(q, a, b, graph, names)
+            p.outputs[0] = node.outputs[0]
+            producers[node.outputs[0]] = p
             continue
         xs = inf.shapes.get(x)
+        if xs is not None and len(xs) == 2 and axis == 1 and is_int(xs[1]) \
+                and inf.dtypes.get(x) == "float32" and node.op == "BatchNormalization":
+            c = int(xs[1])
+            x3, y3 = names(f"{x}_3d"), names(f"{node.outputs[0]}_3d")
+            conv = _depthwise(node, x3, a, b, c, 3, graph, names)
+            conv.outputs = [y3]
+            kept += [Node("Reshape", [x], [x3], {"shape": [0, c, 1], "allowzero": 0}, names(f"{node.name}_to3d")),
+                     conv,
+                     Node("Reshape", [y3], list(node.outputs), {"shape": [0, c], "allowzero": 0},
+                          names(f"{node.name}_to2d"))]
+            for n in kept[-3:]:
+                producers[n.outputs[0]] = n
+            continue
         if xs is not None and len(xs) in (3, 4) and axis == 1 and is_int(xs[1]) \
                 and inf.dtypes.get(x) == "float32":
             conv = _depthwise(node, x, a, b, int(xs[1]), len(xs), graph, names)
@@ -156,6 +187,26 @@ def run(graph: Graph) -> Graph:
     return graph
 
 
+def _gemm_through_reshape(p: Node | None, x: str, axis, graph: Graph, inf: Inference, producers,
+                          consumers, outputs) -> Node | None:
+    """The canonical Gemm q when x = Reshape / Flatten(q's output) keeps q's last dim (the
+    channels) as its own last dim, the affine acts on that dim (or is uniform), and both
+    tensors are read once and are no graph outputs; else None."""
+    if p is None or p.op not in ("Reshape", "Flatten") or consumers.get(x, 0) != 1 or x in outputs:
+        return None
+    g = p.inputs[0]
+    q = producers.get(g)
+    if q is None or not is_canonical_gemm(q, graph) or len(q.outputs) != 1 \
+            or consumers.get(g, 0) != 1 or g in outputs:
+        return None
+    xs, gs = inf.shapes.get(x), inf.shapes.get(g)
+    if not xs or not gs or not is_int(xs[-1]) or xs[-1] != gs[-1]:
+        return None
+    return q if axis is None or axis == len(xs) - 1 else None
+
+
 def aff_ok(p: Node, graph: Graph) -> bool:
-    """A BatchNormalization producer can absorb an affine when its parameters are constants."""
-    return len(p.inputs) == 5 and all(i in graph.constants for i in p.inputs[1:])
+    """A BatchNormalization producer can absorb an affine when its parameters are constants
+    (and it uses them: not in training mode)."""
+    return len(p.inputs) == 5 and all(i in graph.constants for i in p.inputs[1:]) \
+        and not p.attrs.get("training_mode", 0)
