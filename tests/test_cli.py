@@ -88,12 +88,12 @@ def test_wrong_input_shape_and_name(converted, tmp_path):
 
 
 def test_unsupported_op_names_op_and_nodes(tmp_path):
-    """AlexNet with its two LRN nodes turned into LpNormalization (no kernel in nqrt)."""
+    """AlexNet with its two LRN nodes turned into Hardmax (no kernel in nqrt)."""
     m = onnx.load(LIGHT / "light_bvlc_alexnet.onnx")
     names = []
     for n in m.graph.node:
         if n.op_type == "LRN":
-            n.op_type = "LpNormalization"
+            n.op_type = "Hardmax"
             del n.attribute[:]
             names.append(n.name)
     src = tmp_path / "alexnet_lp.onnx"
@@ -101,7 +101,7 @@ def test_unsupported_op_names_op_and_nodes(tmp_path):
     np.savez(tmp_path / "c.npz", data_0=np.zeros((1, 3, 224, 224), np.float32))
     out = tmp_path / "alexnet.nq"
     proc = nqrt_cli("convert", src, "-o", out, "--calib", tmp_path / "c.npz")
-    assert_one_line_error(proc, f"LpNormalization (2 nodes: {', '.join(names)})")
+    assert_one_line_error(proc, f"Hardmax (2 nodes: {', '.join(names)})")
     assert not out.exists()
 
 

@@ -112,7 +112,8 @@ _op(OpSpec("LRN", (("x", "act", "float32"),), ("float32",),
             "size": ("int", True)}, quantized=False))
 _op(OpSpec("LayerNormalization",
            (("x", "act", "float32"), ("scale", "const", "float32"), ("bias", "const", "float32")),
-           ("float32",), {"axis": ("int", True), "epsilon": ("float", True)}, quantized=False))
+           ("float32",), {"axis": ("int", True), "epsilon": ("float", True), "rms": ("int", False)},
+           quantized=False))
 # Concat of float32 tensors: at a graph output whose inputs have different grids, each input
 # is dequantized with its own (s, z) and the float values concatenated (no shared uint8 grid).
 _op(OpSpec("Concat", (("x", "act", "float32"),), ("float32",), {"axis": ("int", True)},

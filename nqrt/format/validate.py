@@ -785,6 +785,8 @@ def _check_layernorm(where, ins, outs, attrs):
     eps = attrs["epsilon"]
     if not (math.isfinite(eps) and eps >= 0.0):
         _fail(f"{where}: epsilon must be finite and >= 0, got {eps}")
+    if attrs.get("rms", 0) not in (0, 1):
+        _fail(f"{where}: attribute rms must be 0 or 1, got {attrs['rms']!r}")
     norm = x["shape"][axis:]
     if any(type(d) is not int for d in norm):
         _fail(f"{where}: the normalized dims {norm} of x must be ints")

@@ -89,7 +89,7 @@ def fill_shape_attrs(graph: Graph, inf: Inference) -> bool:
         elif n.op == "Transpose" and a.get("perm") is None and x is not None:
             a["perm"] = list(range(len(x)))[::-1]
             changed = True
-        elif n.op in ("ReduceMean", "ReduceSum") and a.get("axes") is None and len(n.inputs) < 2 and x is not None:
+        elif n.op in ("ReduceMean", "ReduceSum", "ReduceL2") and a.get("axes") is None and len(n.inputs) < 2 and x is not None:
             a["axes"] = [] if a.get("noop_with_empty_axes", 0) else list(range(len(x)))
             changed = True
         elif n.op == "Squeeze" and a.get("axes") is None and len(n.inputs) < 2 and known(x):

@@ -292,6 +292,13 @@ def InstanceNormalization(ctx, n, epsilon=1e-5):
     return [ctx.node(n, attrs={"epsilon": float(epsilon)})]
 
 
+def LpNormalization(ctx, n, axis=-1, p=2):
+    """x / ‖x‖_p along `axis`; p = 2 becomes an RMSNormalization (passes/fuse_l2norm)."""
+    if int(p) != 2:
+        raise ctx.unsupported(n, f"attribute p={p} (only 2)")
+    return [ctx.node(n, attrs={"axis": int(axis), "p": 2})]
+
+
 def BatchNormalization(ctx, n, epsilon=1e-5, momentum=0.9, spatial=1, training_mode=0):
     """training_mode=1 normalizes with the statistics of its own input (NF-Nets standardize
     their constant weights that way): kept for constant folding; the quantizer rejects one
@@ -520,6 +527,19 @@ def Mod(ctx, n, fmod=0):
     return [ctx.node(n, attrs={"fmod": int(fmod)})]
 
 
+# Computed from constants and shapes only, in the exports seen: TF-"same" padding sizes
+# (Ceil of float shape arithmetic: timm's tf_* models), sinusoidal position encodings (Sin,
+# Cos, CumSum, Tile: XCiT, EdgeNeXt), clamps of shape values (Max, Min).  Folded by
+# fold_constants; one left on a run-time tensor is reported as unsupported.
+FOLD_ONLY_UNARY = ("Ceil", "Floor", "Round", "Sin", "Cos", "Sign")
+FOLD_ONLY = FOLD_ONLY_UNARY + ("Max", "Min", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "And",
+                               "Or", "Tile")
+
+
+def CumSum(ctx, n, exclusive=0, reverse=0):
+    return [ctx.node(n, attrs={"exclusive": int(exclusive), "reverse": int(reverse)})]
+
+
 def _blocksize(ctx, n, blocksize):
     if blocksize is None or int(blocksize) < 1:
         raise FormatError(f"{n.op} node {n.name} needs a blocksize attribute >= 1")
@@ -602,6 +622,8 @@ IMPORTERS = {
     "Split": Split, "Resize": Resize, "Upsample": Upsample,
     "DepthToSpace": DepthToSpace, "SpaceToDepth": SpaceToDepth, "Range": Range, "Expand": Expand,
     "Equal": Equal, "Where": Where, "Not": Not, "Mod": Mod, "ScatterND": ScatterND,
+    "CumSum": CumSum, **{op: _plain for op in FOLD_ONLY},
+    "LpNormalization": LpNormalization, "ReduceL2": ReduceMean,
 }
 _KWARGS = {op: set(inspect.signature(fn).parameters) - {"ctx", "n"} for op, fn in IMPORTERS.items()}
 

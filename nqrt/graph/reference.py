@@ -247,6 +247,30 @@ def layer_normalization(attrs, x, scale, bias=None):
     return y.astype(np.float32)
 
 
+def rms_normalization(attrs, x, scale):
+    """RMS normalization over the axes from `axis` (ONNX RMSNormalization-23, the IR op the
+    converter makes of x / ‖x‖): x / sqrt(mean(x²) + epsilon) · scale, float64 statistics."""
+    ax = attrs.get("axis", -1) % x.ndim
+    axes = tuple(range(ax, x.ndim))
+    x64 = np.asarray(x, np.float64)
+    y = x64 / np.sqrt((x64 * x64).mean(axis=axes, keepdims=True) + attrs.get("epsilon", 1e-5)) * scale
+    return y.astype(np.float32)
+
+
+def lp_normalization(attrs, x):
+    """ONNX LpNormalization (p = 2): x / ‖x‖_2 along axis."""
+    n = np.sqrt(np.sum(np.asarray(x, np.float64) ** 2, axis=attrs.get("axis", -1), keepdims=True))
+    return (x / n).astype(np.float32)
+
+
+def reduce_l2(attrs, x):
+    axes = _reduce_axes(attrs, x)
+    if len(axes) == 0:
+        return x
+    s = np.sum(np.asarray(x, np.float64) ** 2, axis=axes, keepdims=bool(attrs.get("keepdims", 1)))
+    return np.sqrt(s).astype(x.dtype)
+
+
 def instance_normalization(attrs, x, scale, bias):
     """ONNX InstanceNormalization: per (n, c) over the spatial axes, float64 statistics."""
     axes = tuple(range(2, x.ndim))
@@ -570,6 +594,25 @@ def mod(attrs, a, b):
     return np.mod(a, b)
 
 
+def cumsum(attrs, x, axis):
+    """ONNX CumSum along the scalar `axis` input (exclusive: shifted by one; reverse: from the end)."""
+    ax = int(np.asarray(axis).reshape(-1)[0]) % x.ndim
+    y = np.flip(x, ax) if attrs.get("reverse", 0) else x
+    y = np.cumsum(y, axis=ax, dtype=x.dtype)
+    if attrs.get("exclusive", 0):
+        y = np.concatenate([np.zeros_like(np.take(y, [0], axis=ax)), np.delete(y, -1, axis=ax)], axis=ax)
+    return np.flip(y, ax) if attrs.get("reverse", 0) else y
+
+
+def _variadic(fn):
+    def run(attrs, *xs):
+        out = xs[0]
+        for x in xs[1:]:
+            out = fn(out, x)
+        return out
+    return run
+
+
 def expand(attrs, x, shape):
     """ONNX Expand; with attrs["like_shape"] the second input is a tensor whose dims replace
     the −1 entries (fold_constants' form of a shape computed from the batch)."""
@@ -622,6 +665,9 @@ OPS: dict[str, Callable] = {
     "Softmax": softmax,
     "LRN": lrn,
     "LayerNormalization": layer_normalization,
+    "RMSNormalization": rms_normalization,
+    "LpNormalization": lp_normalization,
+    "ReduceL2": reduce_l2,
     "InstanceNormalization": instance_normalization,
     "GroupNormalization": group_normalization,
     "BatchNormalization": batch_normalization,
@@ -647,6 +693,23 @@ OPS: dict[str, Callable] = {
     "Not": lambda attrs, x: np.logical_not(x),
     "Where": lambda attrs, c, a, b: np.where(c, a, b),
     "SpaceToDepth": space_to_depth,
+    # fold-only (onnx_import.FOLD_ONLY): shape and position-encoding arithmetic on constants
+    "Ceil": lambda attrs, x: np.ceil(x),
+    "Floor": lambda attrs, x: np.floor(x),
+    "Round": lambda attrs, x: np.round(x),          # ONNX Round: half to even, as numpy
+    "Sin": lambda attrs, x: np.sin(x),
+    "Cos": lambda attrs, x: np.cos(x),
+    "Sign": lambda attrs, x: np.sign(x),
+    "Max": _variadic(np.maximum),
+    "Min": _variadic(np.minimum),
+    "Less": lambda attrs, a, b: np.less(a, b),
+    "Greater": lambda attrs, a, b: np.greater(a, b),
+    "LessOrEqual": lambda attrs, a, b: np.less_equal(a, b),
+    "GreaterOrEqual": lambda attrs, a, b: np.greater_equal(a, b),
+    "And": lambda attrs, a, b: np.logical_and(a, b),
+    "Or": lambda attrs, a, b: np.logical_or(a, b),
+    "Tile": lambda attrs, x, reps: np.tile(x, [int(r) for r in np.asarray(reps).reshape(-1)]),
+    "CumSum": cumsum,
     **UNARY,
 }
 

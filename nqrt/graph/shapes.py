@@ -45,6 +45,7 @@ ATTR_INPUTS: dict[str, dict[int, str]] = {
     "Unsqueeze": {1: "axes"},
     "ReduceMean": {1: "axes"},
     "ReduceSum": {1: "axes"},
+    "ReduceL2": {1: "axes"},
     "ReduceMax": {1: "axes"},
     "ReduceMin": {1: "axes"},
     "Pad": {1: "pads", 2: "constant_value", 3: "axes"},
@@ -283,6 +284,14 @@ def _elementwise(n, s, inf):
     for x in s[1:]:
         out = broadcast(out, x)
     return [out]
+
+
+def _tile(n, s, inf):
+    """Tile: dim i times repeats[i] (repeats from the second input's value)."""
+    reps = inf.values.get(n.inputs[1]) if len(n.inputs) > 1 else None
+    if s[0] is None or reps is None or len(reps) != len(s[0]):
+        return [None if s[0] is None else (None,) * len(s[0])]
+    return [tuple(d if r == 1 else _int_binary("Mul", d, r) for d, r in zip(s[0], reps))]
 
 
 def _conv(n, s, inf):
@@ -643,7 +652,8 @@ RULES = {
     "Add": _elementwise, "Sub": _elementwise, "Mul": _elementwise, "Div": _elementwise,
     "Sum": _elementwise, "Concat": _concat,
     "MaxPool": _pool, "AveragePool": _pool,
-    "GlobalAveragePool": _global_pool, "GlobalMaxPool": _global_pool, "ReduceMean": _reduce, "ReduceSum": _reduce,
+    "GlobalAveragePool": _global_pool, "GlobalMaxPool": _global_pool, "ReduceMean": _reduce, "ReduceSum": _reduce, "ReduceL2": _reduce,
+    "RMSNormalization": _same, "LpNormalization": _same,
     "ReduceMax": _reduce, "ReduceMin": _reduce,
     "Relu": _same, "Clip": _same, "Softmax": _same, "LRN": _same, "LayerNormalization": _same, "InstanceNormalization": _same, "GroupNormalization": _same, "Cast": _same, "Identity": _same,
     "Flatten": _flatten, "Reshape": _reshape, "Transpose": _transpose,
@@ -655,6 +665,11 @@ RULES = {
     "Equal": _elementwise, "Mod": _elementwise, "Not": _same, "Where": _elementwise,
     "ScatterND": _same,
     **{op: _same for op in UNARY_OPS},
+    # fold-only ops (onnx_import.FOLD_ONLY)
+    **{op: _same for op in ("Ceil", "Floor", "Round", "Sin", "Cos", "Sign", "CumSum")},
+    **{op: _elementwise for op in ("Max", "Min", "Less", "Greater", "LessOrEqual", "GreaterOrEqual",
+                                   "And", "Or")},
+    "Tile": _tile,
 }
 
 
@@ -815,6 +830,8 @@ def _node_dtypes(n: Node, inf: Inference) -> list[str | None]:
         return ["float32", "int64"]
     if n.op == "Dropout":
         return [first, "bool"]
+    if n.op in ("Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "And", "Or", "Not"):
+        return ["bool"]
     return [first] + [first] * (len(n.outputs) - 1)
 
 

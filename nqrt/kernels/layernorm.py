@@ -8,6 +8,8 @@ every operation rounded to float32 (fastmath is off: no reassociation, no fused 
 see _jit.py).  S is the spec's fixed-order sum: eight partial sums p_l over i ≡ l (mod 8) in
 ascending i, combined as ((p0 + p1) + (p2 + p3)) + ((p4 + p5) + (p6 + p7)); eight independent
 chains, so the sums do not wait on one add's latency per element (a sequential sum would).
+With rms = 1 (RMS normalization: ONNX RMSNormalization, and the L2 normalization
+x / ‖x‖ the converter rewrites into it) the mean is not subtracted: mean = 0, d_i = x_i.
 Rows are split between threads in blocks; each row is computed by one thread, so results do
 not depend on the thread count.
 """
@@ -78,14 +80,14 @@ def _row_sums(v, mean, centered):
 
 
 @njit(**JIT)
-def _ln_rows(x, scale, bias, eps, y, r0, r1):
+def _ln_rows(x, scale, bias, eps, rms, y, r0, r1):
     """Rows r0..r1-1 of layernorm_f32."""
     n = x.shape[1]
     nf = np.float32(n)
     one = np.float32(1.0)
     for r in range(r0, r1):
         v = x[r]
-        mean = _row_sums(v, np.float32(0.0), False) / nf
+        mean = np.float32(0.0) if rms else _row_sums(v, np.float32(0.0), False) / nf
         var = _row_sums(v, mean, True) / nf
         inv = one / np.sqrt(var + eps)
         out = y[r]
@@ -94,17 +96,18 @@ def _ln_rows(x, scale, bias, eps, y, r0, r1):
 
 
 @njit(**PJIT)
-def layernorm_f32(x, scale, bias, eps, y):
-    """y float32 [R, n] = LayerNormalization of each row of x float32 [R, n] (n >= 1) with
-    scale, bias float32 [n] and eps float32 (x and y may not overlap)."""
+def layernorm_f32(x, scale, bias, eps, rms, y):
+    """y float32 [R, n] = LayerNormalization (rms = 0) or RMS normalization (rms = 1) of each
+    row of x float32 [R, n] (n >= 1) with scale, bias float32 [n] and eps float32 (x and y
+    may not overlap)."""
     R, n = x.shape
     if R == 0:
         return
     e = np.float32(eps)
     if R * n <= CHUNK:
-        xcall(_ln_rows, x, scale, bias, e, y, 0, R)
+        xcall(_ln_rows, x, scale, bias, e, rms, y, 0, R)
         return
     rb = row_block(R, n)
     for b in prange(-(-R // rb)):
         r0 = np.int64(b) * rb
-        xcall(_ln_rows, x, scale, bias, e, y, r0, min(R, r0 + rb))
+        xcall(_ln_rows, x, scale, bias, e, rms, y, r0, min(R, r0 + rb))

@@ -374,7 +374,7 @@ def quantize_lrn(ctx: QContext, node: Node) -> None:
 def quantize_layernorm(ctx: QContext, node: Node) -> None:
     """LayerNormalization in float32 (_float_op): axis made non-negative, scale and bias
     (zeros when absent) broadcast to the normalized shape x.shape[axis:] and stored as float32
-    constants."""
+    constants.  RMSNormalization (no bias input) is the same op with rms = 1 (spec 4.16)."""
     g = ctx.graph
     shape = ctx.tensor_shape(node.inputs[0])
     axis = int(node.attrs.get("axis", -1)) % len(shape)
@@ -390,8 +390,10 @@ def quantize_layernorm(ctx: QContext, node: Node) -> None:
                                   f"broadcast to the normalized shape {list(norm)}") from None
     y = node.outputs[0]
     consts = (ctx.const(y + ".ln_scale", vals[0], "float32"), ctx.const(y + ".ln_bias", vals[1], "float32"))
-    _float_op(ctx, node, LAYERNORM, {"axis": axis, "epsilon": float(node.attrs.get("epsilon", 1e-5))},
-              consts=consts)
+    attrs = {"axis": axis, "epsilon": float(node.attrs.get("epsilon", 1e-5))}
+    if node.op == "RMSNormalization":
+        attrs["rms"] = 1
+    _float_op(ctx, node, LAYERNORM, attrs, consts=consts)
 
 
 # ONNX op -> quantizer.  The only registry of what the converter supports.
@@ -415,6 +417,7 @@ QUANTIZERS: dict[str, Callable[[QContext, Node], None]] = {
     "Softmax": quantize_softmax,
     "LRN": quantize_lrn,
     "LayerNormalization": quantize_layernorm,
+    "RMSNormalization": quantize_layernorm,
     **elementwise.QUANTIZERS,       # Add/Sub/Mul/Div/Pow, unary functions (QAdd, QMul, QLut)
     **movement.QUANTIZERS,          # Slice, Split, Squeeze, Unsqueeze, Pad, Resize, GlobalMaxPool, Identity
 }
@@ -497,7 +500,7 @@ def _check_reducemean(graph: Graph, node: Node, consumers) -> str | None:
 
 def _check_layernorm(graph: Graph, node: Node, consumers) -> str | None:
     if len(node.inputs) < 2 or node.inputs[1] not in graph.constants:
-        return "LayerNormalization with a non-constant scale"
+        return f"{node.op} with a non-constant scale"
     if len(node.inputs) > 2 and node.inputs[2] and node.inputs[2] not in graph.constants:
         return "LayerNormalization with a non-constant bias"
     return None
@@ -525,6 +528,7 @@ CHECKS: dict[str, Callable] = {
     "ReduceMin": _check_reducemean,
     "Reshape": _check_reshape,
     "LayerNormalization": _check_layernorm,
+    "RMSNormalization": _check_layernorm,
     **elementwise.CHECKS,
     **movement.CHECKS,
 }

@@ -92,7 +92,7 @@ FIELDS: dict[int, tuple[str, ...]] = {
     OP_DEQUANTIZE: ("x", "y", "size", "scale", "z"),
     OP_SOFTMAX: ("x", "y", "O", "A", "I"),
     OP_LRN: ("x", "y", "O", "A", "I", "alpha", "beta", "bias", "size"),
-    OP_LAYERNORM: ("x", "y", "R", "n", "scale", "bias", "eps"),
+    OP_LAYERNORM: ("x", "y", "R", "n", "scale", "bias", "eps", "rms"),
     OP_CONCAT_F32: ("x", "y", "R", "Cx", "Cy", "col_offset"),
     OP_TRANSPOSE_F32: ("x", "y", "size", "shape", "perm"),
     OP_QUANTIZE_T: ("x", "y", "size", "scale", "z", "shape", "perm"),

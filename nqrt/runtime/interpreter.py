@@ -242,7 +242,7 @@ def _make(fingerprint: str, path: int):
             elif op == OP_LAYERNORM:
                 x, y, R, n = c[1], c[2], c[3], c[4]
                 xcall_lazy(layernorm_f32, _f32_at(f32, io, x, R * n).reshape((R, n)),
-                           fpool[c[5]:c[5] + n], fpool[c[6]:c[6] + n], fpool[c[7]],
+                           fpool[c[5]:c[5] + n], fpool[c[6]:c[6] + n], fpool[c[7]], c[8],
                            _f32_at(f32, io, y, R * n).reshape((R, n)))
             elif op == OP_CONCAT_F32:
                 x, y, R, Cx, Cy = c[1], c[2], c[3], c[4], c[5]

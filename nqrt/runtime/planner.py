@@ -891,7 +891,8 @@ class _Builder:
         y = self._new(node.outputs[0], "f32", x.shape, L.identity(r))
         c = self.consts.node[i]
         self.emit(E.OP_LAYERNORM, x=xv.storage, y=y.storage, R=L.numel(x.shape[:axis]),
-                  n=L.numel(x.shape[axis:]), scale=c["scale"], bias=c["bias"], eps=c["eps"])
+                  n=L.numel(x.shape[axis:]), scale=c["scale"], bias=c["bias"], eps=c["eps"],
+                  rms=int(node.attrs.get("rms", 0)))
 
     # -- whole graph -----------------------------------------------------------------
     def build(self) -> Plan:

@@ -177,7 +177,7 @@ def _layernorm(model, node, env):
         return ((p[:, 0] + p[:, 1]) + (p[:, 2] + p[:, 3])) + ((p[:, 4] + p[:, 5]) + (p[:, 6] + p[:, 7]))
 
     n = np.float32(rows.shape[1])
-    mean = fixed_sum(rows) / n
+    mean = np.zeros(rows.shape[0], np.float32) if node.attrs.get("rms", 0) else fixed_sum(rows) / n
     d = rows - mean[:, None]
     inv = np.float32(1.0) / np.sqrt(fixed_sum(d * d) / n + np.float32(node.attrs["epsilon"]))
     return ((d * inv[:, None]) * scale + bias).reshape(x.shape).astype(np.float32)

@@ -58,6 +58,8 @@ CASES = [
      "node 'ln' (LayerNormalization): attribute axis must be in [0, 3], got 4"),
     ("ln-epsilon", lambda d: _ln(d, eps=-1.0),
      "node 'ln' (LayerNormalization): epsilon must be finite and >= 0, got -1.0"),
+    ("ln-rms-flag", lambda d: N(d, "ln")["attrs"].update(rms=3),
+     "node 'ln' (LayerNormalization): attribute rms must be 0 or 1, got 3"),
     ("ln-scale-shape", lambda d: _ln(d, shape=(4,)),
      "node 'ln' (LayerNormalization): scale 'ln.s' has shape [4], expected [5]"),
     ("ln-scale-nan", lambda d: _ln(d, scale=np.array([1, 2, np.nan, 1, 1], "<f4")),

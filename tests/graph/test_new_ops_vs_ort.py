@@ -207,3 +207,83 @@ def test_group_normalization_lowered_matches_ort(opset, groups):
     counts = op_counts(g)
     assert "GroupNormalization" not in counts and counts["LayerNormalization"] == 1
     assert counts.get("Reshape", 0) == (0 if groups == 6 else 2)
+
+
+def _tf_same_pad(b, x, k, s):
+    """timm's Conv2dSame padding, as the TorchScript exporter writes it: float shape arithmetic
+    pad = max((ceil(i / s) − 1)·s + k − i, 0) on Shape(x), Ceil, Clip, Div, Cast, then Pad."""
+    pads = []
+    for axis in (2, 3):
+        i = b.op("Cast", [b.op("Gather", [b.op("Shape", [x]), b.const(axis, np.int64)], axis=0)], to=1)
+        o = b.op("Ceil", [b.op("Div", [i, b.const(float(s))])])
+        t = b.op("Sub", [b.op("Add", [b.op("Mul", [b.op("Sub", [o, b.const(1.0)]), b.const(float(s))]),
+                                      b.const(float(k))]), i])
+        t = b.op("Max", [t, b.const(0.0)])
+        lo = b.op("Cast", [b.op("Floor", [b.op("Div", [t, b.const(2.0)])])], to=7)
+        hi = b.op("Sub", [b.op("Cast", [t], to=7), lo])
+        pads.append((lo, hi))
+    u = [b.op("Unsqueeze", [p, b.const([0], np.int64)]) for p in (pads[0][0], pads[1][0], pads[0][1], pads[1][1])]
+    pv = b.op("Concat", [b.const([0, 0], np.int64), u[0], u[1], b.const([0, 0], np.int64), u[2], u[3]], axis=0)
+    return b.op("Pad", [x, pv])
+
+
+def test_fold_only_ops_fold_tf_same_padding():
+    """Ceil / Floor / Max of shape values fold (no unsupported op left): the padded conv
+    matches ORT at batches 1 and 3, odd and even sizes."""
+    b = Builder(opset=13)
+    y = b.op("Conv", [_tf_same_pad(b, "x", 3, 2), b.weight(4, 3, 3, 3)], strides=[2, 2])
+    g = assert_matches_ort(b.model([("x", ["N", 3, 7, 8])], [y]), {"x": (3, 7, 8)})
+    assert op_counts(g) == {"Conv": 1, "Pad": 1}
+    assert list(g.nodes[0].attrs["pads"]) == [0, 0, 1, 0, 0, 0, 1, 1]   # H 7: 1 + 1, W 8: 0 + 1
+
+
+def test_position_encoding_arithmetic_folds_and_tile_over_the_batch_is_an_expand():
+    """XCiT's Fourier position encoding: Range, CumSum, Sin, Cos, Concat and a conv of
+    constants fold; Tile(pe, [N, 1, 1, 1]) repeats only a size-1 dim, so it becomes an Expand
+    over the run-time batch; Sign / Round / Less / Where / Min fold too."""
+    b = Builder(opset=13)
+    r = b.op("Cast", [b.op("CumSum", [b.const(np.ones((1, 4, 5), np.float32)), b.const(1, np.int64)])], to=1)
+    ang = b.op("Mul", [r, b.const(np.float32(0.7))])
+    pe = b.op("Concat", [b.op("Sin", [ang]), b.op("Cos", [ang])], axis=0)
+    pe = b.op("Unsqueeze", [b.op("Add", [b.op("Round", [pe]), b.op("Sign", [pe])]), b.const([0], np.int64)])
+    pe = b.op("Where", [b.op("Less", [pe, b.const(np.float32(0.5))]), pe,
+                        b.op("Min", [pe, b.const(np.float32(0.25))])])          # [1, 2, 4, 5]
+    n = b.op("Gather", [b.op("Shape", ["x"]), b.const([0], np.int64)], axis=0)
+    reps = b.op("Concat", [n, b.const([1, 1, 1], np.int64)], axis=0)
+    y = b.op("Add", [b.op("Conv", ["x", b.weight(2, 3, 1, 1)]), b.op("Tile", [pe, reps])])
+    g = assert_matches_ort(b.model([("x", ["N", 3, 4, 5])], [y]), {"x": (3, 4, 5)})
+    assert op_counts(g) == {"Conv": 1, "Expand": 1, "Add": 1}
+
+
+@pytest.mark.parametrize("form", ["clip_expand", "max", "plain", "lpnorm"])
+def test_l2_normalize_becomes_rms_normalization(form):
+    """F.normalize(x, dim=-1) as exported (ReduceL2 -> Clip(min=eps) -> Expand(Shape(x)) ->
+    Div), with Max instead of Clip, without a clamp, and ONNX LpNormalization(p=2): one
+    RMSNormalization with scale 1/sqrt(n), matching ORT."""
+    b = Builder(opset=13)
+    x = b.op("Conv", ["x", b.weight(6, 3, 1)])                 # [N, 6, 7]
+    if form == "lpnorm":
+        y = b.op("LpNormalization", [x], axis=-1, p=2)
+    else:
+        r = b.op("ReduceL2", [x], axes=[-1], keepdims=1)
+        if form == "clip_expand":
+            r = b.op("Expand", [b.op("Clip", [r, b.const(np.float32(1e-12))]), b.op("Shape", [x])])
+        elif form == "max":
+            r = b.op("Max", [r, b.const(np.float32(1e-12))])
+        y = b.op("Div", [x, r])
+    g = assert_matches_ort(b.model([("x", ["N", 3, 7])], [y]), {"x": (3, 7)})
+    assert op_counts(g) == {"Conv": 1, "RMSNormalization": 1}
+
+
+def test_reduce_l2_over_other_axes_stays_unsupported():
+    """ConvNeXt V2's GRN (ReduceL2 over H, W, then a division by its channel mean) is not an
+    L2 normalization along the last axis: it is left as is and reported."""
+    from nqrt import UnsupportedOpError
+    from nqrt.converter import build_model
+    b = Builder(opset=13)
+    x = b.op("Conv", ["x", b.weight(4, 3, 1, 1)])
+    g = b.op("ReduceL2", [x], axes=[2, 3], keepdims=1)
+    y = b.op("Div", [g, b.op("Add", [b.op("ReduceMean", [g], axes=[1]), b.const(np.float32(1e-6))])])
+    m = b.model([("x", ["N", 3, 4, 4])], [b.op("Add", [b.op("Mul", [x, y]), x])])
+    with pytest.raises(UnsupportedOpError, match="ReduceL2"):
+        build_model(m, {"x": np.random.default_rng(0).standard_normal((4, 3, 4, 4)).astype(np.float32)})

@@ -21,18 +21,18 @@ def spec_sum(v):
     return ((p[:, 0] + p[:, 1]) + (p[:, 2] + p[:, 3])) + ((p[:, 4] + p[:, 5]) + (p[:, 6] + p[:, 7]))
 
 
-def spec_layernorm(x, scale, bias, eps):
+def spec_layernorm(x, scale, bias, eps, rms=0):
     n = np.float32(x.shape[1])
-    mean = spec_sum(x) / n
+    mean = np.zeros(x.shape[0], np.float32) if rms else spec_sum(x) / n
     d = x - mean[:, None]
     var = spec_sum(d * d) / n
     inv = np.float32(1.0) / np.sqrt(var + np.float32(eps))
     return (d * inv[:, None]) * scale + bias
 
 
-def _run(x, scale, bias, eps, threads=2):
+def _run(x, scale, bias, eps, threads=2, rms=0):
     y = np.full_like(x, np.nan)
-    with_threads(threads, layernorm_f32, x, scale, bias, np.float32(eps), y)
+    with_threads(threads, layernorm_f32, x, scale, bias, np.float32(eps), rms, y)
     return y
 
 
@@ -75,3 +75,22 @@ def test_layernorm_constant_rows_and_non_finite():
     assert np.array_equal(got[0], bias)
     assert np.isnan(got[1]).all() and np.isnan(got[2]).all()
     assert np.array_equal(got[3], spec_layernorm(x[3:], scale, bias, 1e-5)[0])
+
+
+@pytest.mark.parametrize("R,n", [(1, 1), (4, 7), (5, 9), (3, 96), (3136, 32)])
+def test_rms_normalization_matches_spec(R, n):
+    """rms = 1: no mean subtracted, y = (x · inv) · scale + bias with inv = 1 / sqrt(S(x·x) / n
+    + eps): bit for bit against the transcription; as the L2 normalization the converter
+    rewrites into it (scale 1/sqrt(n), eps' = eps²/n), it is x / ‖x‖."""
+    rng = np.random.default_rng(R * 7 + n)
+    x = (rng.standard_normal((R, n)) * 3 + 5).astype(np.float32)
+    scale = rng.standard_normal(n).astype(np.float32)
+    bias = rng.standard_normal(n).astype(np.float32)
+    got = _run(x, scale, bias, 1e-6, rms=1)
+    assert np.array_equal(got, spec_layernorm(x, scale, bias, 1e-6, rms=1))
+    assert np.array_equal(_run(x, scale, bias, 1e-6, threads=1, rms=1), got)
+    unit = np.full(n, 1 / np.sqrt(n), np.float32)
+    l2 = _run(x, unit, np.zeros(n, np.float32), np.float32(1e-24 / n), rms=1)
+    ref = x.astype(np.float64) / np.linalg.norm(x.astype(np.float64), axis=1, keepdims=True)
+    assert np.allclose(l2, ref, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(got, _run(x, scale, bias, 1e-6, rms=0))      # the flag matters

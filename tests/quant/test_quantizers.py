@@ -79,7 +79,7 @@ def test_registry_covers_the_post_optimize_op_set():
                                "Sub", "Mul", "Div", "Pow", *UNARY_OPS, "Slice", "Split", "Squeeze",
                                "Unsqueeze", "Pad", "Resize", "GlobalMaxPool", "Identity",
                                "MatMul", "Expand",       # MatMul of two activations (QMatMul)
-                               "ReduceMax", "ReduceMin", "ReduceSum"}
+                               "ReduceMax", "ReduceMin", "ReduceSum", "RMSNormalization"}
 
 
 def test_cnn_structure_dtypes_and_scales():

@@ -11,6 +11,8 @@ Each pass is one module with `run(graph) -> graph` (it may mutate its argument):
                    dynamo exporter's as_strided) -> Reshape
   fuse_layernorm   the decomposed layer norm of exports before opset 17 (ReduceMean, Sub, Pow,
                    ReduceMean, Add, Sqrt, Div, Mul, Add) -> LayerNormalization
+  fuse_l2norm      x / max(‖x‖_2, eps) along the last axis (F.normalize) and LpNormalization
+                   -> RMSNormalization
   fold_batchnorm   BN / per-channel Mul/Add folded into Conv/Gemm, or -> depthwise 1x1 Conv
   crop_conv_taps   Conv kernel taps that only ever read padding dropped (dilated ASPP convs)
   fuse_swish       Mul(x, Sigmoid(x)) -> Swish(x); Mul(x, HardSigmoid(x)) -> HardSwish(x);
@@ -34,14 +36,14 @@ import numpy as np
 from nqrt.errors import InputError, UnsupportedOpError, name_list
 from nqrt.graph.ir import Graph
 from nqrt.graph.passes import (canonicalize, crop_conv_taps, dead_code, fold_batchnorm,
-                               fold_constants, fuse_activation, fuse_layernorm, fuse_swish,
+                               fold_constants, fuse_activation, fuse_l2norm, fuse_layernorm, fuse_swish,
                                lower_convtranspose, lower_gather, lower_instancenorm, lower_space_depth,
                                lower_strided_gather,
                                remove_identity, sink_output_moves)
 from nqrt.graph.shapes import annotate
 
 PIPELINE = (remove_identity, fold_constants, canonicalize, lower_instancenorm, lower_space_depth,
-            lower_gather, lower_strided_gather, fuse_layernorm, fold_batchnorm, crop_conv_taps, fuse_swish, fuse_activation,
+            lower_gather, lower_strided_gather, fuse_layernorm, fuse_l2norm, fold_batchnorm, crop_conv_taps, fuse_swish, fuse_activation,
             lower_convtranspose, sink_output_moves, dead_code)
 MAX_ROUNDS = 10
 

@@ -97,6 +97,16 @@ def _symbolic_expand(node: Node, inf: Inference, graph: Graph) -> tuple[str, lis
     return (like, shape) if like is not None else None
 
 
+def _tile_is_expand(node: Node, inf: Inference) -> bool:
+    """Tile(x, reps) repeats only dims of size 1 (XCiT's position encoding repeated over the
+    run-time batch): then it is Expand(x, reps), which the symbolic-batch Expand handles."""
+    xs, reps = inf.shapes.get(node.inputs[0]), inf.values.get(node.inputs[1])
+    if xs is None or reps is None or len(reps) != len(xs):
+        return False
+    return all((is_int(r) and int(r) == 1) or (is_int(d) and int(d) == 1) for d, r in zip(xs, reps)) \
+        and not all(is_int(r) for r in reps)
+
+
 def _evaluate(node: Node, graph: Graph) -> list[np.ndarray]:
     if node.op == "ConstantOfShape":
         value = np.asarray(node.attrs["value"]).reshape(-1)[:1]
@@ -140,6 +150,9 @@ def _sweep(graph: Graph) -> bool:
                 node.attrs.pop("sizes", None)
                 node.inputs = node.inputs[:1]
                 changed = True
+        if node.op == "Tile" and len(node.inputs) == 2 and node.inputs[0] and _tile_is_expand(node, inf):
+            node.op = "Expand"        # same inputs: Expand(x, reps) broadcasts exactly those dims
+            changed = True
         if node.op == "Expand" and "like_shape" not in node.attrs and len(node.inputs) == 2 \
                 and node.inputs[1] not in graph.constants:
             got = _symbolic_expand(node, inf, graph)
