@@ -224,7 +224,7 @@ def sym_dim(num: int, syms: Counter) -> Dim:
     return "*".join(([str(num)] if num != 1 else []) + names)
 
 
-def _symbolic_product(dims) -> tuple[int, Counter, bool]:
+def symbolic_product(dims) -> tuple[int, Counter, bool]:
     num, syms, unknown = 1, Counter(), False
     for d in dims:
         if is_int(d):
@@ -240,7 +240,7 @@ def _symbolic_product(dims) -> tuple[int, Counter, bool]:
 
 def _product_dim(dims) -> Dim:
     """Product of dims: an int, a symbolic product (see sym_dim), or None."""
-    num, syms, unknown = _symbolic_product(dims)
+    num, syms, unknown = symbolic_product(dims)
     if unknown:
         return None
     return sym_dim(num, syms)
@@ -259,9 +259,9 @@ def reshape_shape(in_shape: Shape, target: list[Dim], allowzero: int = 0) -> Sha
         else:
             out.append(t)
     if infer_at is not None:
-        in_num, in_syms, in_unk = _symbolic_product(in_shape)
+        in_num, in_syms, in_unk = symbolic_product(in_shape)
         rest = out[:infer_at] + out[infer_at + 1:]
-        o_num, o_syms, o_unk = _symbolic_product(rest)
+        o_num, o_syms, o_unk = symbolic_product(rest)
         if not (in_unk or o_unk) and o_num != 0 and in_num % o_num == 0 and not (o_syms - in_syms):
             out[infer_at] = sym_dim(in_num // o_num, in_syms - o_syms)
     return tuple(out)

@@ -425,3 +425,16 @@ def test_neutral_constant_arithmetic_is_removed():
             b.op("Add", [t, b.const(np.zeros((2, 1, 4, 5), np.float32))])]
     g = assert_matches_ort(b.model([("x", ["N", 3, 5])], kept), {"x": (3, 5)}, batches=(2,))
     assert op_counts(g) == {"Conv": 1, "Sub": 1, "Add": 2}
+
+
+def test_reshape_target_with_a_batch_product_and_a_hole_folds():
+    """MobileViT's unfold: Reshape(x [N, 4, 6, 8], [N·4, 6, -1]) with N·4 computed from
+    Shape(x): the -1 is resolved to 8 first, then N·4 is the one inferred dim ([-1, 6, 8])."""
+    b = Builder(opset=13)
+    x = b.op("Conv", ["x", b.weight(4, 3, 1, 1)])
+    n = b.op("Gather", [b.op("Shape", [x]), b.const([0], np.int64)], axis=0)
+    target = b.op("Concat", [b.op("Mul", [n, b.const([4], np.int64)]), b.const([6, -1], np.int64)], axis=0)
+    y = b.op("Reshape", [x, target])
+    g = assert_matches_ort(b.model([("x", ["N", 3, 6, 8])], [y]), {"x": (3, 6, 8)})
+    assert op_counts(g) == {"Conv": 1, "Reshape": 1}
+    assert next(n for n in g.nodes if n.op == "Reshape").attrs["shape"] == [-1, 6, 8]

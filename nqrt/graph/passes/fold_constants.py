@@ -30,7 +30,7 @@ import numpy as np
 from nqrt.graph.ir import Graph, Node
 from nqrt.graph.normalize import promote_const_inputs
 from nqrt.graph.reference import eval_node
-from nqrt.graph.shapes import Inference, infer, is_int
+from nqrt.graph.shapes import Inference, infer, is_int, symbolic_product
 
 # Nodes whose output is a shape-like value that may become a constant once its entries are ints.
 _SHAPE_VALUE_OPS = frozenset({"Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Slice", "Cast",
@@ -39,16 +39,32 @@ _SHAPE_VALUE_OPS = frozenset({"Shape", "Gather", "Unsqueeze", "Squeeze", "Concat
 
 
 def _symbolic_reshape(node: Node, inf: Inference) -> list[int] | None:
+    """A constant Reshape target for a target value with symbolic entries: an entry equal to
+    the input's dim at that position is 0 (copy), one other symbolic entry is -1.  With a -1
+    already in the target, that -1 is first resolved to the int it stands for when the sizes
+    allow (MobileViT's [4·N, 256, -1] of [N, 4, 256, 64] is [-1, 256, 64])."""
     target = inf.values.get(node.inputs[1])
     x = inf.shapes.get(node.inputs[0])
     if target is None or x is None:
         return None
+    copy_ok = not node.attrs.get("allowzero", 0)
+    target = list(target)
+    sym = [i for i, t in enumerate(target)
+           if not is_int(t) and not (t is not None and i < len(x) and x[i] == t and copy_ok)]
+    holes = [i for i, t in enumerate(target) if is_int(t) and int(t) == -1]
+    if len(sym) + len(holes) > 1 and len(holes) == 1 and all(target[i] is not None for i in sym):
+        rest = [(x[i] if is_int(t) and int(t) == 0 and copy_ok and i < len(x) else t)
+                for i, t in enumerate(target) if i != holes[0]]
+        n_in, s_in, u_in = symbolic_product(x)
+        n_rest, s_rest, u_rest = symbolic_product(rest)
+        if not (u_in or u_rest) and n_rest > 0 and n_in % n_rest == 0 and s_in == s_rest:
+            target[holes[0]] = n_in // n_rest          # the hole is a plain size
     out, unknown = [], 0
     for i, t in enumerate(target):
         if is_int(t):
             out.append(int(t))
             unknown += int(t) == -1
-        elif t is not None and i < len(x) and x[i] == t and not node.attrs.get("allowzero", 0):
+        elif t is not None and i < len(x) and x[i] == t and copy_ok:
             out.append(0)
         else:
             out.append(-1)
