@@ -230,6 +230,9 @@ _pending(OpSpec("ReduceMax", (("x", "act", "uint8"),), ("uint8",),
 _pending(OpSpec("ReduceMin", (("x", "act", "uint8"),), ("uint8",),
                 {"axes": ("ints", True), "keepdims": ("int", True), **_ACT}))
 
+_pending(OpSpec("QLut2", (("a", "act", "uint8"), ("b", "any", "uint8"), ("table", "const", "uint8")),
+                ("uint8",), {}))
+
 _pending(OpSpec(
     "QSoftmax",
     (("x", "act", "uint8"), ("table", "const", "int32")),

@@ -813,6 +813,16 @@ def _check_qlut(where, ins, outs, attrs):
     _same_rank(where, outs[0], len(ins[0]["shape"]))
 
 
+def _check_qlut2(where, ins, outs, attrs):
+    """QLut2: a table of 65 536 output codes (no quant); a and b broadcast as QMul's operands."""
+    table = ins[2]
+    if table["shape"] != [65536]:
+        _fail(f"{where}: table {_q(table['name'])} has shape {table['shape']}, expected [65536]")
+    if table["quant"] is not None:
+        _fail(f"{where}: table {_q(table['name'])} holds output codes and must have quant nil")
+    _check_binary(where, ins[:2], outs, {"act_min": 0, "act_max": 255})
+
+
 def _distinct_axes(where, key, axes, r) -> list:
     norm = [_axis(where, key, a, r) for a in axes]
     if len(set(norm)) != len(norm):
@@ -918,6 +928,7 @@ _OP_CHECKS = {
     "Flatten": _check_flatten,
     "Transpose": _check_transpose,
     "QLut": _check_qlut,
+    "QLut2": _check_qlut2,
     "QMul": _check_binary,
     "QMatMul": _check_qmatmul,
     "QSoftmax": _check_qsoftmax,

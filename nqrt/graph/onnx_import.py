@@ -623,7 +623,7 @@ IMPORTERS = {
     "DepthToSpace": DepthToSpace, "SpaceToDepth": SpaceToDepth, "Range": Range, "Expand": Expand,
     "Equal": Equal, "Where": Where, "Not": Not, "Mod": Mod, "ScatterND": ScatterND,
     "CumSum": CumSum, **{op: _plain for op in FOLD_ONLY},
-    "LpNormalization": LpNormalization, "ReduceL2": ReduceMean,
+    "LpNormalization": LpNormalization, "ReduceL2": ReduceMean, "ReduceProd": ReduceMean,
 }
 _KWARGS = {op: set(inspect.signature(fn).parameters) - {"ctx", "n"} for op, fn in IMPORTERS.items()}
 

@@ -263,6 +263,11 @@ def lp_normalization(attrs, x):
     return (x / n).astype(np.float32)
 
 
+def reduce_prod(attrs, x):
+    axes = _reduce_axes(attrs, x)
+    return x if len(axes) == 0 else np.prod(x, axis=axes, keepdims=bool(attrs.get("keepdims", 1)), dtype=x.dtype)
+
+
 def reduce_l2(attrs, x):
     axes = _reduce_axes(attrs, x)
     if len(axes) == 0:
@@ -668,6 +673,7 @@ OPS: dict[str, Callable] = {
     "RMSNormalization": rms_normalization,
     "LpNormalization": lp_normalization,
     "ReduceL2": reduce_l2,
+    "ReduceProd": reduce_prod,
     "InstanceNormalization": instance_normalization,
     "GroupNormalization": group_normalization,
     "BatchNormalization": batch_normalization,

@@ -46,6 +46,7 @@ ATTR_INPUTS: dict[str, dict[int, str]] = {
     "ReduceMean": {1: "axes"},
     "ReduceSum": {1: "axes"},
     "ReduceL2": {1: "axes"},
+    "ReduceProd": {1: "axes"},
     "ReduceMax": {1: "axes"},
     "ReduceMin": {1: "axes"},
     "Pad": {1: "pads", 2: "constant_value", 3: "axes"},
@@ -652,7 +653,7 @@ RULES = {
     "Add": _elementwise, "Sub": _elementwise, "Mul": _elementwise, "Div": _elementwise,
     "Sum": _elementwise, "Concat": _concat,
     "MaxPool": _pool, "AveragePool": _pool,
-    "GlobalAveragePool": _global_pool, "GlobalMaxPool": _global_pool, "ReduceMean": _reduce, "ReduceSum": _reduce, "ReduceL2": _reduce,
+    "GlobalAveragePool": _global_pool, "GlobalMaxPool": _global_pool, "ReduceMean": _reduce, "ReduceSum": _reduce, "ReduceL2": _reduce, "ReduceProd": _reduce,
     "RMSNormalization": _same, "LpNormalization": _same,
     "ReduceMax": _reduce, "ReduceMin": _reduce,
     "Relu": _same, "Clip": _same, "Softmax": _same, "LRN": _same, "LayerNormalization": _same, "InstanceNormalization": _same, "GroupNormalization": _same, "Cast": _same, "Identity": _same,
@@ -726,6 +727,19 @@ def _dim_equal(p: Dim, q: Dim) -> Dim:
     return None
 
 
+def _dim_extreme(op: str, p: Dim, q: Dim) -> Dim:
+    """Max / Min of two shape entries; a symbolic size is >= 1 (Keras' broadcast of batch
+    dims: max(N, 1) = N)."""
+    if is_int(p) and is_int(q):
+        return max(int(p), int(q)) if op == "Max" else min(int(p), int(q))
+    if p is not None and p == q:
+        return p
+    for s, c in ((p, q), (q, p)):
+        if isinstance(s, str) and is_int(c) and int(c) <= 1:
+            return s if op == "Max" else int(c)
+    return None
+
+
 def _pairwise(x: list, y: list, fn) -> list | None:
     if len(x) != len(y) and 1 not in (len(x), len(y)):
         return None
@@ -768,6 +782,16 @@ def _node_values(n: Node, inf: Inference) -> list[Dim] | None:
         if any(not is_int(t) for t in c):
             return None
         return [p if int(t) else q for t, p, q in zip(c, a, b)]
+    if op == "ReduceProd" and v[0] is not None and len(v[0]) >= 1:
+        axes = a.get("axes")
+        if axes not in (None, [0], [-1]):       # a 1-D value: its one axis
+            return None
+        out = v[0][0]
+        for d in v[0][1:]:
+            out = _int_binary("Mul", out, d)
+        return [out]
+    if op in ("Max", "Min") and len(v) == 2 and v[0] is not None and v[1] is not None:
+        return _pairwise(v[0], v[1], lambda p, q: _dim_extreme(op, p, q))
     if op in ("Add", "Sub", "Mul", "Div", "Mod") and v[0] is not None and v[1] is not None:
         x, y = v[0], v[1]
         if len(x) != len(y) and 1 not in (len(x), len(y)):

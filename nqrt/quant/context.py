@@ -37,6 +37,7 @@ MAXPOOL, RESHAPE, FLATTEN, TRANSPOSE = _op("MaxPool"), _op("Reshape"), _op("Flat
 QUANTIZE, DEQUANTIZE, SOFTMAX, LRN = _op("Quantize"), _op("Dequantize"), _op("Softmax"), _op("LRN")
 LAYERNORM, CONCAT_F32 = _op("LayerNormalization"), _op("Concat")
 Q_LUT, Q_MUL, SLICE, SQUEEZE = _op("QLut"), _op("QMul"), _op("Slice"), _op("Squeeze")
+Q_LUT2 = _op("QLut2")
 UNSQUEEZE, PAD, RESIZE_NEAREST = _op("Unsqueeze"), _op("Pad"), _op("ResizeNearest")
 RESIZE_LINEAR, Q_MATMUL, EXPAND = _op("ResizeLinear"), _op("QMatMul"), _op("Expand")
 Q_SOFTMAX = _op("QSoftmax")
@@ -160,6 +161,14 @@ class QContext:
             return self.unique(t + ".q")
         self._used.add(t)
         return t
+
+    def alias_shape(self, t: str, like: str) -> None:
+        """A tensor t the quantizer introduces (no node of the float graph makes it) has the
+        shape of float tensor `like`."""
+        if like in self.graph.value_info:
+            self.graph.value_info[t] = self.graph.value_info[like]
+        if like in self.shapes:
+            self.shapes[t] = self.shapes[like]
 
     def new_u8(self, t: str, s: float, z: int, rng: tuple[float, float]) -> str:
         """Declare the uint8 tensor for float tensor t with (s, z) chosen from range rng."""

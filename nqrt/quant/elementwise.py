@@ -8,6 +8,10 @@
 * Add / Sub / Mul / Div with a non-scalar constant -> `QAdd` / `QMul` whose second operand is
   the constant quantized to a uint8 tensor with its own per-tensor (s, z) (Div by c = Mul by
   1/c; c − x = QAdd with a negative multiplier_a).
+* Div, Pow, Max, Min of two activations, and c / x, x^c, c^x, max / min with a non-scalar
+  constant c -> `QLut2`: the float op evaluated in float64 on the 256 × 256 code pairs of the
+  two operands' grids, rounded once to the output grid (spec 4.23; a constant operand is a
+  uint8 tensor with its own per-tensor (s, z), in the table's column slot).
 
 Output (s, z) come from the calibrated range of the float output (plus a fused clamp).
 """
@@ -23,9 +27,10 @@ from nqrt.graph import reference
 from nqrt.graph.ir import Graph, Node
 from nqrt.graph.shapes import UNARY_OPS
 from nqrt.quant import qparams as qp
-from nqrt.quant.context import Q_ADD, Q_LUT, Q_MUL, QContext, fused_act, node_label
+from nqrt.quant.context import Q_ADD, Q_LUT, Q_LUT2, Q_MUL, QContext, fused_act, node_label
 
-BINARY_OPS = ("Add", "Sub", "Mul", "Div", "Pow")
+BINARY_OPS = ("Add", "Sub", "Mul", "Div", "Pow", "Max", "Min")
+LUT2_OPS = ("Div", "Pow", "Max", "Min")         # two-operand functions without a linear kernel
 
 
 def _unsupported(node: Node, reason: str) -> UnsupportedOpError:
@@ -72,6 +77,41 @@ def _emit_lut(ctx: QContext, node: Node, x: str, f) -> None:
     table = lut_table(f, s_x, z_x, s_y, z_y, act_min, act_max)
     t = ctx.const((node.name or y) + ".table", table, "uint8")
     ctx.emit(Q_LUT, [ctx.x(x), t], [ctx.x(y)], {}, label)
+
+
+def lut2_table(f, s_a: float, z_a: int, s_b: float, z_b: int, s_y: float, z_y: int,
+               act_min: int, act_max: int) -> np.ndarray:
+    """Spec 4.23: table[i·256 + j] = clamp(round_half_even(f(s_a·(i − z_a), s_b·(j − z_b)) / s_y)
+    + z_y, act_min, act_max), f in float64; NaN -> z_y, ±inf -> the clamp bounds."""
+    ra = s_a * (np.arange(256, dtype=np.float64) - z_a)
+    rb = s_b * (np.arange(256, dtype=np.float64) - z_b)
+    with np.errstate(all="ignore"):
+        q = np.rint(np.asarray(f(ra[:, None], rb[None, :]), np.float64) / s_y)
+    q = np.where(np.isnan(q), 0.0, q) + z_y
+    return np.clip(q, act_min, act_max).astype(np.uint8).reshape(-1)
+
+
+def _emit_lut2(ctx: QContext, node: Node) -> None:
+    """QLut2 for a two-operand op; the activation takes the row slot a, a constant operand the
+    column slot b (quantized on its own grid), the function's arguments in ONNX order."""
+    label = node_label(node)
+    y = node.outputs[0]
+    act = fused_act(node)
+    fn = reference.OPS[node.op]
+    p, q = node.inputs[:2]
+    swap = p in ctx.graph.constants
+    a, b = (q, p) if swap else (p, q)
+    if b in ctx.graph.constants:
+        b_name, s_b, z_b = _const_operand(ctx, node, ctx.graph.constants[b])
+    else:
+        b_name, (s_b, z_b) = ctx.x(b), ctx.qparams(b)
+    ctx.new_u8_from_range(y, act, label)
+    (s_a, z_a), (s_y, z_y) = ctx.qparams(a), ctx.qparams(y)
+    act_min, act_max = qp.act_clamp(act, s_y, z_y)
+    f = (lambda u, v: fn({}, v, u)) if swap else (lambda u, v: fn({}, u, v))
+    table = lut2_table(f, s_a, z_a, s_b, z_b, s_y, z_y, act_min, act_max)
+    t = ctx.const((node.name or y) + ".table2", table, "uint8")
+    ctx.emit(Q_LUT2, [ctx.x(a), b_name, t], [ctx.x(y)], {}, label)
 
 
 def quantize_unary(ctx: QContext, node: Node) -> None:
@@ -139,7 +179,9 @@ def quantize_binary(ctx: QContext, node: Node) -> None:
     if not any(const):
         if node.op == "Mul":
             _emit_mul(ctx, node, a, ctx.x(b), ctx.qparams(b)[0])
-        else:                                        # Add, Sub (CHECKS excludes Div, Pow)
+        elif node.op in LUT2_OPS:
+            _emit_lut2(ctx, node)
+        else:                                        # Add, Sub
             _emit_add(ctx, node, a, ctx.x(b), ctx.qparams(b)[0], 1.0, -1.0 if node.op == "Sub" else 1.0)
         return
     k = 0 if const[1] else 1                         # position of the activation
@@ -148,7 +190,10 @@ def quantize_binary(ctx: QContext, node: Node) -> None:
     if c.size == 1:
         _emit_lut(ctx, node, x, _scalar_function(node, g, k))
         return
-    if node.op == "Div":                             # x / c  (CHECKS excludes c / x)
+    if node.op in ("Pow", "Max", "Min") or (node.op == "Div" and k == 1):
+        _emit_lut2(ctx, node)                        # x^c, c^x, max / min, c / x
+        return
+    if node.op == "Div":                             # x / c
         c = 1.0 / c
     name, s_c, _ = _const_operand(ctx, node, c)
     if node.op in ("Mul", "Div"):
@@ -160,22 +205,18 @@ def quantize_binary(ctx: QContext, node: Node) -> None:
 
 
 def check_binary(graph: Graph, node: Node, consumers) -> str | None:
-    if len(node.inputs) != 2 or not all(node.inputs):
+    if len(node.inputs) != 2 or not all(node.inputs):      # (Max / Min of 3+ inputs too)
         return f"{node.op} without two inputs"
     const = [t in graph.constants for t in node.inputs]
     if all(const):
         return None                                  # folded by fold_constants
     if not any(const):
-        return f"{node.op} of two run-time tensors" if node.op in ("Div", "Pow") else None
+        return None
     c = graph.constants[node.inputs[const.index(True)]]
     if np.asarray(c).dtype.kind != "f":
         return f"{node.op} with a non-float constant"
-    if np.size(c) == 1:
+    if np.size(c) == 1 or node.op in ("Pow", "Max", "Min") or (node.op == "Div" and const[0]):
         return None
-    if node.op == "Pow":
-        return "Pow with a non-scalar constant"
-    if node.op == "Div" and const[0]:
-        return "Div of a non-scalar constant by a run-time tensor"
     if node.op == "Div" and not np.all(np.asarray(c) != 0):
         return "Div by a constant with zeros"
     return None

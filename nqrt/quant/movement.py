@@ -17,8 +17,9 @@ from nqrt.errors import ConversionError, UnsupportedOpError
 from nqrt.graph.ir import Graph, Node
 from nqrt.graph.shapes import is_int, norm_axis, resize_params, split_sizes
 from nqrt.quant import qparams as qp
-from nqrt.quant.context import (EXPAND, MAXPOOL, PAD, Q_CLIP, RESIZE_LINEAR, RESIZE_NEAREST, SLICE, SQUEEZE,
-                                UNSQUEEZE, QContext, as_ints, fused_act, node_label)
+from nqrt.quant.context import (EXPAND, MAXPOOL, PAD, Q_CLIP, Q_LUT, RESIZE_LINEAR, RESIZE_NEAREST, SLICE,
+                                SQUEEZE, UNSQUEEZE, QContext, as_ints, fused_act, node_label)
+from nqrt.quant.elementwise import lut_table
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
@@ -95,11 +96,27 @@ def quantize_pad(ctx: QContext, node: Node) -> None:
     s, z = ctx.qparams(x)
     v = float(node.attrs.get("constant_value") or 0.0)
     code = z if v == 0.0 else int(np.rint(v / s)) + z
-    if not qmath.UINT8_MIN <= code <= qmath.UINT8_MAX:
-        label = node_label(node)
-        raise UnsupportedOpError(f"cannot convert {label}: Pad value {v!r} is outside the input's "
-                                 f"representable range {qp.qparams_range(s, z)}", {"Pad": [label]})
-    _emit_same(ctx, node, PAD, {"pads": pads, "value": int(code)})
+    if qmath.UINT8_MIN <= code <= qmath.UINT8_MAX:
+        _emit_same(ctx, node, PAD, {"pads": pads, "value": int(code)})
+        return
+    # The value lies outside x's grid (EfficientViT pads its values with a row of ones to get
+    # the attention's normalizer from the same product): x is first moved by a table onto a
+    # grid that also holds v (the calibrated range of x and v), then padded on that grid.
+    label = node_label(node)
+    lo, hi = ctx.qrange[ctx.x(x)]
+    lo, hi = min(lo, v), max(hi, v)
+    s2, z2 = qp.activation_qparams(lo, hi, what=f"{label} padded input")
+    mid = ctx.unique(x + ".padgrid")
+    ctx.alias_shape(mid, x)
+    ctx.new_u8(mid, s2, z2, (lo, hi))
+    table = lut_table(lambda r: r, s, z, s2, z2, qmath.UINT8_MIN, qmath.UINT8_MAX)
+    t = ctx.const(mid + ".table", table, "uint8")
+    ctx.emit(Q_LUT, [ctx.x(x), t], [ctx.x(mid)], {}, label + ".regrid")
+    code = int(np.rint(v / s2)) + z2
+    y = node.outputs[0]
+    ctx.same_scale_u8(y, mid)
+    ctx.emit(PAD, [ctx.x(mid)], [ctx.x(y)], {"pads": pads, "value": code}, label)
+    ctx.clip_after(node, y, fused_act(node))
 
 
 def quantize_resize(ctx: QContext, node: Node) -> None:

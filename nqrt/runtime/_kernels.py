@@ -35,7 +35,7 @@ GROUPS = (
     ("resize_nearest_u8", "resize_args", "resize_geometry"),
     ("resize_linear_u8", "resize_linear_args"),
     ("matmul_u8", "matmul_u8_avx2", "matmul_scratch_size"),
-    ("qsoftmax_u8",), ("reduce_max_u8",),
+    ("qsoftmax_u8",), ("reduce_max_u8",), ("lut2_u8",),
 )
 
 

@@ -86,6 +86,7 @@ OP_RESIZE_LINEAR = 24
 OP_MATMUL = 25
 OP_QSOFTMAX = 26
 OP_REDUCE_MAX = 27      # ReduceMax, and ReduceMin with minimum = 1
+OP_LUT2 = 28
 
 FIELDS: dict[int, tuple[str, ...]] = {
     OP_QUANTIZE: ("x", "y", "size", "scale", "z"),
@@ -117,6 +118,7 @@ FIELDS: dict[int, tuple[str, ...]] = {
     OP_LUT: ("x", "y", "size", "table"),
     OP_MUL: ("a", "b", "y", "a_size", "b_size", "y_size", "shape", "a_strides", "b_strides",
              "z_a", "z_b", "m0", "n", "z_y", "act_min", "act_max"),
+    OP_LUT2: ("a", "b", "y", "a_size", "b_size", "y_size", "shape", "a_strides", "b_strides", "table"),
     OP_SLICE: ("x", "y", "x_size", "y_size", "offset", "shape", "strides"),
     OP_PAD: ("x", "y", "x_size", "y_size", "in_shape", "begin", "out_shape", "value"),
     OP_RESIZE: ("x", "y", "x_size", "y_size", "in_shape", "out_shape", "index", "index_len"),
@@ -135,7 +137,7 @@ U8_OPERANDS = {
     OP_CONV: ("x", "y"), OP_GEMM: ("x", "y"),
     OP_ADD: ("a", "b", "y"), OP_REQUANT_COPY: ("x", "y"), OP_CLIP: ("x", "y"),
     OP_MAXPOOL: ("x", "y"), OP_AVGPOOL: ("x", "y"), OP_REDUCE_MEAN: ("x", "y"),
-    OP_TRANSPOSE_U8: ("x", "y"), OP_LUT: ("x", "table", "y"), OP_MUL: ("a", "b", "y"),
+    OP_TRANSPOSE_U8: ("x", "y"), OP_LUT: ("x", "table", "y"), OP_MUL: ("a", "b", "y"), OP_LUT2: ("a", "b", "table", "y"),
     OP_SLICE: ("x", "y"), OP_PAD: ("x", "y"), OP_RESIZE: ("x", "y"), OP_RESIZE_LINEAR: ("x", "y"),
     OP_MATMUL: ("a", "b", "y"), OP_QSOFTMAX: ("x", "y"), OP_REDUCE_MAX: ("x", "y"),
 }

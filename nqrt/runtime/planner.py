@@ -555,6 +555,14 @@ class _Builder:
         y = self._out_u8(node.outputs[0], x.shape, x.perm)
         self.emit(E.OP_LUT, x=x.storage, y=y.storage, size=L.numel(x.shape), table=table.storage)
 
+    def QLut2(self, node, i):
+        # not symmetric in its operands (table[a·256 + b]): a and b keep their places
+        table = self._input(node, 2)
+        if table.shape != (65536,):
+            raise FormatError(f"node {node.name!r} (QLut2): table must have shape [65536]")
+        a, b, y, geo = self._binary(node)
+        self.emit(E.OP_LUT2, **geo, table=table.storage)
+
     def Slice(self, node, i):
         x = self._input(node)
         r = len(x.shape)

@@ -262,6 +262,13 @@ def _qlut(model, node, env):
     return model.tensor(node.inputs[1]).data[env[node.inputs[0]]]
 
 
+def _qlut2(model, node, env):
+    """The table, as the integer op reads it (exact by construction, spec 4.23)."""
+    a, b = env[node.inputs[0]], _codes(model, node.inputs[1], env)
+    t = model.tensor(node.inputs[2]).data
+    return t[(a.astype(np.int64) << 8) | b.astype(np.int64)]
+
+
 def _slice(model, node, env):
     x = env[node.inputs[0]]
     a = node.attrs
@@ -389,7 +396,7 @@ _OPS = {
     "QConv": _qconv, "QGemm": _qgemm, "QAdd": _qadd, "QConcat": _qconcat,
     "MaxPool": _maxpool, "QAveragePool": _qaveragepool, "QReduceMean": _qreducemean,
     "QClip": _qclip, "Reshape": _reshape, "Flatten": _flatten, "Transpose": _transpose,
-    "QLut": _qlut, "QMul": _qmul, "Slice": _slice, "Squeeze": _squeeze, "Unsqueeze": _unsqueeze,
+    "QLut": _qlut, "QLut2": _qlut2, "QMul": _qmul, "Slice": _slice, "Squeeze": _squeeze, "Unsqueeze": _unsqueeze,
     "Pad": _pad, "ResizeNearest": _resize_nearest,
     "ResizeLinear": _resize_linear, "QMatMul": _qmatmul, "QSoftmax": _qsoftmax,
     "ReduceMax": _reduce_extreme, "ReduceMin": _reduce_extreme, "Expand": _expand,

@@ -73,8 +73,12 @@ def new_ops_model() -> NqModel:
     t += [_act("rmax", ("N", 1, 6, 5), 1 / 255, 0), _act("rmin", ("N", 6, 5), 1 / 255, 0)]
     n.append(NqNode("ReduceMax", ["prob"], ["rmax"], dict(axes=[1], keepdims=1, **act), "rmax"))
     n.append(NqNode("ReduceMin", ["rmax"], ["rmin"], dict(axes=[-3], keepdims=0, **act), "rmin"))
+    t += [NqTensor("div.table", "uint8", (65536,), None, (np.arange(65536) % 251).astype(np.uint8)),
+          _act("ratio", ("N", 6, 5), 1 / 255, 0)]
+    n.append(NqNode("QLut2", ["rmin", "k5", "div.table"], ["ratio"], {}, "div"))
+    t.append(NqTensor("k5", "uint8", (5,), Quant([F32(0.1)], [3]), np.array([4, 5, 6, 7, 8], np.uint8)))
     t.append(NqTensor("y", "float32", ("N", 6, 5)))
-    n.append(NqNode("Dequantize", ["rmin"], ["y"], {}, "dequant"))
+    n.append(NqNode("Dequantize", ["ratio"], ["y"], {}, "dequant"))
     return NqModel([NqIO("x", ("N", 4, 6, 6))], [NqIO("y", ("N", 6, 5))],
                    {x.name: x for x in t}, n, {})
 
@@ -101,6 +105,13 @@ def test_sample_uses_every_new_op_and_round_trips():
 
 
 CASES = [
+    # QLut2
+    ("lut2-table-shape", lambda d: T(d, "div.table").update(shape=[256], data=bytes(256)),
+     "node 'div' (QLut2): table 'div.table' has shape [256], expected [65536]"),
+    ("lut2-table-quant", lambda d: T(d, "div.table").update(quant={"scale": [1.0], "zero_point": [0], "axis": None}),
+     "node 'div' (QLut2): table 'div.table' holds output codes and must have quant nil"),
+    ("lut2-broadcast", lambda d: T(d, "k5").update(shape=[4], data=bytes(4)),
+     "node 'div' (QLut2): shapes ['N', 6, 5] and [4] do not broadcast"),
     # QLut
     ("lut-table-shape", lambda d: T(d, "lut.table").update(shape=[255], data=bytes(255)),
      "node 'lut' (QLut): table 'lut.table' has shape [255], expected [256]"),

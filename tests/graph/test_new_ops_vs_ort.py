@@ -287,3 +287,30 @@ def test_reduce_l2_over_other_axes_stays_unsupported():
     m = b.model([("x", ["N", 3, 4, 4])], [b.op("Add", [b.op("Mul", [x, y]), x])])
     with pytest.raises(UnsupportedOpError, match="ReduceL2"):
         build_model(m, {"x": np.random.default_rng(0).standard_normal((4, 3, 4, 4)).astype(np.float32)})
+
+
+def test_tile_of_an_activation_becomes_an_expand_or_a_concat():
+    """Keras' nearest UpSampling2D (Unsqueeze, Tile by a constant [1, 1, 1, 2, 1] over a size-1
+    dim, Reshape) is an Expand; a Tile repeating a dim of size > 1 is a Concat of copies."""
+    b = Builder(opset=13)
+    x = b.op("Transpose", [b.op("Conv", ["x", b.weight(4, 3, 1, 1)])], perm=[0, 2, 3, 1])   # NHWC
+    u = b.op("Tile", [b.op("Unsqueeze", [x, b.const([3], np.int64)]), b.const([1, 1, 1, 2, 1], np.int64)])
+    up = b.op("Reshape", [u, b.const([-1, 5, 12, 4], np.int64)])
+    rep = b.op("Tile", [x, b.const([1, 3, 1, 1], np.int64)])
+    g = assert_matches_ort(b.model([("x", ["N", 3, 5, 6])], [up, rep]), {"x": (3, 5, 6)})
+    counts = op_counts(g)
+    assert "Tile" not in counts and counts["Expand"] == 1 and counts["Concat"] == 1
+
+
+def test_reduce_prod_and_max_of_shape_values_fold():
+    """Keras MultiHeadAttention's shape arithmetic: ReduceProd of Shape(q)[0:2] (N·heads) and a
+    Max of two gathered dims (max(N, 1) = N) feed a Reshape target, which folds."""
+    b = Builder(opset=13)
+    q = b.op("Conv", ["x", b.weight(4, 3, 1)])                               # [N, 4, 6]
+    s = b.op("Shape", [q])
+    nh = b.op("ReduceProd", [b.op("Slice", [s, b.const([0], np.int64), b.const([2], np.int64)])], keepdims=1)
+    n = b.op("Max", [b.op("Gather", [s, b.const([0], np.int64)], axis=0), b.const([1], np.int64)])
+    r = b.op("Reshape", [q, b.op("Concat", [nh, b.const([6], np.int64)], axis=0)])
+    r2 = b.op("Reshape", [q, b.op("Concat", [n, b.const([-1], np.int64)], axis=0)])
+    g = assert_matches_ort(b.model([("x", ["N", 3, 6])], [r, r2]), {"x": (3, 6)})
+    assert op_counts(g) == {"Conv": 1, "Reshape": 2}

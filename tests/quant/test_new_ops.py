@@ -182,8 +182,11 @@ def test_pad_value_codes_and_upsample_modes():
     assert node(nq, "Pad").attrs["value"] == int(np.rint(0.5 / s)) + z
     m = M()
     y = m.op("Pad", ["x", m.const([0, 1, 0, 1], np.int64), m.const(np.float32(1e6))], name="pad")
-    with pytest.raises(UnsupportedOpError, match="Pad value 1000000.0 is outside"):
-        m.build([("x", ["N", 3])], [y])
+    nq = m.build([("x", ["N", 3])], [y])            # a value outside x's grid: x is regridded
+    pad = node(nq, "Pad")
+    s2, z2 = nq.qparams(pad.inputs[0])
+    assert ops(nq)["QLut"] == 1 and node(nq, "QLut").outputs == pad.inputs
+    assert abs(s2 * (pad.attrs["value"] - z2) - 1e6) <= s2 / 2
     m = M(opset=9)
     y = m.op("Upsample", ["x", m.const([1, 1, 2, 3], np.float32)], name="up")
     nq = m.build([("x", ["N", 2, 3, 3])], [y])

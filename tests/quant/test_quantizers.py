@@ -79,7 +79,8 @@ def test_registry_covers_the_post_optimize_op_set():
                                "Sub", "Mul", "Div", "Pow", *UNARY_OPS, "Slice", "Split", "Squeeze",
                                "Unsqueeze", "Pad", "Resize", "GlobalMaxPool", "Identity",
                                "MatMul", "Expand",       # MatMul of two activations (QMatMul)
-                               "ReduceMax", "ReduceMin", "ReduceSum", "RMSNormalization"}
+                               "ReduceMax", "ReduceMin", "ReduceSum", "RMSNormalization",
+                               "Max", "Min"}                  # QLut / QLut2
 
 
 def test_cnn_structure_dtypes_and_scales():
@@ -329,15 +330,15 @@ def test_unsupported_ops_reported_together():
                Node("Relu", ["sm"], ["r"], {}, "relu"),
                Node("LSTM", ["r"], ["l"], {}, "lstm"),
                Node("Round", ["l"], ["y"], {}, "sig2"),
-               Node("Div", ["k", "y"], ["z"], {}, "add_const")],
+               Node("Div", ["y", "k"], ["z"], {}, "add_const")],
         inputs=[ValueInfo("x", ("N", 4))], outputs=[ValueInfo("z", ("N", 4))],
-        constants={"k": np.ones(4, np.float32)})
+        constants={"k": np.array([1, 0, 2, 3], np.float32)})
     bad = find_unsupported(g)
     assert bad["Round"] == ["sig1", "sig2"] and bad["LSTM"] == ["lstm"]
     with pytest.raises(UnsupportedOpError) as e:
         quantize_graph(g, {})
     msg = str(e.value)
-    for word in ("Round", "sig1", "sig2", "LSTM", "lstm", "Div of a non-scalar constant by a run-time tensor",
+    for word in ("Round", "sig1", "sig2", "LSTM", "lstm", "Div by a constant with zeros",
                  "add_const"):
         assert word in msg
     # a Softmax inside the graph is a QSoftmax, not an error

@@ -45,7 +45,10 @@ def channel_affine(node: Node, graph: Graph, inf: Inference):
                 or node.attrs.get("training_mode", 0):
             return None
         gamma, beta, mean, var = (consts[i].astype(np.float64) for i in node.inputs[1:])
-        a = gamma / np.sqrt(var + float(node.attrs.get("epsilon", 1e-5)))
+        with np.errstate(all="ignore"):
+            a = gamma / np.sqrt(var + float(node.attrs.get("epsilon", 1e-5)))
+        if not np.all(np.isfinite(a)):
+            return None                     # a negative or zero variance: not a finite affine
         return a, beta - mean * a, 1, node.inputs[0]
     if node.op not in ("Mul", "Add", "Sub", "Div") or len(node.inputs) != 2 or "act" in node.attrs:
         return None
@@ -69,8 +72,8 @@ def channel_affine(node: Node, graph: Graph, inf: Inference):
         return np.ones_like(v), v, axis, x
     if node.op == "Sub":
         return (np.ones_like(v), -v, axis, x) if c_pos[0] == 1 else (-np.ones_like(v), v, axis, x)
-    if c_pos[0] == 1:                       # Div(x, c); Div(c, x) is not affine
-        return 1.0 / v, np.zeros_like(v), axis, x
+    if c_pos[0] == 1 and np.all(v != 0):   # Div(x, c); Div(c, x) is not affine, and a
+        return 1.0 / v, np.zeros_like(v), axis, x      # zero divisor is no scale (inf / nan)
     return None
 
 

@@ -35,7 +35,7 @@ from nqrt.graph.shapes import Inference, infer, is_int, symbolic_product
 # Nodes whose output is a shape-like value that may become a constant once its entries are ints.
 _SHAPE_VALUE_OPS = frozenset({"Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Slice", "Cast",
                               "Equal", "Where", "Identity", "Reshape", "Flatten", "Add", "Sub", "Mul",
-                              "Div"})
+                              "Div", "ReduceProd", "Max", "Min"})
 
 
 def _symbolic_reshape(node: Node, inf: Inference) -> list[int] | None:
@@ -115,12 +115,29 @@ def _symbolic_expand(node: Node, inf: Inference, graph: Graph) -> tuple[str, lis
 
 def _tile_is_expand(node: Node, inf: Inference) -> bool:
     """Tile(x, reps) repeats only dims of size 1 (XCiT's position encoding repeated over the
-    run-time batch): then it is Expand(x, reps), which the symbolic-batch Expand handles."""
+    run-time batch; Keras' nearest UpSampling2D: Unsqueeze, Tile by [1, 1, 1, 2, 1], Reshape):
+    then it is Expand(x, reps), which the symbolic-batch Expand handles."""
     xs, reps = inf.shapes.get(node.inputs[0]), inf.values.get(node.inputs[1])
     if xs is None or reps is None or len(reps) != len(xs):
         return False
-    return all((is_int(r) and int(r) == 1) or (is_int(d) and int(d) == 1) for d, r in zip(xs, reps)) \
-        and not all(is_int(r) for r in reps)
+    return all((is_int(r) and int(r) == 1) or (is_int(d) and int(d) == 1) for d, r in zip(xs, reps))
+
+
+MAX_TILE_COPIES = 64     # Tile of a run-time tensor along a dim > 1 becomes a Concat of copies
+
+
+def _tile_as_concat(node: Node, inf: Inference, graph: Graph) -> bool:
+    """Tile(x, constant reps) repeating one dim of size > 1 r times (r <= MAX_TILE_COPIES):
+    the Concat of r copies of x along that dim."""
+    xs, reps = inf.shapes.get(node.inputs[0]), graph.constants.get(node.inputs[1])
+    if xs is None or reps is None or reps.size != len(xs):
+        return False
+    reps = [int(r) for r in np.asarray(reps).reshape(-1)]
+    axes = [i for i, r in enumerate(reps) if r != 1]
+    if len(axes) != 1 or not 1 < reps[axes[0]] <= MAX_TILE_COPIES:
+        return False
+    node.op, node.inputs, node.attrs = "Concat", [node.inputs[0]] * reps[axes[0]], {"axis": axes[0]}
+    return True
 
 
 def _evaluate(node: Node, graph: Graph) -> list[np.ndarray]:
@@ -166,9 +183,12 @@ def _sweep(graph: Graph) -> bool:
                 node.attrs.pop("sizes", None)
                 node.inputs = node.inputs[:1]
                 changed = True
-        if node.op == "Tile" and len(node.inputs) == 2 and node.inputs[0] and _tile_is_expand(node, inf):
-            node.op = "Expand"        # same inputs: Expand(x, reps) broadcasts exactly those dims
-            changed = True
+        if node.op == "Tile" and len(node.inputs) == 2 and node.inputs[0]:
+            if _tile_is_expand(node, inf):
+                node.op = "Expand"    # same inputs: Expand(x, reps) broadcasts exactly those dims
+                changed = True
+            elif node.inputs[0] not in graph.constants and _tile_as_concat(node, inf, graph):
+                changed = True
         if node.op == "Expand" and "like_shape" not in node.attrs and len(node.inputs) == 2 \
                 and node.inputs[1] not in graph.constants:
             got = _symbolic_expand(node, inf, graph)

@@ -9,8 +9,8 @@ runtime has a float kernel for (the layer norm's, without the mean: formats/nq-v
 
 since x / sqrt(Σx² + eps²) = (x · 1/sqrt(n)) / sqrt(Σx²/n + eps²/n).  That equals
 x / max(‖x‖, eps) except for rows whose norm is within a factor ~2 of eps (1e-12 in
-PyTorch): only (near-)zero rows, which both map to (near-)zero.  Without it the pattern cannot
-be converted: Div divides two run-time tensors.  The reduction (and the clamp / expand) must be
+PyTorch): only (near-)zero rows, which both map to (near-)zero.  Without it the pattern would
+run on 8-bit codes (ReduceL2 has no integer kernel; the division would be a QLut2).  The reduction (and the clamp / expand) must be
 read only inside the pattern; x must have a known last dim.
 """
 

@@ -7,7 +7,8 @@
       -> LayerNormalization(x, gamma or 1, beta or 0, axis = r − k, epsilon = eps)
 
 (PyTorch's nn.LayerNorm exported at opset ≤ 16: ViT, Swin, ConvNeXt, BERT.)  Without it the
-pattern cannot be converted: Div(d, s) divides two run-time tensors.  The intermediates must
+pattern would run op by op on 8-bit codes (the variance of rounded deviations, a QLut2
+division), far less precisely.  The intermediates must
 be read only inside the pattern (d by the square and the division) and not be graph outputs;
 Add / Mul take their operands in either order.  The result is the same function: the fused
 op computes mean, variance and the normalization in float32 (spec 4.16) where the pattern
