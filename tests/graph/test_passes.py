@@ -438,3 +438,42 @@ def test_reshape_target_with_a_batch_product_and_a_hole_folds():
     g = assert_matches_ort(b.model([("x", ["N", 3, 6, 8])], [y]), {"x": (3, 6, 8)})
     assert op_counts(g) == {"Conv": 1, "Reshape": 1}
     assert next(n for n in g.nodes if n.op == "Reshape").attrs["shape"] == [-1, 6, 8]
+
+
+def test_batchnorm_after_a_transpose_to_channels_last_folds_into_the_conv():
+    """tf2onnx's Keras graphs: Conv (NCHW) -> Transpose to NHWC -> the BatchNorm's Mul and Add
+    by per-channel constants on the last axis -> Relu: both fold into the Conv (the Transpose
+    stays); a Transpose that does not bring the channels to the affine's axis blocks it."""
+    b = Builder(opset=13)
+    t = b.op("Transpose", [b.op("Conv", ["x", b.weight(5, 3, 3, 3), b.weight(5)], pads=[1, 1, 1, 1])],
+             perm=[0, 2, 3, 1])
+    y = b.op("Relu", [b.op("Add", [b.op("Mul", [t, b.weight(5, low=0.5, high=1.5)]), b.weight(5)])])
+    g = assert_matches_ort(b.model([("x", ["N", 3, 4, 6])], [y]), {"x": (3, 4, 6)})
+    assert op_counts(g) == {"Conv": 1, "Transpose": 1}
+    b = Builder(opset=13)
+    t = b.op("Transpose", [b.op("Conv", ["x", b.weight(5, 3, 3, 3)], pads=[1, 1, 1, 1])], perm=[0, 2, 3, 1])
+    y = b.op("Mul", [t, b.const(np.linspace(0.5, 1.5, 4, dtype=np.float32).reshape(4, 1, 1))])   # over H
+    g = assert_matches_ort(b.model([("x", ["N", 3, 4, 6])], [y]), {"x": (3, 4, 6)})
+    assert op_counts(g) == {"Conv": 2, "Transpose": 1}      # a depthwise conv over H, not a fold
+
+
+def test_keras_hard_sigmoid_and_hard_swish_fuse():
+    """Keras' hard sigmoid Clip(x + 3, 0, 6) · (1/6) (or / 6) is HardSigmoid(1/6, 1/2); times x
+    it is one HardSwish."""
+    b = Builder(opset=13)
+    x = b.op("Conv", ["x", b.weight(4, 3, 1, 1)])
+
+    def hsig(t, div=False):
+        c = b.op("Clip", [b.op("Add", [t, b.const(np.float32(3.0))]), b.const(np.float32(0.0)),
+                          b.const(np.float32(6.0))])
+        return b.op("Div", [c, b.const(np.float32(6.0))]) if div else b.op("Mul", [b.const(np.float32(1 / 6)), c])
+
+    hs = b.op("Mul", [x, hsig(x)])
+    gate = hsig(b.op("MaxPool", [hs], kernel_shape=[2, 2]), div=True)      # not foldable: a table
+    conv_gate = hsig(b.op("Conv", [hs, b.weight(4, 4, 1, 1)]), div=True)   # folds into the conv
+    y = b.op("Mul", [b.op("Mul", [b.op("MaxPool", [hs], kernel_shape=[2, 2]), gate]),
+                     b.op("MaxPool", [conv_gate], kernel_shape=[2, 2])])
+    g = assert_matches_ort(b.model([("x", ["N", 3, 4, 4])], [y]), {"x": (3, 4, 4)})
+    counts = op_counts(g)
+    assert counts["HardSwish"] == 1 and counts["HardSigmoid"] == 1 and counts["Conv"] == 2
+    assert "Clip" not in counts and "Div" not in counts and "Add" not in counts

@@ -14,7 +14,8 @@ One forward sweep, for each channel affine node:
      The producer may also be a Reshape / Flatten of a canonical Gemm's output that keeps its
      last dim (the channels): LeViT's Linear -> flatten(0, 1) -> BatchNorm1d -> reshape;
      row-major, element [.., c] stays channel c, so the affine folds into the Gemm and the
-     Reshape stays;
+     Reshape stays; or a Transpose of a Conv's output that moves the channels to the affine's
+     axis (tf2onnx's Keras graphs: Conv, Transpose to NHWC, BatchNorm's Mul / Add);
   2. otherwise, if x has rank 3 or 4 and the affine acts on axis 1 with C = x.shape[1] known:
      rewrite as Conv(group=C, W[C, 1, 1(, 1)] = a, bias = b), so standalone BNs (DenseNet's
      BN after Concat) still map to an integer kernel; a following affine then folds into it;
@@ -158,7 +159,8 @@ def run(graph: Graph) -> Graph:
                 if s.op == "Shape":                 # x is gone; y has its shape
                     s.inputs = [node.outputs[0] if t == x else t for t in s.inputs]
             continue
-        q = _gemm_through_reshape(p, x, axis, graph, inf, producers, consumers, outputs)
+        q = _gemm_through_reshape(p, x, axis, graph, inf, producers, consumers, outputs) \
+            or _conv_through_transpose(p, x, axis, graph, producers, consumers, outputs)
         if q is not None:
             _fold(q, a, b, graph, names)
             p.outputs[0] = node.outputs[0]
@@ -206,6 +208,24 @@ def _gemm_through_reshape(p: Node | None, x: str, axis, graph: Graph, inf: Infer
     if not xs or not gs or not is_int(xs[-1]) or xs[-1] != gs[-1]:
         return None
     return q if axis is None or axis == len(xs) - 1 else None
+
+
+def _conv_through_transpose(p: Node | None, x: str, axis, graph: Graph, producers, consumers,
+                            outputs) -> Node | None:
+    """The Conv q when x = Transpose(q's output) moves q's channel axis 1 to the affine's axis
+    (tf2onnx's Keras models: Conv in NCHW, Transpose to NHWC, the BatchNorm's Mul / Add on the
+    last axis); both tensors read once, no graph outputs.  The affine folds into q's weights and
+    bias; the Transpose stays."""
+    if p is None or p.op != "Transpose" or consumers.get(x, 0) != 1 or x in outputs or axis is None:
+        return None
+    g = p.inputs[0]
+    q = producers.get(g)
+    perm = p.attrs.get("perm")
+    if q is None or q.op not in ("Conv", "ConvTranspose") or len(q.outputs) != 1 or perm is None \
+            or consumers.get(g, 0) != 1 or g in outputs or q.inputs[1] not in graph.constants \
+            or (len(q.inputs) > 2 and q.inputs[2] and q.inputs[2] not in graph.constants):
+        return None
+    return q if axis < len(perm) and int(perm[axis]) == 1 else None
 
 
 def aff_ok(p: Node, graph: Graph) -> bool:

@@ -8,6 +8,8 @@
       Mul(Mul(x, 0.5), Add(Erf(Div(x, √2)), 1))
       Mul(x, Mul(Add(Erf(Div(x, √2)), 1), 0.5))    (the dynamo exporter's)
   (Div(x, √2) may be Mul(x, 1/√2); Add and Mul in either operand order)
+  Keras' hard sigmoid, Mul(Clip(Add(x, 3), 0, 6), 1/6) or Div(.., 6) -> HardSigmoid(x, 1/6, 0.5)
+      (before the gating rule above, so x·hard_sigmoid(x) then becomes one HardSwish)
 
 (EfficientNet / MobileNetV3's gates; ConvNeXt's and the Transformers' GELU).  Every
 intermediate must be read by the pattern only and not be a graph output, so nothing else
@@ -117,8 +119,32 @@ def _fuse_gelu(graph: Graph) -> None:
             graph.nodes.remove(n)
 
 
+def _fuse_hard_sigmoid(graph: Graph) -> None:
+    """Clip(x + 3, 0, 6) / 6 = clamp(x/6 + 1/2, 0, 1) = HardSigmoid(x, alpha=1/6, beta=1/2)."""
+    m = Matcher(graph)
+    for top in list(graph.nodes):
+        if top.op not in ("Mul", "Div") or top not in graph.nodes:
+            continue
+        t = _other(top, graph, 1 / 6) if top.op == "Mul" else (
+            top.inputs[0] if len(top.inputs) == 2 and "act" not in top.attrs
+            and _scalar(graph, top.inputs[1], 6.0) else None)
+        clip = t and m.private(t, ("Clip",))
+        if clip is None or float(clip.attrs.get("min", -np.inf)) != 0.0 or float(clip.attrs.get("max", np.inf)) != 6.0:
+            continue
+        add = m.private(clip.inputs[0], ("Add",))
+        x = add and _other(add, graph, 3.0)
+        if x is None:
+            continue
+        graph.nodes[graph.nodes.index(top)] = Node("HardSigmoid", [x], list(top.outputs),
+                                                   {"alpha": 1 / 6, "beta": 0.5}, top.name)
+        graph.nodes.remove(clip)
+        graph.nodes.remove(add)
+        m = Matcher(graph)
+
+
 def run(graph: Graph) -> Graph:
     _fuse_gelu(graph)
+    _fuse_hard_sigmoid(graph)
     producers = graph.producers()
     consumers = graph.consumers()
     outputs = set(graph.output_names())
