@@ -204,15 +204,29 @@ def linear_attention_block():
     return b.model(8, 8, [y]), {"QLut2": 3, "Pad": 1, "QMatMul": 2}
 
 
+def grn_block():
+    """ConvNeXt V2's global response normalization: Gx = ‖x‖ over H, W (ReduceL2, lowered to
+    Sqrt(ReduceSum(x·x))), Nx = Gx / (mean over C of Gx + eps) (a QLut2 division),
+    y = gamma·(x·Nx) + beta + x with non-zero gamma and beta."""
+    b = B(opset=13, seed=14)
+    x = b.op("Relu", [b.conv("x", 8, 16, k=3)])
+    gx = b.op("ReduceL2", [x], axes=[2, 3], keepdims=1)
+    nx = b.op("Div", [gx, b.op("Add", [b.op("ReduceMean", [gx], axes=[1]), b.const(np.float32(1e-6))])])
+    y = b.op("Mul", [b.const(b.rng.uniform(0.2, 1.0, (16, 1, 1))), b.op("Mul", [x, nx])])
+    y = b.op("Add", [b.op("Add", [y, b.const(b.rng.normal(0, 0.1, (16, 1, 1)))]), x])
+    return b.model(8, 10, [b.conv(y, 16, 8)]), {"QLut2": 1, "QMul": 2}
+
+
 BLOCKS = {"mobilenetv3": mobilenetv3_block, "efficientnet": efficientnet_block,
           "shufflenetv2": shufflenetv2_block, "fpn": fpn_neck, "prelu": prelu_block,
           "segmentation": segmentation_head, "yolov4": yolov4_block, "cbam": cbam_block,
-          "split_attention": split_attention_block, "linear_attention": linear_attention_block}
+          "split_attention": split_attention_block, "linear_attention": linear_attention_block,
+          "grn": grn_block}
 SQNR_DB = {"mobilenetv3": 25.0, "efficientnet": 25.0, "shufflenetv2": 30.0, "fpn": 30.0,
            "prelu": 30.0, "segmentation": 30.0, "yolov4": 30.0, "cbam": 25.0, "split_attention": 25.0,
            # a quotient of two 8-bit operands: both roundings add to its relative error
            # (22.5 dB measured for this block)
-           "linear_attention": 20.0}
+           "linear_attention": 20.0, "grn": 25.0}
 
 
 def sqnr_db(got, ref) -> float:

@@ -275,18 +275,16 @@ def test_l2_normalize_becomes_rms_normalization(form):
     assert op_counts(g) == {"Conv": 1, "RMSNormalization": 1}
 
 
-def test_reduce_l2_over_other_axes_stays_unsupported():
+def test_reduce_l2_that_is_no_normalization_is_lowered():
     """ConvNeXt V2's GRN (ReduceL2 over H, W, then a division by its channel mean) is not an
-    L2 normalization along the last axis: it is left as is and reported."""
-    from nqrt import UnsupportedOpError
-    from nqrt.converter import build_model
+    L2 normalization along the last axis: its ReduceL2 becomes Sqrt(ReduceSum(x·x))."""
     b = Builder(opset=13)
     x = b.op("Conv", ["x", b.weight(4, 3, 1, 1)])
     g = b.op("ReduceL2", [x], axes=[2, 3], keepdims=1)
     y = b.op("Div", [g, b.op("Add", [b.op("ReduceMean", [g], axes=[1]), b.const(np.float32(1e-6))])])
     m = b.model([("x", ["N", 3, 4, 4])], [b.op("Add", [b.op("Mul", [x, y]), x])])
-    with pytest.raises(UnsupportedOpError, match="ReduceL2"):
-        build_model(m, {"x": np.random.default_rng(0).standard_normal((4, 3, 4, 4)).astype(np.float32)})
+    counts = op_counts(assert_matches_ort(m, {"x": (3, 4, 4)}))
+    assert "ReduceL2" not in counts and counts["ReduceSum"] == 1 and counts["Sqrt"] == 1
 
 
 def test_tile_of_an_activation_becomes_an_expand_or_a_concat():

@@ -12,7 +12,7 @@ Each pass is one module with `run(graph) -> graph` (it may mutate its argument):
   fuse_layernorm   the decomposed layer norm of exports before opset 17 (ReduceMean, Sub, Pow,
                    ReduceMean, Add, Sqrt, Div, Mul, Add) -> LayerNormalization
   fuse_l2norm      x / max(‖x‖_2, eps) along the last axis (F.normalize) and LpNormalization
-                   -> RMSNormalization
+                   -> RMSNormalization; any other ReduceL2 -> Sqrt(ReduceSum(x·x))
   fold_batchnorm   BN / per-channel Mul/Add folded into Conv/Gemm, or -> depthwise 1x1 Conv
   crop_conv_taps   Conv kernel taps that only ever read padding dropped (dilated ASPP convs)
   fuse_swish       Mul(x, Sigmoid(x)) -> Swish(x); Mul(x, HardSigmoid(x)) -> HardSwish(x);

@@ -12,6 +12,10 @@ x / max(‖x‖, eps) except for rows whose norm is within a factor ~2 of eps (1
 PyTorch): only (near-)zero rows, which both map to (near-)zero.  Without it the pattern would
 run on 8-bit codes (ReduceL2 has no integer kernel; the division would be a QLut2).  The reduction (and the clamp / expand) must be
 read only inside the pattern; x must have a known last dim.
+
+Any other ReduceL2 of a run-time tensor (ConvNeXt V2's global response norm over H, W) is
+lowered to Sqrt(ReduceSum(Mul(x, x))): a QMul, an integer sum (QReduceMean with sum = 1) and
+a table.
 """
 
 from __future__ import annotations
@@ -90,7 +94,23 @@ def run(graph: Graph) -> Graph:
         graph.constants[scale] = np.full(n, 1.0 / math.sqrt(n), np.float32)
         replace[id(node)] = Node("RMSNormalization", [x, scale], list(node.outputs),
                                  {"axis": -1, "epsilon": eps * eps / n}, node.name)
-    if not replace:
-        return graph
     graph.nodes = [replace.get(id(n), n) for n in graph.nodes]
+    _lower_reduce_l2(graph, names)
     return graph     # the reduction, clamp and expand are now unread: dead_code removes them
+
+
+def _lower_reduce_l2(graph: Graph, names: NameGen) -> None:
+    """A ReduceL2 still read (not an L2 normalization's: ConvNeXt V2's global response norm
+    over H, W) -> Sqrt(ReduceSum(Mul(x, x))): a QMul, an integer sum and a table."""
+    read = {i for n in graph.nodes for i in n.inputs} | set(graph.output_names())
+    out = []
+    for node in graph.nodes:
+        if node.op != "ReduceL2" or node.outputs[0] not in read or node.inputs[0] in graph.constants:
+            out.append(node)
+            continue
+        x, y = node.inputs[0], node.outputs[0]
+        sq, sm = names(f"{y}_squares"), names(f"{y}_sum_squares")
+        out += [Node("Mul", [x, x], [sq], {}, names(f"{node.name}_square")),
+                Node("ReduceSum", [sq], [sm], dict(node.attrs), names(f"{node.name}_sum")),
+                Node("Sqrt", [sm], [y], {}, node.name)]
+    graph.nodes = out
