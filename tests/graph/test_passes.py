@@ -477,3 +477,29 @@ def test_keras_hard_sigmoid_and_hard_swish_fuse():
     counts = op_counts(g)
     assert counts["HardSwish"] == 1 and counts["HardSigmoid"] == 1 and counts["Conv"] == 2
     assert "Clip" not in counts and "Div" not in counts and "Add" not in counts
+
+
+@pytest.mark.parametrize("with_beta, reduce", [(True, "GlobalAveragePool"), (False, "ReduceMean")])
+def test_tf2onnx_layernorm_fuses(with_beta, reduce):
+    """Keras' LayerNormalization as tf2onnx writes it: mean and variance by GlobalAveragePool
+    (the last axis of a rank-3 tensor) or ReduceMean, k = gamma / sqrt(var + eps),
+    y = x·k + (beta − mean·k) as Add(Mul(x, k), Add(Mul(Neg(mean), k), beta)); without the
+    beta Add when beta = 0.  One LayerNormalization, matching ORT."""
+    b = Builder(opset=13)
+    x = b.op("MatMul", ["x", b.weight(6, 8)])                                 # [N, T, 8]
+
+    def red(t):
+        return b.op("GlobalAveragePool", [t]) if reduce == "GlobalAveragePool" else \
+            b.op("ReduceMean", [t], axes=[-1], keepdims=1)
+
+    mean = red(x)
+    d = b.op("Sub", [x, mean])
+    var = red(b.op("Mul", [d, d]))
+    k = b.op("Mul", [b.op("Reciprocal", [b.op("Sqrt", [b.op("Add", [var, b.const(np.float32(1e-3))])])]),
+                     b.weight(8, low=0.5, high=1.5)])
+    shift = b.op("Mul", [b.op("Neg", [mean]), k])
+    if with_beta:
+        shift = b.op("Add", [shift, b.weight(8)])
+    y = b.op("Add", [b.op("Mul", [x, k]), shift])
+    g = assert_matches_ort(b.model([("x", ["N", 5, 6])], [b.op("MatMul", [y, b.weight(8, 4)])]), {"x": (5, 6)})
+    assert op_counts(g) == {"Gemm": 2, "LayerNormalization": 1}

@@ -10,7 +10,8 @@ Each pass is one module with `run(graph) -> graph` (it may mutate its argument):
   lower_strided_gather  Gather of a flattened tensor at affine indices over the batch (the
                    dynamo exporter's as_strided) -> Reshape
   fuse_layernorm   the decomposed layer norm of exports before opset 17 (ReduceMean, Sub, Pow,
-                   ReduceMean, Add, Sqrt, Div, Mul, Add) -> LayerNormalization
+                   ReduceMean, Add, Sqrt, Div, Mul, Add) and tf2onnx's Keras layer norm
+                   -> LayerNormalization
   fuse_l2norm      x / max(‖x‖_2, eps) along the last axis (F.normalize) and LpNormalization
                    -> RMSNormalization; any other ReduceL2 -> Sqrt(ReduceSum(x·x))
   fold_batchnorm   BN / per-channel Mul/Add folded into Conv/Gemm, or -> depthwise 1x1 Conv

@@ -6,7 +6,15 @@
   [n = Mul(n, gamma)] [n = Add(n, beta)]          (constants over the normalized dims)
       -> LayerNormalization(x, gamma or 1, beta or 0, axis = r − k, epsilon = eps)
 
-(PyTorch's nn.LayerNorm exported at opset ≤ 16: ViT, Swin, ConvNeXt, BERT.)  Without it the
+(PyTorch's nn.LayerNorm exported at opset ≤ 16: ViT, Swin, ConvNeXt, BERT.)  tf2onnx writes
+Keras' LayerNormalization with the affine folded into the normalization's factor:
+
+  m = ReduceMean | GlobalAveragePool (x);  d = Sub(x, m);  v = same reduction of Mul(d, d)
+  k = Mul(Reciprocal(Sqrt(Add(v, eps))), gamma)
+  y = Add(Mul(x, k), Add(Mul(Neg(m), k), beta))    -> LayerNormalization(x, gamma, beta)
+      (Add(Mul(x, k), Mul(Neg(m), k)) when beta = 0 was removed as a neutral constant)
+
+(GlobalAveragePool of a rank-3 [N, T, C] tensor is the mean over C.)  Without it the
 pattern would run op by op on 8-bit codes (the variance of rounded deviations, a QLut2
 division), far less precisely.  The intermediates must
 be read only inside the pattern (d by the square and the division) and not be graph outputs;
@@ -93,6 +101,67 @@ def _match(m: _Matcher, div: Node, ranks: dict) -> dict | None:
             "nodes": [mean, sub, sq, var, add, sqrt] + ([] if div.op == "Div" else [rec]) + [div]}
 
 
+def _reduction_axes(node: Node, rank: int) -> tuple[int, ...] | None:
+    if node.op == "GlobalAveragePool":
+        return tuple(range(2, rank))
+    return _axes(node, rank)
+
+
+def _binary_parts(node: Node) -> list[tuple[str, str]]:
+    return [(node.inputs[0], node.inputs[1]), (node.inputs[1], node.inputs[0])] if len(node.inputs) == 2 else []
+
+
+def _match_tf(m: _Matcher, top: Node, ranks: dict) -> dict | None:
+    """tf2onnx's layer norm (module docstring) ending at the Add `top`."""
+    if top.op != "Add" or "act" in top.attrs:
+        return None
+    for p_t, q_t in _binary_parts(top):
+        p, q = m.private(p_t, ("Mul",)), m.private(q_t, ("Add",))
+        got = q and m.split_const(q)
+        if p is None:
+            continue
+        if got:
+            u, beta = got
+        else:                                       # beta = 0: no Add
+            q, u, beta = None, q_t, np.zeros(1, np.float32)
+        um = m.private(u, ("Mul",))
+        for x, k in _binary_parts(p):
+            if um is None or k not in um.inputs:
+                continue
+            neg_t = um.inputs[1] if um.inputs[0] == k else um.inputs[0]
+            neg = m.private(neg_t, ("Neg",))
+            kn = m.private(k, ("Mul",), uses=2)
+            gk = kn and m.split_const(kn)
+            if neg is None or not gk:
+                continue
+            r_t, gamma = gk
+            rec = m.private(r_t, ("Reciprocal",))
+            sq = rec and m.private(rec.inputs[0], ("Sqrt",))
+            add = sq and m.private(sq.inputs[0], ("Add",))
+            ae = add and m.split_const(add)
+            if not ae or ae[1].size != 1 or float(ae[1].reshape(-1)[0]) < 0:
+                continue
+            var = m.private(ae[0], ("ReduceMean", "GlobalAveragePool"))
+            d2 = var and m.private(var.inputs[0], ("Mul",))
+            if d2 is None or d2.inputs[0] != d2.inputs[1]:
+                continue
+            sub_ = m.private(d2.inputs[0], ("Sub",))
+            mean_t = neg.inputs[0]
+            mean = m.private(mean_t, ("ReduceMean", "GlobalAveragePool"), uses=2)
+            if sub_ is None or mean is None or sub_.inputs != [x, mean_t] or mean.inputs[0] != x:
+                continue
+            r = ranks.get(x)
+            if r is None:
+                continue
+            axes = _reduction_axes(mean, r)
+            if not axes or axes != _reduction_axes(var, r) or axes != tuple(range(r - len(axes), r)):
+                continue
+            return {"x": x, "axis": r - len(axes), "eps": float(ae[1].reshape(-1)[0]), "rank": r,
+                    "gamma": gamma, "beta": beta,
+                    "nodes": [mean, sub_, d2, var, add, sq, rec, kn, neg, um, p, top] + ([q] if q else [])}
+    return None
+
+
 def _affine(m: _Matcher, t: str, op: str, k: int, rank: int):
     """A following Mul / Add of t by a constant over the last k dims: (node, constant)."""
     users = m.consumers.get(t, [])
@@ -108,6 +177,19 @@ def _affine(m: _Matcher, t: str, op: str, k: int, rank: int):
     return users[0], c.reshape(c.shape[len(lead):])
 
 
+def _tf_affine(got: dict):
+    """gamma, beta of the tf2onnx form as constants over the normalized dims (None: they vary
+    over another dim, so the pattern is no layer norm)."""
+    k = got["rank"] - got["axis"]
+    out = []
+    for c in (got["gamma"], got["beta"]):
+        lead = c.shape[:max(c.ndim - k, 0)]
+        if c.ndim > got["rank"] or any(d != 1 for d in lead):
+            return None
+        out.append(c.reshape(c.shape[len(lead):]))
+    return out
+
+
 def run(graph: Graph) -> Graph:
     if not any(n.op == "Sqrt" for n in graph.nodes):
         return graph
@@ -117,7 +199,23 @@ def run(graph: Graph) -> Graph:
     replace: dict[int, Node] = {}
     drop: set[int] = set()
     for node in graph.nodes:
-        if node.op not in ("Div", "Mul") or id(node) in drop:
+        if id(node) in drop:
+            continue
+        tf = _match_tf(m, node, ranks) if node.op == "Add" else None
+        aff = tf and _tf_affine(tf)
+        if aff is not None and not ({id(n) for n in tf["nodes"]} & drop):
+            out, names = node.outputs[0], []
+            for c, what in zip(aff, ("scale", "bias")):
+                name = f"{out}__ln_{what}"
+                while name in graph.constants:
+                    name += "_"
+                graph.constants[name] = np.asarray(c, np.float32)
+                names.append(name)
+            replace[id(node)] = Node("LayerNormalization", [tf["x"], *names], [out],
+                                     {"axis": tf["axis"], "epsilon": tf["eps"]}, node.name or out)
+            drop.update(id(n) for n in tf["nodes"])
+            continue
+        if node.op not in ("Div", "Mul"):
             continue
         got = _match(m, node, ranks)
         if got is None:
