@@ -29,7 +29,8 @@ of this stays inside int64 / int32 (it does for any realistic multiplier); other
 whole call takes the scalar path.  When C is not a multiple of 16 (72, 88, 120 in
 MobileNetV3), the last vector block starts at C − 16 and overlaps the one before it: its
 overlapping channels are computed again by the same formula, so they are written with the
-same values.  Only C < 16 leaves channels to a scalar loop with the spec's formula.
+same values.  Only C < 16 leaves channels to a scalar loop with the spec's formula (on x86 at
+stride 1, a row's interior pixels are one flat span instead: _dw_flat).
 """
 
 import numpy as np
@@ -962,6 +963,20 @@ def _dw_task_x86(x, z_x, wpack, bias, mult, shift, z_y, act_min, act_max, kh, kw
     xa = xf.ctypes.data
     za = zrow.ctypes.data
     ow_lo, ow_hi = interior_columns(OW, W, kw, sw, dw, pad_l)
+    # C < 16 at stride 1: the interior run's npx·C outputs are one contiguous span of x per
+    # tap (zrow for taps in the vertical padding), so the scalar channels become flat loops
+    # over that span with the weights and requantize constants repeated along it
+    flat = nblk == 0 and sw == 1 and ce > cs and cs == 0 and ce == C and ow_hi > ow_lo
+    L = (ow_hi - ow_lo) * C if flat else 1
+    wrep = np.empty((T, L), np.int16)
+    m0rep = np.empty(L, np.int64)
+    bcrep = np.empty(L, np.int64)
+    shrep = np.empty(L, np.int64)
+    zdrep = np.empty(L, np.int64)
+    acc = np.empty(L, np.int32)
+    if flat:
+        flat = _flat_constants(wf, bias, mult, shift, z_x, z_y, T, C, L, wrep, m0rep, bcrep, shrep,
+                               zdrep)
     nchunk = (r1 - r0 + rchunk - 1) // rchunk if rchunk > 0 else 1
     for _ in range(nchunk):
         ra, rb = r0, r1
@@ -983,6 +998,11 @@ def _dw_task_x86(x, z_x, wpack, bias, mult, shift, z_y, act_min, act_max, kh, kw
                 if T & 1:
                     ad[T] = ad[T - 1]                  # its weight is 0
                 yo = ((n * OH + oh) * OW + ow) * C
+                if flat and run:
+                    _dw_flat(ad, xa, xf, zrow, T, npx * C, wrep, m0rep, bcrep, shrep, zdrep,
+                             act_min, act_max, yf, yo, acc)
+                    ow += npx
+                    continue
                 if b1 > b0 and wide:
                     _dw_bytepairs_x86(ad, npairs, npx, sw * C, wq, b0, b1, nblk, rec, act_min,
                                       act_max, yf, yo, C, C - WIDE)
@@ -997,6 +1017,52 @@ def _dw_task_x86(x, z_x, wpack, bias, mult, shift, z_y, act_min, act_max, kh, kw
                         yf[yo + p * C + c] = output_u8(s + bias[c], mult[c], shift[c], z_y, act_min,
                                                        act_max)
                 ow += npx
+
+
+@njit(**JIT)
+def _flat_constants(wf, bias, mult, shift, z_x, z_y, T, C, L, wrep, m0rep, bcrep, shrep, zdrep):
+    """The flat path's constants along a span of L = npx·C outputs (element e is channel e % C):
+    the weights of each tap, and requantize records such that for the plain sum
+    d = Σ_t x_t·w_t (all T taps: padding reads z_x bytes) ((d·M0 + BC) >> SH) + ZD is the
+    spec's output (BC from offset_requant with bias − z_x·Σ_t w_t).  False when some channel
+    cannot be represented that way (then the scalar formula runs)."""
+    amax = np.int64(T) * 255 * 127
+    if amax >= np.int64(1) << 31:
+        return False                      # the int32 sums could overflow
+    for c in range(C):
+        ws = np.int64(0)
+        for t in range(T):
+            ws += np.int64(wf[t * C + c])
+        ok, bc, off = offset_requant(np.int64(bias[c]) - np.int64(z_x) * ws, amax, np.int64(mult[c]),
+                                     np.int64(shift[c]))
+        if not ok:
+            return False
+        for e in range(c, L, C):
+            m0rep[e] = mult[c]
+            bcrep[e] = bc
+            shrep[e] = shift[c]
+            zdrep[e] = np.int64(z_y) - off
+    for t in range(T):
+        for e in range(L):
+            wrep[t, e] = wf[t * C + e % C]
+    return True
+
+
+@njit(inline="always", **JIT)
+def _dw_flat(ad, xa, xf, zrow, T, n, wrep, m0rep, bcrep, shrep, zdrep, lo, hi, yf, yo, acc):
+    """n contiguous outputs from the tap addresses ad (inside x at xa, or zrow): int32 sums
+    (|d| <= T·255·127 < 2^31 for T < 66 000: any depthwise kernel), then the records."""
+    acc[:n] = 0
+    za = zrow.ctypes.data
+    for t in range(T):
+        a = ad[t]
+        xs = zrow[:n] if a == za else xf[a - xa:a - xa + n]
+        wt = wrep[t]
+        for e in range(n):
+            acc[e] += np.int32(xs[e]) * np.int32(wt[e])
+    for e in range(n):
+        v = ((np.int64(acc[e]) * m0rep[e] + bcrep[e]) >> shrep[e]) + zdrep[e]
+        yf[yo + e] = np.uint8(min(max(v, np.int64(lo)), np.int64(hi)))
 
 
 SPLIT_ROWS_MIN = 4      # rows per chunk of the row split when the map has that many per thread
