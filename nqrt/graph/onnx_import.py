@@ -536,6 +536,14 @@ FOLD_ONLY = FOLD_ONLY_UNARY + ("Max", "Min", "Less", "Greater", "LessOrEqual", "
                                "Or", "Tile")
 
 
+def GatherND(ctx, n, batch_dims=0):
+    """Folded when data and indices are constants (the dynamo exporter's relative-position
+    tables: CoAtNet); batch_dims 0 only."""
+    if int(batch_dims) != 0:
+        raise ctx.unsupported(n, f"attribute batch_dims={batch_dims} (only 0)")
+    return [ctx.node(n, attrs={})]
+
+
 def CumSum(ctx, n, exclusive=0, reverse=0):
     return [ctx.node(n, attrs={"exclusive": int(exclusive), "reverse": int(reverse)})]
 
@@ -622,7 +630,7 @@ IMPORTERS = {
     "Split": Split, "Resize": Resize, "Upsample": Upsample,
     "DepthToSpace": DepthToSpace, "SpaceToDepth": SpaceToDepth, "Range": Range, "Expand": Expand,
     "Equal": Equal, "Where": Where, "Not": Not, "Mod": Mod, "ScatterND": ScatterND,
-    "CumSum": CumSum, **{op: _plain for op in FOLD_ONLY},
+    "CumSum": CumSum, "GatherND": GatherND, **{op: _plain for op in FOLD_ONLY},
     "LpNormalization": LpNormalization, "ReduceL2": ReduceMean, "ReduceProd": ReduceMean,
 }
 _KWARGS = {op: set(inspect.signature(fn).parameters) - {"ctx", "n"} for op, fn in IMPORTERS.items()}

@@ -609,6 +609,15 @@ def cumsum(attrs, x, axis):
     return np.flip(y, ax) if attrs.get("reverse", 0) else y
 
 
+def gather_nd(attrs, data, indices):
+    """ONNX GatherND with batch_dims 0: out[i...] = data[indices[i..., :]] (negative indices
+    count from the end)."""
+    idx = np.asarray(indices, np.int64)
+    k = idx.shape[-1]
+    idx = np.where(idx < 0, idx + np.asarray(data.shape[:k], np.int64), idx)
+    return np.asarray(data[tuple(np.moveaxis(idx, -1, 0))])
+
+
 def _variadic(fn):
     def run(attrs, *xs):
         out = xs[0]
@@ -716,6 +725,7 @@ OPS: dict[str, Callable] = {
     "Or": lambda attrs, a, b: np.logical_or(a, b),
     "Tile": lambda attrs, x, reps: np.tile(x, [int(r) for r in np.asarray(reps).reshape(-1)]),
     "CumSum": cumsum,
+    "GatherND": gather_nd,
     **UNARY,
 }
 

@@ -671,6 +671,8 @@ RULES = {
     **{op: _elementwise for op in ("Max", "Min", "Less", "Greater", "LessOrEqual", "GreaterOrEqual",
                                    "And", "Or")},
     "Tile": _tile,
+    "GatherND": lambda n, s, inf: [None if s[0] is None or s[1] is None or not is_int(s[1][-1])
+                                   else tuple(s[1][:-1]) + tuple(s[0][int(s[1][-1]):])],
 }
 
 

@@ -312,3 +312,22 @@ def test_reduce_prod_and_max_of_shape_values_fold():
     r2 = b.op("Reshape", [q, b.op("Concat", [n, b.const([-1], np.int64)], axis=0)])
     g = assert_matches_ort(b.model([("x", ["N", 3, 6])], [r, r2]), {"x": (3, 6)})
     assert op_counts(g) == {"Conv": 1, "Reshape": 2}
+
+
+def test_gather_nd_of_constants_folds():
+    """The dynamo exporter's relative-position bias: GatherND(table, indices) of two constants
+    (negative indices included), reshaped and added to attention logits, folds to a constant;
+    batch_dims != 0 is refused by name."""
+    from nqrt import UnsupportedOpError
+    from nqrt.graph.onnx_import import load_onnx
+    b = Builder(opset=13)
+    table = b.weight(9, 2)
+    idx = np.array([[[0], [4], [-1]], [[2], [2], [8]]], np.int64)                # [2, 3, 1]
+    bias = b.op("Reshape", [b.op("GatherND", [table, b.const(idx, np.int64)]), b.const([1, 2, 3, 2], np.int64)])
+    y = b.op("Add", [b.op("Conv", ["x", b.weight(2, 3, 1, 1)]), bias])
+    g = assert_matches_ort(b.model([("x", ["N", 3, 3, 2])], [y]), {"x": (3, 3, 2)})
+    assert op_counts(g) == {"Conv": 1, "Add": 1}
+    b = Builder(opset=13)
+    y = b.op("GatherND", ["x", b.const(np.zeros((2, 1), np.int64), np.int64)], batch_dims=1)
+    with pytest.raises(UnsupportedOpError, match="batch_dims=1"):
+        load_onnx(b.model([("x", ["N", 3])], [y]))
