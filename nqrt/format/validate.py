@@ -804,22 +804,22 @@ def _check_float_boundary(where, ins, outs, attrs):
 
 # -- ops of the CNN extension (schema.PENDING_OPS) -------------------------------------------
 
-def _check_qlut(where, ins, outs, attrs):
-    table = ins[1]
-    if table["shape"] != [256]:
-        _fail(f"{where}: table {_q(table['name'])} has shape {table['shape']}, expected [256]")
+def _code_table(where, table, size):
+    """A QLut / QLut2 table: `size` output codes, quant nil."""
+    if table["shape"] != [size]:
+        _fail(f"{where}: table {_q(table['name'])} has shape {table['shape']}, expected [{size}]")
     if table["quant"] is not None:
         _fail(f"{where}: table {_q(table['name'])} holds output codes and must have quant nil")
+
+
+def _check_qlut(where, ins, outs, attrs):
+    _code_table(where, ins[1], 256)
     _same_rank(where, outs[0], len(ins[0]["shape"]))
 
 
 def _check_qlut2(where, ins, outs, attrs):
-    """QLut2: a table of 65 536 output codes (no quant); a and b broadcast as QMul's operands."""
-    table = ins[2]
-    if table["shape"] != [65536]:
-        _fail(f"{where}: table {_q(table['name'])} has shape {table['shape']}, expected [65536]")
-    if table["quant"] is not None:
-        _fail(f"{where}: table {_q(table['name'])} holds output codes and must have quant nil")
+    """QLut2: a table of 65 536 output codes; a and b broadcast as QMul's operands."""
+    _code_table(where, ins[2], 65536)
     _check_binary(where, ins[:2], outs, {"act_min": 0, "act_max": 255})
 
 
