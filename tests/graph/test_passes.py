@@ -310,14 +310,19 @@ def _as_strided_model(mul: int, channels: int = 6):
     idx = Unsqueeze(Range(0, N)·mul) + arange(C) reshaped [1, C, 1, 1]."""
     b = Builder(opset=18)
     f = b.op("GlobalAveragePool", [b.op("Conv", ["x", b.weight(channels, 3, 3, 3), b.weight(channels)])])
+    return b.model([("x", ["N", 3, 5, 5])], [_as_strided_head(b, f, channels, mul)])
+
+
+def _as_strided_head(b, f, channels: int, mul: int) -> str:
+    """Gather(Reshape(f, [-1]), Unsqueeze(Range(0, N)·mul) + arange(C) as [1, C, 1, 1]) of the
+    pooled features f [N, C, 1, 1] (N read from input x), then a Gemm to 4 classes."""
     flat = b.op("Reshape", [f, b.const([-1], np.int64)])
     n = b.op("Squeeze", [b.op("Shape", ["x"], start=0, end=1), b.const([0], np.int64)])
     rows = b.op("Mul", [b.op("Range", [b.const(0, np.int64), n, b.const(1, np.int64)]), b.const(mul, np.int64)])
     idx = b.op("Add", [b.op("Unsqueeze", [rows, b.const([1, 2, 3], np.int64)]),
                        b.const(np.arange(channels).reshape(1, channels, 1, 1), np.int64)])
     g = b.op("Gather", [flat, idx], axis=0)
-    y = b.op("Gemm", [b.op("Flatten", [g], axis=1), b.weight(4, channels), b.weight(4)], transB=1)
-    return b.model([("x", ["N", 3, 5, 5])], [y])
+    return b.op("Gemm", [b.op("Flatten", [g], axis=1), b.weight(4, channels), b.weight(4)], transB=1)
 
 
 def _windowed_as_strided_model():
@@ -336,14 +341,7 @@ def _windowed_as_strided_model():
     merged = b.op("Reshape", [b.op("Transpose", [back], perm=[0, 1, 3, 2, 4, 5]),
                               b.const([-1, 4, 4, c], np.int64)], allowzero=1)
     f = b.op("ReduceMean", [b.op("Transpose", [merged], perm=[0, 3, 1, 2]), b.const([2, 3], np.int64)])
-    flat = b.op("Reshape", [f, b.const([-1], np.int64)])
-    n = b.op("Squeeze", [b.op("Shape", ["x"], start=0, end=1), b.const([0], np.int64)])
-    rows = b.op("Mul", [b.op("Range", [b.const(0, np.int64), n, b.const(1, np.int64)]), b.const(c, np.int64)])
-    idx = b.op("Add", [b.op("Unsqueeze", [rows, b.const([1, 2, 3], np.int64)]),
-                       b.const(np.arange(c).reshape(1, c, 1, 1), np.int64)])
-    g = b.op("Gather", [flat, idx], axis=0)
-    out = b.op("Gemm", [b.op("Flatten", [g], axis=1), b.weight(4, c), b.weight(4)], transB=1)
-    return b.model([("x", ["N", 3, 4, 4])], [out])
+    return b.model([("x", ["N", 3, 4, 4])], [_as_strided_head(b, f, c, c)])
 
 
 def test_as_strided_gather_after_window_reshapes_becomes_a_reshape():
