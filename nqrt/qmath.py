@@ -20,6 +20,8 @@ import math
 import numpy as np
 
 MULTIPLIER_BITS = 31          # M0 < 2**31: fits int32
+CUBIC_BITS = 11               # ResizeCubic (spec 4.24): fraction bits of the tap weights per axis
+CUBIC_MULTIPLIER_BITS = 23    # ... and its M0 < 2**23, as its accumulator may reach 2**34
 SHIFT_MIN = 1                 # n >= 1 so the rounding term 2**(n-1) is an integer
 SHIFT_MAX = 62                # acc * M0 + 2**(n-1) must fit in int64
 UINT8_MIN, UINT8_MAX = 0, 255
@@ -28,8 +30,10 @@ WEIGHT_BITS = {8: 127, 7: 63}  # converter option -> largest |q| (7 bits: the AV
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 
 
-def quantize_multiplier(real_multiplier: float) -> tuple[int, int]:
+def quantize_multiplier(real_multiplier: float, bits: int = MULTIPLIER_BITS) -> tuple[int, int]:
     """Return (M0, n) with M0 * 2**-n closest to `real_multiplier` (relative error < 2**-31).
+    `bits` < 31 gives M0 < 2**bits (relative error < 2**-bits), for ops whose accumulator may
+    exceed 2**32 (ResizeCubic: bits = 23, spec 4.24).
 
     Raises ValueError for M < 0, non-finite M, or M too large to express with n >= 1
     (M >= 2**30).  Values too small for n <= 62 become (0, SHIFT_MIN): requantize gives 0
@@ -41,11 +45,11 @@ def quantize_multiplier(real_multiplier: float) -> tuple[int, int]:
     if m == 0.0:
         return 0, SHIFT_MIN
     frac, exp = math.frexp(m)                 # m = frac * 2**exp, frac in [0.5, 1)
-    m0 = int(round(frac * (1 << MULTIPLIER_BITS)))
-    if m0 == 1 << MULTIPLIER_BITS:            # frac rounded up to 1.0
+    m0 = int(round(frac * (1 << bits)))
+    if m0 == 1 << bits:                       # frac rounded up to 1.0
         m0 //= 2
         exp += 1
-    n = MULTIPLIER_BITS - exp
+    n = bits - exp
     if n < SHIFT_MIN:
         raise ValueError(f"multiplier {m!r} too large (needs shift {n} < {SHIFT_MIN})")
     if n > SHIFT_MAX:

@@ -11,6 +11,7 @@ and vs float.
   * FPN neck: stride-2 conv -> Resize nearest x2 -> Add a lateral conv
   * PRelu block (face nets): conv -> PRelu per channel -> depthwise -> PRelu -> conv + residual
   * segmentation head: image pooling broadcast back bilinearly, classifier, bilinear x4
+  * bicubic: an input resized bicubically into a conv (CrossViT), a bicubic x2 upsample
 
 INTEGER_WIRED: the runtime executes the new ops (schema.PENDING_OPS merged into schema.OPS), so
 the integer-mode assertions run; the thresholds are the original ones (no tuning needed).
@@ -217,16 +218,29 @@ def grn_block():
     return b.model(8, 10, [b.conv(y, 16, 8)]), {"QLut2": 1, "QMul": 2}
 
 
+def bicubic_block():
+    """CrossViT's input branch and a super-resolution tail: the image resized bicubically
+    (12 -> 10, PyTorch's a = -0.75, half_pixel) into a conv, and a bicubic x2 upsample of a
+    feature map (TF's a = -0.5 with exclude_outside)."""
+    b = B(opset=13, seed=15)
+    r = b.op("Resize", ["x", "", b.const([1, 1, 0.84, 0.84])], mode="cubic",
+             cubic_coeff_a=-0.75, coordinate_transformation_mode="pytorch_half_pixel")
+    f = b.op("Relu", [b.conv(r, 8, 16, k=3)])
+    y = b.op("Resize", [f, "", b.const([1, 1, 2, 2])], mode="cubic", cubic_coeff_a=-0.5,
+             exclude_outside=1, coordinate_transformation_mode="half_pixel")
+    return b.model(8, 12, [b.conv(y, 16, 4)]), {"ResizeCubic": 2}
+
+
 BLOCKS = {"mobilenetv3": mobilenetv3_block, "efficientnet": efficientnet_block,
           "shufflenetv2": shufflenetv2_block, "fpn": fpn_neck, "prelu": prelu_block,
           "segmentation": segmentation_head, "yolov4": yolov4_block, "cbam": cbam_block,
           "split_attention": split_attention_block, "linear_attention": linear_attention_block,
-          "grn": grn_block}
+          "grn": grn_block, "bicubic": bicubic_block}
 SQNR_DB = {"mobilenetv3": 25.0, "efficientnet": 25.0, "shufflenetv2": 30.0, "fpn": 30.0,
            "prelu": 30.0, "segmentation": 30.0, "yolov4": 30.0, "cbam": 25.0, "split_attention": 25.0,
            # a quotient of two 8-bit operands: both roundings add to its relative error
            # (22.5 dB measured for this block)
-           "linear_attention": 20.0, "grn": 25.0}
+           "linear_attention": 20.0, "grn": 25.0, "bicubic": 30.0}
 
 
 def sqnr_db(got, ref) -> float:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from nqrt import qmath
+
 FORMAT_NAME = "nqrt.nq"
 VERSION_MAJOR = 1
 VERSION_MINOR = 0
@@ -209,6 +211,10 @@ _pending(OpSpec("ResizeNearest", (("x", "act", "uint8"),), ("uint8",),
 _pending(OpSpec("ResizeLinear", (("x", "act", "uint8"),), ("uint8",),
                 {"scales": ("floats", False), "sizes": ("ints", False),
                  "coordinate_transformation_mode": ("str", True)}))
+_pending(OpSpec("ResizeCubic", (("x", "act", "uint8"),), ("uint8",),
+                {"scales": ("floats", False), "sizes": ("ints", False),
+                 "coordinate_transformation_mode": ("str", True), "cubic_coeff_a": ("float", True),
+                 "exclude_outside": ("int", True), "multiplier": ("int", True), "shift": ("int", True)}))
 
 _pending(OpSpec(
     "QMatMul",
@@ -252,6 +258,10 @@ RESIZE_COORDINATE_MODES = ("asymmetric", "half_pixel", "align_corners", "pytorch
                            "tf_half_pixel_for_nn")
 RESIZE_NEAREST_MODES = ("floor", "ceil", "round_prefer_floor", "round_prefer_ceil")
 RESIZE_LINEAR_MODES = ("asymmetric", "half_pixel", "align_corners", "pytorch_half_pixel")
+# ResizeCubic (section 4.24): the modes of ResizeLinear; cubic_coeff_a in this closed range
+# (the field's kernels use -0.5 and -0.75), which bounds the weights' absolute sum.
+CUBIC_COEFF_A_RANGE = (-2.0, 0.0)
+CUBIC_MULTIPLIER_LIMIT = 1 << qmath.CUBIC_MULTIPLIER_BITS   # its M0: the accumulator may reach 2^34
 
 # ---------------------------------------------------------------------------------------
 # Attribute value ranges (section 5): int attributes, and every element of ints attributes,
@@ -267,6 +277,7 @@ ATTR_RANGES: dict[str, tuple[int, int]] = {
     "kernel_shape": (1, MAX_DIM),
     "group": (1, MAX_DIM),
     "ceil_mode": (0, 1),
+    "exclude_outside": (0, 1),
     "count_include_pad": (0, 1),
     "keepdims": (0, 1),
     "count": (1, MAX_POOL_COUNT),

@@ -909,6 +909,17 @@ def _check_resize_linear(where, ins, outs, attrs):
     _same_rank(where, outs[0], 4)
 
 
+def _check_resize_cubic(where, ins, outs, attrs):
+    _check_resize_linear(where, ins, outs, attrs)
+    if attrs["multiplier"] >= schema.CUBIC_MULTIPLIER_LIMIT:
+        _fail(f"{where}: attribute multiplier = {attrs['multiplier']} must be below 2^23 "
+              "(its accumulator may reach 2^34)")
+    a = attrs["cubic_coeff_a"]
+    lo, hi = schema.CUBIC_COEFF_A_RANGE
+    if not (math.isfinite(a) and lo <= a <= hi):
+        _fail(f"{where}: attribute cubic_coeff_a = {a!r} must lie in [{lo}, {hi}]")
+
+
 _OP_CHECKS = {
     "Quantize": _check_float_boundary,
     "Dequantize": _check_float_boundary,
@@ -941,5 +952,6 @@ _OP_CHECKS = {
     "Pad": _check_pad,
     "ResizeNearest": _check_resize_nearest,
     "ResizeLinear": _check_resize_linear,
+    "ResizeCubic": _check_resize_cubic,
 }
 assert set(_OP_CHECKS) == set(ALL_OPS), "every op of schema.ALL_OPS needs its constraint check"

@@ -566,11 +566,11 @@ def SpaceToDepth(ctx, n, blocksize=None):
 
 
 def _resize_mode(ctx, n, mode, antialias=0):
-    """"nearest" or "linear" (Upsample-7's "bilinear" is "linear"); linear without antialias."""
+    """"nearest", "linear" (Upsample-7's "bilinear" is "linear") or "cubic"; without antialias."""
     mode = "linear" if mode == "bilinear" else mode
-    if mode not in ("nearest", "linear"):
-        raise ctx.unsupported(n, f"attribute mode={mode!r} (only 'nearest' and 'linear')")
-    if mode == "linear" and int(antialias):
+    if mode not in ("nearest", "linear", "cubic"):
+        raise ctx.unsupported(n, f"attribute mode={mode!r} (only 'nearest', 'linear' and 'cubic')")
+    if mode != "nearest" and int(antialias):
         raise ctx.unsupported(n, "attribute antialias=1")
     return mode
 
@@ -578,8 +578,8 @@ def _resize_mode(ctx, n, mode, antialias=0):
 def Resize(ctx, n, mode="nearest", coordinate_transformation_mode="half_pixel",
            nearest_mode="round_prefer_floor", cubic_coeff_a=-0.75, exclude_outside=0,
            extrapolation_value=0.0, antialias=0, axes=None, keep_aspect_ratio_policy="stretch"):
-    """Nearest and linear modes.  Opset 10 (X, scales) behaves like Upsample: asymmetric (and
-    for nearest "simple": truncate when upsampling, ceil when downsampling, ONNX Runtime's
+    """Nearest, linear and cubic modes.  Opset 10 (X, scales) behaves like Upsample: asymmetric
+    (and for nearest "simple": truncate when upsampling, ceil when downsampling, ONNX Runtime's
     legacy rule)."""
     mode = _resize_mode(ctx, n, mode, antialias)
     if keep_aspect_ratio_policy != "stretch":
@@ -591,9 +591,11 @@ def Resize(ctx, n, mode="nearest", coordinate_transformation_mode="half_pixel",
         inputs = list(n.inputs)
     if coordinate_transformation_mode == "tf_crop_and_resize":
         raise ctx.unsupported(n, "coordinate_transformation_mode 'tf_crop_and_resize'")
+    cubic = {"cubic_coeff_a": float(cubic_coeff_a), "exclude_outside": int(exclude_outside)} \
+        if mode == "cubic" else {}
     node = ctx.node(n, inputs=inputs, attrs={
         "mode": mode, "coordinate_transformation_mode": coordinate_transformation_mode,
-        "nearest_mode": nearest_mode, "axes": axes})
+        "nearest_mode": nearest_mode, "axes": axes} | cubic)
     node.attrs.pop("roi", None)              # roi matters only for tf_crop_and_resize
     if len(node.inputs) > 1:
         node.inputs[1] = ""

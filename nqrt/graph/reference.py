@@ -520,9 +520,38 @@ def _linear_along(x, axis: int, length_out: int, scale, coordinate_mode: str) ->
     return np.take(x64, i0, axis=axis) * (1 - lam) + np.take(x64, i1, axis=axis) * lam
 
 
+def _cubic_coefficient(s, a):
+    """The cubic convolution kernel (Keys) at distances s (float64 array), coefficient a."""
+    s = np.abs(s)
+    inner = ((a + 2) * s - (a + 3)) * s * s + 1
+    outer = ((a * s - 5 * a) * s + 8 * a) * s - 4 * a
+    return np.where(s <= 1, inner, np.where(s < 2, outer, 0.0))
+
+
+def _cubic_along(x, axis: int, length_out: int, scale, coordinate_mode: str, a: float,
+                 exclude_outside: bool) -> np.ndarray:
+    """ONNX Resize mode "cubic" along one axis: the coordinate unclamped, the four taps
+    ⌊x⌋ − 1 .. ⌊x⌋ + 2 read with edge replication, float64 weights (renormalized over the
+    taps inside the input with exclude_outside)."""
+    d = x.shape[axis]
+    c = _source_coordinates(d, length_out, scale, coordinate_mode).astype(np.float64)
+    i = np.floor(c)
+    t = c - i
+    taps = i.astype(np.int64)[:, None] + np.arange(-1, 3)[None, :]
+    w = _cubic_coefficient(np.stack([1 + t, t, 1 - t, 2 - t], axis=1), a)
+    if exclude_outside:
+        w = np.where((taps >= 0) & (taps < d), w, 0.0)
+        w = w / w.sum(axis=1, keepdims=True)
+    taps = np.clip(taps, 0, d - 1)
+    x64 = np.asarray(x, np.float64)
+    shape = [1] * x.ndim
+    shape[axis] = -1
+    return sum(np.take(x64, taps[:, j], axis=axis) * w[:, j].reshape(shape) for j in range(4))
+
+
 def resize(attrs, x):
     mode = attrs.get("mode", "nearest")
-    if mode not in ("nearest", "linear"):
+    if mode not in ("nearest", "linear", "cubic"):
         raise UnsupportedOpError(f"Resize mode {mode!r} is not supported", {"Resize": []})
     scales, sizes = resize_params(attrs, x.shape)
     if scales is None and sizes is None:
@@ -539,6 +568,10 @@ def resize(attrs, x):
             continue
         if mode == "linear":
             y = _linear_along(y, ax, n, s, attrs["coordinate_transformation_mode"])
+            continue
+        if mode == "cubic":
+            y = _cubic_along(y, ax, n, s, attrs["coordinate_transformation_mode"],
+                             float(attrs.get("cubic_coeff_a", -0.75)), bool(attrs.get("exclude_outside", 0)))
             continue
         idx = nearest_index(d, n, s, attrs["coordinate_transformation_mode"], attrs["nearest_mode"])
         y = np.take(y, idx, axis=ax)

@@ -40,6 +40,7 @@ Q_LUT, Q_MUL, SLICE, SQUEEZE = _op("QLut"), _op("QMul"), _op("Slice"), _op("Sque
 Q_LUT2 = _op("QLut2")
 UNSQUEEZE, PAD, RESIZE_NEAREST = _op("Unsqueeze"), _op("Pad"), _op("ResizeNearest")
 RESIZE_LINEAR, Q_MATMUL, EXPAND = _op("ResizeLinear"), _op("QMatMul"), _op("Expand")
+RESIZE_CUBIC = _op("ResizeCubic")
 Q_SOFTMAX = _op("QSoftmax")
 REDUCE_MAX, REDUCE_MIN = _op("ReduceMax"), _op("ReduceMin")
 

@@ -3,8 +3,9 @@
 
   Slice -> Slice;  Split -> one Slice per output;  Squeeze / Unsqueeze -> Squeeze / Unsqueeze;
   Pad (constant) -> Pad with the pad value as a code of x's grid;  Resize / Upsample (nearest)
-  -> ResizeNearest, (linear, over H and W of a 4-D tensor) -> ResizeLinear (integer
-  interpolation weights, spec 4.17: the values are recomputed, the grid kept);  GlobalMaxPool -> MaxPool over the whole (known) spatial extent;
+  -> ResizeNearest, (linear / cubic, over H and W of a 4-D tensor) -> ResizeLinear /
+  ResizeCubic (integer interpolation weights, spec 4.17 / 4.24: the values are recomputed,
+  the grid kept);  GlobalMaxPool -> MaxPool over the whole (known) spatial extent;
   Identity (left between a graph input and a graph output) -> QClip [0, 255] (a copy).
 """
 
@@ -13,11 +14,12 @@ from __future__ import annotations
 import numpy as np
 
 from nqrt import qmath
+from nqrt.format import schema
 from nqrt.errors import ConversionError, UnsupportedOpError
 from nqrt.graph.ir import Graph, Node
 from nqrt.graph.shapes import is_int, norm_axis, resize_params, split_sizes
 from nqrt.quant import qparams as qp
-from nqrt.quant.context import (EXPAND, MAXPOOL, PAD, Q_CLIP, Q_LUT, RESIZE_LINEAR, RESIZE_NEAREST, SLICE,
+from nqrt.quant.context import (EXPAND, MAXPOOL, PAD, Q_CLIP, Q_LUT, RESIZE_CUBIC, RESIZE_LINEAR, RESIZE_NEAREST, SLICE,
                                 SQUEEZE, UNSQUEEZE, QContext, as_ints, fused_act, node_label)
 from nqrt.quant.elementwise import lut_table
 
@@ -125,8 +127,9 @@ def quantize_resize(ctx: QContext, node: Node) -> None:
     if shape is None:
         raise ConversionError(f"{label}: rank of the Resize input is unknown")
     scales, sizes = resize_params(node.attrs, shape)
-    if node.attrs.get("mode", "nearest") == "linear":
-        _quantize_resize_linear(ctx, node, scales, sizes)
+    mode = node.attrs.get("mode", "nearest")
+    if mode in ("linear", "cubic"):
+        _quantize_resize_hw(ctx, node, mode, scales, sizes)
         return
     nearest = node.attrs["nearest_mode"]
     if nearest == "simple":                            # opset <= 10: truncation when upsampling
@@ -151,9 +154,23 @@ def _resize_size_attrs(label: str, scales, sizes) -> dict:
     return {"sizes": [int(d) for d in sizes]}
 
 
-def _quantize_resize_linear(ctx: QContext, node: Node, scales, sizes) -> None:
+def _quantize_resize_hw(ctx: QContext, node: Node, mode: str, scales, sizes) -> None:
+    """Linear -> ResizeLinear on the input's grid (its weights are convex: the result stays
+    inside the input's range); cubic -> ResizeCubic, requantized to the output's calibrated
+    range (the negative lobes overshoot the input's range: spec 4.24)."""
+    label = node_label(node)
     attrs = {"coordinate_transformation_mode": node.attrs["coordinate_transformation_mode"]}
-    _emit_same(ctx, node, RESIZE_LINEAR, attrs | _resize_size_attrs(node_label(node), scales, sizes))
+    attrs |= _resize_size_attrs(label, scales, sizes)
+    if mode == "linear":
+        _emit_same(ctx, node, RESIZE_LINEAR, attrs)
+        return
+    x, y = node.inputs[0], node.outputs[0]
+    ctx.new_u8_from_range(y, None, label)
+    (s_x, _), (s_y, _) = ctx.qparams(x), ctx.qparams(y)
+    m0, n = qp.multiplier(s_x / (s_y * 2.0 ** (2 * qmath.CUBIC_BITS)), label, bits=qmath.CUBIC_MULTIPLIER_BITS)
+    attrs |= {"cubic_coeff_a": float(node.attrs["cubic_coeff_a"]),
+              "exclude_outside": int(node.attrs["exclude_outside"]), "multiplier": m0, "shift": n}
+    ctx.emit(RESIZE_CUBIC, [ctx.x(x)], [ctx.x(y)], attrs, label)
 
 
 def quantize_globalmaxpool(ctx: QContext, node: Node) -> None:
@@ -202,24 +219,30 @@ def _check_resize(graph: Graph, node: Node, consumers) -> str | None:
         return "Resize with run-time parameters"
     if not node.attrs.get("scales") and not node.attrs.get("sizes"):
         return "Resize without scales or sizes"
-    if node.attrs.get("mode", "nearest") == "linear":
-        return _check_resize_linear(graph, node)
+    mode = node.attrs.get("mode", "nearest")
+    if mode in ("linear", "cubic"):
+        return _check_resize_hw(graph, node, mode)
     return None
 
 
-def _check_resize_linear(graph: Graph, node: Node) -> str | None:
-    """ResizeLinear interpolates H and W of a 4-D (NCHW) tensor: N and C keep their length."""
+def _check_resize_hw(graph: Graph, node: Node, mode: str) -> str | None:
+    """ResizeLinear / ResizeCubic interpolate H and W of a 4-D (NCHW) tensor: N and C keep
+    their length."""
     shape = graph.value_info.get(node.inputs[0])
     shape = None if shape is None else shape.shape
     if shape is None or len(shape) != 4:
-        return "linear Resize of a tensor that is not 4-D (N, C, H, W)"
+        return f"{mode} Resize of a tensor that is not 4-D (N, C, H, W)"
     scales, sizes = node.attrs.get("scales"), node.attrs.get("sizes")
     if scales and any(float(v) != 1.0 for v in list(scales)[:2]):
-        return "linear Resize that scales N or C"
+        return f"{mode} Resize that scales N or C"
     if sizes and any(not is_int(d) or int(n) != int(d) for n, d in zip(list(sizes)[:2], shape[:2])):
-        return "linear Resize that resizes N or C"
+        return f"{mode} Resize that resizes N or C"
     if node.attrs.get("coordinate_transformation_mode") == "tf_half_pixel_for_nn":
-        return "linear Resize with coordinate_transformation_mode tf_half_pixel_for_nn"
+        return f"{mode} Resize with coordinate_transformation_mode tf_half_pixel_for_nn"
+    if mode == "cubic":
+        a, (lo, hi) = float(node.attrs["cubic_coeff_a"]), schema.CUBIC_COEFF_A_RANGE
+        if not lo <= a <= hi:
+            return f"cubic Resize with cubic_coeff_a {a} outside [{lo}, {hi}]"
     return None
 
 

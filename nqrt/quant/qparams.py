@@ -56,10 +56,10 @@ def act_clamp(act, s_out: float, z_out: int) -> tuple[int, int]:
     return act_min, act_max
 
 
-def multiplier(real: float, what: str) -> tuple[int, int]:
+def multiplier(real: float, what: str, bits: int = qmath.MULTIPLIER_BITS) -> tuple[int, int]:
     """Spec 3.2 with a converter-level error message."""
     try:
-        return qmath.quantize_multiplier(real)
+        return qmath.quantize_multiplier(real, bits)
     except ValueError as e:
         raise ConversionError(f"{what}: cannot represent multiplier {real!r}: {e}") from None
 

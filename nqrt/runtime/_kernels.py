@@ -33,7 +33,7 @@ GROUPS = (
     # CNN extension ops: run-time kernels with their plan-time geometry helpers
     ("lut_u8", "lut_u8_avx2"), ("mul_u8", "mul_u8_avx2"), ("slice_u8", "slice_args", "slice_range"), ("pad_u8", "pad_args"),
     ("resize_nearest_u8", "resize_args", "resize_geometry"),
-    ("resize_linear_u8", "resize_linear_args"),
+    ("resize_linear_u8", "resize_linear_args"), ("resize_cubic_u8", "resize_cubic_args"),
     ("matmul_u8", "matmul_u8_avx2", "matmul_scratch_size"),
     ("qsoftmax_u8",), ("reduce_max_u8",), ("lut2_u8",),
 )

@@ -87,6 +87,7 @@ OP_MATMUL = 25
 OP_QSOFTMAX = 26
 OP_REDUCE_MAX = 27      # ReduceMax, and ReduceMin with minimum = 1
 OP_LUT2 = 28
+OP_RESIZE_CUBIC = 29
 
 FIELDS: dict[int, tuple[str, ...]] = {
     OP_QUANTIZE: ("x", "y", "size", "scale", "z"),
@@ -123,6 +124,7 @@ FIELDS: dict[int, tuple[str, ...]] = {
     OP_PAD: ("x", "y", "x_size", "y_size", "in_shape", "begin", "out_shape", "value"),
     OP_RESIZE: ("x", "y", "x_size", "y_size", "in_shape", "out_shape", "index", "index_len"),
     OP_RESIZE_LINEAR: ("x", "y", "N", "H", "W", "C", "OH", "OW", "tab"),
+    OP_RESIZE_CUBIC: ("x", "y", "N", "H", "W", "C", "OH", "OW", "tab", "z_x", "m0", "n", "z_y"),
     OP_MATMUL: ("a", "b", "y", "nb", "M", "K", "N", "z_a", "z_b", "m0", "n", "z_y",
                 "act_min", "act_max", "offs", "scratch"),
     OP_QSOFTMAX: ("x", "y", "O", "A", "I", "table", "G", "n", "z_y", "act_min", "act_max"),
@@ -139,6 +141,7 @@ U8_OPERANDS = {
     OP_MAXPOOL: ("x", "y"), OP_AVGPOOL: ("x", "y"), OP_REDUCE_MEAN: ("x", "y"),
     OP_TRANSPOSE_U8: ("x", "y"), OP_LUT: ("x", "table", "y"), OP_MUL: ("a", "b", "y"), OP_LUT2: ("a", "b", "table", "y"),
     OP_SLICE: ("x", "y"), OP_PAD: ("x", "y"), OP_RESIZE: ("x", "y"), OP_RESIZE_LINEAR: ("x", "y"),
+    OP_RESIZE_CUBIC: ("x", "y"),
     OP_MATMUL: ("a", "b", "y"), OP_QSOFTMAX: ("x", "y"), OP_REDUCE_MAX: ("x", "y"),
 }
 F32_OPERANDS = {

@@ -30,12 +30,12 @@ from nqrt.runtime._kernels import (FINGERPRINT, add_u8, add_u8_avx2, avgpool_u8,
                                    dequantize_transpose_u8, dequantize_u8, gemm_u8, gemm_u8_avx2,
                                    gemm_u8_vnni512, layernorm_f32, lrn_f32, lut2_u8, matmul_u8, matmul_u8_avx2, lut_u8, lut_u8_avx2, maxpool_u8, mul_u8,
                                    mul_u8_avx2, pad_u8, qsoftmax_u8, quantize_f32, quantize_transpose_f32, reduce_max_u8,
-                                   reduce_mean_u8, requant_copy_u8, resize_linear_u8, resize_nearest_u8, slice_u8,
+                                   reduce_mean_u8, requant_copy_u8, resize_cubic_u8, resize_linear_u8, resize_nearest_u8, slice_u8,
                                    softmax_f32, transpose_f32, transpose_u8, xcall_lazy)
 from nqrt.runtime.encoding import (OP_ADD, OP_AVGPOOL, OP_CLIP, OP_CONCAT_F32, OP_CONV, OP_DEQUANTIZE, OP_MATMUL,
                                    OP_DEQUANTIZE_T, OP_GEMM, OP_LAYERNORM, OP_LRN, OP_LUT, OP_LUT2, OP_MAXPOOL, OP_MUL,
                                    OP_PAD, OP_QSOFTMAX, OP_QUANTIZE, OP_QUANTIZE_T, OP_REDUCE_MAX, OP_REDUCE_MEAN,
-                                   OP_REQUANT_COPY, OP_RESIZE, OP_RESIZE_LINEAR, OP_SLICE, OP_SOFTMAX, OP_TRANSPOSE_F32,
+                                   OP_REQUANT_COPY, OP_RESIZE, OP_RESIZE_CUBIC, OP_RESIZE_LINEAR, OP_SLICE, OP_SOFTMAX, OP_TRANSPOSE_F32,
                                    OP_TRANSPOSE_U8, PATH_AVX2, PATH_NAMES, PATH_VNNI512, WIDTH)
 
 
@@ -224,6 +224,11 @@ def _make(fingerprint: str, path: int):
                 x, y, N, H, W, C, OH, OW = c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8]
                 xcall_lazy(resize_linear_u8, u8[x:x + N * H * W * C].reshape((N, H, W, C)),
                            lpool[c[9]:c[9] + 3 * (OH + OW)],
+                           u8[y:y + N * OH * OW * C].reshape((N, OH, OW, C)))
+            elif op == OP_RESIZE_CUBIC:
+                x, y, N, H, W, C, OH, OW = c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8]
+                xcall_lazy(resize_cubic_u8, u8[x:x + N * H * W * C].reshape((N, H, W, C)),
+                           lpool[c[9]:c[9] + 8 * (OH + OW)], c[10], c[11], c[12], c[13],
                            u8[y:y + N * OH * OW * C].reshape((N, OH, OW, C)))
             elif op == OP_QUANTIZE:
                 x, y, n = c[1], c[2], c[3]

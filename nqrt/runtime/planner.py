@@ -18,7 +18,7 @@ Layout policy (each op declares what it accepts; `_ensure` transposes otherwise)
 
 | op | input layout accepted | output layout |
 |---|---|---|
-| QConv, MaxPool, QAveragePool | channels-last | channels-last |
+| QConv, MaxPool, QAveragePool, ResizeLinear, ResizeCubic | channels-last | channels-last |
 | QReduceMean, ReduceMax, ReduceMin | any in which the reduced axes are adjacent | input's, reduced dims dropped |
 | QGemm | any with the last logical dim physically last | input's |
 | QAdd, QMul, QClip, QLut | any (QAdd/QMul read each input through strides) | a full-shape input's |
@@ -658,26 +658,44 @@ class _Builder:
                   index=self._lp(index), index_len=int(index.size))
 
     def ResizeLinear(self, node, i):
+        a = node.attrs
+        self._resize_hw(node, E.OP_RESIZE_LINEAR, lambda shape, scales, sizes: K.resize_linear_args(
+            shape, a["coordinate_transformation_mode"], scales, sizes))
+
+    def ResizeCubic(self, node, i):
+        a = node.attrs
+        self._resize_hw(node, E.OP_RESIZE_CUBIC, lambda shape, scales, sizes: K.resize_cubic_args(
+            shape, a["coordinate_transformation_mode"], float(a["cubic_coeff_a"]),
+            bool(a["exclude_outside"]), scales, sizes),
+            lambda x, y: dict(z_x=x.zp, m0=a["multiplier"], n=a["shift"], z_y=y.zp))
+
+    def _resize_hw(self, node, opcode, tables, requant=lambda x, y: {}):
+        """ResizeLinear / ResizeCubic: interpolation over H and W of a 4-D input, run on the
+        channels-last view with the per-axis tap tables `tables(shape, scales, sizes)` gives
+        (and, for ResizeCubic, the requantize fields `requant(x, y)` gives)."""
         x = self._input(node)
         a = node.attrs
         scales, sizes = a.get("scales"), a.get("sizes")
         if len(x.shape) != 4 or (scales is None) == (sizes is None) \
                 or len(scales if sizes is None else sizes) != 4:
-            raise FormatError(f"node {node.name!r} (ResizeLinear): need a 4-D input and one of "
+            raise FormatError(f"node {node.name!r} ({node.op}): need a 4-D input and one of "
                               "scales/sizes per axis")
         N, C, H, W = x.shape
         if sizes is not None and (int(sizes[0]) != N or int(sizes[1]) != C):
-            raise InputError(f"node {node.name!r} (ResizeLinear): sizes {list(sizes)} resize N or C "
+            raise InputError(f"node {node.name!r} ({node.op}): sizes {list(sizes)} resize N or C "
                              f"of the input {list(x.shape)}")
-        OH, OW, tab = K.resize_linear_args(x.shape, a["coordinate_transformation_mode"], scales, sizes)
+        try:
+            OH, OW, tab = tables(x.shape, scales, sizes)
+        except ValueError as e:
+            raise FormatError(f"node {node.name!r} ({node.op}): {e}") from None
         if min(N, C, OH, OW) < 1:
-            raise InputError(f"node {node.name!r} (ResizeLinear): input {list(x.shape)} resizes to "
+            raise InputError(f"node {node.name!r} ({node.op}): input {list(x.shape)} resizes to "
                              f"an empty output {[N, C, OH, OW]}")
         cl = L.channels_last(4)
         xv = self._ensure(x, cl)
         y = self._out_u8(node.outputs[0], (N, C, OH, OW), cl)
-        self.emit(E.OP_RESIZE_LINEAR, x=xv.storage, y=y.storage, N=N, H=H, W=W, C=C, OH=OH, OW=OW,
-                  tab=self._lp(tab))
+        self.emit(opcode, x=xv.storage, y=y.storage, N=N, H=H, W=W, C=C, OH=OH, OW=OW,
+                  tab=self._lp(tab), **requant(xv, y))
 
     def QConcat(self, node, i):
         vs = [self._input(node, k) for k in range(len(node.inputs))]

@@ -34,7 +34,7 @@ import numpy as np
 from nqrt import qmath
 from nqrt.format import schema
 from nqrt.format.model import NqModel
-from nqrt.kernels import movement, resize_linear
+from nqrt.kernels import movement, resize_cubic, resize_linear
 
 
 def run(model: NqModel, feeds: dict) -> dict[str, np.ndarray]:
@@ -324,6 +324,26 @@ def _resize_linear(model, node, env):
     return _requant(model, node.outputs[0], x)
 
 
+def _resize_cubic(model, node, env):
+    """ResizeCubic in float64 with the spec's integer weights w / 2^11 (4.24), re-quantized
+    (the overshoot of the negative lobes saturates there, as in the integer mode)."""
+    x = _real(model, node.inputs[0], env)
+    a = node.attrs
+    OH, OW, tab = resize_cubic.resize_cubic_args(x.shape, a["coordinate_transformation_mode"],
+                                                 float(a["cubic_coeff_a"]), bool(a["exclude_outside"]),
+                                                 a.get("scales"), a.get("sizes"))
+    one = float(1 << resize_cubic.CUBIC_BITS)
+    taps = resize_cubic.TAPS
+    for axis, t in ((2, tab[:2 * taps * OH]), (3, tab[2 * taps * OH:])):
+        index, weight = t.reshape(2, -1, taps)
+        y = 0.0
+        for j in range(taps):
+            w = (weight[:, j] / one).reshape((-1, 1) if axis == 2 else (-1,))
+            y = y + np.take(x, index[:, j], axis=axis) * w
+        x = y
+    return _requant(model, node.outputs[0], x)
+
+
 def _qconcat(model, node, env):
     y = np.concatenate([_real(model, n, env) for n in node.inputs], axis=node.attrs["axis"])
     return _requant(model, node.outputs[0], y)
@@ -398,7 +418,7 @@ _OPS = {
     "QClip": _qclip, "Reshape": _reshape, "Flatten": _flatten, "Transpose": _transpose,
     "QLut": _qlut, "QLut2": _qlut2, "QMul": _qmul, "Slice": _slice, "Squeeze": _squeeze, "Unsqueeze": _unsqueeze,
     "Pad": _pad, "ResizeNearest": _resize_nearest,
-    "ResizeLinear": _resize_linear, "QMatMul": _qmatmul, "QSoftmax": _qsoftmax,
+    "ResizeLinear": _resize_linear, "ResizeCubic": _resize_cubic, "QMatMul": _qmatmul, "QSoftmax": _qsoftmax,
     "ReduceMax": _reduce_extreme, "ReduceMin": _reduce_extreme, "Expand": _expand,
 }
 assert set(_OPS) == set(schema.ALL_OPS), "simulated mode must cover the schema's op table"

@@ -1,5 +1,5 @@
 """The extension ops of the format (QLut, QMul, Slice, Squeeze, Unsqueeze, Pad,
-ResizeNearest, ResizeLinear, QMatMul, Expand, QSoftmax; constant and signed QAdd operands): round trip, and one hostile document per
+ResizeNearest, ResizeLinear, ResizeCubic, QMatMul, Expand, QSoftmax; constant and signed QAdd operands): round trip, and one hostile document per
 validation rule of spec section 5 with its exact message."""
 
 from __future__ import annotations
@@ -56,8 +56,13 @@ def new_ops_model() -> NqModel:
     n.append(NqNode("ResizeLinear", ["down"], ["lin"],
                     dict(scales=[1.0, 1.0, 1.0, 1.0], coordinate_transformation_mode="half_pixel"),
                     "resize_linear"))
+    t.append(_act("cub", ("N", 4, 5, 5), 0.1, 128))
+    n.append(NqNode("ResizeCubic", ["down"], ["cub"],
+                    dict(sizes=[1, 4, 5, 5], coordinate_transformation_mode="half_pixel",
+                         cubic_coeff_a=-0.75, exclude_outside=0, multiplier=2**22, shift=44),
+                    "resize_cubic"))
     t.append(_act("u", ("N", 4, 1, 5, 5), 0.1, 128))
-    n.append(NqNode("Unsqueeze", ["lin"], ["u"], dict(axes=[-3]), "unsqueeze"))
+    n.append(NqNode("Unsqueeze", ["cub"], ["u"], dict(axes=[-3]), "unsqueeze"))
     t.append(_act("s", ("N", 4, 5, 5), 0.1, 128))
     n.append(NqNode("Squeeze", ["u"], ["s"], dict(axes=[2]), "squeeze"))
     t.append(_act("mm", ("N", 4, 5, 5), 0.2, 120))          # (5x5)·(5x5) per batch and channel
@@ -194,6 +199,21 @@ CASES = [
      "'tf_half_pixel_for_nn' is not one of asymmetric, half_pixel, align_corners, pytorch_half_pixel"),
     ("resize-linear-both", lambda d: N(d, "resize_linear")["attrs"].update(sizes=[1, 4, 5, 5]),
      "node 'resize_linear' (ResizeLinear): exactly one of the attributes scales and sizes must be present"),
+    # ResizeCubic: ResizeLinear's rules, and cubic_coeff_a / exclude_outside
+    ("resize-cubic-a", lambda d: N(d, "resize_cubic")["attrs"].update(cubic_coeff_a=0.5),
+     "node 'resize_cubic' (ResizeCubic): attribute cubic_coeff_a = 0.5 must lie in [-2.0, 0.0]"),
+    ("resize-cubic-a-nan", lambda d: N(d, "resize_cubic")["attrs"].update(cubic_coeff_a=float("nan")),
+     "node 'resize_cubic' (ResizeCubic): attribute cubic_coeff_a = nan must lie in [-2.0, 0.0]"),
+    ("resize-cubic-exclude", lambda d: N(d, "resize_cubic")["attrs"].update(exclude_outside=2),
+     "node 'resize_cubic' (ResizeCubic): attribute exclude_outside = 2 is out of range [0, 1]"),
+    ("resize-cubic-missing-a", lambda d: N(d, "resize_cubic")["attrs"].pop("cubic_coeff_a"),
+     "node 'resize_cubic' (ResizeCubic): missing attribute 'cubic_coeff_a'"),
+    ("resize-cubic-multiplier", lambda d: N(d, "resize_cubic")["attrs"].update(multiplier=2**23),
+     "node 'resize_cubic' (ResizeCubic): attribute multiplier = 8388608 must be below 2^23"),
+    ("resize-cubic-shift", lambda d: N(d, "resize_cubic")["attrs"].update(shift=0),
+     "node 'resize_cubic' (ResizeCubic): attribute shift = 0 is out of range [1, 62]"),
+    ("resize-cubic-nc", lambda d: N(d, "resize_cubic")["attrs"].update(sizes=[1, 3, 5, 5]),
+     "node 'resize_cubic' (ResizeCubic): sizes[0] and sizes[1] (N, C) must equal x's, got [1, 3]"),
     # ResizeNearest
     ("resize-both", lambda d: N(d, "resize")["attrs"].update(sizes=[1, 4, 14, 16]),
      "node 'resize' (ResizeNearest): exactly one of the attributes scales and sizes must be present"),

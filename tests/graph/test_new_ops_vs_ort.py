@@ -102,6 +102,22 @@ def test_resize_linear_modes_match_ort(coord):
     assert op_counts(g)["Resize"] == 3
 
 
+@pytest.mark.parametrize("coord, a, exclude", [
+    ("half_pixel", -0.75, 0), ("pytorch_half_pixel", -0.75, 0), ("align_corners", -0.5, 0),
+    ("asymmetric", -0.75, 1), ("half_pixel", -0.5, 1), ("half_pixel", -1.0, 0)])
+def test_resize_cubic_modes_match_ort(coord, a, exclude):
+    """Bicubic: up, down (CrossViT's 240 -> 224 as 30 -> 28), a 2x2 map (every tap at the edge),
+    ONNX's rules: the coordinate unclamped, edge replication, exclude_outside renormalizing."""
+    b = Builder()
+    kw = dict(mode="cubic", coordinate_transformation_mode=coord, cubic_coeff_a=a, exclude_outside=exclude)
+    y = b.op("Resize", ["x", "", b.const(np.array([1, 1, 2.0, 1.7], np.float32))], **kw)
+    z = b.op("Resize", ["x", "", "", b.const([1, 2, 4, 3], np.int64)], **kw)
+    s = b.op("Slice", ["x", b.const([0, 0], np.int64), b.const([2, 2], np.int64), b.const([2, 3], np.int64)])
+    w = b.op("Resize", [s, "", "", b.const([1, 2, 5, 7], np.int64)], **kw)
+    g = assert_matches_ort(b.model([("x", [1, 2, 5, 7])], [y, z, w]), {"x": (2, 5, 7)}, batches=(1,))
+    assert op_counts(g)["Resize"] == 3
+
+
 def test_resize_sizes_from_a_symbolic_shape_fold_to_scales():
     """F.interpolate(y, size=x.shape[-2:]) exported with a symbolic batch: the sizes come from
     Shape(x) at run time; they fold into constant scales (1 on N and C), and the Shape chain

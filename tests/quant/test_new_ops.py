@@ -222,6 +222,29 @@ def test_linear_resize_becomes_resizelinear_and_its_limits_are_named():
         with pytest.raises(UnsupportedOpError, match=reason):
             m.build([("x", shape)], ["resize2_0"])
     m = M()
-    m.op("Resize", ["x", "", m.const([1, 1, 2.0, 2.0])], mode="cubic", name="up")
-    with pytest.raises(UnsupportedOpError, match="attribute mode='cubic'"):
+    m.op("Resize", ["x", "", m.const([1, 1, 2.0, 2.0])], mode="cubic", antialias=1, name="up")
+    with pytest.raises(UnsupportedOpError, match="attribute antialias=1"):
         m.build([("x", ["N", 3, 4, 6])], ["resize2_0"])
+
+
+def test_cubic_resize_becomes_resizecubic_and_its_limits_are_named():
+    m = M()
+    m.op("Resize", ["x", "", m.const([1, 1, 0.5, 1.5])], mode="cubic", cubic_coeff_a=-0.5,
+         exclude_outside=1, coordinate_transformation_mode="align_corners", name="up")
+    nq = m.build([("x", ["N", 3, 4, 6])], ["resize2_0"])
+    assert ops(nq) == {"ResizeCubic": 1}
+    r = node(nq, "ResizeCubic")
+    m0, n = r.attrs.pop("multiplier"), r.attrs.pop("shift")
+    assert r.attrs == {"coordinate_transformation_mode": "align_corners", "scales": [1.0, 1.0, 0.5, 1.5],
+                       "cubic_coeff_a": -0.5, "exclude_outside": 1}
+    # its own grid, from the calibrated output range; M = s_x / (s_y·2^22) with a 23-bit M0
+    (s_x, _), (s_y, _) = nq.qparams(r.inputs[0]), nq.qparams(r.outputs[0])
+    assert 2**22 <= m0 < 2**23 and m0 * 2.0**-n == pytest.approx(s_x / (s_y * 2**22), rel=2**-22)
+    for shape, kw, reason in ((["N", 3, 4, 6], dict(cubic_coeff_a=0.5), r"cubic_coeff_a 0.5 outside \[-2.0, 0.0\]"),
+                              (["N", 3, 8], {}, "cubic Resize of a tensor that is not 4-D"),
+                              (["N", 3, 4, 6], dict(coordinate_transformation_mode="tf_half_pixel_for_nn"),
+                               "cubic Resize with coordinate_transformation_mode tf_half_pixel_for_nn")):
+        m = M()
+        m.op("Resize", ["x", "", m.const([1, 1, 2.0][:len(shape) - 1] + [2.0])], mode="cubic", name="up", **kw)
+        with pytest.raises(UnsupportedOpError, match=reason):
+            m.build([("x", shape)], ["resize2_0"])
