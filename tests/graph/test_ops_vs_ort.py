@@ -509,12 +509,13 @@ def test_range_and_expand_of_known_sizes_fold_to_constants():
 
 def test_expand_over_the_symbolic_batch_reads_the_batch_from_the_input():
     """ViT's class token expanded to the batch: the Shape chain folds away and the Expand
-    takes its -1 entries from the graph input carrying the batch symbol."""
+    takes its -1 entries from the graph input carrying the batch symbol (a Concat with the
+    patch tokens needs it; an Add would broadcast the token itself: test_batch_constants)."""
     b = Builder(opset=17)
     f = _conv(b, "x", 3, 2, 1)
     n = b.op("Gather", [b.op("Shape", ["x"]), b.const([0], np.int64)], axis=0)
     shape = b.op("Concat", [n, b.const([2, 5, 6], np.int64)], axis=0)
-    y = b.op("Add", [f, b.op("Expand", [b.weight(1, 2, 5, 6), shape])])
+    y = b.op("Concat", [b.op("Expand", [b.weight(1, 2, 5, 6), shape]), f], axis=1)
     g = assert_matches_ort(b.model([("x", ["N", 3, 5, 6])], [y]), {"x": (3, 5, 6)})
     (e,) = [n for n in g.nodes if n.op == "Expand"]
     assert e.inputs[1] == "x" and e.attrs["like_shape"] == [-1, 2, 5, 6] and "Shape" not in op_counts(g)

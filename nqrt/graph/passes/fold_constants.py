@@ -17,6 +17,9 @@
 * Expand whose target shape has symbolic entries (`cls_token.expand(x.shape[0], -1, -1)`)
   gets attrs["like_shape"] (ints, −1 = that dim of the second input) and, as second input,
   the graph input carrying the symbol at that index, so it no longer needs a Shape.
+* Constants broadcast over the run-time batch (a mask `ConstantOfShape([N, H, W])` and what
+  is computed from it per batch row: DETR's and EdgeNeXt's position encodings) fold per row
+  (batch_constants.py).
 * Attribute inputs that became constants move into attributes (normalize.promote_const_inputs).
 * A run sweeps the nodes until a sweep changes nothing: each sweep re-infers shapes, so a shape
   that depends on values folded in the previous sweep (Swin's per-block window padding,
@@ -27,8 +30,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from nqrt.graph.edit import NameGen
 from nqrt.graph.ir import Graph, Node
 from nqrt.graph.normalize import promote_const_inputs
+from nqrt.graph.passes import batch_constants
 from nqrt.graph.reference import eval_node
 from nqrt.graph.shapes import Inference, infer, is_int, symbolic_product
 
@@ -164,10 +169,24 @@ def run(graph: Graph) -> Graph:
 def _sweep(graph: Graph) -> bool:
     """One pass over the nodes; True when it folded or rewrote something."""
     inf = infer(graph)
+    bcs = batch_constants.BatchConstants(graph)
+    names = None
     kept = []
     changed = False
     for node in graph.nodes:
         changed |= promote_const_inputs(node, graph.constants)
+        if node.op == "ConstantOfShape" or any(i in bcs.rows for i in node.inputs):
+            names = names or NameGen(graph)
+            new = batch_constants.fold_row(node, bcs, graph, names)
+            if new is None and node.op == "ConstantOfShape":
+                new = [n for n in [batch_constants.constant_of_shape(node, inf, graph, names)] if n]
+            if new:
+                for n in new:
+                    bcs.note(n, graph)
+                kept += new
+                changed = True
+                continue
+            changed |= batch_constants.absorb(node, bcs, inf, graph)
         if node.op == "Reshape" and node.attrs.get("shape") is None and len(node.inputs) > 1 \
                 and node.inputs[1] not in graph.constants:
             shape = _symbolic_reshape(node, inf)
