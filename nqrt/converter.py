@@ -73,6 +73,28 @@ def _read_source(model) -> tuple[bytes, str | None, object]:
     return serialize(), None, model
 
 
+def _external_data_bytes(data: bytes, path: str | None) -> int:
+    """Bytes of the external data files a model file refers to (weights saved next to the
+    .onnx file, as PyTorch's dynamo exporter writes them), each file counted once; 0 for a
+    model without them or that is not a file."""
+    if path is None:
+        return 0
+    import onnx
+    try:
+        proto = onnx.load_from_string(data)
+    except Exception:            # malformed: load_graph reports it
+        return 0
+    tensors = list(proto.graph.initializer) + [a.t for n in proto.graph.node for a in n.attribute
+                                                if a.type == onnx.AttributeProto.TENSOR]
+    files = set()
+    for t in tensors:
+        if t.data_location == onnx.TensorProto.EXTERNAL:
+            files.update(e.value for e in t.external_data if e.key == "location")
+    base = os.path.dirname(os.path.abspath(path))
+    return sum(os.path.getsize(os.path.join(base, f)) for f in files
+               if os.path.isfile(os.path.join(base, f)))
+
+
 def _same_file(a: str, b: str) -> bool:
     try:
         if os.path.exists(a) and os.path.exists(b):
@@ -251,6 +273,7 @@ def convert(model, output_path, calibration, *, calibration_method: str = "minma
         raise InputError(f"refusing to overwrite the input model {source_path}: choose another output path")
 
     graph = load_graph(handle, input_shapes)
+    source_bytes = len(data) + _external_data_bytes(data, source_path)
     check_supported(graph)
     collector, samples = calibrate_graph(graph, calibration, method=calibration_method,
                                          percentile=percentile, batch_size=int(batch_size))
@@ -259,7 +282,7 @@ def convert(model, output_path, calibration, *, calibration_method: str = "minma
     conv_warnings = list(nq.metadata.get("warnings", []))
     nq.metadata = {
         "source_sha256": hashlib.sha256(data).hexdigest(),
-        "source_bytes": len(data),
+        "source_bytes": source_bytes,
         "source_format": "onnx",
         "calibration": {"method": calibration_method,
                         "percentile": float(percentile) if calibration_method == "percentile" else None,
@@ -274,7 +297,7 @@ def convert(model, output_path, calibration, *, calibration_method: str = "minma
     for w in conv_warnings:
         warnings.warn(w, stacklevel=2)
     return ConversionReport(
-        output_path=output_path, source_bytes=len(data), output_bytes=os.path.getsize(output_path),
+        output_path=output_path, source_bytes=source_bytes, output_bytes=os.path.getsize(output_path),
         node_counts=op_counts(nq), warnings=conv_warnings, calibration_method=calibration_method,
         calibration_samples=samples)
 

@@ -181,6 +181,20 @@ def test_convert_structure_and_report(name, tmp_path):
     assert Counter(n.op for n in nq.nodes) == EXPECTED_OPS[name]
 
 
+def test_source_bytes_count_the_external_data_file(tmp_path):
+    """A model saved with its weights in a separate file (PyTorch's dynamo exporter): the
+    report's and the metadata's source size include that file, so the size ratio is right."""
+    model = MODELS["residual"]()
+    src = tmp_path / "m.onnx"
+    onnx.save_model(model, str(src), save_as_external_data=True, location="m.onnx.data", size_threshold=0)
+    total = src.stat().st_size + (tmp_path / "m.onnx.data").stat().st_size
+    assert (tmp_path / "m.onnx.data").stat().st_size > src.stat().st_size
+    report = convert(str(src), tmp_path / "m.nq", [data(model, 8)])
+    assert report.source_bytes == total
+    from nqrt.format.reader import read_nq
+    assert read_nq(str(tmp_path / "m.nq")).metadata["source_bytes"] == total
+
+
 def test_bn_folded_and_relu6_clamp(tmp_path):
     model = conv_bn_relu6_model()
     nq = build_model(model, [data(model, 16)])
@@ -381,7 +395,7 @@ def test_seven_bit_weights(tmp_path, monkeypatch):
     which gives exactly the portable path's outputs; digits accuracy stays within a point of
     the 8-bit model's."""
     from nqrt.format.reader import read_nq
-    from nqrt.kernels import cpu, vnni
+    from nqrt.kernels import cpu, vnni, winograd
     from nqrt.runtime import planner
     from nqrt.runtime.session import Session
 
@@ -410,7 +424,14 @@ def test_seven_bit_weights(tmp_path, monkeypatch):
                 portable = Session.load(nq).run({"input": x})["logits"]
             assert np.array_equal(portable, logits)
             consts = planner.prepare(nq, "avx2")
-            layouts = [int(consts.wpool[c["wpack"]]) for n, c in zip(nq.nodes, consts.node)
+            layouts = [(int(consts.wpool[c["wpack"]]), n.op == "QConv" and winograd.winograd_eligible(
+                        nq.tensors[n.inputs[1]].data.shape[1], 0, *nq.tensors[n.inputs[1]].data.shape[2:],
+                        *n.attrs["strides"], *n.attrs["dilations"], int(n.attrs["group"])))
+                       for n, c in zip(nq.nodes, consts.node)
                        if n.op == "QGemm" or n.op == "QConv" and int(n.attrs["group"]) == 1]
-            assert layouts and set(layouts) == {vnni.LAYOUT_QUADS}
+            # 3x3 stride-1 convs run as Winograd (int16, exact for any weights), the others
+            # on vpmaddubsw
+            assert layouts and all(lay == (winograd.LAYOUT_WINOGRAD if wino else vnni.LAYOUT_QUADS)
+                                   for lay, wino in layouts)
+            assert any(not wino for _, wino in layouts)
     assert acc[7] >= acc[8] - 0.01, acc

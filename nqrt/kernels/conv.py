@@ -48,6 +48,7 @@ from nqrt.kernels.depthwise import (append_depthwise_table, depthwise_conv_u8, d
                                     pack_depthwise_weights, pack_depthwise_weights_x86)
 from nqrt.kernels.gemm import NR, gemm_tile, gemm_u8
 from nqrt.kernels.rowcopy import copy_runs
+from nqrt.kernels.winograd import LAYOUT_WINOGRAD, winograd_conv_u8_avx2
 from nqrt.kernels.grouped import (LAYOUT_GROUPED, direct_shape, grouped_conv_u8_avx2,
                                   grouped_direct, grouped_slice_bytes, pack_grouped_weights)
 from nqrt.kernels.vnni import (AVX2_G, AVX2_MR, AVX2_NR, AVX2_VL, V512_G, V512_MR, V512_NR,
@@ -531,6 +532,12 @@ def conv2d_u8_avx2(x, z_x, wpack, wsum, bias, mult, shift, z_y, act_min, act_max
     if is_depthwise(C, M, group):
         xcall_lazy(_depthwise, x, z_x, wpack, bias, mult, shift, z_y, act_min, act_max, kh, kw,
                    sh, sw, dh, dw, pad_t, pad_l, y, scratch)
+        return
+    if group == 1 and wpack[0] == LAYOUT_WINOGRAD:      # weights of pack_winograd_weights
+        if (kh, kw, sh, sw, dh, dw) != (3, 3, 1, 1, 1, 1):
+            raise ValueError("conv2d_u8_avx2: Winograd weights for a conv that is not 3x3 stride 1")
+        xcall_lazy(winograd_conv_u8_avx2, x, z_x, wpack, bias, mult, shift, z_y, act_min, act_max,
+                   pad_t, pad_l, y, scratch)
         return
     if group > 1 and wpack[0] == LAYOUT_GROUPED:
         gs = _align(grouped_slice_bytes(C, kh, kw, W, group))

@@ -132,6 +132,12 @@ def gemm_path() -> str:
     return avail[0]
 
 
+def winograd_enabled() -> bool:
+    """Whether the avx2 path runs eligible 3x3 convolutions as Winograd F(2x2, 3x3)
+    (kernels/winograd.py; bit-identical either way).  NQRT_WINOGRAD=0 turns it off."""
+    return os.environ.get("NQRT_WINOGRAD", "") in ("", "1")
+
+
 def describe() -> str:
     name, _ = llvm_host()
     return f"llvm cpu {name}; features {features()}; paths {available_paths()}; using {gemm_path()}"

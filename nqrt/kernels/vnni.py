@@ -116,7 +116,7 @@ def _make_ukernel(isa, mr, nv, fused=False, bcols=None):
     """
     if isa == "vnni512":
         vl, name = 16, "llvm.x86.avx512.vpdpbusd.512"
-    elif isa in ("avx2", "avx2q"):
+    elif isa in ("avx2", "avx2q", "avx2w"):
         vl, name = 8, "llvm.x86.avx2.pmadd.wd"
     else:
         raise ValueError(isa)
@@ -178,7 +178,7 @@ def _make_ukernel(isa, mr, nv, fused=False, bcols=None):
                 bv = []
                 for j in range(nv):
                     p = builder.gep(bg, [ir.Constant(_I64, vl * bbytes * j)])
-                    if isa == "vnni512":
+                    if isa in ("vnni512", "avx2w"):      # avx2w: B is int16 in memory
                         bv.append(builder.load(builder.bitcast(p, vty.as_pointer()), align=1))
                     elif isa == "avx2q":
                         bv.append(builder.load(builder.bitcast(p, v32b.as_pointer()), align=1))

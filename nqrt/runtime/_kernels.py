@@ -27,6 +27,9 @@ GROUPS = (
     ("with_requant_table",),            # avx2 QConv / QGemm: the epilogue's plan-time table
     ("merge_groups", "merge_group_weights"),   # x86 grouped QConv: narrow groups run together
     ("with_depthwise_table",),          # x86 depthwise QConv: its requantize records
+    # avx2 QConv 3x3 stride 1: Winograd F(2x2, 3x3) weights, epilogue table and scratch
+    ("winograd_eligible", "pack_winograd_weights", "with_winograd_table", "winograd_scratch_size",
+     "winograd_enabled"),
     ("add_u8", "add_u8_avx2"), ("requant_copy_u8",), ("clip_u8",), ("maxpool_u8",), ("avgpool_u8",),
     ("reduce_mean_u8",), ("transpose_u8",), ("transpose_f32",), ("quantize_f32",),
     ("dequantize_u8",), ("softmax_f32",), ("lrn_f32",), ("layernorm_f32",), ("copy_cols_f32",), ("quantize_transpose_f32",), ("dequantize_transpose_u8",),
