@@ -274,8 +274,8 @@ def _output_panel_table(mt, rows, t0, p, M, OH, OW, TH, TW, tm0, tbc, tsh, tzd, 
     int32 [4, 16] work space."""
     m0 = p * AVX2_NR
     cols = min(AVX2_NR, M - m0)
-    lo = np.int64(act_min)
-    hi = np.int64(act_max)
+    lo = np.int32(act_min)
+    hi = np.int32(act_max)
     st = rows * AVX2_NR
     cm0 = tm0[m0:m0 + AVX2_NR]
     cbc = tbc[m0:m0 + AVX2_NR]
@@ -314,9 +314,9 @@ def _output_panel_table(mt, rows, t0, p, M, OH, OW, TH, TW, tm0, tbc, tsh, tzd, 
                     break
                 dd = dots[2 * a + e]
                 out = y1[o00 + (a * OW + e) * M:o00 + (a * OW + e) * M + cols]
-                for j in range(cols):
+                for j in range(cols):     # num in [0, 2^62), num >> SH < 2^30 (offset_requant)
                     num = np.uint64(np.int64(dd[j]) * np.int64(cm0[j]) + cbc[j])
-                    v = np.int64(num >> np.uint64(csh[j])) + np.int64(czd[j])
+                    v = np.int32(np.int32(num >> np.uint64(csh[j])) + czd[j])
                     out[j] = np.uint8(min(max(v, lo), hi))
 
 
