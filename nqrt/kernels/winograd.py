@@ -1,4 +1,4 @@
-"""QConv 3x3, stride 1, dilation 1, group 1 by Winograd F(2x2, 3x3) in integers, on the avx2
+"""QConv 3x3, stride 1, group 1 (any dilation) by Winograd F(2x2, 3x3) in integers, on the avx2
 path: bit-identical to the direct convolution (spec 4.1), with 16 multiply-adds per 2x2
 output tile and input channel instead of 36.
 
@@ -20,8 +20,9 @@ d = x − z_x in [-255, 255] (padding reads real zero, d = 0) and |w| <= 127:
     |Σ_c U·V| <= C·1020·1143 < 2^31 for C <= WINO_MAX_C   (int32 accumulators, vpmaddwd)
     the output transform sums 9 of those: int64.
 
-Layout: x uint8 NHWC; the tiles (n, ty, tx) of the output, 2x2 each, numbered row-major over
-the batch, run in blocks of TB tiles.  Per block: the input transform writes V as 16 int16
+Layout: x uint8 NHWC; the tiles of the output, 2x2 each (outputs (oh0 + a·dh, ow0 + e·dw)
+for a, e in {0, 1}: with dilation d the d x d residue classes are independent convolutions),
+numbered row-major over the batch (`_tile`), run in blocks of TB tiles.  Per block: the input transform writes V as 16 int16
 matrices [TB, C] (one per position ξ of the 4x4 patch) in the micro-kernels' A layout; per
 16-channel panel of the output, 16 GEMMs V_ξ · U_ξ (the avx2 micro-kernel with int16 B:
 "avx2w") write int32 tiles [16 ξ][TB][16]; the output transform, bias, requantize (spec 3.3)
@@ -123,8 +124,9 @@ def with_winograd_table(wpack, C, bias, mult, shift, z_y):
 
 
 def winograd_eligible(C, M, kh, kw, sh, sw, dh, dw, group) -> bool:
-    """Whether a QConv runs as Winograd F(2x2, 3x3) on the avx2 path."""
-    return (kh, kw, sh, sw, dh, dw, group) == (3, 3, 1, 1, 1, 1, 1) and 1 <= C <= WINO_MAX_C
+    """Whether a QConv runs as Winograd F(2x2, 3x3) on the avx2 path: 3x3, stride 1, any
+    dilation (DeepLab's and FCN's dilated ResNets), one group."""
+    return (kh, kw, sh, sw, group) == (3, 3, 1, 1, 1) and dh >= 1 and dw >= 1 and 1 <= C <= WINO_MAX_C
 
 
 def transform_weights(w):
@@ -174,20 +176,37 @@ def winograd_scratch_size(C, M, nthreads):
 
 
 @njit(**JIT)
-def _input_transform(x1, H, W, C, TH, TW, pad_t, pad_l, z_x, t0, rows, cp, v, d):
+def _tile(t, RH, RW, dh, dw):
+    """(n, oh0, ow0) of tile t: its outputs are rows oh0, oh0 + dh and columns ow0, ow0 + dw.
+    With dilation d the outputs of one residue class mod d form an ordinary 3x3 convolution
+    of the input's same class (the d x d sub-grids are independent), tiled 2x2 each:
+    RH = dh·ceil(ceil(OH/dh)/2) tile rows per image (phase = row mod dh), RW likewise."""
+    n = t // (RH * RW)
+    r = t - n * RH * RW
+    ry = r // RW
+    rx = r - ry * RW
+    ty, ah = ry // dh, ry - (ry // dh) * dh
+    tx, aw = rx // dw, rx - (rx // dw) * dw
+    return n, ah + 2 * dh * ty, aw + 2 * dw * tx
+
+
+@njit(**JIT)
+def tile_grid(OH, OW, dh, dw):
+    """(RH, RW): tile rows and columns per image (see _tile)."""
+    return dh * ((-(-OH // dh) + 1) // 2), dw * ((-(-OW // dw) + 1) // 2)
+
+
+@njit(**JIT)
+def _input_transform(x1, H, W, C, RH, RW, dh, dw, pad_t, pad_l, z_x, t0, rows, cp, v, d):
     """V[ξ, q, c] (int16, row stride cp) of tiles t0 .. t0 + rows − 1; d: int16 [16, C] work
     space for one patch."""
     zx = np.int16(z_x)
     for q in range(rows):
-        t = t0 + q
-        n = t // (TH * TW)
-        r = t - n * TH * TW
-        ty = r // TW
-        tx = r - ty * TW
+        n, oh0, ow0 = _tile(t0 + q, RH, RW, dh, dw)
         for i in range(4):
-            h = 2 * ty - pad_t + i
+            h = oh0 - pad_t + dh * i
             for j in range(4):
-                wc = 2 * tx - pad_l + j
+                wc = ow0 - pad_l + dw * j
                 row = d[4 * i + j]
                 if 0 <= h < H and 0 <= wc < W:
                     src = x1[((n * H + h) * W + wc) * C:((n * H + h) * W + wc + 1) * C]
@@ -225,7 +244,8 @@ def _requant(s4, b, mu, sh, rnd, zy, lo, hi):
 
 
 @njit(**JIT)
-def _output_panel(mt, rows, t0, p, M, OH, OW, TH, TW, bias, mult, shift, z_y, act_min, act_max, y1):
+def _output_panel(mt, rows, t0, p, M, OH, OW, RH, RW, dh, dw, bias, mult, shift, z_y, act_min,
+                  act_max, y1):
     """The output transform of one panel's int32 tiles mt[ξ, q, j] (q < rows, j < 16), then
     bias, requantize, clamp and the uint8 stores of the 2x2 outputs inside the map."""
     m0 = p * AVX2_NR
@@ -235,15 +255,13 @@ def _output_panel(mt, rows, t0, p, M, OH, OW, TH, TW, bias, mult, shift, z_y, ac
     hi = np.int64(act_max)
     st = rows * AVX2_NR                       # stride between the ξ matrices
     for q in range(rows):
-        t = t0 + q
-        n = t // (TH * TW)
-        r = t - n * TH * TW
-        ty = r // TW
-        tx = r - ty * TW
-        right = 2 * tx + 1 < OW                 # the tile's second column / row exist
-        down = 2 * ty + 1 < OH
-        o00 = ((n * OH + 2 * ty) * OW + 2 * tx) * M + m0
-        o10 = o00 + OW * M
+        n, oh0, ow0 = _tile(t0 + q, RH, RW, dh, dw)
+        if oh0 >= OH or ow0 >= OW:              # a phase's last tile row / column may be empty
+            continue
+        right = ow0 + dw < OW                   # the tile's second column / row exist
+        down = oh0 + dh < OH
+        o00 = ((n * OH + oh0) * OW + ow0) * M + m0
+        o10 = o00 + dh * OW * M
         base = q * AVX2_NR
         for j in range(cols):
             k = base + j
@@ -260,16 +278,16 @@ def _output_panel(mt, rows, t0, p, M, OH, OW, TH, TW, bias, mult, shift, z_y, ac
             rnd = np.int64(1) << (sh - 1)
             y1[o00 + j] = _requant(u00 + u01 + u02, b, mu, sh, rnd, zy, lo, hi)      # · A
             if right:
-                y1[o00 + M + j] = _requant(u01 - u02 - u03, b, mu, sh, rnd, zy, lo, hi)
+                y1[o00 + dw * M + j] = _requant(u01 - u02 - u03, b, mu, sh, rnd, zy, lo, hi)
             if down:
                 y1[o10 + j] = _requant(u10 + u11 + u12, b, mu, sh, rnd, zy, lo, hi)
                 if right:
-                    y1[o10 + M + j] = _requant(u11 - u12 - u13, b, mu, sh, rnd, zy, lo, hi)
+                    y1[o10 + dw * M + j] = _requant(u11 - u12 - u13, b, mu, sh, rnd, zy, lo, hi)
 
 
 @njit(**JIT)
-def _output_panel_table(mt, rows, t0, p, M, OH, OW, TH, TW, tm0, tbc, tsh, tzd, act_min, act_max,
-                        y1, dots):
+def _output_panel_table(mt, rows, t0, p, M, OH, OW, RH, RW, dh, dw, tm0, tbc, tsh, tzd, act_min,
+                        act_max, y1, dots):
     """_output_panel with the plan-time table: 16 channels per step in vector lanes; dots:
     int32 [4, 16] work space."""
     m0 = p * AVX2_NR
@@ -282,11 +300,9 @@ def _output_panel_table(mt, rows, t0, p, M, OH, OW, TH, TW, tm0, tbc, tsh, tzd, 
     csh = tsh[m0:m0 + AVX2_NR]
     czd = tzd[m0:m0 + AVX2_NR]
     for q in range(rows):
-        t = t0 + q
-        n = t // (TH * TW)
-        r = t - n * TH * TW
-        ty = r // TW
-        tx = r - ty * TW
+        n, oh0, ow0 = _tile(t0 + q, RH, RW, dh, dw)
+        if oh0 >= OH or ow0 >= OW:
+            continue
         k = q * AVX2_NR
         for j in range(AVX2_NR):              # wrapping int32: exact mod 2^32 (docstring)
             a0, a1, a2, a3 = mt[k + j], mt[k + st + j], mt[k + 2 * st + j], mt[k + 3 * st + j]
@@ -305,15 +321,16 @@ def _output_panel_table(mt, rows, t0, p, M, OH, OW, TH, TW, tm0, tbc, tsh, tzd, 
             dots[1, j] = np.int32(np.int32(u01 - u02) - u03) >> 2
             dots[2, j] = np.int32(np.int32(u10 + u11) + u12) >> 2
             dots[3, j] = np.int32(np.int32(u11 - u12) - u13) >> 2
-        o00 = ((n * OH + 2 * ty) * OW + 2 * tx) * M + m0
+        o00 = ((n * OH + oh0) * OW + ow0) * M + m0
         for a in range(2):
-            if 2 * ty + a >= OH:
+            if oh0 + a * dh >= OH:
                 break
             for e in range(2):
-                if 2 * tx + e >= OW:
+                if ow0 + e * dw >= OW:
                     break
                 dd = dots[2 * a + e]
-                out = y1[o00 + (a * OW + e) * M:o00 + (a * OW + e) * M + cols]
+                o = o00 + (a * dh * OW + e * dw) * M
+                out = y1[o:o + cols]
                 for j in range(cols):     # num in [0, 2^62), num >> SH < 2^30 (offset_requant)
                     num = np.uint64(np.int64(dd[j]) * np.int64(cm0[j]) + cbc[j])
                     v = np.int32(np.int32(num >> np.uint64(csh[j])) + czd[j])
@@ -345,9 +362,9 @@ def _table(wpack, ubytes, M, z_y):
 @njit(**JIT)
 def _item(x1, geo, z_x, wpack, bias, mult, shift, z_y, act_min, act_max, y1, blk, pa, pb, slot):
     """One work item: tile block blk, panels pa .. pb − 1, in the scratch slice `slot`."""
-    N, H, W, C, OH, OW, M, pad_t, pad_l = geo
-    TH, TW = (OH + 1) // 2, (OW + 1) // 2
-    T = N * TH * TW
+    N, H, W, C, OH, OW, M, pad_t, pad_l, dh, dw = geo
+    RH, RW = tile_grid(OH, OW, dh, dw)
+    T = N * RH * RW
     tb = block_tiles(C)
     t0 = blk * tb
     rows = min(tb, T - t0)
@@ -361,7 +378,7 @@ def _item(x1, geo, z_x, wpack, bias, mult, shift, z_y, act_min, act_max, y1, blk
     d = slot[vbytes + tbytes:vbytes + tbytes + XI * C * 2].view(np.int16).reshape((XI, C))
     dbytes = ((XI * C * 2 + 63) // 64) * 64
     dots = slot[vbytes + tbytes + dbytes:vbytes + tbytes + dbytes + 256].view(np.int32).reshape((4, AVX2_NR))
-    _input_transform(x1, H, W, C, TH, TW, pad_t, pad_l, z_x, t0, rows, cp, v, d)
+    _input_transform(x1, H, W, C, RH, RW, dh, dw, pad_t, pad_l, z_x, t0, rows, cp, v, d)
     va = slot[:XI * tb * cp * 2]
     ars = 2 * cp                                 # bytes per row of V_ξ
     pbytes = ng * AVX2_NR * AVX2_G * 2           # bytes per (ξ, panel) of U
@@ -374,19 +391,19 @@ def _item(x1, geo, z_x, wpack, bias, mult, shift, z_y, act_min, act_max, y1, blk
                 _ukernel_w(mr, va, (xi * rows + r0) * ars, ars, 4, wpack, boff, ng,
                            mt[(xi * rows + r0) * AVX2_NR:])
         if ok:
-            _output_panel_table(mt, rows, t0, p, M, OH, OW, TH, TW, tm0, tbc, tsh, tzd, act_min,
-                                act_max, y1, dots)
+            _output_panel_table(mt, rows, t0, p, M, OH, OW, RH, RW, dh, dw, tm0, tbc, tsh, tzd,
+                                act_min, act_max, y1, dots)
         else:
-            _output_panel(mt, rows, t0, p, M, OH, OW, TH, TW, bias, mult, shift, z_y, act_min,
-                          act_max, y1)
+            _output_panel(mt, rows, t0, p, M, OH, OW, RH, RW, dh, dw, bias, mult, shift, z_y,
+                          act_min, act_max, y1)
 
 
 @njit(**JIT)
-def _plan(N, OH, OW, C, M, nthreads):
+def _plan(N, OH, OW, dh, dw, C, M, nthreads):
     """(blocks, panel splits, workers): at least as many items as workers where possible."""
-    TH, TW = (OH + 1) // 2, (OW + 1) // 2
+    RH, RW = tile_grid(OH, OW, dh, dw)
     tb = block_tiles(C)
-    nblk = (N * TH * TW + tb - 1) // tb
+    nblk = (N * RH * RW + tb - 1) // tb
     npan = (M + AVX2_NR - 1) // AVX2_NR
     nsplit = 1 if nblk >= 4 * nthreads else min(npan, nthreads)
     nt = min(nthreads, nblk * nsplit)
@@ -416,9 +433,10 @@ def _par(nt, nsplit, nitems, x1, geo, z_x, wpack, bias, mult, shift, z_y, act_mi
 
 @njit(**JIT)
 def winograd_conv_u8_avx2(x, z_x, wpack, bias, mult, shift, z_y, act_min, act_max, pad_t, pad_l,
-                          y, scratch):
-    """y uint8 [N, OH, OW, M] = the 3x3 stride-1 QConv of x uint8 [N, H, W, C] (NHWC) with the
-    weights of pack_winograd_weights; scratch: winograd_scratch_size(C, M, threads) bytes."""
+                          dh, dw, y, scratch):
+    """y uint8 [N, OH, OW, M] = the 3x3 stride-1 QConv (dilations dh, dw) of x uint8
+    [N, H, W, C] (NHWC) with the weights of pack_winograd_weights; scratch:
+    winograd_scratch_size(C, M, threads) bytes."""
     N, H, W, C = x.shape
     OH, OW, M = y.shape[1], y.shape[2], y.shape[3]
     if N * OH * OW * M == 0:
@@ -426,8 +444,8 @@ def winograd_conv_u8_avx2(x, z_x, wpack, bias, mult, shift, z_y, act_min, act_ma
     sb = _slice_bytes(C, M)
     if scratch.size < sb:
         raise ValueError("winograd_conv_u8_avx2: scratch smaller than one worker's slice")
-    nblk, nsplit, nt = _plan(N, OH, OW, C, M, scratch.size // sb)
-    geo = (N, H, W, C, OH, OW, M, pad_t, pad_l)
+    nblk, nsplit, nt = _plan(N, OH, OW, dh, dw, C, M, scratch.size // sb)
+    geo = (N, H, W, C, OH, OW, M, pad_t, pad_l, dh, dw)
     x1 = x.reshape(-1)
     y1 = y.reshape(-1)
     if nt == 1:

@@ -4,7 +4,8 @@ Two stages, following "prepare vs eval":
 
 * `prepare(model)` (once per model load, shape-independent): chooses the GEMM path
   (`nqrt.kernels.cpu.gemm_path()`: vnni512 / avx2 / portable, `NQRT_GEMM_PATH` overrides), packs
-  every QConv/QGemm weight for it with the kernels' packers, expands per-tensor
+  every QConv/QGemm weight for it with the kernels' packers (on avx2, 3x3 stride-1 convs
+  for the Winograd kernel unless NQRT_WINOGRAD=0), expands per-tensor
   multiplier/shift [1] to [M], and places every constant in four pools (int8 packed weights,
   int32, float32, and uint8 for QLut tables and QAdd/QMul constant operands).
 * `plan(model, consts, input_shapes)` (once per input-shape tuple): infers every tensor's

@@ -21,7 +21,7 @@ from nqrt.kernels.winograd import (WINO_MAX_C, pack_winograd_weights, transform_
 pytestmark = pytest.mark.skipif("avx2" not in cpu.available_paths(),
                                 reason="the Winograd kernel runs on the avx2 path")
 
-# N, C, H, W, M, (pt, pl, pb, pr)
+# N, C, H, W, M, (pt, pl, pb, pr)[, (dh, dw)]
 CASES = {
     "resnet_like": (1, 16, 9, 7, 12, (1, 1, 1, 1)),
     "asym_pad_odd": (2, 5, 6, 8, 19, (0, 2, 1, 0)),
@@ -33,14 +33,24 @@ CASES = {
     "c1": (1, 1, 6, 6, 16, (1, 1, 1, 1)),
     "many_channels": (1, 130, 5, 6, 33, (1, 1, 1, 1)),   # C not a multiple of 4, several blocks
     "many_tiles": (2, 8, 30, 26, 24, (1, 1, 1, 1)),      # several tile blocks per worker
+    # dilated (DeepLab / FCN): each residue class mod d is tiled on its own; odd sizes leave
+    # a class's last tile row or column partly or wholly outside the map
+    "dilation2": (1, 8, 13, 11, 12, (2, 2, 2, 2), (2, 2)),
+    "dilation3x1_batch2": (2, 5, 17, 19, 19, (3, 1, 3, 1), (3, 1)),
+    "dilation6_small_map": (1, 32, 9, 10, 24, (6, 6, 6, 6), (6, 6)),
 }
+
+
+def _dil(case):
+    return case[6] if len(case) > 6 else (1, 1)
 ZPS = [(128, 128, "none"), (0, 100, "relu"), (255, 30, "relu6"), (17, 0, "none")]
 
 
 def _make(case, z_x, z_y, act, seed):
-    N, C, H, W, M, (pt, pl, pb, pr) = case
+    N, C, H, W, M, (pt, pl, pb, pr) = case[:6]
+    dh, dw = _dil(case)
     rng = np.random.default_rng(seed)
-    OH, OW = out_size(H, 3, 1, pt, pb, 1), out_size(W, 3, 1, pl, pr, 1)
+    OH, OW = out_size(H, 3, 1, pt, pb, dh), out_size(W, 3, 1, pl, pr, dw)
     x = rng.integers(0, 256, (N, C, H, W), dtype=np.uint8)
     w = rng.integers(-127, 128, (M, C, 3, 3)).astype(np.int8)
     bias = rng.integers(-20_000, 20_000, M).astype(np.int32)
@@ -51,7 +61,7 @@ def _make(case, z_x, z_y, act, seed):
 
 def _run(case, x, z_x, w, bias, mult, shift, z_y, lo, hi, ohw, nthreads=2, table=True,
          table_zy=None, scratch_threads=None):
-    N, C, H, W, M, (pt, pl, pb, pr) = case
+    N, C, H, W, M, (pt, pl, pb, pr) = case[:6]
     wpack = pack_winograd_weights(w)
     if table:
         wpack = with_winograd_table(wpack, C, bias, mult, shift, z_y if table_zy is None else table_zy)
@@ -59,13 +69,13 @@ def _run(case, x, z_x, w, bias, mult, shift, z_y, lo, hi, ohw, nthreads=2, table
     scratch = np.zeros(winograd_scratch_size(C, M, scratch_threads or nthreads), np.uint8)
     xh = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
     with_threads(nthreads, winograd_conv_u8_avx2, xh, z_x, wpack, bias, mult, shift, z_y, lo, hi,
-                 pt, pl, y, scratch)
+                 pt, pl, *_dil(case), y, scratch)
     return y.transpose(0, 3, 1, 2)
 
 
 def _want(case, x, z_x, w, bias, mult, shift, z_y, lo, hi, ohw):
     pads = case[5]
-    return qconv(x, z_x, w, bias, mult, shift, z_y, lo, hi, (1, 1), pads, (1, 1), 1, ohw)
+    return qconv(x, z_x, w, bias, mult, shift, z_y, lo, hi, (1, 1), pads, _dil(case), 1, ohw)
 
 
 @pytest.mark.parametrize("table", [True, False], ids=["table", "scalar"])
@@ -88,7 +98,7 @@ def test_outputs_not_vacuous_and_table_for_other_zero_point_is_not_used():
     assert_same(_run(case, x, 128, w, bias, mult, shift, 128, lo, hi, ohw, table_zy=3), want)
 
 
-@pytest.mark.parametrize("name", ["resnet_like", "many_channels", "many_tiles"])
+@pytest.mark.parametrize("name", ["resnet_like", "many_channels", "many_tiles", "dilation3x1_batch2"])
 def test_winograd_thread_count_invariant(name):
     case = CASES[name]
     x, w, bias, mult, shift, lo, hi, ohw = _make(case, 3, 128, "none", seed=9)
@@ -120,9 +130,10 @@ def test_accumulator_bounds_at_the_channel_limit(sign):
 
 def test_eligibility():
     assert winograd_eligible(64, 64, 3, 3, 1, 1, 1, 1, 1)
+    assert winograd_eligible(64, 64, 3, 3, 1, 1, 2, 4, 1)            # dilated
     assert winograd_eligible(WINO_MAX_C, 8, 3, 3, 1, 1, 1, 1, 1)
     assert not winograd_eligible(WINO_MAX_C + 1, 8, 3, 3, 1, 1, 1, 1, 1)
-    for args in [(3, 3, 2, 2, 1, 1, 1), (3, 3, 1, 1, 2, 2, 1), (3, 3, 1, 1, 1, 1, 2), (1, 3, 1, 1, 1, 1, 1),
+    for args in [(3, 3, 2, 2, 1, 1, 1), (3, 3, 1, 2, 1, 1, 1), (3, 3, 1, 1, 1, 1, 2), (1, 3, 1, 1, 1, 1, 1),
                  (5, 5, 1, 1, 1, 1, 1)]:
         assert not winograd_eligible(16, 16, *args)
 
