@@ -425,7 +425,7 @@ def test_seven_bit_weights(tmp_path, monkeypatch):
             assert np.array_equal(portable, logits)
             consts = planner.prepare(nq, "avx2")
             layouts = [(int(consts.wpool[c["wpack"]]), n.op == "QConv" and winograd.winograd_eligible(
-                        nq.tensors[n.inputs[1]].data.shape[1], 0, *nq.tensors[n.inputs[1]].data.shape[2:],
+                        *nq.tensors[n.inputs[1]].data.shape[1::-1], *nq.tensors[n.inputs[1]].data.shape[2:],
                         *n.attrs["strides"], *n.attrs["dilations"], int(n.attrs["group"])))
                        for n, c in zip(nq.nodes, consts.node)
                        if n.op == "QGemm" or n.op == "QConv" and int(n.attrs["group"]) == 1]

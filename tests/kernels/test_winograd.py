@@ -131,11 +131,15 @@ def test_accumulator_bounds_at_the_channel_limit(sign):
 def test_eligibility():
     assert winograd_eligible(64, 64, 3, 3, 1, 1, 1, 1, 1)
     assert winograd_eligible(64, 64, 3, 3, 1, 1, 2, 4, 1)            # dilated
-    assert winograd_eligible(WINO_MAX_C, 8, 3, 3, 1, 1, 1, 1, 1)
-    assert not winograd_eligible(WINO_MAX_C + 1, 8, 3, 3, 1, 1, 1, 1, 1)
+    assert winograd_eligible(WINO_MAX_C, 32, 3, 3, 1, 1, 1, 1, 1)
+    assert not winograd_eligible(WINO_MAX_C + 1, 32, 3, 3, 1, 1, 1, 1, 1)
+    assert winograd_eligible(48, 32, 3, 3, 1, 1, 1, 1, 1)
+    assert not winograd_eligible(47, 64, 3, 3, 1, 1, 1, 1, 1)         # narrow: the transforms
+    assert not winograd_eligible(3, 64, 3, 3, 1, 1, 1, 1, 1)          # cost more than they save
+    assert not winograd_eligible(64, 31, 3, 3, 1, 1, 1, 1, 1)
     for args in [(3, 3, 2, 2, 1, 1, 1), (3, 3, 1, 2, 1, 1, 1), (3, 3, 1, 1, 1, 1, 2), (1, 3, 1, 1, 1, 1, 1),
                  (5, 5, 1, 1, 1, 1, 1)]:
-        assert not winograd_eligible(16, 16, *args)
+        assert not winograd_eligible(64, 64, *args)
 
 
 RESNET_BLOCK = """
@@ -147,8 +151,8 @@ inits = []
 def conv(x, cin, cout, k, s, name):
     inits.append(w(cout, cin, k, k)); inits.append(numpy_helper.from_array(np.zeros(cout, np.float32), f"b{name}"))
     return helper.make_node("Conv", [x, inits[-2].name, f"b{name}"], [name], pads=[k // 2] * 4, strides=[s, s])
-nodes = [conv("x", 3, 16, 3, 1, "c1"), helper.make_node("Relu", ["c1"], ["r1"]), conv("r1", 16, 24, 3, 1, "c2"),
-         conv("c2", 24, 24, 3, 2, "c3"), conv("c3", 24, 8, 1, 1, "y")]
+nodes = [conv("x", 3, 48, 3, 1, "c1"), helper.make_node("Relu", ["c1"], ["r1"]), conv("r1", 48, 64, 3, 1, "c2"),
+         conv("c2", 64, 32, 3, 1, "c3"), conv("c3", 32, 32, 3, 2, "c4"), conv("c4", 32, 8, 1, 1, "y")]
 g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 14, 14])],
                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
 m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]); m.ir_version = 8
@@ -164,8 +168,9 @@ print(" ".join(str(int(row[k])) for row in plan.plan.code if int(row[0]) == E.OP
 
 
 def test_planner_uses_winograd_and_outputs_equal_the_direct_path(tmp_path):
-    """A model with two 3x3 stride-1 convs, a strided one and a 1x1 one, run in two processes
-    (the choice is made at plan time): NQRT_WINOGRAD=0 and the default give the same bytes."""
+    """A model with three 3x3 stride-1 convs (the first with 3 input channels), a strided one
+    and a 1x1 one, run in two processes (the choice is made at plan time): NQRT_WINOGRAD=0 and
+    the default give the same bytes."""
     outs, packed = {}, {}
     for flag in ("0", "1"):
         env = dict(os.environ, NQRT_WINOGRAD=flag)
@@ -175,6 +180,7 @@ def test_planner_uses_winograd_and_outputs_equal_the_direct_path(tmp_path):
         outs[flag] = np.load(tmp_path / f"y{flag}.npy")
         packed[flag] = [int(v) for v in r.stdout.split()]       # packed weight bytes per conv
     assert np.array_equal(outs["0"], outs["1"])
-    # the two 3x3 stride-1 convs (first two) are packed for Winograd, the others are not
+    # the 3x3 stride-1 convs with 48 and 64 input channels are packed for Winograd, the
+    # 3-channel one (too narrow to gain), the strided one and the 1x1 one are not
     differ = [a != b for a, b in zip(packed["0"], packed["1"])]
-    assert differ == [True, True, False, False]
+    assert differ == [False, True, True, False, False]
