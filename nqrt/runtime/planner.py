@@ -56,12 +56,12 @@ from nqrt.format.model import NqModel, NqNode
 from nqrt.runtime import _kernels as K
 from nqrt.runtime import encoding as E
 from nqrt.runtime import layout as L
+from nqrt.runtime.limits import check_elements as _check_elements
+from nqrt.runtime.limits import check_resize as _check_resize
 
 U8_ALIGN = 64          # bytes
 F32_ALIGN = 16         # elements (64 bytes)
 SCRATCH_MIN = 64
-
-
 # ---------------------------------------------------------------------------------------
 # Load time: constant pools
 # ---------------------------------------------------------------------------------------
@@ -311,6 +311,7 @@ class _Builder:
     def _new(self, name, kind, shape, perm, scale=1.0, zp=0) -> Value:
         if any(d <= 0 for d in shape):
             raise InputError(f"tensor {name!r} would have an empty shape {list(shape)}")
+        _check_elements(name, shape)
         self.slots.append(Slot(kind, L.numel(shape), [name]))
         v = Value(kind, tuple(shape), tuple(perm), len(self.slots) - 1, scale, zp)
         self.values[name] = v
@@ -659,6 +660,7 @@ class _Builder:
         if min(shape) < 1:
             raise InputError(f"node {node.name!r} (ResizeNearest): input {list(x.shape)} resizes to "
                              f"an empty output {list(shape)}")
+        _check_resize(node, x.shape, shape)           # before the index tables are built
         try:
             in6, out6, index = K.resize_args(x.shape, a["coordinate_transformation_mode"],
                                              a["nearest_mode"], scales, sizes, x.perm)
@@ -696,6 +698,8 @@ class _Builder:
         if sizes is not None and (int(sizes[0]) != N or int(sizes[1]) != C):
             raise InputError(f"node {node.name!r} ({node.op}): sizes {list(sizes)} resize N or C "
                              f"of the input {list(x.shape)}")
+        geo = K.resize_geometry(x.shape, scales, sizes)
+        _check_resize(node, x.shape, (N, C, geo[2][0], geo[3][0]))  # before the tap tables
         try:
             OH, OW, tab = tables(x.shape, scales, sizes)
         except ValueError as e:

@@ -35,6 +35,7 @@ from nqrt import qmath
 from nqrt.format import schema
 from nqrt.format.model import NqModel
 from nqrt.kernels import movement, resize_cubic, resize_linear
+from nqrt.runtime.limits import check_resize
 
 
 def run(model: NqModel, feeds: dict) -> dict[str, np.ndarray]:
@@ -302,6 +303,7 @@ def _resize_nearest(model, node, env):
     x = env[node.inputs[0]]
     a = node.attrs
     geo = movement.resize_geometry(x.shape, a.get("scales"), a.get("sizes"))
+    check_resize(node, x.shape, [n for n, _ in geo])
     for ax, (n, s) in enumerate(geo):
         idx = movement.resize_nearest_index(x.shape[ax], n, s, a["coordinate_transformation_mode"],
                                             a["nearest_mode"])
@@ -314,6 +316,8 @@ def _resize_linear(model, node, env):
     the integer mode's value before its rounding shift, rounded half to even here."""
     x = _real(model, node.inputs[0], env)
     a = node.attrs
+    check_resize(node, x.shape, [n for n, _ in movement.resize_geometry(x.shape, a.get("scales"),
+                                                                        a.get("sizes"))])
     OH, OW, tab = resize_linear.resize_linear_args(x.shape, a["coordinate_transformation_mode"],
                                                    a.get("scales"), a.get("sizes"))
     one = float(1 << resize_linear.LINEAR_BITS)
@@ -329,6 +333,8 @@ def _resize_cubic(model, node, env):
     (the overshoot of the negative lobes saturates there, as in the integer mode)."""
     x = _real(model, node.inputs[0], env)
     a = node.attrs
+    check_resize(node, x.shape, [n for n, _ in movement.resize_geometry(x.shape, a.get("scales"),
+                                                                        a.get("sizes"))])
     OH, OW, tab = resize_cubic.resize_cubic_args(x.shape, a["coordinate_transformation_mode"],
                                                  float(a["cubic_coeff_a"]), bool(a["exclude_outside"]),
                                                  a.get("scales"), a.get("sizes"))
