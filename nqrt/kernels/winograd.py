@@ -222,25 +222,24 @@ def _input_transform(x1, H, W, C, RH, RW, dh, dw, pad_t, pad_l, z_x, t0, rows, c
                 else:
                     row[:] = 0
         for j in range(4):                      # columns: t = Bᵀ d (over the patch rows i)
-            d0, d1, d2, d3 = d[j], d[4 + j], d[8 + j], d[12 + j]
-            for c in range(C):
-                a0, a1, a2, a3 = d0[c], d1[c], d2[c], d3[c]
-                d0[c] = a0 - a2
-                d1[c] = a1 + a2
-                d2[c] = a2 - a1
-                d3[c] = a1 - a3
+            _bt(d[j], d[4 + j], d[8 + j], d[12 + j], d[j], d[4 + j], d[8 + j], d[12 + j], C)
         for i in range(4):                      # rows: V = t B (over the patch columns j)
-            e0, e1, e2, e3 = d[4 * i], d[4 * i + 1], d[4 * i + 2], d[4 * i + 3]
-            o0 = v[((4 * i) * rows + q) * cp:((4 * i) * rows + q) * cp + C]
-            o1 = v[((4 * i + 1) * rows + q) * cp:((4 * i + 1) * rows + q) * cp + C]
-            o2 = v[((4 * i + 2) * rows + q) * cp:((4 * i + 2) * rows + q) * cp + C]
-            o3 = v[((4 * i + 3) * rows + q) * cp:((4 * i + 3) * rows + q) * cp + C]
-            for c in range(C):
-                a0, a1, a2, a3 = e0[c], e1[c], e2[c], e3[c]
-                o0[c] = a0 - a2
-                o1[c] = a1 + a2
-                o2[c] = a2 - a1
-                o3[c] = a1 - a3
+            o = ((4 * i) * rows + q) * cp       # V_ξ rows of ξ = 4i .. 4i + 3 are rows·cp apart
+            s = rows * cp
+            _bt(d[4 * i], d[4 * i + 1], d[4 * i + 2], d[4 * i + 3], v[o:o + C], v[o + s:o + s + C],
+                v[o + 2 * s:o + 2 * s + C], v[o + 3 * s:o + 3 * s + C], C)
+
+
+@njit(inline="always", **JIT)
+def _bt(e0, e1, e2, e3, o0, o1, o2, o3, C):
+    """(o0, o1, o2, o3) = Bᵀ (e0, e1, e2, e3), vectors of C int16: e0 − e2, e1 + e2, e2 − e1,
+    e1 − e3 (the outputs may be the inputs: each c is read before it is written)."""
+    for c in range(C):
+        a0, a1, a2, a3 = e0[c], e1[c], e2[c], e3[c]
+        o0[c] = a0 - a2
+        o1[c] = a1 + a2
+        o2[c] = a2 - a1
+        o3[c] = a1 - a3
 
 
 @njit(**JIT)
