@@ -18,12 +18,12 @@ d = x − z_x in [-255, 255] (padding reads real zero, d = 0) and |w| <= 127:
     |V| = |Bᵀ d B| <= 4·255 = 1020            (int16)
     |U| = |G2 g G2ᵀ| <= 3·3·127 = 1143         (int16, plan time)
     |Σ_c U·V| <= C·1020·1143 < 2^31 for C <= WINO_MAX_C   (int32 accumulators, vpmaddwd)
-    the output transform sums 9 of those: int64.
+    the output transform sums 9 of those: wrapping int32 (exact, see below) or int64.
 
 Layout: x uint8 NHWC; the tiles of the output, 2x2 each (outputs (oh0 + a·dh, ow0 + e·dw)
 for a, e in {0, 1}: with dilation d the d x d residue classes are independent convolutions),
-numbered row-major over the batch (`_tile`), run in blocks of TB tiles.  Per block: the input transform writes V as 16 int16
-matrices [TB, C] (one per position ξ of the 4x4 patch) in the micro-kernels' A layout; per
+numbered row-major over the batch (`_tile`), run in blocks of TB tiles (block_tiles).  Per
+block: the input transform writes V as 16 int16 matrices [TB, C] (one per position ξ of the 4x4 patch) in the micro-kernels' A layout; per
 16-channel panel of the output, 16 GEMMs V_ξ · U_ξ (the avx2 micro-kernel with int16 B:
 "avx2w") write int32 tiles [16 ξ][TB][16]; the output transform, bias, requantize (spec 3.3)
 and clamp then store the panel's outputs (cropped at the map's edges).  Work items are
