@@ -181,7 +181,8 @@ def bench(
         stats = measure(sess, feeds, repeats=repeats, warmup=warmup, pause=pause)
         shapes = ", ".join(f"{k}{list(v.shape)}" for k, v in feeds.items())
         n = next(iter(feeds.values())).shape[0] if feeds and next(iter(feeds.values())).ndim else None
-        mode = "simulate mode" if simulate else f"integer mode ({sess.kernel_path} kernels)"
+        wino = f", {sess.winograd_convs} conv(s) as Winograd" if sess.winograd_convs else ""
+        mode = "simulate mode" if simulate else f"integer mode ({sess.kernel_path} kernels{wino})"
         typer.echo(f"{model.name}: {mode}, {sess.nthreads} thread(s), inputs {shapes}"
                    + (f", {pause:g} s pause before each run" if pause else ""))
         typer.echo(stats.summary(batch=None if pause else n))

@@ -228,6 +228,11 @@ class Session:
         return self._consts.path if self._consts is not None else None
 
     @property
+    def winograd_convs(self) -> int:
+        """How many QConv layers run as Winograd F(2x2, 3x3) (0 in simulate mode)."""
+        return sum(1 for c in self._consts.node if c.get("winograd")) if self._consts is not None else 0
+
+    @property
     def nthreads(self) -> int:
         """Kernel threads per run (the `threads` given to load, else all of Numba's)."""
         return self._nthreads

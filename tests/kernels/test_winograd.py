@@ -163,7 +163,7 @@ plan = next(iter(s._plans.values()))
 np.save(sys.argv[2], y)
 from nqrt.runtime import encoding as E
 k = E.FIELDS[E.OP_CONV].index("wpack_len") + 1
-print(" ".join(str(int(row[k])) for row in plan.plan.code if int(row[0]) == E.OP_CONV))
+print(s.winograd_convs, " ".join(str(int(row[k])) for row in plan.plan.code if int(row[0]) == E.OP_CONV))
 """
 
 
@@ -178,7 +178,9 @@ def test_planner_uses_winograd_and_outputs_equal_the_direct_path(tmp_path):
                             str(tmp_path / f"y{flag}.npy")], env=env, capture_output=True, text=True)
         assert r.returncode == 0, r.stderr[-2000:]
         outs[flag] = np.load(tmp_path / f"y{flag}.npy")
-        packed[flag] = [int(v) for v in r.stdout.split()]       # packed weight bytes per conv
+        count, *sizes = [int(v) for v in r.stdout.split()]        # Session.winograd_convs, then
+        packed[flag] = sizes                                       # packed weight bytes per conv
+        assert count == (2 if flag == "1" else 0)
     assert np.array_equal(outs["0"], outs["1"])
     # the 3x3 stride-1 convs with 48 and 64 input channels are packed for Winograd, the
     # 3-channel one (too narrow to gain), the strided one and the 1x1 one are not
