@@ -533,11 +533,11 @@ def conv2d_u8_avx2(x, z_x, wpack, wsum, bias, mult, shift, z_y, act_min, act_max
         xcall_lazy(_depthwise, x, z_x, wpack, bias, mult, shift, z_y, act_min, act_max, kh, kw,
                    sh, sw, dh, dw, pad_t, pad_l, y, scratch)
         return
-    if group == 1 and wpack[0] == LAYOUT_WINOGRAD:      # weights of pack_winograd_weights
+    if wpack[0] == LAYOUT_WINOGRAD:                     # weights of pack_winograd_weights
         if (kh, kw, sh, sw) != (3, 3, 1, 1):
             raise ValueError("conv2d_u8_avx2: Winograd weights for a conv that is not 3x3 stride 1")
         xcall_lazy(winograd_conv_u8_avx2, x, z_x, wpack, bias, mult, shift, z_y, act_min, act_max,
-                   pad_t, pad_l, dh, dw, y, scratch)
+                   pad_t, pad_l, dh, dw, group, y, scratch)
         return
     if group > 1 and wpack[0] == LAYOUT_GROUPED:
         gs = _align(grouped_slice_bytes(C, kh, kw, W, group))

@@ -1,4 +1,4 @@
-"""QConv 3x3, stride 1, group 1 (any dilation) by Winograd F(2x2, 3x3) in integers, on the avx2
+"""QConv 3x3, stride 1 (any dilation, groups of 48+ channels) by Winograd F(2x2, 3x3) in integers, on the avx2
 path: bit-identical to the direct convolution (spec 4.1), with 16 multiply-adds per 2x2
 output tile and input channel instead of 36.
 
@@ -30,9 +30,13 @@ and clamp then store the panel's outputs (cropped at the map's edges).  Work ite
 (block, range of panels); each output is computed by one item, so results do not depend on
 the thread count.
 
+A grouped conv runs each group as its own Winograd convolution (its input channels read at
+their offset in x, its outputs stored at theirs); work items are then (block, group, panels).
+
 Packed weights (pack_winograd_weights): a LAYOUT_HEADER-byte header (byte 0 LAYOUT_WINOGRAD),
-then for ξ = 0..15 and each panel of 16 output channels: [group of 2 c][16 m][2] int16 U,
-C padded to the avx2 path's k-groups and M to whole panels with zeros.  The planner appends
+then per conv group, for ξ = 0..15 and each panel of 16 output channels: [k-group of 2 c]
+[16 m][2] int16 U, the group's C padded to the avx2 path's k-groups and its M to whole panels
+with zeros.  The planner appends
 the requantize table of with_winograd_table: per channel (padded to whole panels) M0 int32,
 BC int64, SH int64 and ZD int32 such that for every dot product d of the layer
 ((d·M0 + BC) >> SH) + ZD = requantize(d + bias, M0, SH) + z_y with a non-negative numerator
@@ -96,20 +100,19 @@ def _ukernel_w(mr, a, aoff, ars, ags, b, boff, ng, c):
 TABLE_HEAD = 8          # flag (1: usable), z_y, pad, M (u32)
 
 
-def _table_bytes(M):
-    mp = -(-M // AVX2_NR) * AVX2_NR
-    return TABLE_HEAD + mp * (4 + 8 + 8 + 4)
-
-
-def with_winograd_table(wpack, C, bias, mult, shift, z_y):
+def with_winograd_table(wpack, C, bias, mult, shift, z_y, group=1):
     """Plan time: wpack (pack_winograd_weights, any table it had dropped) followed by the
-    requantize table for these bias / multipliers / output zero point (module docstring)."""
+    requantize table for these bias / multipliers / output zero point (module docstring);
+    C = input channels of the whole conv.  Each group's channels are padded to whole panels:
+    channel m = g·Mg + j sits at g·Mgp + j."""
     M = len(bias)
-    ng = padded_groups(C, AVX2_G)
-    npan = max(1, -(-M // AVX2_NR))
-    ubytes = LAYOUT_HEADER + XI * npan * ng * AVX2_NR * AVX2_G * 2
-    mp = npan * AVX2_NR
-    amax = 9 * int(C) * 255 * 127
+    cg, mg = C // group, M // group
+    ng = padded_groups(cg, AVX2_G)
+    npan = max(1, -(-mg // AVX2_NR))
+    ubytes = LAYOUT_HEADER + group * XI * npan * ng * AVX2_NR * AVX2_G * 2
+    mgp = npan * AVX2_NR
+    mp = group * mgp
+    amax = 9 * int(cg) * 255 * 127
     m0s = np.zeros(mp, np.int32)
     bcs = np.zeros(mp, np.int64)
     shs = np.ones(mp, np.int64)
@@ -120,7 +123,8 @@ def with_winograd_table(wpack, C, bias, mult, shift, z_y):
         if not good:
             ok = 0
             break
-        m0s[c], bcs[c], shs[c], zds[c] = int(mult[c]), bc, int(shift[c]), int(z_y) - off
+        k = (c // mg) * mgp + c % mg
+        m0s[k], bcs[k], shs[k], zds[k] = int(mult[c]), bc, int(shift[c]), int(z_y) - off
     head = np.zeros(TABLE_HEAD, np.uint8)
     head[0], head[1] = ok, int(z_y)
     head[4:8] = np.array([M], np.uint32).view(np.uint8)
@@ -131,9 +135,13 @@ def with_winograd_table(wpack, C, bias, mult, shift, z_y):
 
 def winograd_eligible(C, M, kh, kw, sh, sw, dh, dw, group) -> bool:
     """Whether a QConv runs as Winograd F(2x2, 3x3) on the avx2 path: 3x3, stride 1, any
-    dilation (DeepLab's and FCN's dilated ResNets), one group."""
-    return (kh, kw, sh, sw, group) == (3, 3, 1, 1, 1) and dh >= 1 and dw >= 1 \
-        and WINO_MIN_C <= C <= WINO_MAX_C and M >= WINO_MIN_M
+    dilation (DeepLab's and FCN's dilated ResNets), groups of at least WINO_MIN_C input and
+    WINO_MIN_M output channels (each group is its own Winograd convolution)."""
+    if group < 1 or C % group or M % group:
+        return False
+    cg, mg = C // group, M // group
+    return (kh, kw, sh, sw) == (3, 3, 1, 1) and dh >= 1 and dw >= 1 \
+        and WINO_MIN_C <= cg <= WINO_MAX_C and mg >= WINO_MIN_M
 
 
 def transform_weights(w):
@@ -142,21 +150,26 @@ def transform_weights(w):
     return u.reshape(XI, w.shape[1], w.shape[0])
 
 
-def pack_winograd_weights(w):
-    """int8 w[M, C, 3, 3] -> the packed int8 bytes described in the module docstring."""
+def pack_winograd_weights(w, group=1):
+    """int8 w[M, C/group, 3, 3] -> the packed int8 bytes described in the module docstring,
+    the conv groups one after the other."""
     w = np.asarray(w)
-    M, C = w.shape[:2]
-    u = transform_weights(w)
-    assert np.abs(u).max(initial=0) <= 1143
-    ng = padded_groups(C, AVX2_G)
-    npan = max(1, -(-M // AVX2_NR))
-    up = np.zeros((XI, ng * AVX2_G, npan * AVX2_NR), np.int16)
-    up[:, :C, :M] = u
-    # [ξ, group, G, panel, NR] -> [ξ, panel, group, NR, G]
-    up = up.reshape(XI, ng, AVX2_G, npan, AVX2_NR).transpose(0, 3, 1, 4, 2)
+    M, cg = w.shape[:2]
+    mg = M // group
+    ng = padded_groups(cg, AVX2_G)
+    npan = max(1, -(-mg // AVX2_NR))
+    parts = []
+    for g in range(group):
+        u = transform_weights(w[g * mg:(g + 1) * mg])
+        assert np.abs(u).max(initial=0) <= 1143
+        up = np.zeros((XI, ng * AVX2_G, npan * AVX2_NR), np.int16)
+        up[:, :cg, :mg] = u
+        # [ξ, k-group, G, panel, NR] -> [ξ, panel, k-group, NR, G]
+        up = up.reshape(XI, ng, AVX2_G, npan, AVX2_NR).transpose(0, 3, 1, 4, 2)
+        parts.append(np.ascontiguousarray(up).view(np.int8).reshape(-1))
     head = np.zeros(LAYOUT_HEADER, np.int8)
     head[0] = LAYOUT_WINOGRAD
-    return np.concatenate([head, np.ascontiguousarray(up).view(np.int8).reshape(-1)])
+    return np.concatenate([head] + parts)
 
 
 @njit(**JIT)
@@ -178,8 +191,8 @@ def _slice_bytes(C, M):
     return v + t + ((XI * C * 2 + 63) // 64) * 64 + 256
 
 
-def winograd_scratch_size(C, M, nthreads):
-    return max(int(nthreads), 1) * int(_slice_bytes(C, M))
+def winograd_scratch_size(C, M, nthreads, group=1):
+    return max(int(nthreads), 1) * int(_slice_bytes(C // group, M // group))
 
 
 @njit(**JIT)
@@ -204,9 +217,9 @@ def tile_grid(OH, OW, dh, dw):
 
 
 @njit(**JIT)
-def _input_transform(x1, H, W, C, RH, RW, dh, dw, pad_t, pad_l, z_x, t0, rows, cp, v, d):
-    """V[ξ, q, c] (int16, row stride cp) of tiles t0 .. t0 + rows − 1; d: int16 [16, C] work
-    space for one patch."""
+def _input_transform(x1, H, W, C, c0, Cg, RH, RW, dh, dw, pad_t, pad_l, z_x, t0, rows, cp, v, d):
+    """V[ξ, q, c] (int16, row stride cp) of tiles t0 .. t0 + rows − 1, input channels
+    c0 .. c0 + Cg − 1 of the C; d: int16 [16, Cg] work space for one patch."""
     zx = np.int16(z_x)
     for q in range(rows):
         n, oh0, ow0 = _tile(t0 + q, RH, RW, dh, dw)
@@ -216,18 +229,19 @@ def _input_transform(x1, H, W, C, RH, RW, dh, dw, pad_t, pad_l, z_x, t0, rows, c
                 wc = ow0 - pad_l + dw * j
                 row = d[4 * i + j]
                 if 0 <= h < H and 0 <= wc < W:
-                    src = x1[((n * H + h) * W + wc) * C:((n * H + h) * W + wc + 1) * C]
-                    for c in range(C):
+                    o = ((n * H + h) * W + wc) * C + c0
+                    src = x1[o:o + Cg]
+                    for c in range(Cg):
                         row[c] = np.int16(src[c]) - zx
                 else:
                     row[:] = 0
         for j in range(4):                      # columns: t = Bᵀ d (over the patch rows i)
-            _bt(d[j], d[4 + j], d[8 + j], d[12 + j], d[j], d[4 + j], d[8 + j], d[12 + j], C)
+            _bt(d[j], d[4 + j], d[8 + j], d[12 + j], d[j], d[4 + j], d[8 + j], d[12 + j], Cg)
         for i in range(4):                      # rows: V = t B (over the patch columns j)
             o = ((4 * i) * rows + q) * cp       # V_ξ rows of ξ = 4i .. 4i + 3 are rows·cp apart
             s = rows * cp
-            _bt(d[4 * i], d[4 * i + 1], d[4 * i + 2], d[4 * i + 3], v[o:o + C], v[o + s:o + s + C],
-                v[o + 2 * s:o + 2 * s + C], v[o + 3 * s:o + 3 * s + C], C)
+            _bt(d[4 * i], d[4 * i + 1], d[4 * i + 2], d[4 * i + 3], v[o:o + Cg], v[o + s:o + s + Cg],
+                v[o + 2 * s:o + 2 * s + Cg], v[o + 3 * s:o + 3 * s + Cg], Cg)
 
 
 @njit(inline="always", **JIT)
@@ -250,12 +264,13 @@ def _requant(s4, b, mu, sh, rnd, zy, lo, hi):
 
 
 @njit(**JIT)
-def _output_panel(mt, rows, t0, p, M, OH, OW, RH, RW, dh, dw, bias, mult, shift, z_y, act_min,
-                  act_max, y1):
-    """The output transform of one panel's int32 tiles mt[ξ, q, j] (q < rows, j < 16), then
-    bias, requantize, clamp and the uint8 stores of the 2x2 outputs inside the map."""
-    m0 = p * AVX2_NR
-    cols = min(AVX2_NR, M - m0)
+def _output_panel(mt, rows, t0, p, M, mbase, Mg, OH, OW, RH, RW, dh, dw, bias, mult, shift, z_y,
+                  act_min, act_max, y1):
+    """The output transform of panel p of the group whose output channels are mbase ..
+    mbase + Mg − 1 (of M): its int32 tiles mt[ξ, q, j] (q < rows, j < 16), then bias,
+    requantize, clamp and the uint8 stores of the 2x2 outputs inside the map."""
+    m0 = mbase + p * AVX2_NR
+    cols = min(AVX2_NR, Mg - p * AVX2_NR)
     zy = np.int64(z_y)
     lo = np.int64(act_min)
     hi = np.int64(act_max)
@@ -292,19 +307,20 @@ def _output_panel(mt, rows, t0, p, M, OH, OW, RH, RW, dh, dw, bias, mult, shift,
 
 
 @njit(**JIT)
-def _output_panel_table(mt, rows, t0, p, M, OH, OW, RH, RW, dh, dw, tm0, tbc, tsh, tzd, act_min,
-                        act_max, y1, dots):
-    """_output_panel with the plan-time table: 16 channels per step in vector lanes; dots:
-    int32 [4, 16] work space."""
-    m0 = p * AVX2_NR
-    cols = min(AVX2_NR, M - m0)
+def _output_panel_table(mt, rows, t0, p, M, mbase, Mg, tbase, OH, OW, RH, RW, dh, dw, tm0, tbc,
+                        tsh, tzd, act_min, act_max, y1, dots):
+    """_output_panel with the plan-time table (the group's entries from tbase): 16 channels
+    per step in vector lanes; dots: int32 [4, 16] work space."""
+    m0 = mbase + p * AVX2_NR
+    cols = min(AVX2_NR, Mg - p * AVX2_NR)
     lo = np.int32(act_min)
     hi = np.int32(act_max)
     st = rows * AVX2_NR
-    cm0 = tm0[m0:m0 + AVX2_NR]
-    cbc = tbc[m0:m0 + AVX2_NR]
-    csh = tsh[m0:m0 + AVX2_NR]
-    czd = tzd[m0:m0 + AVX2_NR]
+    k0 = tbase + p * AVX2_NR
+    cm0 = tm0[k0:k0 + AVX2_NR]
+    cbc = tbc[k0:k0 + AVX2_NR]
+    csh = tsh[k0:k0 + AVX2_NR]
+    czd = tzd[k0:k0 + AVX2_NR]
     for q in range(rows):
         n, oh0, ow0 = _tile(t0 + q, RH, RW, dh, dw)
         if oh0 >= OH or ow0 >= OW:
@@ -344,10 +360,9 @@ def _output_panel_table(mt, rows, t0, p, M, OH, OW, RH, RW, dh, dw, tm0, tbc, ts
 
 
 @njit(**JIT)
-def _table(wpack, ubytes, M, z_y):
-    """(ok, M0, BC, SH, ZD) views of the table after ubytes bytes of U; ok False when absent or
-    built for another M or output zero point, or unusable."""
-    mp = ((M + AVX2_NR - 1) // AVX2_NR) * AVX2_NR
+def _table(wpack, ubytes, mp, M, z_y):
+    """(ok, M0, BC, SH, ZD) views of the table of mp entries after ubytes bytes of U; ok False
+    when absent or built for another M or output zero point, or unusable."""
     size = TABLE_HEAD + mp * 24
     e32 = np.zeros(0, np.int32)
     e64 = np.zeros(0, np.int64)
@@ -366,67 +381,76 @@ def _table(wpack, ubytes, M, z_y):
 
 
 @njit(**JIT)
-def _item(x1, geo, z_x, wpack, bias, mult, shift, z_y, act_min, act_max, y1, blk, pa, pb, slot):
-    """One work item: tile block blk, panels pa .. pb − 1, in the scratch slice `slot`."""
-    N, H, W, C, OH, OW, M, pad_t, pad_l, dh, dw = geo
+def _item(x1, geo, z_x, wpack, bias, mult, shift, z_y, act_min, act_max, y1, blk, g, pa, pb,
+          slot):
+    """One work item: tile block blk, conv group g, its panels pa .. pb − 1, in the scratch
+    slice `slot`."""
+    N, H, W, C, OH, OW, M, pad_t, pad_l, dh, dw, group = geo
+    Cg, Mg = C // group, M // group
     RH, RW = tile_grid(OH, OW, dh, dw)
     T = N * RH * RW
-    tb = block_tiles(C)
+    tb = block_tiles(Cg)
     t0 = blk * tb
     rows = min(tb, T - t0)
-    ng = padded_groups(C, AVX2_G)
+    ng = padded_groups(Cg, AVX2_G)
     cp = ng * AVX2_G
-    npan = (M + AVX2_NR - 1) // AVX2_NR
+    npan = (Mg + AVX2_NR - 1) // AVX2_NR
     vbytes = ((XI * tb * cp * 2 + 63) // 64) * 64
     v = slot[:XI * tb * cp * 2].view(np.int16)
     tbytes = ((XI * tb * AVX2_NR * 4 + 63) // 64) * 64
     mt = slot[vbytes:vbytes + XI * tb * AVX2_NR * 4].view(np.int32)
-    d = slot[vbytes + tbytes:vbytes + tbytes + XI * C * 2].view(np.int16).reshape((XI, C))
-    dbytes = ((XI * C * 2 + 63) // 64) * 64
+    d = slot[vbytes + tbytes:vbytes + tbytes + XI * Cg * 2].view(np.int16).reshape((XI, Cg))
+    dbytes = ((XI * Cg * 2 + 63) // 64) * 64
     dots = slot[vbytes + tbytes + dbytes:vbytes + tbytes + dbytes + 256].view(np.int32).reshape((4, AVX2_NR))
-    _input_transform(x1, H, W, C, RH, RW, dh, dw, pad_t, pad_l, z_x, t0, rows, cp, v, d)
+    _input_transform(x1, H, W, C, g * Cg, Cg, RH, RW, dh, dw, pad_t, pad_l, z_x, t0, rows, cp, v, d)
     va = slot[:XI * tb * cp * 2]
     ars = 2 * cp                                 # bytes per row of V_ξ
     pbytes = ng * AVX2_NR * AVX2_G * 2           # bytes per (ξ, panel) of U
-    ok, tm0, tbc, tsh, tzd = _table(wpack, LAYOUT_HEADER + XI * npan * pbytes, M, z_y)
+    mgp = npan * AVX2_NR
+    ok, tm0, tbc, tsh, tzd = _table(wpack, LAYOUT_HEADER + group * XI * npan * pbytes, group * mgp,
+                                    M, z_y)
     for p in range(pa, pb):
         for xi in range(XI):
-            boff = LAYOUT_HEADER + (xi * npan + p) * pbytes
+            boff = LAYOUT_HEADER + ((g * XI + xi) * npan + p) * pbytes
             for r0 in range(0, rows, AVX2_MR):
                 mr = min(AVX2_MR, rows - r0)
                 _ukernel_w(mr, va, (xi * rows + r0) * ars, ars, 4, wpack, boff, ng,
                            mt[(xi * rows + r0) * AVX2_NR:])
         if ok:
-            _output_panel_table(mt, rows, t0, p, M, OH, OW, RH, RW, dh, dw, tm0, tbc, tsh, tzd,
-                                act_min, act_max, y1, dots)
+            _output_panel_table(mt, rows, t0, p, M, g * Mg, Mg, g * mgp, OH, OW, RH, RW, dh, dw,
+                                tm0, tbc, tsh, tzd, act_min, act_max, y1, dots)
         else:
-            _output_panel(mt, rows, t0, p, M, OH, OW, RH, RW, dh, dw, bias, mult, shift, z_y,
-                          act_min, act_max, y1)
+            _output_panel(mt, rows, t0, p, M, g * Mg, Mg, OH, OW, RH, RW, dh, dw, bias, mult,
+                          shift, z_y, act_min, act_max, y1)
 
 
 @njit(**JIT)
-def _plan(N, OH, OW, dh, dw, C, M, nthreads):
-    """(blocks, panel splits, workers): at least as many items as workers where possible."""
+def _plan(N, OH, OW, dh, dw, Cg, Mg, group, nthreads):
+    """(blocks, panel splits, workers) for the per-group widths Cg, Mg: at least as many
+    items (block, group, panel range) as workers where possible."""
     RH, RW = tile_grid(OH, OW, dh, dw)
-    tb = block_tiles(C)
+    tb = block_tiles(Cg)
     nblk = (N * RH * RW + tb - 1) // tb
-    npan = (M + AVX2_NR - 1) // AVX2_NR
-    nsplit = 1 if nblk >= 4 * nthreads else min(npan, nthreads)
-    nt = min(nthreads, nblk * nsplit)
+    npan = (Mg + AVX2_NR - 1) // AVX2_NR
+    nsplit = 1 if nblk * group >= 4 * nthreads else min(npan, nthreads)
+    nt = min(nthreads, nblk * group * nsplit)
     return nblk, nsplit, nt
 
 
 @njit(**JIT)
 def _worker(w, nt, nsplit, nitems, x1, geo, z_x, wpack, bias, mult, shift, z_y, act_min,
             act_max, y1, scratch, sb):
-    npan = (geo[6] + AVX2_NR - 1) // AVX2_NR
+    group = geo[11]
+    npan = (geo[6] // group + AVX2_NR - 1) // AVX2_NR
     slot = scratch[w * sb:(w + 1) * sb]
-    for it in range(w, nitems, nt):
-        blk = it // nsplit
-        pa, pb = _split(npan, nsplit, it - blk * nsplit)
+    for it in range(w, nitems, nt):               # item = (block, group, panel range)
+        blk = it // (group * nsplit)
+        r = it - blk * group * nsplit
+        g = r // nsplit
+        pa, pb = _split(npan, nsplit, r - g * nsplit)
         if pb > pa:
-            _item(x1, geo, z_x, wpack, bias, mult, shift, z_y, act_min, act_max, y1, blk, pa, pb,
-                  slot)
+            _item(x1, geo, z_x, wpack, bias, mult, shift, z_y, act_min, act_max, y1, blk, g, pa,
+                  pb, slot)
 
 
 @njit(**PJIT)
@@ -439,24 +463,27 @@ def _par(nt, nsplit, nitems, x1, geo, z_x, wpack, bias, mult, shift, z_y, act_mi
 
 @njit(**JIT)
 def winograd_conv_u8_avx2(x, z_x, wpack, bias, mult, shift, z_y, act_min, act_max, pad_t, pad_l,
-                          dh, dw, y, scratch):
-    """y uint8 [N, OH, OW, M] = the 3x3 stride-1 QConv (dilations dh, dw) of x uint8
-    [N, H, W, C] (NHWC) with the weights of pack_winograd_weights; scratch:
-    winograd_scratch_size(C, M, threads) bytes."""
+                          dh, dw, group, y, scratch):
+    """y uint8 [N, OH, OW, M] = the 3x3 stride-1 QConv (dilations dh, dw; `group` groups) of
+    x uint8 [N, H, W, C] (NHWC) with the weights of pack_winograd_weights; scratch:
+    winograd_scratch_size(C, M, threads, group) bytes."""
     N, H, W, C = x.shape
     OH, OW, M = y.shape[1], y.shape[2], y.shape[3]
     if N * OH * OW * M == 0:
         return
-    sb = _slice_bytes(C, M)
+    if group < 1 or C % group or M % group:
+        raise ValueError("winograd_conv_u8_avx2: group does not divide C and M")
+    sb = _slice_bytes(C // group, M // group)
     if scratch.size < sb:
         raise ValueError("winograd_conv_u8_avx2: scratch smaller than one worker's slice")
-    nblk, nsplit, nt = _plan(N, OH, OW, dh, dw, C, M, scratch.size // sb)
-    geo = (N, H, W, C, OH, OW, M, pad_t, pad_l, dh, dw)
+    nblk, nsplit, nt = _plan(N, OH, OW, dh, dw, C // group, M // group, group, scratch.size // sb)
+    geo = (N, H, W, C, OH, OW, M, pad_t, pad_l, dh, dw, group)
     x1 = x.reshape(-1)
     y1 = y.reshape(-1)
+    nitems = nblk * group * nsplit
     if nt == 1:
-        xcall(_worker, 0, 1, nsplit, nblk * nsplit, x1, geo, z_x, wpack, bias, mult, shift, z_y,
+        xcall(_worker, 0, 1, nsplit, nitems, x1, geo, z_x, wpack, bias, mult, shift, z_y,
               act_min, act_max, y1, scratch, sb)
     else:
-        xcall(_par, nt, nsplit, nblk * nsplit, x1, geo, z_x, wpack, bias, mult, shift, z_y,
+        xcall(_par, nt, nsplit, nitems, x1, geo, z_x, wpack, bias, mult, shift, z_y,
               act_min, act_max, y1, scratch, sb)

@@ -160,7 +160,7 @@ def prepare(model: NqModel, path: str | None = None) -> Consts:
                 if path == "avx2" and w.ndim == 4 and K.winograd_enabled() and K.winograd_eligible(
                         w4.shape[1] * c["group"], m, w4.shape[2], w4.shape[3], *a["strides"],
                         *a["dilations"], c["group"]):
-                    wpack = K.pack_winograd_weights(w4)     # bit-identical, 16 vs 36 MACs / 4 px
+                    wpack = K.pack_winograd_weights(w4, c["group"])  # bit-identical, 16 vs 36 MACs / 4 px
                     c["winograd"] = True
             else:
                 wpack, wsum = K.pack_gemm_weights(np.ascontiguousarray(w), path)
@@ -174,7 +174,7 @@ def prepare(model: NqModel, path: str | None = None) -> Consts:
             z_x, z_y = model.qparams(node.inputs[0])[1], model.qparams(node.outputs[0])[1]
             # the fast paths' requantize constants, from the input/output zero points
             if c.get("winograd"):
-                wpack = K.with_winograd_table(wpack, w.shape[1], bias, mult, shift, z_y)
+                wpack = K.with_winograd_table(wpack, w.shape[1] * group, bias, mult, shift, z_y, group)
             elif node.op == "QConv" and group > 1 and group == m and w.shape[1] == 1:
                 wpack = K.with_depthwise_table(wpack, path, m, w4.shape[2], w4.shape[3], bias, mult,
                                                shift, z_x, z_y)
@@ -419,7 +419,7 @@ class _Builder:
         c = self.consts.node[i]
         group = c["group"]          # the packed weights' grouping (prepare may merge groups)
         if c.get("winograd"):
-            scratch = int(K.winograd_scratch_size(C, M, self.nthreads))
+            scratch = int(K.winograd_scratch_size(C, M, self.nthreads, group))
         else:
             scratch = int(K.conv_scratch_size(N, g["H"], g["W"], C, M, g["kh"], g["kw"], g["OH"],
                                               g["OW"], group, self.nthreads, self.consts.path))
