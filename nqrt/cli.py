@@ -8,6 +8,7 @@ NQRT_DEBUG=1 to see its traceback.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from enum import Enum
 from typing import Optional
@@ -45,6 +46,13 @@ def _guard(fn, *args, **kwargs):
         _fail(f"{e.strerror}: {e.filename}")
     except KeyboardInterrupt:
         _fail("interrupted", 130)
+    except BrokenPipeError:
+        # the reader of our output went away (`nqrt bench m.nq | head -1`): not an error of
+        # ours; stop quietly, with stdout pointed at /dev/null so the interpreter's final
+        # flush cannot fail again
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        raise typer.Exit(0)
     except Exception as e:  # noqa: BLE001 - the CLI must never show a traceback by default
         if os.environ.get("NQRT_DEBUG"):
             raise

@@ -189,6 +189,19 @@ def test_bench_times_the_model(converted, tmp_path):
     assert "throughput" not in proc.stdout          # sporadic calls: no throughput claim
 
 
+def test_output_read_by_a_closed_pipe_is_not_an_error(converted):
+    """`nqrt bench m.nq | head -1`: the reader closes the pipe before nqrt writes; nqrt stops
+    quietly with exit code 0 (it used to report an 'internal error (BrokenPipeError)')."""
+    env = dict(os.environ)
+    env.pop("NQRT_DEBUG", None)
+    proc = subprocess.Popen([sys.executable, "-m", "nqrt.cli", "bench", str(converted), "-n", "2",
+                             "--warmup", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=env, text=True)
+    proc.stdout.close()                     # before the first line is written
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0 and err == "", err
+
+
 @pytest.mark.parametrize("args,fragment", [
     (["--dim", "M=2"], "unknown dim 'M'; the model's symbolic dims: "),
     (["--dim", "N=two"], "--dim expects NAME=SIZE"),
