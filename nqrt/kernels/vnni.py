@@ -394,6 +394,49 @@ def _emit_table_requant_store(context, builder, sa, args, final, mr, nv, vl):
 
 def emit_table_rows(builder, tp, m0_, nvec, vl, final, mr, lo, hi, ystride_, yp):
     """Rows of the tile for the first nvec (1 or 2) 8-column vectors (_emit_table_requant_store)."""
+    consts = load_table_consts(builder, tp, m0_, nvec, vl)
+    for r in range(mr):
+        b = table_requant_bytes(builder, consts, [final[r, j] for j in range(nvec)], vl, lo, hi)
+        p = builder.gep(yp, [builder.mul(ystride_, ir.Constant(_I64, r))])
+        builder.store(b, builder.bitcast(p, b.type.as_pointer()), align=1)
+
+
+def load_table_consts(builder, tp, m0_, nvec, vl):
+    """IR: the requant_table constants of channels m0 .. m0 + 8·nvec − 1 (m0 a multiple of 8;
+    tp: i8* to the table's first block), per 8-column vector: [M0 even, M0 odd (sign-extended
+    low dwords: lets LLVM select vpmuldq), BC even, BC odd, SH even, SH odd (<4 x i64>), ZD
+    (<8 x i32>)]."""
+    v32 = ir.VectorType(_I32, vl)
+    h64 = ir.VectorType(_I64, vl // 2)
+    blk = builder.mul(builder.udiv(m0_, ir.Constant(_I64, vl)), ir.Constant(_I64, TABLE_BLOCK))
+
+    def load(j, field, vty):
+        off = builder.add(blk, ir.Constant(_I64, j * TABLE_BLOCK + 32 * field))
+        return builder.load(builder.bitcast(builder.gep(tp, [off]), vty.as_pointer()), align=1)
+
+    consts = []
+    for j in range(nvec):
+        c = [load(j, f, h64) for f in range(6)] + [load(j, 6, v32)]
+        c[0], c[1] = _low_sext(builder, c[0]), _low_sext(builder, c[1])   # M0 < 2^31: exact
+        consts.append(c)
+    return consts
+
+
+def _low_sext(builder, v):
+    """Each i64 lane's low dword, sign-extended (the operand form of vpmuldq)."""
+    c32 = ir.Constant(v.type, [32] * v.type.count)
+    return builder.ashr(builder.shl(v, c32), c32)
+
+
+def table_requant_bytes(builder, consts, dots, vl, lo, hi):
+    """IR: the clamped uint8 outputs of one row: dots = nvec (1 or 2) <8 x i32> raw dot
+    vectors of the channels of `consts` (load_table_consts) -> <8·nvec x i8> in column order,
+        clamp(((dot·M0 + BC) >>> SH) + ZD, lo, hi)      (requant_table).
+    The 64-bit product is vpmuldq on the even lanes and on the odd lanes shifted down; the int32
+    results of the two vectors are narrowed together by vpackssdw + vpackuswb (saturating, so
+    exactly a clamp to [0, 255]), put back in column order (vpermd) and clamped to [lo, hi]
+    (16-byte splats, splat_bytes16) as bytes."""
+    nvec = len(dots)
     v32 = ir.VectorType(_I32, vl)
     h64 = ir.VectorType(_I64, vl // 2)
     v16s = ir.VectorType(_I16, 16)
@@ -402,48 +445,31 @@ def emit_table_rows(builder, tp, m0_, nvec, vl, final, mr, lo, hi, ystride_, yp)
     mod = builder.module
     packssdw = mod.declare_intrinsic("llvm.x86.avx2.packssdw", fnty=ir.FunctionType(v16s, [v32, v32]))
     packuswb = mod.declare_intrinsic("llvm.x86.avx2.packuswb", fnty=ir.FunctionType(v32b, [v16s, v16s]))
-    blk = builder.mul(builder.udiv(m0_, ir.Constant(_I64, vl)), ir.Constant(_I64, TABLE_BLOCK))
-
-    def load(j, field, vty):
-        off = builder.add(blk, ir.Constant(_I64, j * TABLE_BLOCK + 32 * field))
-        return builder.load(builder.bitcast(builder.gep(tp, [off]), vty.as_pointer()), align=1)
-
-    def low_sext(v):             # sign-extended low halves: lets LLVM select vpmuldq
-        return builder.ashr(builder.shl(v, c32), c32)
-
-    consts = []
+    vals = []
     for j in range(nvec):
-        c = [load(j, f, h64) for f in range(6)] + [load(j, 6, v32)]
-        c[0], c[1] = low_sext(c[0]), low_sext(c[1])      # M0 < 2^31: exact
-        consts.append(c)
-    for r in range(mr):
-        vals = []
-        for j in range(nvec):
-            me, mo, be, bo, se, so, zd = consts[j]
-            a64 = builder.bitcast(final[r, j], h64)
-            a_even = low_sext(a64)
-            a_odd = builder.ashr(a64, c32)
-            even = builder.lshr(builder.add(builder.mul(a_even, me), be), se)
-            odd = builder.lshr(builder.add(builder.mul(a_odd, mo), bo), so)
-            v = builder.bitcast(builder.or_(even, builder.shl(odd, c32)), v32)
-            vals.append(builder.add(v, zd))
-        second = vals[1] if nvec == 2 else vals[0]
-        packed = builder.call(packuswb, [builder.call(packssdw, [vals[0], second])] * 2)
-        # dwords of `packed`: [v0 0-3, v1 0-3, v0 0-3, v1 0-3 | v0 4-7, v1 4-7, ...]
-        order = [0, 4, 1, 5] if nvec == 2 else [0, 4]
-        q = builder.shuffle_vector(builder.bitcast(packed, v32), ir.Constant(v32, None),
-                                   ir.Constant(ir.VectorType(_I32, len(order)), order))
-        nb = 4 * len(order)
-        bty = ir.VectorType(_I8, nb)
-        b = builder.bitcast(q, bty)
-        lo_n = lo if nb == 16 else builder.shuffle_vector(
-            lo, lo, ir.Constant(ir.VectorType(_I32, nb), list(range(nb))))
-        hi_n = hi if nb == 16 else builder.shuffle_vector(
-            hi, hi, ir.Constant(ir.VectorType(_I32, nb), list(range(nb))))
-        b = builder.select(builder.icmp_unsigned("<", b, lo_n), lo_n, b)
-        b = builder.select(builder.icmp_unsigned(">", b, hi_n), hi_n, b)
-        p = builder.gep(yp, [builder.mul(ystride_, ir.Constant(_I64, r))])
-        builder.store(b, builder.bitcast(p, bty.as_pointer()), align=1)
+        me, mo, be, bo, se, so, zd = consts[j]
+        a64 = builder.bitcast(dots[j], h64)
+        a_even = _low_sext(builder, a64)
+        a_odd = builder.ashr(a64, c32)
+        even = builder.lshr(builder.add(builder.mul(a_even, me), be), se)
+        odd = builder.lshr(builder.add(builder.mul(a_odd, mo), bo), so)
+        v = builder.bitcast(builder.or_(even, builder.shl(odd, c32)), v32)
+        vals.append(builder.add(v, zd))
+    second = vals[1] if nvec == 2 else vals[0]
+    packed = builder.call(packuswb, [builder.call(packssdw, [vals[0], second])] * 2)
+    # dwords of `packed`: [v0 0-3, v1 0-3, v0 0-3, v1 0-3 | v0 4-7, v1 4-7, ...]
+    order = [0, 4, 1, 5] if nvec == 2 else [0, 4]
+    q = builder.shuffle_vector(builder.bitcast(packed, v32), ir.Constant(v32, None),
+                               ir.Constant(ir.VectorType(_I32, len(order)), order))
+    nb = 4 * len(order)
+    bty = ir.VectorType(_I8, nb)
+    b = builder.bitcast(q, bty)
+    lo_n = lo if nb == 16 else builder.shuffle_vector(
+        lo, lo, ir.Constant(ir.VectorType(_I32, nb), list(range(nb))))
+    hi_n = hi if nb == 16 else builder.shuffle_vector(
+        hi, hi, ir.Constant(ir.VectorType(_I32, nb), list(range(nb))))
+    b = builder.select(builder.icmp_unsigned("<", b, lo_n), lo_n, b)
+    return builder.select(builder.icmp_unsigned(">", b, hi_n), hi_n, b)
 
 
 # One intrinsic per row count 1..MR (the last micro-panel of a block may be short).

@@ -51,11 +51,15 @@ int64 output stage runs instead: same results.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.extending import intrinsic
 
 from nqrt.kernels._jit import JIT, PJIT, xcall
-from nqrt.kernels.fixedpoint import offset_requant
-from nqrt.kernels.vnni import (AVX2_G, AVX2_MR, AVX2_NR, AVX2_NV, LAYOUT_HEADER, _make_ukernel,
+from nqrt.kernels.depthwise import _ptr
+from nqrt.kernels.vnni import (AVX2_G, AVX2_MR, AVX2_NR, AVX2_NV, AVX2_VL, LAYOUT_HEADER,
+                               _make_ukernel, load_table_consts, requant_table, splat_bytes16,
+                               table_offset, table_requant_bytes,
                                _split, padded_groups)
 
 LAYOUT_WINOGRAD = 3     # header byte 0 (vnni: 0 pairs, 1 quads; grouped: 2)
@@ -68,6 +72,8 @@ WINO_MAX_C = 1024       # C·1020·1143 < 2^31 with margin (int32 accumulators)
 WINO_MIN_C, WINO_MIN_M = 48, 32
 XI = 16                 # positions of the 4x4 transformed patch
 A_BUDGET = 96 * 1024    # bytes of V per block (L2-resident while the panels run over it)
+TAIL_BYTES = 384        # per worker: u8 [64], i64 [16] x 2, u8 [16] (_slice_bytes), 64-aligned
+CHUNK = 16              # input channels per vector step of the input transform (<16 x i16>)
 
 _B_T = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], np.int64)
 _G2 = np.array([[2, 0, 0], [1, 1, 1], [1, -1, 1], [0, 0, 2]], np.int64)
@@ -97,14 +103,14 @@ def _ukernel_w(mr, a, aoff, ars, ags, b, boff, ng, c):
         _uk_w1(a, aoff, ars, ags, b, boff, ng, c)
 
 
-TABLE_HEAD = 8          # flag (1: usable), z_y, pad, M (u32)
-
-
 def with_winograd_table(wpack, C, bias, mult, shift, z_y, group=1):
     """Plan time: wpack (pack_winograd_weights, any table it had dropped) followed by the
     requantize table for these bias / multipliers / output zero point (module docstring);
-    C = input channels of the whole conv.  Each group's channels are padded to whole panels:
-    channel m = g·Mg + j sits at g·Mgp + j."""
+    C = input channels of the whole conv.  The table is vnni.requant_table's for dot products
+    of length 9·C/group with no zero-point term (z_x = 0, wsum = 0: the input transform
+    already subtracts z_x), over the channels padded to whole panels per group: channel
+    m = g·Mg + j sits at g·Mgp + j; the padding channels get bias 0 and channel 0's
+    multiplier (representable whenever channel 0 is)."""
     M = len(bias)
     cg, mg = C // group, M // group
     ng = padded_groups(cg, AVX2_G)
@@ -112,25 +118,14 @@ def with_winograd_table(wpack, C, bias, mult, shift, z_y, group=1):
     ubytes = LAYOUT_HEADER + group * XI * npan * ng * AVX2_NR * AVX2_G * 2
     mgp = npan * AVX2_NR
     mp = group * mgp
-    amax = 9 * int(cg) * 255 * 127
-    m0s = np.zeros(mp, np.int32)
-    bcs = np.zeros(mp, np.int64)
-    shs = np.ones(mp, np.int64)
-    zds = np.zeros(mp, np.int32)
-    ok = 1
+    pb = np.zeros(mp, np.int64)
+    pm = np.full(mp, int(mult[0]) if M else 1 << 30, np.int64)
+    ps = np.full(mp, int(shift[0]) if M else 31, np.int64)
     for c in range(M):
-        good, bc, off = offset_requant(int(bias[c]), amax, int(mult[c]), int(shift[c]))
-        if not good:
-            ok = 0
-            break
         k = (c // mg) * mgp + c % mg
-        m0s[k], bcs[k], shs[k], zds[k] = int(mult[c]), bc, int(shift[c]), int(z_y) - off
-    head = np.zeros(TABLE_HEAD, np.uint8)
-    head[0], head[1] = ok, int(z_y)
-    head[4:8] = np.array([M], np.uint32).view(np.uint8)
-    parts = [np.asarray(wpack, np.int8).reshape(-1)[:ubytes], head.view(np.int8)] + \
-        [a.view(np.int8) for a in (m0s, bcs, shs, zds)]
-    return np.concatenate(parts)
+        pb[k], pm[k], ps[k] = int(bias[c]), int(mult[c]), int(shift[c])
+    table = requant_table(9 * cg, np.zeros(mp, np.int64), pb, pm, ps, 0, z_y)
+    return np.concatenate([np.asarray(wpack, np.int8).reshape(-1)[:ubytes], table])
 
 
 def winograd_eligible(C, M, kh, kw, sh, sw, dh, dw, group) -> bool:
@@ -182,13 +177,15 @@ def block_tiles(C):
 
 @njit(**JIT)
 def _slice_bytes(C, M):
-    """Bytes of one worker's scratch: V [16][TB][Cp] int16, the int32 tiles [16][TB][16] and
-    the input patch being transformed, [16][C] int16 (each part 64-byte aligned)."""
+    """Bytes of one worker's scratch: V [16][TB][Cp] int16, the int32 tiles [16][TB][16], the
+    input patch being transformed, [16][C] int16 (each part 64-byte aligned), and TAIL_BYTES:
+    the output stage's u8 [64] (_output_panel_table), the input transform's patch addresses
+    and steps (i64 [16] each) and 16 bytes of z_x (_input_transform)."""
     tb = block_tiles(C)
     cp = padded_groups(C, AVX2_G) * AVX2_G
     v = ((XI * tb * cp * 2 + 63) // 64) * 64
     t = ((XI * tb * AVX2_NR * 4 + 63) // 64) * 64
-    return v + t + ((XI * C * 2 + 63) // 64) * 64 + 256
+    return v + t + ((XI * C * 2 + 63) // 64) * 64 + TAIL_BYTES
 
 
 def winograd_scratch_size(C, M, nthreads, group=1):
@@ -216,32 +213,101 @@ def tile_grid(OH, OW, dh, dw):
     return dh * ((-(-OH // dh) + 1) // 2), dw * ((-(-OW // dw) + 1) // 2)
 
 
+def _in_chunk(typingctx, adr, stp, c, zx, v, vo, vs):
+    """Intrinsic: the input transform of one tile for CHUNK input channels.  Patch position
+    ξ = 4·i + j reads the 16 bytes at absolute address adr[ξ] + c·stp[ξ] (stp 1: a pixel of
+    x at its channel c; stp 0: z_x bytes, padding), d = x − z_x as int16, then
+    V = Bᵀ d B (columns, then rows: _bt's combinations) is stored as V_ξ at v[vo + ξ·vs ...
+    + 15] (int16 elements).  |V| <= 1020."""
+    sig = types.void(adr, stp, c, zx, v, vo, vs)
+    vw = ir.VectorType(ir.IntType(16), CHUNK)
+    vb = ir.VectorType(ir.IntType(8), CHUNK)
+    i64 = ir.IntType(64)
+
+    def codegen(context, builder, signature, args):
+        adr_, stp_, c_, zx_, v_, vo_, vs_ = args
+        sa = signature.args
+        ap = _ptr(context, builder, sa[0], adr_, i64)
+        sp = _ptr(context, builder, sa[1], stp_, i64)
+        vp = builder.gep(_ptr(context, builder, sa[4], v_, ir.IntType(16)), [vo_])
+        z = builder.trunc(zx_, ir.IntType(16))
+        zv = builder.insert_element(ir.Constant(vw, None), z, ir.Constant(ir.IntType(32), 0))
+        zv = builder.shuffle_vector(zv, ir.Constant(vw, None),
+                                    ir.Constant(ir.VectorType(ir.IntType(32), CHUNK), [0] * CHUNK))
+        d = []
+        for xi in range(XI):
+            k = ir.Constant(i64, xi)
+            addr = builder.add(builder.load(builder.gep(ap, [k])),
+                               builder.mul(c_, builder.load(builder.gep(sp, [k]))))
+            xb = builder.load(builder.inttoptr(addr, vb.as_pointer()), align=1)
+            d.append(builder.sub(builder.zext(xb, vw), zv))
+
+        def bt(e0, e1, e2, e3):
+            return (builder.sub(e0, e2), builder.add(e1, e2), builder.sub(e2, e1),
+                    builder.sub(e1, e3))
+
+        for j in range(4):                      # columns: t = Bᵀ d (over the patch rows i)
+            d[j], d[4 + j], d[8 + j], d[12 + j] = bt(d[j], d[4 + j], d[8 + j], d[12 + j])
+        for i in range(4):                      # rows: V = t B (over the patch columns j)
+            d[4 * i], d[4 * i + 1], d[4 * i + 2], d[4 * i + 3] = bt(*d[4 * i:4 * i + 4])
+        for xi in range(XI):
+            p = builder.gep(vp, [builder.mul(vs_, ir.Constant(i64, xi))])
+            builder.store(d[xi], builder.bitcast(p, vw.as_pointer()), align=1)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+_in_chunk = intrinsic(_in_chunk)
+
+
 @njit(**JIT)
-def _input_transform(x1, H, W, C, c0, Cg, RH, RW, dh, dw, pad_t, pad_l, z_x, t0, rows, cp, v, d):
+def _input_transform(x1, H, W, C, c0, Cg, RH, RW, dh, dw, pad_t, pad_l, z_x, t0, rows, cp, v, d,
+                     adr, stp, zrow):
     """V[ξ, q, c] (int16, row stride cp) of tiles t0 .. t0 + rows − 1, input channels
-    c0 .. c0 + Cg − 1 of the C; d: int16 [16, Cg] work space for one patch."""
+    c0 .. c0 + Cg − 1 of the C: whole CHUNKs of channels in vector registers (_in_chunk, the
+    patch positions' addresses in adr / stp, padding reading zrow: CHUNK bytes of z_x), the
+    channels past the last whole chunk by scalar code through d (int16 [16, Cg] work space)."""
     zx = np.int16(z_x)
+    cv = Cg // CHUNK * CHUNK
+    for c in range(CHUNK):
+        zrow[c] = np.uint8(z_x)
+    xa = x1.ctypes.data
+    za = zrow.ctypes.data
+    vs = rows * cp
     for q in range(rows):
         n, oh0, ow0 = _tile(t0 + q, RH, RW, dh, dw)
         for i in range(4):
             h = oh0 - pad_t + dh * i
             for j in range(4):
                 wc = ow0 - pad_l + dw * j
-                row = d[4 * i + j]
                 if 0 <= h < H and 0 <= wc < W:
-                    o = ((n * H + h) * W + wc) * C + c0
-                    src = x1[o:o + Cg]
-                    for c in range(Cg):
-                        row[c] = np.int16(src[c]) - zx
+                    adr[4 * i + j] = xa + ((n * H + h) * W + wc) * C + c0
+                    stp[4 * i + j] = 1
                 else:
-                    row[:] = 0
+                    adr[4 * i + j] = za
+                    stp[4 * i + j] = 0
+        for c in range(0, cv, CHUNK):
+            _in_chunk(adr, stp, c, z_x, v, q * cp + c, vs)
+        if cv == Cg:
+            continue
+        tail = Cg - cv
+        for k in range(XI):                     # scalar channels cv .. Cg − 1
+            row = d[k]
+            if stp[k] == 0:
+                for c in range(tail):
+                    row[c] = 0
+            else:
+                src = x1[adr[k] - xa + cv:adr[k] - xa + Cg]
+                for c in range(tail):
+                    row[c] = np.int16(src[c]) - zx
         for j in range(4):                      # columns: t = Bᵀ d (over the patch rows i)
-            _bt(d[j], d[4 + j], d[8 + j], d[12 + j], d[j], d[4 + j], d[8 + j], d[12 + j], Cg)
+            _bt(d[j], d[4 + j], d[8 + j], d[12 + j], d[j], d[4 + j], d[8 + j], d[12 + j], tail)
         for i in range(4):                      # rows: V = t B (over the patch columns j)
-            o = ((4 * i) * rows + q) * cp       # V_ξ rows of ξ = 4i .. 4i + 3 are rows·cp apart
-            s = rows * cp
-            _bt(d[4 * i], d[4 * i + 1], d[4 * i + 2], d[4 * i + 3], v[o:o + Cg], v[o + s:o + s + Cg],
-                v[o + 2 * s:o + 2 * s + Cg], v[o + 3 * s:o + 3 * s + Cg], Cg)
+            o = (4 * i * rows + q) * cp + cv    # V_ξ rows of ξ = 4i .. 4i + 3 are vs apart
+            _bt(d[4 * i], d[4 * i + 1], d[4 * i + 2], d[4 * i + 3], v[o:o + tail],
+                v[o + vs:o + vs + tail], v[o + 2 * vs:o + 2 * vs + tail],
+                v[o + 3 * vs:o + 3 * vs + tail], tail)
 
 
 @njit(inline="always", **JIT)
@@ -306,78 +372,116 @@ def _output_panel(mt, rows, t0, p, M, mbase, Mg, OH, OW, RH, RW, dh, dw, bias, m
                     y1[o10 + dw * M + j] = _requant(u11 - u12 - u13, b, mu, sh, rnd, zy, lo, hi)
 
 
+def _out_tile(typingctx, mt, k, st, tab, toff, m0, nst, y, o00, dx, dy, right, down, lo, hi):
+    """Intrinsic: the output stage of one tile for the first nst (1 or 2) 8-channel vectors of a
+    16-channel panel.  mt int32: the tile's 16 dot-product vectors M_ξ at mt[k + ξ·st + c]
+    (c < 16); the table (vnni.requant_table) starts at byte toff of tab, channel m0 (a multiple
+    of 8) being the panel's first.  Output transform in wrapping int32 (module docstring)
+
+        u0c = M_c + M_{4+c} + M_{8+c},   u1c = M_{4+c} − M_{8+c} − M_{12+c}    (c = 0..3)
+        d00 = (u00 + u01 + u02) >> 2,    d01 = (u01 − u02 − u03) >> 2          (exact: 4 | sum)
+        d10 = (u10 + u11 + u12) >> 2,    d11 = (u11 − u12 − u13) >> 2
+
+    then requantize, z_y and clamp to [lo, hi] from the table (vnni.table_requant_bytes), and
+    8·nst byte stores: d00 at y[o00], d01 at y[o00 + dx] if right, d10 at y[o00 + dy] if down,
+    d11 at y[o00 + dy + dx] if right and down."""
+    sig = types.void(mt, k, st, tab, toff, m0, nst, y, o00, dx, dy, right, down, lo, hi)
+    vd = ir.VectorType(ir.IntType(32), AVX2_VL)
+    i64 = ir.IntType(64)
+
+    def codegen(context, builder, signature, args):
+        (mt_, k_, st_, tab_, toff_, m0_, nst_, y_, o00_, dx_, dy_, right_, down_, lo_, hi_) = args
+        sa = signature.args
+        mp = builder.gep(_ptr(context, builder, sa[0], mt_, ir.IntType(32)), [k_])
+        tp = builder.gep(_ptr(context, builder, sa[3], tab_, ir.IntType(8)), [toff_])
+        yp = builder.gep(_ptr(context, builder, sa[7], y_, ir.IntType(8)), [o00_])
+        lo = splat_bytes16(builder, lo_)
+        hi = splat_bytes16(builder, hi_)
+        two = ir.Constant(vd, [2] * AVX2_VL)
+        zero = ir.Constant(i64, 0)
+        has_r = builder.icmp_signed("!=", right_, zero)
+        has_d = builder.icmp_signed("!=", down_, zero)
+
+        def emit(nvec):
+            consts = load_table_consts(builder, tp, m0_, nvec, AVX2_VL)
+            dots = [[], [], [], []]
+            for j in range(nvec):
+                m = []
+                for xi in range(XI):
+                    off = builder.add(builder.mul(st_, ir.Constant(i64, xi)),
+                                      ir.Constant(i64, AVX2_VL * j))
+                    m.append(builder.load(builder.bitcast(builder.gep(mp, [off]),
+                                                          vd.as_pointer()), align=4))
+                u0 = [builder.add(builder.add(m[c], m[4 + c]), m[8 + c]) for c in range(4)]
+                u1 = [builder.sub(builder.sub(m[4 + c], m[8 + c]), m[12 + c]) for c in range(4)]
+                for o, (u, sgn) in enumerate(((u0, 1), (u0, -1), (u1, 1), (u1, -1))):
+                    if sgn > 0:
+                        v = builder.add(builder.add(u[0], u[1]), u[2])
+                    else:
+                        v = builder.sub(builder.sub(u[1], u[2]), u[3])
+                    dots[2 * (o // 2) + o % 2].append(builder.ashr(v, two))
+            outs = [table_requant_bytes(builder, consts, dots[o], AVX2_VL, lo, hi) for o in range(4)]
+            bty = outs[0].type
+
+            def store(b, off):
+                p = yp if off is None else builder.gep(yp, [off])
+                builder.store(b, builder.bitcast(p, bty.as_pointer()), align=1)
+
+            store(outs[0], None)
+            with builder.if_then(has_r):
+                store(outs[1], dx_)
+            with builder.if_then(has_d):
+                store(outs[2], dy_)
+                with builder.if_then(has_r):
+                    store(outs[3], builder.add(dy_, dx_))
+
+        pair = builder.icmp_signed(">", nst_, ir.Constant(i64, 1))
+        with builder.if_else(pair) as (both, single):
+            with both:
+                emit(2)
+            with single:
+                emit(1)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+_out_tile = intrinsic(_out_tile)
+
+
 @njit(**JIT)
-def _output_panel_table(mt, rows, t0, p, M, mbase, Mg, tbase, OH, OW, RH, RW, dh, dw, tm0, tbc,
-                        tsh, tzd, act_min, act_max, y1, dots):
-    """_output_panel with the plan-time table (the group's entries from tbase): 16 channels
-    per step in vector lanes; dots: int32 [4, 16] work space."""
+def _output_panel_table(mt, rows, t0, p, M, mbase, Mg, tcol, OH, OW, RH, RW, dh, dw, tab, toff,
+                        act_min, act_max, y1, tmp):
+    """_output_panel with the plan-time table (whose channel tcol is the panel's first): 8 or
+    16 channels per step in vector lanes (_out_tile).  A panel of another width (the last
+    of a group whose width is not a multiple of 8) is computed whole into tmp (u8 [64]) and
+    its valid channels copied."""
     m0 = mbase + p * AVX2_NR
     cols = min(AVX2_NR, Mg - p * AVX2_NR)
-    lo = np.int32(act_min)
-    hi = np.int32(act_max)
+    whole = cols == AVX2_NR or cols == AVX2_VL
+    nst = 2 if cols > AVX2_VL else 1
     st = rows * AVX2_NR
-    k0 = tbase + p * AVX2_NR
-    cm0 = tm0[k0:k0 + AVX2_NR]
-    cbc = tbc[k0:k0 + AVX2_NR]
-    csh = tsh[k0:k0 + AVX2_NR]
-    czd = tzd[k0:k0 + AVX2_NR]
+    dx = dw * M
+    dy = dh * OW * M
     for q in range(rows):
         n, oh0, ow0 = _tile(t0 + q, RH, RW, dh, dw)
-        if oh0 >= OH or ow0 >= OW:
+        if oh0 >= OH or ow0 >= OW:              # a phase's last tile row / column may be empty
             continue
-        k = q * AVX2_NR
-        for j in range(AVX2_NR):              # wrapping int32: exact mod 2^32 (docstring)
-            a0, a1, a2, a3 = mt[k + j], mt[k + st + j], mt[k + 2 * st + j], mt[k + 3 * st + j]
-            b0, b1, b2, b3 = mt[k + 4 * st + j], mt[k + 5 * st + j], mt[k + 6 * st + j], mt[k + 7 * st + j]
-            c0, c1, c2, c3 = mt[k + 8 * st + j], mt[k + 9 * st + j], mt[k + 10 * st + j], mt[k + 11 * st + j]
-            e0, e1, e2, e3 = mt[k + 12 * st + j], mt[k + 13 * st + j], mt[k + 14 * st + j], mt[k + 15 * st + j]
-            u00 = np.int32(np.int32(a0 + b0) + c0)
-            u01 = np.int32(np.int32(a1 + b1) + c1)
-            u02 = np.int32(np.int32(a2 + b2) + c2)
-            u03 = np.int32(np.int32(a3 + b3) + c3)
-            u10 = np.int32(np.int32(b0 - c0) - e0)
-            u11 = np.int32(np.int32(b1 - c1) - e1)
-            u12 = np.int32(np.int32(b2 - c2) - e2)
-            u13 = np.int32(np.int32(b3 - c3) - e3)
-            dots[0, j] = np.int32(np.int32(u00 + u01) + u02) >> 2
-            dots[1, j] = np.int32(np.int32(u01 - u02) - u03) >> 2
-            dots[2, j] = np.int32(np.int32(u10 + u11) + u12) >> 2
-            dots[3, j] = np.int32(np.int32(u11 - u12) - u13) >> 2
+        right = 1 if ow0 + dw < OW else 0       # the tile's second column / row exist
+        down = 1 if oh0 + dh < OH else 0
         o00 = ((n * OH + oh0) * OW + ow0) * M + m0
-        for a in range(2):
-            if oh0 + a * dh >= OH:
-                break
-            for e in range(2):
-                if ow0 + e * dw >= OW:
-                    break
-                dd = dots[2 * a + e]
-                o = o00 + (a * dh * OW + e * dw) * M
-                out = y1[o:o + cols]
-                for j in range(cols):     # num in [0, 2^62), num >> SH < 2^30 (offset_requant)
-                    num = np.uint64(np.int64(dd[j]) * np.int64(cm0[j]) + cbc[j])
-                    v = np.int32(np.int32(num >> np.uint64(csh[j])) + czd[j])
-                    out[j] = np.uint8(min(max(v, lo), hi))
-
-
-@njit(**JIT)
-def _table(wpack, ubytes, mp, M, z_y):
-    """(ok, M0, BC, SH, ZD) views of the table of mp entries after ubytes bytes of U; ok False
-    when absent or built for another M or output zero point, or unusable."""
-    size = TABLE_HEAD + mp * 24
-    e32 = np.zeros(0, np.int32)
-    e64 = np.zeros(0, np.int64)
-    if wpack.size != ubytes + size:
-        return False, e32, e64, e64, e32
-    h = wpack[ubytes:ubytes + TABLE_HEAD].view(np.uint8)
-    m = np.int64(h[4]) | (np.int64(h[5]) << 8) | (np.int64(h[6]) << 16) | (np.int64(h[7]) << 24)
-    if h[0] != 1 or np.int64(h[1]) != z_y or m != M:
-        return False, e32, e64, e64, e32
-    o = ubytes + TABLE_HEAD
-    tm0 = wpack[o:o + 4 * mp].view(np.int32)
-    tbc = wpack[o + 4 * mp:o + 12 * mp].view(np.int64)
-    tsh = wpack[o + 12 * mp:o + 20 * mp].view(np.int64)
-    tzd = wpack[o + 20 * mp:o + 24 * mp].view(np.int32)
-    return True, tm0, tbc, tsh, tzd
+        if whole:
+            _out_tile(mt, q * AVX2_NR, st, tab, toff, tcol, nst, y1, o00, dx, dy, right, down,
+                      act_min, act_max)
+        else:
+            _out_tile(mt, q * AVX2_NR, st, tab, toff, tcol, 2, tmp, 0, AVX2_NR, 2 * AVX2_NR, 1, 1,
+                      act_min, act_max)
+            for a in range(1 + down):
+                for e in range(1 + right):
+                    o = o00 + a * dy + e * dx
+                    src = (2 * a + e) * AVX2_NR
+                    for j in range(cols):
+                        y1[o + j] = tmp[src + j]
 
 
 @njit(**JIT)
@@ -401,14 +505,19 @@ def _item(x1, geo, z_x, wpack, bias, mult, shift, z_y, act_min, act_max, y1, blk
     mt = slot[vbytes:vbytes + XI * tb * AVX2_NR * 4].view(np.int32)
     d = slot[vbytes + tbytes:vbytes + tbytes + XI * Cg * 2].view(np.int16).reshape((XI, Cg))
     dbytes = ((XI * Cg * 2 + 63) // 64) * 64
-    dots = slot[vbytes + tbytes + dbytes:vbytes + tbytes + dbytes + 256].view(np.int32).reshape((4, AVX2_NR))
-    _input_transform(x1, H, W, C, g * Cg, Cg, RH, RW, dh, dw, pad_t, pad_l, z_x, t0, rows, cp, v, d)
+    e = vbytes + tbytes + dbytes
+    tmp = slot[e:e + 4 * AVX2_NR].view(np.uint8)
+    adr = slot[e + 64:e + 64 + 8 * XI].view(np.int64)
+    stp = slot[e + 64 + 8 * XI:e + 64 + 16 * XI].view(np.int64)
+    zrow = slot[e + 64 + 16 * XI:e + 64 + 16 * XI + CHUNK]
+    _input_transform(x1, H, W, C, g * Cg, Cg, RH, RW, dh, dw, pad_t, pad_l, z_x, t0, rows, cp, v, d,
+                     adr, stp, zrow)
     va = slot[:XI * tb * cp * 2]
     ars = 2 * cp                                 # bytes per row of V_ξ
     pbytes = ng * AVX2_NR * AVX2_G * 2           # bytes per (ξ, panel) of U
     mgp = npan * AVX2_NR
-    ok, tm0, tbc, tsh, tzd = _table(wpack, LAYOUT_HEADER + group * XI * npan * pbytes, group * mgp,
-                                    M, z_y)
+    toff = table_offset(wpack, LAYOUT_HEADER + group * XI * npan * pbytes, group * mgp, 9 * Cg, 0,
+                        z_y)
     for p in range(pa, pb):
         for xi in range(XI):
             boff = LAYOUT_HEADER + ((g * XI + xi) * npan + p) * pbytes
@@ -416,9 +525,9 @@ def _item(x1, geo, z_x, wpack, bias, mult, shift, z_y, act_min, act_max, y1, blk
                 mr = min(AVX2_MR, rows - r0)
                 _ukernel_w(mr, va, (xi * rows + r0) * ars, ars, 4, wpack, boff, ng,
                            mt[(xi * rows + r0) * AVX2_NR:])
-        if ok:
-            _output_panel_table(mt, rows, t0, p, M, g * Mg, Mg, g * mgp, OH, OW, RH, RW, dh, dw,
-                                tm0, tbc, tsh, tzd, act_min, act_max, y1, dots)
+        if toff >= 0:
+            _output_panel_table(mt, rows, t0, p, M, g * Mg, Mg, g * mgp + p * AVX2_NR, OH, OW, RH,
+                                RW, dh, dw, wpack, toff, act_min, act_max, y1, tmp)
         else:
             _output_panel(mt, rows, t0, p, M, g * Mg, Mg, OH, OW, RH, RW, dh, dw, bias, mult,
                           shift, z_y, act_min, act_max, y1)
