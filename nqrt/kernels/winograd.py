@@ -65,15 +65,21 @@ from nqrt.kernels.vnni import (AVX2_G, AVX2_MR, AVX2_NR, AVX2_NV, AVX2_VL, LAYOU
 LAYOUT_WINOGRAD = 3     # header byte 0 (vnni: 0 pairs, 1 quads; grouped: 2)
 WINO_MAX_C = 1024       # C·1020·1143 < 2^31 with margin (int32 accumulators)
 # Below these channel counts the transforms (per tile: ∝ C in, ∝ M out) cost more than the
-# multiply-adds saved (∝ C·M): measured on the avx2 VM, batch 1 and 8, 2 threads, Winograd
-# against the direct kernel: C=3 M=32 224² 0.24x, C=16 M=16 0.57x, C=32 M=32 0.93-0.96x,
-# C=40 M=40 0.94x, C=96 M=24 0.96x, C=64 M=16 1.07x; C=48 M=48 1.20x, C=64 M=32 1.27x,
-# C=64 M=64 1.42x, C=128 M=32 1.49x, C=256 M=256 1.76x.
-WINO_MIN_C, WINO_MIN_M = 48, 32
+# multiply-adds saved (∝ C·M).  Measured on the avx2 VM, batch 1, 2 threads, Winograd against
+# the direct kernel (vector transforms, 63d8b2e+): C=16 M=16 0.92-0.97x, C=16 M=32 0.99-1.02x,
+# C=24 M=24 0.97-0.99x; C=24 M=32 1.16x, C=24 M=48 1.15-1.20x, C=28 M=28 1.40x, C=32 M=16
+# 1.19-1.27x, C=32 M=24 1.08x, C=32 M=32 1.14-1.34x (14² to 112²), C=48 M=16 1.41x, C=64 M=64
+# 1.42x+; C=3 M=32 0.45x.  So: at least WINO_MIN_C input and WINO_MIN_M output channels per
+# group, or WINO_MIN_C_WIDE input channels when there are WINO_WIDE_M or more outputs.
+WINO_MIN_C, WINO_MIN_M = 28, 16
+WINO_MIN_C_WIDE, WINO_WIDE_M = 24, 32
 XI = 16                 # positions of the 4x4 transformed patch
 A_BUDGET = 96 * 1024    # bytes of V per block (L2-resident while the panels run over it)
-TAIL_BYTES = 384        # per worker: u8 [64], i64 [16] x 2, u8 [16] (_slice_bytes), 64-aligned
 CHUNK = 16              # input channels per vector step of the input transform (<16 x i16>)
+# per worker after V and the tiles (_slice_bytes): the output stage's u8 [64]; the input
+# transform's patch addresses and steps, i64 [16] x 2, twice (in place / staged); z_x bytes
+# u8 [16]; the staging patch u8 [16][16]
+TAIL_BYTES = 64 + 4 * 8 * XI + CHUNK + XI * CHUNK + 48
 
 _B_T = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], np.int64)
 _G2 = np.array([[2, 0, 0], [1, 1, 1], [1, -1, 1], [0, 0, 2]], np.int64)
@@ -130,13 +136,15 @@ def with_winograd_table(wpack, C, bias, mult, shift, z_y, group=1):
 
 def winograd_eligible(C, M, kh, kw, sh, sw, dh, dw, group) -> bool:
     """Whether a QConv runs as Winograd F(2x2, 3x3) on the avx2 path: 3x3, stride 1, any
-    dilation (DeepLab's and FCN's dilated ResNets), groups of at least WINO_MIN_C input and
-    WINO_MIN_M output channels (each group is its own Winograd convolution)."""
+    dilation (DeepLab's and FCN's dilated ResNets), groups (each its own Winograd
+    convolution) of at least WINO_MIN_C input and WINO_MIN_M output channels, or of
+    WINO_MIN_C_WIDE input and WINO_WIDE_M output channels."""
     if group < 1 or C % group or M % group:
         return False
     cg, mg = C // group, M // group
     return (kh, kw, sh, sw) == (3, 3, 1, 1) and dh >= 1 and dw >= 1 \
-        and WINO_MIN_C <= cg <= WINO_MAX_C and mg >= WINO_MIN_M
+        and cg <= WINO_MAX_C and ((cg >= WINO_MIN_C and mg >= WINO_MIN_M)
+                                  or (cg >= WINO_MIN_C_WIDE and mg >= WINO_WIDE_M))
 
 
 def transform_weights(w):
@@ -168,24 +176,28 @@ def pack_winograd_weights(w, group=1):
 
 
 @njit(**JIT)
+def v_cols(C):
+    """Row length of the V_ξ matrices (int16): C rounded up to whole CHUNKs, so that the input
+    transform stores whole vectors (the micro-kernels read only the first
+    padded_groups(C, AVX2_G) k-groups, and the packed U is zero past C)."""
+    return (C + CHUNK - 1) // CHUNK * CHUNK
+
+
+@njit(**JIT)
 def block_tiles(C):
     """Tiles per block: a multiple of MR with about A_BUDGET bytes of V, in [6, 48]."""
-    ng = padded_groups(C, AVX2_G)
-    tb = (A_BUDGET // (XI * ng * AVX2_G * 2)) // AVX2_MR * AVX2_MR
+    tb = (A_BUDGET // (XI * v_cols(C) * 2)) // AVX2_MR * AVX2_MR
     return min(max(tb, AVX2_MR), 8 * AVX2_MR)
 
 
 @njit(**JIT)
 def _slice_bytes(C, M):
-    """Bytes of one worker's scratch: V [16][TB][Cp] int16, the int32 tiles [16][TB][16], the
-    input patch being transformed, [16][C] int16 (each part 64-byte aligned), and TAIL_BYTES:
-    the output stage's u8 [64] (_output_panel_table), the input transform's patch addresses
-    and steps (i64 [16] each) and 16 bytes of z_x (_input_transform)."""
+    """Bytes of one worker's scratch: V [16][TB][v_cols(C)] int16 and the int32 tiles
+    [16][TB][16] (each 64-byte aligned), then TAIL_BYTES of work space."""
     tb = block_tiles(C)
-    cp = padded_groups(C, AVX2_G) * AVX2_G
-    v = ((XI * tb * cp * 2 + 63) // 64) * 64
+    v = ((XI * tb * v_cols(C) * 2 + 63) // 64) * 64
     t = ((XI * tb * AVX2_NR * 4 + 63) // 64) * 64
-    return v + t + ((XI * C * 2 + 63) // 64) * 64 + TAIL_BYTES
+    return v + t + TAIL_BYTES
 
 
 def winograd_scratch_size(C, M, nthreads, group=1):
@@ -217,8 +229,9 @@ def _in_chunk(typingctx, adr, stp, c, zx, v, vo, vs):
     """Intrinsic: the input transform of one tile for CHUNK input channels.  Patch position
     ξ = 4·i + j reads the 16 bytes at absolute address adr[ξ] + c·stp[ξ] (stp 1: a pixel of
     x at its channel c; stp 0: z_x bytes, padding), d = x − z_x as int16, then
-    V = Bᵀ d B (columns, then rows: _bt's combinations) is stored as V_ξ at v[vo + ξ·vs ...
-    + 15] (int16 elements).  |V| <= 1020."""
+    V = Bᵀ d B is stored as V_ξ at v[vo + ξ·vs ... + 15] (int16 elements).  Bᵀ applied to
+    (e0, e1, e2, e3) is (e0 − e2, e1 + e2, e2 − e1, e1 − e3): first down each column of the
+    4x4 patch, then along each row.  |V| <= 4·255 = 1020."""
     sig = types.void(adr, stp, c, zx, v, vo, vs)
     vw = ir.VectorType(ir.IntType(16), CHUNK)
     vb = ir.VectorType(ir.IntType(8), CHUNK)
@@ -262,64 +275,54 @@ _in_chunk = intrinsic(_in_chunk)
 
 
 @njit(**JIT)
-def _input_transform(x1, H, W, C, c0, Cg, RH, RW, dh, dw, pad_t, pad_l, z_x, t0, rows, cp, v, d,
-                     adr, stp, zrow):
-    """V[ξ, q, c] (int16, row stride cp) of tiles t0 .. t0 + rows − 1, input channels
-    c0 .. c0 + Cg − 1 of the C: whole CHUNKs of channels in vector registers (_in_chunk, the
-    patch positions' addresses in adr / stp, padding reading zrow: CHUNK bytes of z_x), the
-    channels past the last whole chunk by scalar code through d (int16 [16, Cg] work space)."""
-    zx = np.int16(z_x)
-    cv = Cg // CHUNK * CHUNK
+def _input_transform(x1, H, W, C, c0, Cg, RH, RW, dh, dw, pad_t, pad_l, z_x, t0, rows, cp, v, adr,
+                     stp, zrow, sadr, sstp, stage):
+    """V[ξ, q, c] (int16, row stride cp = v_cols(Cg)) of tiles t0 .. t0 + rows − 1, input
+    channels c0 .. c0 + Cg − 1 of the C, one CHUNK of channels at a time in vector registers
+    (_in_chunk; the patch positions' addresses in adr / stp, padding reading zrow: CHUNK bytes
+    of z_x).  A last, partial chunk reads CHUNK bytes in place too (channels past Cg belong
+    to the next pixel or group: their V lanes meet zero weights), except where that would read
+    past the end of x1: then the valid bytes are staged in `stage` (u8 [16][CHUNK], z_x
+    elsewhere) and transformed from there (sadr / sstp)."""
     for c in range(CHUNK):
         zrow[c] = np.uint8(z_x)
     xa = x1.ctypes.data
+    xend = xa + x1.size
     za = zrow.ctypes.data
+    sa = stage.ctypes.data
     vs = rows * cp
+    last = (Cg - 1) // CHUNK * CHUNK            # the last chunk's first channel
+    tail = Cg - last
     for q in range(rows):
         n, oh0, ow0 = _tile(t0 + q, RH, RW, dh, dw)
+        far = xa                                 # the largest in-place address
         for i in range(4):
             h = oh0 - pad_t + dh * i
             for j in range(4):
                 wc = ow0 - pad_l + dw * j
                 if 0 <= h < H and 0 <= wc < W:
-                    adr[4 * i + j] = xa + ((n * H + h) * W + wc) * C + c0
+                    a = xa + ((n * H + h) * W + wc) * C + c0
+                    adr[4 * i + j] = a
                     stp[4 * i + j] = 1
+                    far = max(far, a)
                 else:
                     adr[4 * i + j] = za
                     stp[4 * i + j] = 0
-        for c in range(0, cv, CHUNK):
+        for c in range(0, last, CHUNK):
             _in_chunk(adr, stp, c, z_x, v, q * cp + c, vs)
-        if cv == Cg:
+        if far + last + CHUNK <= xend:
+            _in_chunk(adr, stp, last, z_x, v, q * cp + last, vs)
             continue
-        tail = Cg - cv
-        for k in range(XI):                     # scalar channels cv .. Cg − 1
-            row = d[k]
-            if stp[k] == 0:
+        for k in range(XI):                      # staged: the partial chunk near x's end
+            sadr[k] = sa + k * CHUNK
+            sstp[k] = 0
+            for c in range(CHUNK):
+                stage[k * CHUNK + c] = np.uint8(z_x)
+            if stp[k] != 0:
+                o = adr[k] - xa + last
                 for c in range(tail):
-                    row[c] = 0
-            else:
-                src = x1[adr[k] - xa + cv:adr[k] - xa + Cg]
-                for c in range(tail):
-                    row[c] = np.int16(src[c]) - zx
-        for j in range(4):                      # columns: t = Bᵀ d (over the patch rows i)
-            _bt(d[j], d[4 + j], d[8 + j], d[12 + j], d[j], d[4 + j], d[8 + j], d[12 + j], tail)
-        for i in range(4):                      # rows: V = t B (over the patch columns j)
-            o = (4 * i * rows + q) * cp + cv    # V_ξ rows of ξ = 4i .. 4i + 3 are vs apart
-            _bt(d[4 * i], d[4 * i + 1], d[4 * i + 2], d[4 * i + 3], v[o:o + tail],
-                v[o + vs:o + vs + tail], v[o + 2 * vs:o + 2 * vs + tail],
-                v[o + 3 * vs:o + 3 * vs + tail], tail)
-
-
-@njit(inline="always", **JIT)
-def _bt(e0, e1, e2, e3, o0, o1, o2, o3, C):
-    """(o0, o1, o2, o3) = Bᵀ (e0, e1, e2, e3), vectors of C int16: e0 − e2, e1 + e2, e2 − e1,
-    e1 − e3 (the outputs may be the inputs: each c is read before it is written)."""
-    for c in range(C):
-        a0, a1, a2, a3 = e0[c], e1[c], e2[c], e3[c]
-        o0[c] = a0 - a2
-        o1[c] = a1 + a2
-        o2[c] = a2 - a1
-        o3[c] = a1 - a3
+                    stage[k * CHUNK + c] = x1[o + c]
+        _in_chunk(sadr, sstp, 0, z_x, v, q * cp + last, vs)
 
 
 @njit(**JIT)
@@ -497,21 +500,24 @@ def _item(x1, geo, z_x, wpack, bias, mult, shift, z_y, act_min, act_max, y1, blk
     t0 = blk * tb
     rows = min(tb, T - t0)
     ng = padded_groups(Cg, AVX2_G)
-    cp = ng * AVX2_G
+    cp = v_cols(Cg)
     npan = (Mg + AVX2_NR - 1) // AVX2_NR
     vbytes = ((XI * tb * cp * 2 + 63) // 64) * 64
     v = slot[:XI * tb * cp * 2].view(np.int16)
     tbytes = ((XI * tb * AVX2_NR * 4 + 63) // 64) * 64
     mt = slot[vbytes:vbytes + XI * tb * AVX2_NR * 4].view(np.int32)
-    d = slot[vbytes + tbytes:vbytes + tbytes + XI * Cg * 2].view(np.int16).reshape((XI, Cg))
-    dbytes = ((XI * Cg * 2 + 63) // 64) * 64
-    e = vbytes + tbytes + dbytes
-    tmp = slot[e:e + 4 * AVX2_NR].view(np.uint8)
-    adr = slot[e + 64:e + 64 + 8 * XI].view(np.int64)
-    stp = slot[e + 64 + 8 * XI:e + 64 + 16 * XI].view(np.int64)
-    zrow = slot[e + 64 + 16 * XI:e + 64 + 16 * XI + CHUNK]
-    _input_transform(x1, H, W, C, g * Cg, Cg, RH, RW, dh, dw, pad_t, pad_l, z_x, t0, rows, cp, v, d,
-                     adr, stp, zrow)
+    e = vbytes + tbytes                          # TAIL_BYTES of work space (see its comment)
+    tmp = slot[e:e + 4 * AVX2_NR]
+    e += 64
+    adr = slot[e:e + 8 * XI].view(np.int64)
+    stp = slot[e + 8 * XI:e + 16 * XI].view(np.int64)
+    sadr = slot[e + 16 * XI:e + 24 * XI].view(np.int64)
+    sstp = slot[e + 24 * XI:e + 32 * XI].view(np.int64)
+    e += 32 * XI
+    zrow = slot[e:e + CHUNK]
+    stage = slot[e + CHUNK:e + CHUNK + XI * CHUNK]
+    _input_transform(x1, H, W, C, g * Cg, Cg, RH, RW, dh, dw, pad_t, pad_l, z_x, t0, rows, cp, v,
+                     adr, stp, zrow, sadr, sstp, stage)
     va = slot[:XI * tb * cp * 2]
     ars = 2 * cp                                 # bytes per row of V_ξ
     pbytes = ng * AVX2_NR * AVX2_G * 2           # bytes per (ξ, panel) of U

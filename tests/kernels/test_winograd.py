@@ -143,15 +143,19 @@ def test_eligibility():
     assert winograd_eligible(64, 64, 3, 3, 1, 1, 2, 4, 1)            # dilated
     assert winograd_eligible(WINO_MAX_C, 32, 3, 3, 1, 1, 1, 1, 1)
     assert not winograd_eligible(WINO_MAX_C + 1, 32, 3, 3, 1, 1, 1, 1, 1)
-    assert winograd_eligible(48, 32, 3, 3, 1, 1, 1, 1, 1)
-    assert not winograd_eligible(47, 64, 3, 3, 1, 1, 1, 1, 1)         # narrow: the transforms
-    assert not winograd_eligible(3, 64, 3, 3, 1, 1, 1, 1, 1)          # cost more than they save
-    assert not winograd_eligible(64, 31, 3, 3, 1, 1, 1, 1, 1)
+    assert winograd_eligible(28, 16, 3, 3, 1, 1, 1, 1, 1)
+    assert winograd_eligible(24, 32, 3, 3, 1, 1, 1, 1, 1)           # fewer inputs, more outputs
+    assert not winograd_eligible(27, 16, 3, 3, 1, 1, 1, 1, 1)         # narrow: the transforms
+    assert not winograd_eligible(28, 15, 3, 3, 1, 1, 1, 1, 1)         # cost more than they save
+    assert not winograd_eligible(24, 31, 3, 3, 1, 1, 1, 1, 1)
+    assert not winograd_eligible(23, 64, 3, 3, 1, 1, 1, 1, 1)
+    assert not winograd_eligible(3, 64, 3, 3, 1, 1, 1, 1, 1)
     for args in [(3, 3, 2, 2, 1, 1, 1), (3, 3, 1, 2, 1, 1, 1), (1, 3, 1, 1, 1, 1, 1), (5, 5, 1, 1, 1, 1, 1)]:
         assert not winograd_eligible(64, 64, *args)
     assert winograd_eligible(96, 64, 3, 3, 1, 1, 1, 1, 2)              # groups of 48 -> 32
-    assert not winograd_eligible(64, 64, 3, 3, 1, 1, 1, 1, 2)          # groups of 32 in
-    assert not winograd_eligible(96, 48, 3, 3, 1, 1, 1, 1, 2)          # groups of 24 out
+    assert winograd_eligible(64, 32, 3, 3, 1, 1, 1, 1, 2)              # groups of 32 -> 16
+    assert not winograd_eligible(48, 48, 3, 3, 1, 1, 1, 1, 2)          # groups of 24 -> 24
+    assert not winograd_eligible(96, 24, 3, 3, 1, 1, 1, 1, 2)          # groups of 12 out
     assert not winograd_eligible(64, 64, 3, 3, 1, 1, 1, 1, 64)         # depthwise
     assert not winograd_eligible(100, 64, 3, 3, 1, 1, 1, 1, 3)         # 3 does not divide C
 
