@@ -12,6 +12,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import nqrt
+
 ort = pytest.importorskip("onnxruntime")
 
 from e2e_helpers import assert_int8_matches_float, convert, ops_of  # noqa: E402
@@ -79,6 +81,19 @@ def _groupnorm_block():
     return b.model([("x", ["N", 3, 10, 10])], [y]), (3, 10, 10)
 
 
+def _layernorm_large_eps():
+    """A channels-last LayerNorm whose eps (0.5) is not negligible against its variance: its
+    output depends on the input's scale, not only on its shape (a fused LayerNorm that used
+    the wrong scale would show)."""
+    b = Builder(opset=17)
+    C = 8
+    x = b.op("Conv", ["x", b.weight(C, 3, 3, 3), b.weight(C)], pads=[1, 1, 1, 1])
+    t = b.op("Transpose", [x], perm=[0, 2, 3, 1])
+    t = b.op("LayerNormalization", [t, b.weight(C, low=0.5, high=1.5), b.weight(C)], epsilon=0.5)
+    t = b.op("Transpose", [t], perm=[0, 3, 1, 2])
+    return b.model([("x", ["N", 3, 8, 8])], [b.op("Conv", [t, b.weight(4, C, 1, 1)])]), (3, 8, 8)
+
+
 def _cosine_attention():
     """Swin V2 / XCiT style: q and k L2-normalized along the last axis (F.normalize as
     exported: ReduceL2, Clip, Expand, Div), a scaled Q·Kᵀ, softmax, ·V: the normalizations
@@ -100,7 +115,8 @@ def _cosine_attention():
 
 
 @pytest.mark.parametrize("build", [_convnext_block, _input_and_output, _instancenorm,
-                                   _decomposed_transformer_mlp, _groupnorm_block, _cosine_attention])
+                                   _decomposed_transformer_mlp, _groupnorm_block, _cosine_attention,
+                                   _layernorm_large_eps])
 def test_layernorm_model_int8_close_to_float(build, tmp_path):
     m, shape = build()
     xs = np.random.default_rng(0).standard_normal((12,) + shape).astype(np.float32)
@@ -114,6 +130,18 @@ def test_layernorm_model_int8_close_to_float(build, tmp_path):
         assert [n.attrs.get("rms") for n in read_nq(nq).nodes if n.op == "LayerNormalization"] == [1, 1]
     if build is _convnext_block:
         assert "QMul" not in ops and ops.count("QLut") == 1      # the GELU: one table
+    # Dequantize -> LayerNormalization -> Quantize run as one fused instruction; a LayerNorm
+    # on the float graph input or at a graph output keeps the float op, and so does the
+    # GroupNorm's first (it normalizes in NCHW order: the transposes out of and back into the
+    # runtime's NHWC fuse with its Dequantize and Quantize instead)
+    from nqrt.runtime import encoding as E
+    sess = nqrt.load(nq)
+    code = sess.plan_for({"x": (4,) + shape}).code[:, 0].tolist()
+    fused = {_convnext_block: 2, _input_and_output: 0, _groupnorm_block: 0,
+             _layernorm_large_eps: 1}.get(build)
+    if fused is not None:
+        assert code.count(E.OP_QLAYERNORM) == fused
+        assert code.count(E.OP_LAYERNORM) == ops.count("LayerNormalization") - fused
     # cosine attention multiplies the logits of unit vectors (8-bit codes over [-1, 1]) by its
     # temperature 10 before the softmax: 27 dB where the other blocks reach 30
     assert_int8_matches_float(nq, m, {"x": xs[8:]}, min_db=25.0 if build is _cosine_attention else 30.0)

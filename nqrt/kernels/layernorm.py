@@ -12,10 +12,16 @@ With rms = 1 (RMS normalization: ONNX RMSNormalization, and the L2 normalization
 x / ‖x‖ the converter rewrites into it) the mean is not subtracted: mean = 0, d_i = x_i.
 Rows are split between threads in blocks; each row is computed by one thread, so results do
 not depend on the thread count.
+
+`qlayernorm_u8` is Dequantize -> LayerNormalization -> Quantize in one pass over uint8 rows
+(the runtime fuses the three when nothing else reads the float tensors between them).
 """
 
 import numpy as np
-from numba import njit, prange
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from nqrt.kernels._jit import JIT, PJIT, xcall
 from nqrt.kernels.eltwise import CHUNK, row_block
@@ -28,55 +34,76 @@ def _tree(p0, p1, p2, p3, p4, p5, p6, p7):
     return ((p0 + p1) + (p2 + p3)) + ((p4 + p5) + (p6 + p7))
 
 
+def _lane_sums(typingctx, v, n8, mean, centered, p):
+    """Intrinsic: p[l] = the partial sum p_l of S over the first n8 (a multiple of LANES)
+    elements of the float32 row v: Σ v[i] (centered = 0) or Σ (v[i] − mean)² (centered = 1)
+    over i ≡ l (mod 8), in ascending i, each lane one float32 add per element (separate
+    multiply and add: LLVM does not contract them without the flag) as eight <8 x float>
+    lanes, so exactly the scalar chains of the spec."""
+    sig = types.void(v, n8, mean, centered, p)
+    f32 = ir.FloatType()
+    vf = ir.VectorType(f32, LANES)
+    i64 = ir.IntType(64)
+
+    def codegen(context, builder, signature, args):
+        v_, n8_, mean_, cen_, p_ = args
+        sa = signature.args
+        vp = builder.bitcast(cgutils.create_struct_proxy(sa[0])(context, builder, value=v_).data,
+                             f32.as_pointer())
+        pp = builder.bitcast(cgutils.create_struct_proxy(sa[4])(context, builder, value=p_).data,
+                             vf.as_pointer())
+        m = builder.insert_element(ir.Constant(vf, None), mean_, ir.Constant(ir.IntType(32), 0))
+        m = builder.shuffle_vector(m, ir.Constant(vf, None),
+                                   ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES))
+        centered = builder.icmp_signed("!=", cen_, ir.Constant(cen_.type, 0))
+        pre = builder.block
+        loop = builder.append_basic_block("ls.loop")
+        done = builder.append_basic_block("ls.done")
+        zero = ir.Constant(vf, [0.0] * LANES)
+        builder.cbranch(builder.icmp_signed(">", n8_, ir.Constant(i64, 0)), loop, done)
+        builder.position_at_end(loop)
+        i = builder.phi(i64)
+        acc = builder.phi(vf)
+        i.add_incoming(ir.Constant(i64, 0), pre)
+        acc.add_incoming(zero, pre)
+        x = builder.load(builder.bitcast(builder.gep(vp, [i]), vf.as_pointer()), align=4)
+        d = builder.fsub(x, m)
+        term = builder.select(centered, builder.fmul(d, d), x)
+        nxt = builder.fadd(acc, term)
+        inext = builder.add(i, ir.Constant(i64, LANES))
+        i.add_incoming(inext, loop)
+        acc.add_incoming(nxt, loop)
+        builder.cbranch(builder.icmp_signed("<", inext, n8_), loop, done)
+        builder.position_at_end(done)
+        res = builder.phi(vf)
+        res.add_incoming(zero, pre)
+        res.add_incoming(nxt, loop)
+        builder.store(res, pp, align=4)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+_lane_sums = intrinsic(_lane_sums)
+
+
 @njit(**JIT)
-def _row_sums(v, mean, centered):
-    """S(v) (centered=False) or S((v − mean)²) (centered=True) of the float32 row v."""
-    z = np.float32(0.0)
-    p0 = p1 = p2 = p3 = p4 = p5 = p6 = p7 = z
+def _row_sums(v, mean, centered, p):
+    """S(v) (centered=False) or S((v − mean)²) (centered=True) of the float32 row v; p:
+    float32 [LANES] work space.  The tail (element n8 + l, l < n − n8 <= 7) goes to partial
+    sum l: lanes 0..6 each add their tail element or +0.0, as the spec's reference does."""
     n = v.size
     n8 = n - n % LANES
-    for i in range(0, n8, LANES):
-        if centered:
-            d0 = v[i] - mean
-            d1 = v[i + 1] - mean
-            d2 = v[i + 2] - mean
-            d3 = v[i + 3] - mean
-            d4 = v[i + 4] - mean
-            d5 = v[i + 5] - mean
-            d6 = v[i + 6] - mean
-            d7 = v[i + 7] - mean
-            p0 += d0 * d0
-            p1 += d1 * d1
-            p2 += d2 * d2
-            p3 += d3 * d3
-            p4 += d4 * d4
-            p5 += d5 * d5
-            p6 += d6 * d6
-            p7 += d7 * d7
-        else:
-            p0 += v[i]
-            p1 += v[i + 1]
-            p2 += v[i + 2]
-            p3 += v[i + 3]
-            p4 += v[i + 4]
-            p5 += v[i + 5]
-            p6 += v[i + 6]
-            p7 += v[i + 7]
-    # the tail: element n8 + l goes to partial sum l (l < n − n8 <= 7)
-    t = np.zeros(LANES, np.float32)
-    for l in range(n - n8):
-        e = v[n8 + l]
-        if centered:
-            e = (e - mean) * (e - mean)
-        t[l] = e
-    p0 += t[0] if n - n8 > 0 else z
-    p1 += t[1] if n - n8 > 1 else z
-    p2 += t[2] if n - n8 > 2 else z
-    p3 += t[3] if n - n8 > 3 else z
-    p4 += t[4] if n - n8 > 4 else z
-    p5 += t[5] if n - n8 > 5 else z
-    p6 += t[6] if n - n8 > 6 else z
-    return _tree(p0, p1, p2, p3, p4, p5, p6, p7)
+    _lane_sums(v, n8, mean, 1 if centered else 0, p)
+    z = np.float32(0.0)
+    for l in range(LANES - 1):
+        e = z
+        if l < n - n8:
+            e = v[n8 + l]
+            if centered:
+                e = (e - mean) * (e - mean)
+        p[l] += e
+    return _tree(p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7])
 
 
 @njit(**JIT)
@@ -85,10 +112,11 @@ def _ln_rows(x, scale, bias, eps, rms, y, r0, r1):
     n = x.shape[1]
     nf = np.float32(n)
     one = np.float32(1.0)
+    p = np.empty(LANES, np.float32)
     for r in range(r0, r1):
         v = x[r]
-        mean = np.float32(0.0) if rms else _row_sums(v, np.float32(0.0), False) / nf
-        var = _row_sums(v, mean, True) / nf
+        mean = np.float32(0.0) if rms else _row_sums(v, np.float32(0.0), False, p) / nf
+        var = _row_sums(v, mean, True, p) / nf
         inv = one / np.sqrt(var + eps)
         out = y[r]
         for i in range(n):
@@ -111,3 +139,55 @@ def layernorm_f32(x, scale, bias, eps, rms, y):
     for b in prange(-(-R // rb)):
         r0 = np.int64(b) * rb
         xcall(_ln_rows, x, scale, bias, e, rms, y, r0, min(R, r0 + rb))
+
+
+@njit(**JIT)
+def _qln_rows(x, sx, zx, scale, bias, eps, rms, sy, zy, y, r0, r1):
+    """Rows r0..r1-1 of qlayernorm_u8: each row dequantized into a float32 row buffer, the
+    row's LayerNormalization as _ln_rows computes it into a second buffer, then quantized."""
+    n = x.shape[1]
+    nf = np.float32(n)
+    one = np.float32(1.0)
+    zi = np.int32(zx)
+    zf = np.float32(zy)
+    zu = np.uint8(zy)
+    v = np.empty(n, np.float32)
+    g = np.empty(n, np.float32)
+    p = np.empty(LANES, np.float32)
+    for r in range(r0, r1):
+        xr = x[r]
+        for i in range(n):
+            v[i] = np.float32(np.int32(np.int32(xr[i]) - zi)) * sx     # eltwise.dequantize_u8
+        mean = np.float32(0.0) if rms else _row_sums(v, np.float32(0.0), False, p) / nf
+        var = _row_sums(v, mean, True, p) / nf
+        inv = one / np.sqrt(var + eps)
+        for i in range(n):
+            g[i] = ((v[i] - mean) * inv) * scale[i] + bias[i]
+        out = y[r]
+        for i in range(n):                                              # eltwise.quantize_f32
+            q = np.rint(g[i] / sy)
+            t = np.uint8(min(max(q + zf, np.float32(0.0)), np.float32(255.0)))
+            out[i] = zu if q != q else t
+
+
+@njit(**PJIT)
+def qlayernorm_u8(x, s_x, z_x, scale, bias, eps, rms, s_y, z_y, y):
+    """y uint8 [R, n] = Quantize(layernorm_f32(Dequantize(x))) for x uint8 [R, n] (n >= 1):
+    Dequantize with scale s_x / zero point z_x, Quantize with s_y / z_y (float32 scales), the
+    LayerNormalization (rms = 0) or RMS normalization (rms = 1) with scale, bias float32 [n]
+    and eps, bit for bit as the three kernels in sequence (the same float32 operations in the
+    same order), without the two float32 tensors between them: a row at a time in two
+    float32 row buffers per task."""
+    R, n = x.shape
+    if R == 0:
+        return
+    e = np.float32(eps)
+    sx = np.float32(s_x)
+    sy = np.float32(s_y)
+    if R * n <= CHUNK:
+        xcall(_qln_rows, x, sx, z_x, scale, bias, e, rms, sy, z_y, y, 0, R)
+        return
+    rb = row_block(R, n)
+    for b in prange(-(-R // rb)):
+        r0 = np.int64(b) * rb
+        xcall(_qln_rows, x, sx, z_x, scale, bias, e, rms, sy, z_y, y, r0, min(R, r0 + rb))

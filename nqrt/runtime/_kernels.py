@@ -32,7 +32,7 @@ GROUPS = (
      "winograd_enabled"),
     ("add_u8", "add_u8_avx2"), ("requant_copy_u8",), ("clip_u8",), ("maxpool_u8",), ("avgpool_u8",),
     ("reduce_mean_u8",), ("transpose_u8",), ("transpose_f32",), ("quantize_f32",),
-    ("dequantize_u8",), ("softmax_f32",), ("lrn_f32",), ("layernorm_f32",), ("copy_cols_f32",), ("quantize_transpose_f32",), ("dequantize_transpose_u8",),
+    ("dequantize_u8",), ("softmax_f32",), ("lrn_f32",), ("layernorm_f32", "qlayernorm_u8"), ("copy_cols_f32",), ("quantize_transpose_f32",), ("dequantize_transpose_u8",),
     # CNN extension ops: run-time kernels with their plan-time geometry helpers
     ("lut_u8", "lut_u8_avx2"), ("mul_u8", "mul_u8_avx2"), ("slice_u8", "slice_args", "slice_range"), ("pad_u8", "pad_args"),
     ("resize_nearest_u8", "resize_args", "resize_geometry"),

@@ -88,6 +88,7 @@ OP_QSOFTMAX = 26
 OP_REDUCE_MAX = 27      # ReduceMax, and ReduceMin with minimum = 1
 OP_LUT2 = 28
 OP_RESIZE_CUBIC = 29
+OP_QLAYERNORM = 30      # Dequantize -> LayerNormalization -> Quantize fused (planner)
 
 FIELDS: dict[int, tuple[str, ...]] = {
     OP_QUANTIZE: ("x", "y", "size", "scale", "z"),
@@ -129,6 +130,7 @@ FIELDS: dict[int, tuple[str, ...]] = {
                 "act_min", "act_max", "offs", "scratch"),
     OP_QSOFTMAX: ("x", "y", "O", "A", "I", "table", "G", "n", "z_y", "act_min", "act_max"),
     OP_REDUCE_MAX: ("x", "y", "O", "R", "I", "minimum", "act_min", "act_max"),
+    OP_QLAYERNORM: ("x", "y", "R", "n", "scale", "bias", "eps", "rms", "s_x", "z_x", "s_y", "z_y"),
 }
 
 OP_NAMES = {v: k for k, v in list(globals().items()) if k.startswith("OP_") and isinstance(v, int)}
@@ -143,6 +145,7 @@ U8_OPERANDS = {
     OP_SLICE: ("x", "y"), OP_PAD: ("x", "y"), OP_RESIZE: ("x", "y"), OP_RESIZE_LINEAR: ("x", "y"),
     OP_RESIZE_CUBIC: ("x", "y"),
     OP_MATMUL: ("a", "b", "y"), OP_QSOFTMAX: ("x", "y"), OP_REDUCE_MAX: ("x", "y"),
+    OP_QLAYERNORM: ("x", "y"),
 }
 F32_OPERANDS = {
     OP_QUANTIZE: ("x",), OP_DEQUANTIZE: ("y",), OP_SOFTMAX: ("x", "y"), OP_LRN: ("x", "y"),

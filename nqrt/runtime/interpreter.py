@@ -28,12 +28,12 @@ from numba.extending import intrinsic
 from nqrt.runtime._kernels import (FINGERPRINT, add_u8, add_u8_avx2, avgpool_u8, clip_u8,
                                    conv2d_u8, conv2d_u8_avx2, conv2d_u8_vnni512, copy_cols_f32,
                                    dequantize_transpose_u8, dequantize_u8, gemm_u8, gemm_u8_avx2,
-                                   gemm_u8_vnni512, layernorm_f32, lrn_f32, lut2_u8, matmul_u8, matmul_u8_avx2, lut_u8, lut_u8_avx2, maxpool_u8, mul_u8,
+                                   gemm_u8_vnni512, layernorm_f32, qlayernorm_u8, lrn_f32, lut2_u8, matmul_u8, matmul_u8_avx2, lut_u8, lut_u8_avx2, maxpool_u8, mul_u8,
                                    mul_u8_avx2, pad_u8, qsoftmax_u8, quantize_f32, quantize_transpose_f32, reduce_max_u8,
                                    reduce_mean_u8, requant_copy_u8, resize_cubic_u8, resize_linear_u8, resize_nearest_u8, slice_u8,
                                    softmax_f32, transpose_f32, transpose_u8, xcall_lazy)
 from nqrt.runtime.encoding import (OP_ADD, OP_AVGPOOL, OP_CLIP, OP_CONCAT_F32, OP_CONV, OP_DEQUANTIZE, OP_MATMUL,
-                                   OP_DEQUANTIZE_T, OP_GEMM, OP_LAYERNORM, OP_LRN, OP_LUT, OP_LUT2, OP_MAXPOOL, OP_MUL,
+                                   OP_DEQUANTIZE_T, OP_GEMM, OP_LAYERNORM, OP_QLAYERNORM, OP_LRN, OP_LUT, OP_LUT2, OP_MAXPOOL, OP_MUL,
                                    OP_PAD, OP_QSOFTMAX, OP_QUANTIZE, OP_QUANTIZE_T, OP_REDUCE_MAX, OP_REDUCE_MEAN,
                                    OP_REQUANT_COPY, OP_RESIZE, OP_RESIZE_CUBIC, OP_RESIZE_LINEAR, OP_SLICE, OP_SOFTMAX, OP_TRANSPOSE_F32,
                                    OP_TRANSPOSE_U8, PATH_AVX2, PATH_NAMES, PATH_VNNI512, WIDTH)
@@ -254,6 +254,11 @@ def _make(fingerprint: str, path: int):
                 xcall_lazy(layernorm_f32, _f32_at(f32, io, x, R * n).reshape((R, n)),
                            fpool[c[5]:c[5] + n], fpool[c[6]:c[6] + n], fpool[c[7]], c[8],
                            _f32_at(f32, io, y, R * n).reshape((R, n)))
+            elif op == OP_QLAYERNORM:
+                x, y, R, n = c[1], c[2], c[3], c[4]
+                xcall_lazy(qlayernorm_u8, u8[x:x + R * n].reshape((R, n)), fpool[c[9]], c[10],
+                           fpool[c[5]:c[5] + n], fpool[c[6]:c[6] + n], fpool[c[7]], c[8],
+                           fpool[c[11]], c[12], u8[y:y + R * n].reshape((R, n)))
             elif op == OP_CONCAT_F32:
                 x, y, R, Cx, Cy = c[1], c[2], c[3], c[4], c[5]
                 xcall_lazy(copy_cols_f32, _f32_at(f32, io, x, R * Cx).reshape((R, Cx)),

@@ -964,6 +964,7 @@ class _Builder:
             io_slot[v.storage] = len(io_slot)
             outputs[io.name] = v
         self._fuse_boundary()
+        self._fuse_layernorm(set(io_slot))
         n = len(self.instrs)
         for k, (op, f) in enumerate(self.instrs):
             for fname in E.U8_OPERANDS.get(op, ()) + E.F32_OPERANDS.get(op, ()):
@@ -1032,6 +1033,36 @@ class _Builder:
                 self.instrs[users[0]] = (E.OP_DEQUANTIZE_T,
                                          dict(d, x=f["x"], shape=f["shape"], perm=f["perm"]))
                 drop.add(k)
+        self.instrs = [ins for k, ins in enumerate(self.instrs) if k not in drop]
+
+    def _fuse_layernorm(self, io_slots: set[int]) -> None:
+        """Dequantize -> LayerNormalization -> Quantize becomes one OP_QLAYERNORM (uint8 rows
+        in and out, kernels/layernorm.qlayernorm_u8: the same float32 operations, bit for
+        bit) when the LayerNormalization is the only reader of the dequantized tensor, the
+        Quantize the only reader of its result, and neither float tensor is a graph input or
+        output: the two float tensors are then never written.  The fused instruction takes
+        the LayerNormalization's place (its uint8 input exists by then, and its output is
+        read only after the Quantize's place)."""
+        readers: dict[int, list[int]] = {}          # float32 slot -> instructions reading it
+        writers: dict[int, list[int]] = {}          # float32 slot -> instructions writing it
+        for k, (op, f) in enumerate(self.instrs):
+            for fname in E.F32_OPERANDS.get(op, ()):
+                (writers if fname == "y" else readers).setdefault(f[fname], []).append(k)
+        drop = set()
+        for k, (op, f) in enumerate(self.instrs):
+            if op != E.OP_LAYERNORM or f["x"] in io_slots or f["y"] in io_slots:
+                continue
+            src, users = writers.get(f["x"], []), readers.get(f["y"], [])
+            if len(src) != 1 or readers.get(f["x"]) != [k] or len(users) != 1 \
+                    or writers.get(f["y"]) != [k]:
+                continue
+            (dop, d), (qop, q) = self.instrs[src[0]], self.instrs[users[0]]
+            if dop != E.OP_DEQUANTIZE or qop != E.OP_QUANTIZE:
+                continue
+            self.instrs[k] = (E.OP_QLAYERNORM, dict(
+                x=d["x"], y=q["y"], R=f["R"], n=f["n"], scale=f["scale"], bias=f["bias"],
+                eps=f["eps"], rms=f["rms"], s_x=d["scale"], z_x=d["z"], s_y=q["scale"], z_y=q["z"]))
+            drop.update((src[0], users[0]))
         self.instrs = [ins for k, ins in enumerate(self.instrs) if k not in drop]
 
     def _const_bytes(self, name) -> np.ndarray:

@@ -94,3 +94,32 @@ def test_rms_normalization_matches_spec(R, n):
     ref = x.astype(np.float64) / np.linalg.norm(x.astype(np.float64), axis=1, keepdims=True)
     assert np.allclose(l2, ref, rtol=1e-5, atol=1e-6)
     assert not np.allclose(got, _run(x, scale, bias, 1e-6, rms=0))      # the flag matters
+
+
+@pytest.mark.parametrize("R,n,rms", [(1, 1, 0), (4, 7, 0), (5, 9, 1), (3, 96, 0), (197, 192, 0),
+                                     (3136, 32, 1)])
+def test_fused_quantized_layernorm_is_the_three_kernels(R, n, rms):
+    """qlayernorm_u8 == quantize_f32(layernorm_f32(dequantize_u8(x))) bit for bit (the fused
+    instruction the planner substitutes), for 1 and 2 threads; rows that saturate at both
+    ends of the output grid and a constant row (var 0) included."""
+    from nqrt.kernels.eltwise import dequantize_u8, quantize_f32
+    from nqrt.kernels.layernorm import qlayernorm_u8
+    rng = np.random.default_rng(R + 31 * n + rms)
+    x = rng.integers(0, 256, (R, n), dtype=np.uint8)
+    x[0] = 77                                               # constant row: y = bias
+    scale = rng.standard_normal(n).astype(np.float32)
+    bias = rng.standard_normal(n).astype(np.float32)
+    s_x, z_x, s_y, z_y = np.float32(0.037), 131, np.float32(0.011), 120   # s_y: some saturate
+    f = np.empty((R, n), np.float32)
+    dequantize_u8(x.reshape(-1), s_x, z_x, f.reshape(-1))
+    g = np.empty_like(f)
+    layernorm_f32(f, scale, bias, np.float32(1e-5), rms, g)
+    want = np.empty((R, n), np.uint8)
+    quantize_f32(g.reshape(-1), s_y, z_y, want.reshape(-1))
+    for threads in (1, 2):
+        got = np.zeros((R, n), np.uint8)
+        with_threads(threads, qlayernorm_u8, x, s_x, z_x, scale, bias, np.float32(1e-5), rms, s_y,
+                     z_y, got)
+        assert np.array_equal(got, want)
+    if R * n > 100:
+        assert (want == 0).any() and (want == 255).any() and len(np.unique(want)) > 20
