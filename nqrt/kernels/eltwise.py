@@ -528,22 +528,22 @@ def make_t16x16(conv=None):
 
 
 def make_interleave(K, conv=None):
-    """Intrinsic: y[yo + i·K + j] = x[xo + j·xrs + i] for i < 16, j < K (K = 2, 3, 4): K row
-    loads, one interleaving shuffle, one 16·K-element store; conv as make_t16x16."""
+    """Intrinsic: y[yo + i·K + j] = x[xo + j·xrs + i] for i < 16, j < K (K = 2, 3, 4, 8): K
+    row loads, one interleaving shuffle of the rows concatenated in order (a missing fourth
+    row of K = 3 is undefined and never selected), one 16·K-element store; conv as
+    make_t16x16."""
     def codegen(context, builder, sig, args):
         xrs_ = args[2]
         load, store = _row_io(context, builder, sig, args, conv)
-        v16 = ir.VectorType(_I8, 16)
         rows = [load(builder.mul(xrs_, ir.Constant(_I64, r))) for r in range(K)]
-        cat = ir.Constant(ir.VectorType(_I32, 32), list(range(32)))
-        if K == 2:
-            a, b, idx = rows[0], rows[1], lambda j, i: 16 * j + i
-        else:
-            a = builder.shuffle_vector(rows[0], rows[1], cat)
-            c = rows[3] if K == 4 else ir.Constant(v16, None)
-            b = builder.shuffle_vector(rows[2], c, cat)
-            idx = (lambda j, i: 16 * j + i if j < 2 else 32 + 16 * (j - 2) + i)
-        mask = ir.Constant(ir.VectorType(_I32, 16 * K), [idx(j, i) for i in range(16) for j in range(K)])
+        if K == 3:
+            rows.append(ir.Constant(rows[0].type, None))
+        while len(rows) > 2:                    # concatenate neighbours: 8 -> 4 -> 2 vectors
+            n = rows[0].type.count
+            cat = ir.Constant(ir.VectorType(_I32, 2 * n), list(range(2 * n)))
+            rows = [builder.shuffle_vector(rows[k], rows[k + 1], cat) for k in range(0, len(rows), 2)]
+        a, b = rows
+        mask = ir.Constant(ir.VectorType(_I32, 16 * K), [16 * j + i for i in range(16) for j in range(K)])
         store(builder.shuffle_vector(a, b, mask), ir.Constant(_I64, 0))
         return context.get_dummy_value()
 
@@ -557,12 +557,41 @@ def make_interleave(K, conv=None):
     return intrinsic(interleave)
 
 
+def make_deinterleave(K):
+    """Intrinsic: y[yo + r·yrs + i] = x[xo + i·K + r] for i < 16, r < K (K = 2, 3, 4, 8): one
+    16·K-byte load, K gathering shuffles, K 16-byte row stores (the inverse of
+    make_interleave: a [rows, K] byte matrix into K rows)."""
+    def codegen(context, builder, sig, args):
+        x_, xo_, y_, yo_, yrs_ = args
+        xp = _vptr(context, builder, sig.args[0], x_, xo_)
+        yp = _vptr(context, builder, sig.args[2], y_, yo_)
+        vin = ir.VectorType(_I8, 16 * K)
+        v = builder.load(builder.bitcast(xp, vin.as_pointer()), align=1)
+        for r in range(K):
+            row = builder.shuffle_vector(v, ir.Constant(vin, None),
+                                         ir.Constant(ir.VectorType(_I32, 16), [i * K + r for i in range(16)]))
+            q = builder.gep(yp, [builder.mul(yrs_, ir.Constant(_I64, r))])
+            builder.store(row, builder.bitcast(q, row.type.as_pointer()), align=1)
+        return context.get_dummy_value()
+
+    def deinterleave(typingctx, x, xo, y, yo, yrs):
+        return types.void(x, xo, y, yo, yrs), codegen
+    deinterleave.__name__ = f"_deinterleave{K}"
+    return intrinsic(deinterleave)
+
+
 _t16x16 = make_t16x16()
+_deinterleave2 = make_deinterleave(2)
+_deinterleave3 = make_deinterleave(3)
+_deinterleave4 = make_deinterleave(4)
+_deinterleave8 = make_deinterleave(8)
 _interleave2 = make_interleave(2)
 _interleave3 = make_interleave(3)
 _interleave4 = make_interleave(4)
+_interleave8 = make_interleave(8)
 
 TI = 64          # i-rows (output rows) per parallel task of the 2-D transpose
+TI_INTERLEAVE = 1024  # the same when each output row has only 2..8 elements (interleaves)
 GROUP_BYTES = 4096  # bytes per task when whole 2-D transposes are grouped (transpose_u8)
 
 
@@ -574,15 +603,17 @@ def _t2d_task(x, xo, xrs, y, yo, i0, i1, Nj):
     inside this task's rows), so no scalar tail is left once i1 − i0 >= 16: a ShuffleNet
     channel shuffle (2 x 58 bytes per pixel) went from 0.39 to 0.1 ns per byte."""
     i = i0
-    if (Nj == 2 or Nj == 3 or Nj == 4) and i1 - i0 >= 16:
+    if (Nj == 2 or Nj == 3 or Nj == 4 or Nj == 8) and i1 - i0 >= 16:
         while i < i1:
             ib = min(i, i1 - 16)
             if Nj == 2:
                 _interleave2(x, xo + ib, xrs, y, yo + ib * Nj)
             elif Nj == 3:
                 _interleave3(x, xo + ib, xrs, y, yo + ib * Nj)
-            else:
+            elif Nj == 4:
                 _interleave4(x, xo + ib, xrs, y, yo + ib * Nj)
+            else:
+                _interleave8(x, xo + ib, xrs, y, yo + ib * Nj)
             i += 16
         i = i1
     elif Nj >= 16 and i1 - i0 >= 16:
@@ -666,7 +697,7 @@ def transpose_f32(x, shape, perm, y):
 
 
 @njit(**JIT)
-def _transpose_task(t, K, Ni, Nj, xrs, rb, G, nb, x, y, ys, st):
+def _transpose_task(t, K, Ni, Nj, xrs, rb, G, nb, ti, x, y, ys, st):
     """Task t of transpose_u8: K >= 0 (K = number of outer dims): with G > 0, the whole 2-D
     transposes of outer indices t·G .. t·G + G − 1 (of nb); else the tile rows of outer index
     t // nti; K < 0: output rows t·rb .. t·rb + rb − 1 (rows of ys[5] elements)."""
@@ -690,13 +721,54 @@ def _transpose_task(t, K, Ni, Nj, xrs, rb, G, nb, x, y, ys, st):
                 idx[d] = 0
                 d -= 1
     elif K >= 0:
-        nti = -(-Ni // TI)
+        nti = -(-Ni // ti)
         o = t // nti
-        i0 = (t - o * nti) * TI
-        _t2d_task(x, _outer_offset(o, K, ys, st), xrs, y, o * Ni * Nj, i0, min(Ni, i0 + TI), Nj)
+        i0 = (t - o * nti) * ti
+        _t2d_task(x, _outer_offset(o, K, ys, st), xrs, y, o * Ni * Nj, i0, min(Ni, i0 + ti), Nj)
     else:
         R = ys[0] * ys[1] * ys[2] * ys[3] * ys[4]
         xcall(_transpose_rows, x, y, ys, st, t * rb, min(R, t * rb + rb))
+
+
+TJ_SPLIT = 4096    # columns per task of a split few-row transpose (_split_rows_task)
+
+
+@njit(inline="always", **JIT)
+def split_rows_ok(Ni, Nj, xrs):
+    """Whether a 2-D transpose Y[i, j] = X[j, i] (transpose_tasks) runs as _split_rows_task:
+    few output rows (Ni = 2, 3, 4 or 8: the rows of a [Nj, Ni] byte matrix, i.e. a
+    channels-last tensor with that many channels into channels-first, as CaiT's talking heads
+    and EfficientFormerV2's attention do), X's rows contiguous (xrs = Ni) and at least one
+    16-column block.  The tile path would leave such a transpose to scalar code on one
+    thread: [38416, 4] -> [4, 38416] took 146 us, its inverse 17 us."""
+    return (Ni == 2 or Ni == 3 or Ni == 4 or Ni == 8) and xrs == Ni and Nj >= 16
+
+
+@njit(**JIT)
+def _split_rows_task(t, nch, K, Ni, Nj, x, y, ys, st):
+    """Task t of a batch of few-row transposes (split_rows_ok): outer index t // nch, columns
+    [c·TJ_SPLIT, (c + 1)·TJ_SPLIT) with c = t mod nch (nch = max(1, Nj // TJ_SPLIT): the last
+    chunk also takes the remainder, so every chunk has 16 columns or more), in 16-column
+    de-interleaves; a chunk's last block starts 16 before the chunk's end and overlaps the
+    one before it (the same values, written by the same task)."""
+    o = t // nch
+    c = t - o * nch
+    j0 = c * TJ_SPLIT
+    j1 = Nj if c == nch - 1 else j0 + TJ_SPLIT
+    xo = _outer_offset(o, K, ys, st)
+    yo = o * Ni * Nj
+    j = j0
+    while j < j1:
+        jb = min(j, j1 - 16)
+        if Ni == 2:
+            _deinterleave2(x, xo + jb * Ni, y, yo + jb, Nj)
+        elif Ni == 3:
+            _deinterleave3(x, xo + jb * Ni, y, yo + jb, Nj)
+        elif Ni == 4:
+            _deinterleave4(x, xo + jb * Ni, y, yo + jb, Nj)
+        else:
+            _deinterleave8(x, xo + jb * Ni, y, yo + jb, Nj)
+        j += 16
 
 
 @njit(inline="always", **JIT)
@@ -742,12 +814,27 @@ def transpose_u8(x, shape, perm, y):
     Y[i, j] = X[j, i]: i = the output dims that are contiguous in x (x's innermost dims,
     merged), j = y's innermost dims (merged while contiguous in x), batch = the dims before
     i (any strides); needs nothing between i and j in y's order.  Those run as 16 x 16 byte
-    tiles (vector shuffles), or interleaves when j has 2..4 elements (NCHW -> NHWC of an
-    RGB image).  Otherwise rows of y are copied (contiguous or strided reads).  One task
-    list either way: serial for small tensors, else prange."""
+    tiles (vector shuffles), or interleaves when j has 2, 3, 4 or 8 elements (NCHW -> NHWC
+    of an RGB image), or de-interleaves when i has 2, 3, 4 or 8 (split_rows_ok: the other
+    way round, tasks over column chunks).  Otherwise rows of y are copied (contiguous or
+    strided reads).  One task list either way: serial for small tensors, else prange."""
     ys, st = _transpose_generic(x, shape, perm, y)
     n = x.size
     K, Ni, Nj, xrs, rb, ntask = transpose_tasks(n, ys, st, TI)
+    if K >= 0 and split_rows_ok(Ni, Nj, xrs) and 4 * Ni * Nj > GROUP_BYTES:
+        nch = max(np.int64(1), Nj // TJ_SPLIT)
+        ntask = (n // (Ni * Nj)) * nch
+        if n <= CHUNK:
+            for t in range(ntask):
+                xcall(_split_rows_task, t, nch, K, Ni, Nj, x, y, ys, st)
+            return
+        for t in prange(ntask):
+            xcall(_split_rows_task, np.int64(t), nch, K, Ni, Nj, x, y, ys, st)
+        return
+    ti = np.int64(TI)                          # output rows per task (tile rows)
+    if K >= 0 and Nj <= 8:                     # interleaves of 16·Nj bytes: 16x the rows, so
+        ti = np.int64(TI_INTERLEAVE)           # that a task moves 2-8 KB, not 128-512 bytes
+        ntask = (n // (Ni * Nj)) * -(-Ni // ti)
     G = np.int64(0)                            # 2-D transposes per task (0: tile rows)
     nb = np.int64(0)
     if K >= 0 and 4 * Ni * Nj <= GROUP_BYTES:  # small transposes (a channel shuffle per
@@ -756,7 +843,7 @@ def transpose_u8(x, shape, perm, y):
         ntask = -(-nb // G)
     if n <= CHUNK:
         for t in range(ntask):
-            xcall(_transpose_task, t, K, Ni, Nj, xrs, rb, G, nb, x, y, ys, st)
+            xcall(_transpose_task, t, K, Ni, Nj, xrs, rb, G, nb, ti, x, y, ys, st)
         return
     for t in prange(ntask):
-        xcall(_transpose_task, np.int64(t), K, Ni, Nj, xrs, rb, G, nb, x, y, ys, st)
+        xcall(_transpose_task, np.int64(t), K, Ni, Nj, xrs, rb, G, nb, ti, x, y, ys, st)

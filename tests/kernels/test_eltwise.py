@@ -371,3 +371,27 @@ def test_flat_kernels_sizes(n):
     c = np.zeros(n, np.uint8)
     clip_u8(q, 20, 200, c)
     assert np.array_equal(c, np.clip(q, 20, 200))
+
+
+@pytest.mark.parametrize("Ni", [2, 3, 4, 8])
+@pytest.mark.parametrize("batch,Nj", [(1, 38416), (3, 4107), (2, 529), (1, 8197)])
+def test_transpose_few_rows(Ni, batch, Nj):
+    """[batch, Nj, Ni] -> [batch, Ni, Nj] (a channels-last tensor with 2, 3, 4 or 8 channels
+    into channels-first: CaiT's talking heads) through the de-interleave path: column chunks
+    of TJ_SPLIT with the remainder in the last one, 16-column blocks with an overlapping last
+    block; and back (interleaves of 2, 3, 4 or 8 rows); identical for 1 and 2 threads."""
+    from nqrt.kernels.eltwise import split_rows_ok
+    assert split_rows_ok(Ni, Nj, Ni)
+    x = np.random.default_rng(Ni * Nj + batch).integers(0, 256, (batch, Nj, Ni), dtype=np.uint8)
+    shape6 = np.array((1, 1, 1) + x.shape, np.int64)
+    perm6 = np.array((0, 1, 2, 3, 5, 4), np.int64)
+    want = x.transpose(0, 2, 1).ravel()
+    back = np.ascontiguousarray(x.transpose(0, 2, 1))      # and the inverse (interleaves)
+    for nt in (1, 2):
+        y = np.zeros(x.size, np.uint8)
+        with_threads(nt, transpose_u8, x.ravel(), shape6, perm6, y)
+        assert np.array_equal(y, want)
+        y = np.zeros(x.size, np.uint8)
+        with_threads(nt, transpose_u8, back.ravel(), np.array((1, 1, 1) + back.shape, np.int64),
+                     perm6, y)
+        assert np.array_equal(y, x.ravel())
