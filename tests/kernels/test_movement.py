@@ -126,3 +126,21 @@ def test_resize_rank_beyond_six_with_unit_dims():
     y = np.zeros(want.size, np.uint8)
     mv.resize_nearest_u8(x.ravel(), in6, out6, index, y)
     assert np.array_equal(y, want.ravel())
+
+
+@pytest.mark.parametrize("C", [5, 16, 24])
+def test_resize_nearest_channels_last_rows(C):
+    """An NHWC upsample / downsample (the channel axis kept: whole rows of C bytes copied, the
+    row indices stepped like an odometer from each task's first row) large enough for
+    several row blocks, against the naive resize, on 1 and 2 threads."""
+    rng = np.random.default_rng(C)
+    x = rng.integers(0, 256, (2, C, 30, 41), dtype=np.uint8)
+    p = [0, 2, 3, 1]
+    for scales, sizes in (([1.0, 1.0, 2.0, 2.0], None), (None, [2, C, 13, 97])):
+        want = naive.resize_nearest(x, "asymmetric", "floor", scales=scales, sizes=sizes)
+        in6, out6, index = mv.resize_args(x.shape, "asymmetric", "floor", scales=scales,
+                                          sizes=sizes, perm=p)
+        assert want.size > 2 * (1 << 14) or sizes is not None       # parallel row blocks
+        y = np.zeros(want.size, np.uint8)
+        _run_both(mv.resize_nearest_u8, (_physical(x, p).ravel(), in6, out6, index, y), y)
+        assert np.array_equal(y, _physical(want, p).ravel()), (scales, sizes)
