@@ -31,6 +31,17 @@ def _tuple6(a):
     return a[0], a[1], a[2], a[3], a[4], a[5]
 
 
+@njit(inline="always", **JIT)
+def _copy_row(y, yo, x, xo, L, ya, xa):
+    """y[yo:yo + L] = x[xo:xo + L] (ya, xa: the arrays' addresses): vector pieces from 8 bytes
+    (copy_runs), else byte copies.  x and y are distinct buffers (an op's output never shares
+    its input's slot)."""
+    if L >= 8:
+        copy_runs(y, yo, 0, x, xo, 0, 0, 1, L, 1)
+    else:
+        copy_bytes(ya + yo, xa + xo, L)
+
+
 @njit(**JIT)
 def _slice_rows(x, offset, shape, strides, y, r0, r1):
     """Output rows r0..r1-1 of slice_u8."""
@@ -46,11 +57,7 @@ def _slice_rows(x, offset, shape, strides, y, r0, r1):
          + i4 * strides[4])
     for r in range(r0, r1):
         if s5 == 1:
-            # x and y are distinct buffers (an op's output never shares its input's slot)
-            if L >= 8:
-                copy_runs(y, r * L, 0, x, o, 0, 0, 1, L, 1)
-            else:
-                copy_bytes(ya + r * L, xa + o, L)
+            _copy_row(y, r * L, x, o, L, ya, xa)
         else:
             yr = y[r * L:(r + 1) * L]
             for k in range(L):
@@ -153,11 +160,7 @@ def _resize_rows(x, in_shape, out_shape, index, y, r0, r1):
         o = (index[i0] * s0 + index[t1 + i1] * s1 + index[t2 + i2] * s2 + index[t3 + i3] * s3
              + index[t4 + i4] * s4)
         if ident:
-            # x and y are distinct buffers (an op's output never shares its input's slot)
-            if L >= 8:
-                copy_runs(y, r * L, 0, x, o, 0, 0, 1, L, 1)
-            else:
-                copy_bytes(ya + r * L, xa + o, L)
+            _copy_row(y, r * L, x, o, L, ya, xa)
         else:
             yr = y[r * L:(r + 1) * L]
             for k in range(L):
