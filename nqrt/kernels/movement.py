@@ -153,8 +153,9 @@ def _resize_rows(x, in_shape, out_shape, index, y, r0, r1):
     xa = x.ctypes.data
     ya = y.ctypes.data
     ix = index[t5:t5 + L]
-    # the row's indices step like an odometer over dims 0..4 (no divisions per row: a row of
-    # an NHWC upsample is only C bytes)
+    # the row's indices step like an odometer over dims 0..4 (_step5, its offset unused: the
+    # input offset comes from the tables; no divisions per row: a row of an NHWC upsample is
+    # only C bytes)
     i0, i1, i2, i3, i4 = _unravel5(r0, out_shape)
     for r in range(r0, r1):
         o = (index[i0] * s0 + index[t1 + i1] * s1 + index[t2 + i2] * s2 + index[t3 + i3] * s3
@@ -165,19 +166,7 @@ def _resize_rows(x, in_shape, out_shape, index, y, r0, r1):
             yr = y[r * L:(r + 1) * L]
             for k in range(L):
                 yr[k] = x[o + ix[k]]
-        i4 += 1
-        if i4 == out_shape[4]:
-            i4 = 0
-            i3 += 1
-            if i3 == out_shape[3]:
-                i3 = 0
-                i2 += 1
-                if i2 == out_shape[2]:
-                    i2 = 0
-                    i1 += 1
-                    if i1 == out_shape[1]:
-                        i1 = 0
-                        i0 += 1
+        i0, i1, i2, i3, i4, _ = _step5(i0, i1, i2, i3, i4, 0, out_shape, (0, 0, 0, 0, 0, 0))
 
 
 @njit(**PJIT)
