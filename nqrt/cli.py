@@ -84,6 +84,7 @@ def convert(
     percentile: float = typer.Option(99.99, "--percentile", help="Percentile for --calibration percentile."),
     batch_size: int = typer.Option(32, "--batch-size", help="Calibration batch size (bounds memory)."),
     weight_bits: int = typer.Option(8, "--weight-bits", help="8, or 7: weights in [-63, 63] (less precise; on AVX2 CPUs without VNNI, ~1.2x faster exact convs/GEMMs). Depthwise convs keep 8."),
+    keep_branches: bool = typer.Option(False, "--keep-branches", help="Do not merge parallel conv branches summed by an Add (RepVGG / MobileOne blocks exported without re-parameterization) into one conv; each branch is then quantized on its own (slower)."),
     input_shape: Optional[list[str]] = typer.Option(None, "--input-shape", help="NAME=D0,D1,... fixes a model input's shape (repeatable); a dim is a size or a symbol name kept symbolic (N,3,224,224). For models whose dynamic shape arithmetic does not fold; the calibration data must then fit the fixed dims."),
 ) -> None:
     """Convert an FP32 ONNX model into a static int8 .nq model, calibrating on CALIB."""
@@ -95,7 +96,7 @@ def convert(
             str(model), str(output), str(calib),
             calibration_method=calibration.value, percentile=percentile,
             per_channel=not per_tensor, batch_size=batch_size, weight_bits=weight_bits,
-            input_shapes=_parse_shapes(input_shape),
+            input_shapes=_parse_shapes(input_shape), merge_branches=not keep_branches,
         )
         typer.echo(report.summary())
 

@@ -104,7 +104,7 @@ def _same_file(a: str, b: str) -> bool:
     return os.path.realpath(a) == os.path.realpath(b)
 
 
-def load_graph(model, input_shapes=None) -> Graph:
+def load_graph(model, input_shapes=None, merge_branches: bool = True) -> Graph:
     """Import and optimize; any failure to parse the model is a FormatError."""
     from nqrt.graph.onnx_import import load_onnx
     from nqrt.graph.passes import optimize
@@ -115,7 +115,8 @@ def load_graph(model, input_shapes=None) -> Graph:
         raise
     except Exception as e:  # noqa: BLE001 - protobuf/onnx raise many types for a bad file
         raise FormatError(f"cannot read the ONNX model: {type(e).__name__}: {e}") from None
-    return optimize(graph, input_shapes=input_shapes)
+    return optimize(graph, input_shapes=input_shapes,
+                    skip=() if merge_branches else ("merge_parallel_convs",))
 
 
 # ---------------------------------------------------------------------------------------
@@ -245,7 +246,8 @@ def calibrate_graph(graph: Graph, calibration, *, method: str = "minmax", percen
 
 def convert(model, output_path, calibration, *, calibration_method: str = "minmax",
             percentile: float = 99.99, per_channel: bool = True, batch_size: int = 32,
-            input_shapes: dict | None = None, weight_bits: int = 8) -> ConversionReport:
+            input_shapes: dict | None = None, weight_bits: int = 8,
+            merge_branches: bool = True) -> ConversionReport:
     """Convert an FP32 ONNX model (path, bytes or ModelProto) to an integer `.nq` file.
 
     calibration: path to an .npz (arrays keyed by input name, first axis = samples), a dict
@@ -253,6 +255,9 @@ def convert(model, output_path, calibration, *, calibration_method: str = "minma
     weight_bits: 8 (int8 weights in [-127, 127]) or 7 ([-63, 63]: about 6 dB less weight
     SQNR, and on AVX2 CPUs without VNNI the exact vpmaddubsw kernel, ~1.2x faster convs/GEMMs;
     depthwise convs keep 8 bits).
+    merge_branches: merge parallel Conv branches that an Add sums (RepVGG / MobileOne blocks
+    exported without re-parameterization, x + conv(x) position encodings) into one Conv
+    (graph/passes/merge_parallel_convs.py); False keeps each branch quantized on its own.
     Raises FormatError (unreadable model), UnsupportedOpError (every unsupported op at once),
     InputError (bad calibration data or arguments), ConversionError (no valid integer model).
     """
@@ -272,7 +277,7 @@ def convert(model, output_path, calibration, *, calibration_method: str = "minma
     if source_path is not None and _same_file(source_path, output_path):
         raise InputError(f"refusing to overwrite the input model {source_path}: choose another output path")
 
-    graph = load_graph(handle, input_shapes)
+    graph = load_graph(handle, input_shapes, merge_branches=bool(merge_branches))
     source_bytes = len(data) + _external_data_bytes(data, source_path)
     check_supported(graph)
     collector, samples = calibrate_graph(graph, calibration, method=calibration_method,
@@ -306,7 +311,8 @@ def build_model(model, calibration, **options) -> NqModel:
     """Like `convert` but returns the NqModel instead of writing it (for tests and tools)."""
     per_channel = options.pop("per_channel", True)
     input_shapes = options.pop("input_shapes", None)
-    graph = load_graph(_read_source(model)[2], input_shapes)
+    merge_branches = options.pop("merge_branches", True)
+    graph = load_graph(_read_source(model)[2], input_shapes, merge_branches=merge_branches)
     check_supported(graph)
     collector, _ = calibrate_graph(graph, calibration, **options)
     return quantize_graph(graph, collector.ranges(), per_channel, shapes=collector.shapes)

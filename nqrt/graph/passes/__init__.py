@@ -15,6 +15,8 @@ Each pass is one module with `run(graph) -> graph` (it may mutate its argument):
   fuse_l2norm      x / max(‖x‖_2, eps) along the last axis (F.normalize) and LpNormalization
                    -> RMSNormalization; any other ReduceL2 -> Sqrt(ReduceSum(x·x))
   fold_batchnorm   BN / per-channel Mul/Add folded into Conv/Gemm, or -> depthwise 1x1 Conv
+  merge_parallel_convs  Add(Conv(x), Conv(x)) and Add(Conv(x), x) -> one Conv (RepVGG /
+                   MobileOne branches exported without re-parameterization)
   crop_conv_taps   Conv kernel taps that only ever read padding dropped (dilated ASPP convs)
   fuse_swish       Mul(x, Sigmoid(x)) -> Swish(x); Mul(x, HardSigmoid(x)) -> HardSwish(x);
                    the exported exact GELU x·0.5·(1 + erf(x/√2)) -> Gelu(x)
@@ -38,13 +40,14 @@ from nqrt.errors import InputError, UnsupportedOpError, name_list
 from nqrt.graph.ir import Graph
 from nqrt.graph.passes import (canonicalize, crop_conv_taps, dead_code, fold_batchnorm,
                                fold_constants, fuse_activation, fuse_l2norm, fuse_layernorm, fuse_swish,
-                               lower_convtranspose, lower_gather, lower_instancenorm, lower_space_depth,
+                               lower_convtranspose, merge_parallel_convs, lower_gather, lower_instancenorm, lower_space_depth,
                                lower_strided_gather,
                                remove_identity, sink_output_moves)
 from nqrt.graph.shapes import annotate
 
 PIPELINE = (remove_identity, fold_constants, canonicalize, lower_instancenorm, lower_space_depth,
-            lower_gather, lower_strided_gather, fuse_layernorm, fuse_l2norm, fold_batchnorm, crop_conv_taps, fuse_swish, fuse_activation,
+            lower_gather, lower_strided_gather, fuse_layernorm, fuse_l2norm, fold_batchnorm, merge_parallel_convs,
+            crop_conv_taps, fuse_swish, fuse_activation,
             lower_convtranspose, sink_output_moves, dead_code)
 MAX_ROUNDS = 10
 
@@ -73,14 +76,29 @@ def _check_override(v, shape: tuple) -> None:
                              f"at {m} (model shape {list(v.shape)})")
 
 
-def optimize(graph: Graph, input_shapes: dict[str, tuple] | None = None) -> Graph:
+OPTIONAL_PASSES = ("merge_parallel_convs",)     # passes a user may switch off (skip=)
+
+
+def pass_name(p) -> str:
+    return p.__name__.rsplit(".", 1)[-1]
+
+
+def optimize(graph: Graph, input_shapes: dict[str, tuple] | None = None,
+             skip: tuple[str, ...] = ()) -> Graph:
     """Run PIPELINE until the graph stops changing; return the optimized graph.
+
+    `skip` names passes of OPTIONAL_PASSES not to run (the converter's merge_branches=False).
 
     `input_shapes` ({input name: shape}) overrides graph input shapes first (dims: int,
     symbol str, or None).  Afterwards `graph.value_info` holds the inferred shapes, the graph
     validates, and no Shape node remains (else UnsupportedOpError: dynamic shape computation
     not foldable).
     """
+    bad = set(skip) - set(OPTIONAL_PASSES)
+    if bad:
+        raise InputError(f"cannot skip pass(es) {', '.join(sorted(bad))}: optional passes are "
+                         f"{', '.join(OPTIONAL_PASSES)}")
+    pipeline = [p for p in PIPELINE if pass_name(p) not in skip]
     if input_shapes:
         unknown = set(input_shapes) - {v.name for v in graph.inputs}
         if unknown:
@@ -93,7 +111,7 @@ def optimize(graph: Graph, input_shapes: dict[str, tuple] | None = None) -> Grap
                         for v in graph.inputs]
     before = None
     for _ in range(MAX_ROUNDS):
-        for p in PIPELINE:
+        for p in pipeline:
             graph = p.run(graph)
         sig = _signature(graph)
         if sig == before:
@@ -112,4 +130,4 @@ def optimize(graph: Graph, input_shapes: dict[str, tuple] | None = None) -> Grap
     return graph
 
 
-__all__ = ["PIPELINE", "optimize"]
+__all__ = ["OPTIONAL_PASSES", "PIPELINE", "optimize"]
