@@ -969,9 +969,9 @@ def _dw_task_x86(x, z_x, wpack, bias, mult, shift, z_y, act_min, act_max, kh, kw
     flat = nblk == 0 and sw == 1 and ce > cs and cs == 0 and ce == C and ow_hi > ow_lo
     L = (ow_hi - ow_lo) * C if flat else 1
     wrep = np.empty((T, L), np.int16)
-    m0rep = np.empty(L, np.int64)
+    m0rep = np.empty(L, np.int32)
     bcrep = np.empty(L, np.int64)
-    shrep = np.empty(L, np.int64)
+    shrep = np.empty(L, np.uint64)
     zdrep = np.empty(L, np.int64)
     acc = np.empty(L, np.int32)
     if flat:
@@ -1051,7 +1051,10 @@ def _flat_constants(wf, bias, mult, shift, z_x, z_y, T, C, L, wrep, m0rep, bcrep
 @njit(inline="always", **JIT)
 def _dw_flat(ad, xa, xf, zrow, T, n, wrep, m0rep, bcrep, shrep, zdrep, lo, hi, yf, yo, acc):
     """n contiguous outputs from the tap addresses ad (inside x at xa, or zrow): int32 sums
-    (|d| <= T·255·127 < 2^31 for T < 66 000: any depthwise kernel), then the records."""
+    (|d| <= T·255·127 < 2^31 for T < 66 000: any depthwise kernel), then the records.
+    The numerator d·M0 + BC is >= 0 (offset_requant), so it is shifted as uint64 (vpsrlvq; AVX2
+    has no 64-bit arithmetic shift), and M0 is int32, so d·M0 is one vpmuldq: the loop
+    vectorizes."""
     acc[:n] = 0
     za = zrow.ctypes.data
     for t in range(T):
@@ -1061,7 +1064,8 @@ def _dw_flat(ad, xa, xf, zrow, T, n, wrep, m0rep, bcrep, shrep, zdrep, lo, hi, y
         for e in range(n):
             acc[e] += np.int32(xs[e]) * np.int32(wt[e])
     for e in range(n):
-        v = ((np.int64(acc[e]) * m0rep[e] + bcrep[e]) >> shrep[e]) + zdrep[e]
+        num = np.uint64(np.int64(acc[e]) * np.int64(m0rep[e]) + bcrep[e])
+        v = np.int64(num >> shrep[e]) + zdrep[e]
         yf[yo + e] = np.uint8(min(max(v, np.int64(lo)), np.int64(hi)))
 
 
