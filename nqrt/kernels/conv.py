@@ -43,9 +43,11 @@ from numba import njit, prange
 
 from nqrt.kernels import vnni
 from nqrt.kernels._jit import JIT, PJIT, fetch_add, xcall, xcall_lazy
+from nqrt.kernels.depthwise import VL as DW_VL
 from nqrt.kernels.depthwise import (append_depthwise_table, depthwise_conv_u8, depthwise_conv_u8_x86,
                                     depthwise_scratch_bytes, depthwise_scratch_bytes_x86,
-                                    pack_depthwise_weights, pack_depthwise_weights_x86)
+                                    pack_depthwise_weights, pack_depthwise_weights_x86,
+                                    pack_staged_depthwise)
 from nqrt.kernels.gemm import NR, gemm_tile, gemm_u8
 from nqrt.kernels.rowcopy import copy_runs
 from nqrt.kernels.winograd import LAYOUT_WINOGRAD, winograd_conv_u8_avx2
@@ -173,14 +175,26 @@ def conv_scratch_size(N, H, W, C, M, kh, kw, OH, OW, group, nthreads, path="port
                                            path == "vnni512"))
 
 
-def with_depthwise_table(wpack, path, C, kh, kw, bias, mult, shift, z_x, z_y):
+FLAT_MAX_C = 4      # C <= this at stride 1 in W: the unstaged flat loop beats staging
+# (RepGhostNet-0.5, 112x112 at batch 1, 2 threads: C = 4 flat 57 us vs staged 74 us; C = 8
+# flat 103 vs staged 74; C = 12 flat 152 vs staged 74; stride 2: scalar 167-252 vs staged 26)
+
+
+def with_depthwise_table(wpack, path, C, kh, kw, bias, mult, shift, z_x, z_y, sw=1):
     """Plan time, for a depthwise QConv packed for `path`: on the x86 paths (avx2, vnni512)
     wpack with the requantize records for these zero points appended (built once instead of
-    per call and thread; a kernel given other zero points builds its own: same results);
+    per call and thread; a kernel given other zero points builds its own: same results), or,
+    for C < 16 channels (but not C <= FLAT_MAX_C at stride sw = 1 along W), repacked for 16
+    (the staged kernel, depthwise.pack_staged_depthwise);
     the portable packing unchanged."""
     _check_path(path)
     if path == "portable":
         return wpack
+    if C < DW_VL and not (sw == 1 and C <= FLAT_MAX_C):   # run as DW_VL channels (staged)
+        w = np.asarray(wpack, np.int8)[:kh * kw * C].reshape(kh, kw, C).transpose(2, 0, 1)
+        staged = pack_staged_depthwise(w[:, None], bias, mult, shift, z_x, z_y)
+        if staged is not None:
+            return staged
     return append_depthwise_table(wpack, C, kh, kw, bias, mult, shift, z_x, z_y)
 
 
@@ -431,15 +445,16 @@ def _conv_worker_avx2(t, nt, split_rows, x1, geo, z_x, wpack, wsum, bias, mult, 
                     mr = min(MR, rows - ip * MR)
                     aoff = abase + ip * ng * MR * 4
                     p0 = pc + ip * MR
-                    # whole 8-column vectors of whole table blocks
-                    if toff >= 0 and cols % AVX2_VL == 0 and m0 % AVX2_VL == 0:
+                    # panels that start on a table block (the fused epilogue reads whole
+                    # blocks; a group of Mg channels not a multiple of 8 shifts later ones)
+                    if toff >= 0 and m0 % AVX2_VL == 0:
                         if quads:
                             _ukernelq_avx2q(mr, scratch, aoff, 4 * ng, 4, wpack, boff, ng, y2,
-                                            p0 * ys + m0, ys, wpack, toff, m0, cols // AVX2_VL,
+                                            p0 * ys + m0, ys, wpack, toff, m0, cols,
                                             act_min, act_max)
                         else:
                             _ukernelq_avx2(mr, scratch, aoff, 4 * ng, 4, wpack, boff, ng, y2,
-                                           p0 * ys + m0, ys, wpack, toff, m0, cols // AVX2_VL,
+                                           p0 * ys + m0, ys, wpack, toff, m0, cols,
                                            act_min, act_max)
                     else:
                         if quads:

@@ -1105,6 +1105,23 @@ def depthwise_conv_u8_x86(x, z_x, wpack, bias, mult, shift, z_y, act_min, act_ma
     B = x86_blocks(C)
     nt = scratch.size // slice_bytes
     ctr = np.zeros(8, np.int64)
+    if C < VL and wpack.size == np.int64(x86_weight_bytes(VL, kh, kw) + kh * kw * VL
+                                         + DW_TABLE_HEADER + _records_bytes(VL)):
+        # staged: pack_staged_depthwise's layout (a C < VL conv run as VL channels)
+        if slice_bytes < _layout_staged(kh, kw, x.shape[2])[5]:
+            raise ValueError("depthwise_conv_u8_x86: slice too small for the staged path")
+        if nt <= 1 or R * OW * VL * kh * kw < PAR_MIN_MACS:
+            xcall(_dw_task_staged, x, z_x, wpack, z_y, act_min, act_max, kh, kw, sh, sw, dh, dw,
+                  pad_t, pad_l, y, scratch[:slice_bytes], 0, R, ctr, 0)
+            return
+        nt = min(nt, R)
+        rchunk = -(-R // (SPLIT_ROWS_MIN * nt))
+        for t in prange(nt):
+            ti = np.int64(t)
+            xcall(_dw_task_staged, x, z_x, wpack, z_y, act_min, act_max, kh, kw, sh, sw, dh, dw,
+                  pad_t, pad_l, y, scratch[ti * slice_bytes:(ti + 1) * slice_bytes], 0, R, ctr,
+                  rchunk)
+        return
     if nt <= 1 or R * OW * C * kh * kw < PAR_MIN_MACS:
         xcall(_dw_task_x86, x, z_x, wpack, bias, mult, shift, z_y, act_min, act_max, kh, kw, sh,
               sw, dh, dw, pad_t, pad_l, y, scratch[:slice_bytes], 0, R, 0, B, True, ctr, 0)
@@ -1128,5 +1145,201 @@ def depthwise_conv_u8_x86(x, z_x, wpack, bias, mult, shift, z_y, act_min, act_ma
 
 @njit(**JIT)
 def depthwise_scratch_bytes_x86(C, kh, kw, W):
-    """Bytes of scratch one thread needs on the avx2 / vnni512 paths (before alignment)."""
+    """Bytes of scratch one thread needs on the avx2 / vnni512 paths (before alignment); for
+    C < VL enough for either the staged or the unstaged code."""
+    if C < VL:
+        return max(_layout_x86(C, kh, kw, W)[3], _layout_staged(kh, kw, W)[5])
     return _layout_x86(C, kh, kw, W)[3]
+
+
+# ----------------------------------------------------------------------------- C < 16 (x86)
+# A depthwise conv with fewer than VL channels (RepGhost / LCNet at width 0.5: 4, 8, 12
+# channels) has no whole vector block, and ran the spec's scalar formula (or, at stride 1,
+# _dw_flat): RepGhostNet-0.5's 12-channel stride-2 layer on 112x112 took 250 us.  At plan time
+# its weights and requantize records are packed for VL channels instead (pack_staged_depthwise:
+# the extra channels have weight, bias and multiplier 0).  The kernel (_dw_task_staged) copies
+# each input row it reads into a ring of rows with VL channels per pixel (channels past C hold
+# z_x, which meet zero weights), runs the 16-channel vector kernel over a chunk of output
+# pixels into a row buffer, and keeps each pixel's first C bytes: the same dot products and
+# records as a 16-channel layer, so the same results as the scalar formula.  A row is staged
+# once while it stays in the ring (kh slots, slot ih mod kh for dilation 1).
+STAGE_CHUNK = 256       # output pixels per vector-kernel call of the staged path (row buffer)
+
+
+def staged_wpack_bytes(kh, kw):
+    """Size of pack_staged_depthwise's result: how the kernel recognizes that layout."""
+    return int(x86_weight_bytes(VL, kh, kw)) + kh * kw * VL + DW_TABLE_HEADER + int(_records_bytes(VL))
+
+
+def pack_staged_depthwise(w, bias, mult, shift, z_x, z_y):
+    """Plan time, int8 w[C, 1, kh, kw] with C < VL: pack_depthwise_weights_x86 and
+    append_depthwise_table for VL channels (w, bias, multiplier padded with 0; shift with 31),
+    or None when some channel's records cannot be represented (the kernel then runs the
+    unstaged C < VL code)."""
+    w = np.asarray(w, np.int8)
+    C, _, kh, kw = w.shape
+    if C >= VL:
+        raise ValueError(f"pack_staged_depthwise: {C} channels (only C < {VL} is staged)")
+    w16 = np.zeros((VL, 1, kh, kw), np.int8)
+    w16[:C] = w
+
+    def pad(a, fill):
+        return np.concatenate([np.asarray(a, np.int32).ravel(), np.full(VL - C, fill, np.int32)])
+
+    packed = append_depthwise_table(pack_depthwise_weights_x86(w16), VL, kh, kw, pad(bias, 0),
+                                    pad(mult, 0), pad(shift, 31), z_x, z_y)
+    state = np.asarray(packed).view(np.uint8)[x86_weight_bytes(VL, kh, kw) + kh * kw * VL]
+    return packed if state == TABLE_USABLE else None
+
+
+@njit(**JIT)
+def _layout_staged(kh, kw, W):
+    """Byte offsets inside one thread's slice on the staged path: tap addresses
+    (i64[2·npairs]), ring tags (i64[kh]), zrow (u8[(W + 1)·VL] of z_x), the ring
+    (u8[kh·W·VL]), the output row buffer (u8[STAGE_CHUNK·VL]); and the total."""
+    npairs = (kh * kw + 1) // 2
+    o_ad = 0
+    o_tag = o_ad + 16 * npairs
+    o_zr = o_tag + 8 * kh
+    o_ring = o_zr + (W + 1) * VL
+    o_yrow = o_ring + kh * W * VL
+    return o_ad, o_tag, o_zr, o_ring, o_yrow, o_yrow + STAGE_CHUNK * VL
+
+
+def _pixel_copy(expand):
+    """Intrinsic (src, C, npx, z, dst): for p < npx, per pixel one 16-byte load and store;
+    expand: dst[16p + c] = src[p·C + c] for c < C, else z (the load reads 16 − C bytes past
+    the pixel: the caller bounds npx); not expand: dst[p·C .. p·C + 15] = src[16p .. 16p + 15]
+    in increasing p, so each store's last 16 − C bytes are overwritten by the next pixel's (the
+    caller bounds npx so the last store stays inside the row).  src, dst: absolute addresses."""
+    def impl(typingctx, src, C, npx, z, dst):
+        sig = types.void(src, C, npx, z, dst)
+
+        def codegen(context, builder, signature, args):
+            src_, c_, n_, z_, dst_ = args
+            v8 = ir.VectorType(_I8, VL)
+            lanes = ir.Constant(ir.VectorType(_I64, VL), list(range(VL)))
+            keep = builder.icmp_signed("<", lanes, _splat(builder, c_, ir.VectorType(_I64, VL)))
+            zv = _splat(builder, builder.trunc(z_, _I8), v8)
+            pre = builder.block
+            loop = builder.append_basic_block("pc.loop")
+            done = builder.append_basic_block("pc.done")
+            builder.cbranch(builder.icmp_signed(">", n_, ir.Constant(_I64, 0)), loop, done)
+            builder.position_at_end(loop)
+            p = builder.phi(_I64)
+            p.add_incoming(ir.Constant(_I64, 0), pre)
+            sstep, dstep = (c_, ir.Constant(_I64, VL)) if expand else (ir.Constant(_I64, VL), c_)
+            sa = builder.add(src_, builder.mul(p, sstep))
+            da = builder.add(dst_, builder.mul(p, dstep))
+            v = builder.load(builder.inttoptr(sa, v8.as_pointer()), align=1)
+            if expand:
+                v = builder.select(keep, v, zv)
+            builder.store(v, builder.inttoptr(da, v8.as_pointer()), align=1)
+            p2 = builder.add(p, ir.Constant(_I64, 1))
+            p.add_incoming(p2, loop)
+            builder.cbranch(builder.icmp_signed("<", p2, n_), loop, done)
+            builder.position_at_end(done)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    impl.__name__ = "expand_pixels" if expand else "compact_pixels"
+    return intrinsic(impl)
+
+
+_expand_pixels = _pixel_copy(True)
+_compact_pixels = _pixel_copy(False)
+
+
+@njit(inline="always", **JIT)
+def _stage_row(xf, off, W, C, z_x, ring, roff):
+    """ring[roff + 16·w + c] = xf[off + w·C + c] (c < C), z_x for C <= c < 16, w < W: vector
+    copies while the 16-byte load stays inside xf, the spec's bytes after that."""
+    avail = xf.size - off
+    nv = min(W, (avail - VL) // C + 1) if avail >= VL else 0
+    _expand_pixels(xf.ctypes.data + off, C, nv, z_x, ring.ctypes.data + roff)
+    for w in range(nv, W):
+        for c in range(VL):
+            ring[roff + w * VL + c] = xf[off + w * C + c] if c < C else np.uint8(z_x)
+
+
+@njit(inline="always", **JIT)
+def _unstage(yrow, npx, C, yf, yo, row_end):
+    """yf[yo + p·C + c] = yrow[16p + c] for p < npx, c < C; no byte at or past row_end."""
+    nv = min(npx, (row_end - yo - VL) // C + 1) if row_end - yo >= VL else 0
+    _compact_pixels(yrow.ctypes.data, C, nv, np.int64(0), yf.ctypes.data + yo)
+    for p in range(nv, npx):
+        for c in range(C):
+            yf[yo + p * C + c] = yrow[p * VL + c]
+
+
+@njit(**JIT)
+def _dw_task_staged(x, z_x, wpack, z_y, act_min, act_max, kh, kw, sh, sw, dh, dw, pad_t, pad_l,
+                    y, sl, r0, r1, ctr, rchunk):
+    """Output rows r0..r1-1 (in chunks of rchunk rows from the shared counter ctr[0] when
+    rchunk > 0) of a C < VL depthwise conv whose wpack is pack_staged_depthwise's (see above),
+    with the thread slice sl (_layout_staged)."""
+    N, H, W, C = x.shape
+    OH, OW = y.shape[1], y.shape[2]
+    T = kh * kw
+    npairs = (T + 1) // 2
+    nb16 = x86_weight_bytes(VL, kh, kw)
+    base = nb16 + T * VL
+    if _table_state(wpack, base, VL, z_x, z_y) != TABLE_USABLE:
+        raise ValueError("depthwise_conv_u8_x86: staged weights without records for these zero points")
+    wq = wpack[:nb16].view(np.int16)
+    t0 = base + DW_TABLE_HEADER
+    rec = wpack[t0:t0 + _records_bytes(VL)].view(np.int64)
+    o_ad, o_tag, o_zr, o_ring, o_yrow, _ = _layout_staged(kh, kw, W)
+    ad = sl[o_ad:o_ad + 16 * npairs].view(np.int64)
+    tags = sl[o_tag:o_tag + 8 * kh].view(np.int64)
+    tags[:] = -1
+    zrow = sl[o_zr:o_zr + (W + 1) * VL]
+    zrow[:] = np.uint8(z_x)
+    ring = sl[o_ring:o_ring + kh * W * VL]
+    yrow = sl[o_yrow:o_yrow + STAGE_CHUNK * VL]
+    xf = x.reshape(-1)
+    yf = y.reshape(-1)
+    za = zrow.ctypes.data
+    ra = ring.ctypes.data
+    ow_lo, ow_hi = interior_columns(OW, W, kw, sw, dw, pad_l)
+    nchunk = (r1 - r0 + rchunk - 1) // rchunk if rchunk > 0 else 1
+    for _ in range(nchunk):
+        rs, re = r0, r1
+        if rchunk > 0:
+            c = fetch_add(ctr, 0)
+            if c >= nchunk:
+                break
+            rs = r0 + c * rchunk
+            re = min(r1, rs + rchunk)
+        for r in range(rs, re):
+            n = r // OH
+            oh = r - n * OH
+            ih0 = oh * sh - pad_t
+            for i in range(kh):
+                ih = ih0 + i * dh
+                if ih >= 0 and ih < H:
+                    slot = ih % kh if dh == 1 else i
+                    if tags[slot] != n * H + ih:
+                        _stage_row(xf, (n * H + ih) * W * C, W, C, z_x, ring, slot * W * VL)
+                        tags[slot] = n * H + ih
+            row_end = (r * OW + OW) * C
+            ow = 0
+            while ow < OW:
+                npx = min(ow_hi - ow, STAGE_CHUNK) if ow >= ow_lo and ow < ow_hi else 1
+                iw0 = ow * sw - pad_l
+                for i in range(kh):
+                    ih = ih0 + i * dh
+                    slot = ih % kh if dh == 1 else i
+                    for j in range(kw):
+                        iw = iw0 + j * dw
+                        a = za
+                        if ih >= 0 and ih < H and iw >= 0 and iw < W:
+                            a = ra + (slot * W + iw) * VL
+                        ad[i * kw + j] = a
+                if T & 1:
+                    ad[T] = ad[T - 1]                  # its weight is 0
+                _dw_pairs_x86(ad, npairs, npx, sw * VL, wq, 0, 1, 1, rec, act_min, act_max, yrow,
+                              0, VL, 0)
+                _unstage(yrow, npx, C, yf, (r * OW + ow) * C, row_end)
+                ow += npx

@@ -38,8 +38,9 @@ MR x NV vector accumulators held in SSA phis = registers) with the epilogue (zer
 correction, bias, requantize, clamp, store u8) fused on the registers, so no P x M int32 matrix
 exists.  vnni512 fuses it for every panel: a partial one (M not a multiple of 64, e.g. MobileNet's
 16..160-channel layers) uses masked loads of its constants and masked byte stores.  avx2 fuses
-it for whole 8-column vectors with the plan-time table; otherwise (a column count not a
-multiple of 8, or no table) its kernels store the int32 tile to a small per-thread buffer and
+it with the plan-time table, a partial 8-column vector (M = 12, 20, 36, ...) storing only its
+valid bytes; without a usable table (or, in a grouped conv, for a panel that does not start on
+a multiple of 8 channels) its kernels store the int32 tile to a small per-thread buffer and
 the scalar `_epilogue` finishes it.
 
 The intrinsics are defined at module level (cacheable with cache=True).  Importing this module
@@ -108,7 +109,8 @@ def _make_ukernel(isa, mr, nv, fused=False, bcols=None):
       avx2:    uk(a, aoff, ars, ags, b, boff, ngroups, y, yoff, ystride, tab: i8[:], toff, m0,
                   nst, act_min, act_max) with the plan-time requantize table (requant_table)
                   whose first block starts at byte toff of tab; m0 is a multiple of 8; only
-                  the first nst (1 or 2) groups of 8 columns are computed and stored.
+                  nst (1..16) valid columns are computed and stored (whole 8-column vectors,
+                  then the first nst mod 8 bytes of a partial one: emit_store_prefix).
     a + aoff: packed A micro-panel: the 4 bytes of row r, k-group g at aoff + r*ars + g*ags
     (GEMM: [group][MR rows][4], ars = 4, ags = 4*MR; conv: [row][group][4], ars = 4*ngroups,
     ags = 4); rows >= mr are not read.
@@ -369,9 +371,11 @@ def _emit_table_requant_store(context, builder, sa, args, final, mr, nv, vl):
     operands with no shuffles.  The int32 results of a row's two 8-column vectors are narrowed
     together by vpackssdw + vpackuswb (saturating, so exactly a clamp to [0, 255]), put back in
     column order (vpermd) and clamped to [act_min, act_max] as bytes: one 16-byte store per
-    row.  Vectors j >= nst (columns past the valid ones of a partial panel) are skipped: with
-    nst = 1 only the first 8 columns are computed and stored (8 bytes per row).  A one-vector
-    kernel (nv = 1) always stores its 8 columns (nst is not read)."""
+    row.  nst is the number of valid columns (1..8·nv) of the panel: vectors past them are not
+    computed, and a last partial vector (nst not a multiple of 8: M = 12, 20, 36 ...) stores
+    only its first nst mod 8 bytes, in 8/4/2/1-byte pieces (emit_store_prefix), so no byte
+    past column m0 + nst − 1 is written (it belongs to the next row, or to another thread).
+    Its table constants are read from whole blocks: requant_table pads past the last channel."""
     if nv not in (1, 2):
         raise NotImplementedError("the avx2 table epilogue stores one or two 8-column vectors")
     (y_, yoff_, ystride_, tab_, toff_, m0_, nst_, lo_, hi_) = args[7:16]
@@ -381,24 +385,57 @@ def _emit_table_requant_store(context, builder, sa, args, final, mr, nv, vl):
     hi = splat_bytes16(builder, hi_)
     yp = builder.bitcast(_data_ptr(context, builder, sa[7], y_), _I8.as_pointer())
     yp = builder.gep(yp, [yoff_])
+    def whole_or_prefix(nvec):
+        full = builder.icmp_signed(">=", nst_, ir.Constant(_I64, vl * nvec))
+        with builder.if_else(full) as (whole, part):
+            with whole:
+                emit_table_rows(builder, tp, m0_, nvec, vl, final, mr, lo, hi, ystride_, yp)
+            with part:
+                emit_table_rows(builder, tp, m0_, nvec, vl, final, mr, lo, hi, ystride_, yp, nst_)
+
     if nv == 1:
-        emit_table_rows(builder, tp, m0_, 1, vl, final, mr, lo, hi, ystride_, yp)
+        whole_or_prefix(1)
         return
-    both = builder.icmp_signed(">", nst_, ir.Constant(_I64, 1))
+    both = builder.icmp_signed(">", nst_, ir.Constant(_I64, vl))
     with builder.if_else(both) as (pair, single):
         with pair:
-            emit_table_rows(builder, tp, m0_, 2, vl, final, mr, lo, hi, ystride_, yp)
+            whole_or_prefix(2)
         with single:
-            emit_table_rows(builder, tp, m0_, 1, vl, final, mr, lo, hi, ystride_, yp)
+            whole_or_prefix(1)
 
 
-def emit_table_rows(builder, tp, m0_, nvec, vl, final, mr, lo, hi, ystride_, yp):
-    """Rows of the tile for the first nvec (1 or 2) 8-column vectors (_emit_table_requant_store)."""
+def emit_table_rows(builder, tp, m0_, nvec, vl, final, mr, lo, hi, ystride_, yp, ncols_=None):
+    """Rows of the tile for the first nvec (1 or 2) 8-column vectors (_emit_table_requant_store);
+    with ncols_ (an i64 below 8·nvec), only each row's first ncols_ bytes are stored."""
     consts = load_table_consts(builder, tp, m0_, nvec, vl)
     for r in range(mr):
         b = table_requant_bytes(builder, consts, [final[r, j] for j in range(nvec)], vl, lo, hi)
         p = builder.gep(yp, [builder.mul(ystride_, ir.Constant(_I64, r))])
-        builder.store(b, builder.bitcast(p, b.type.as_pointer()), align=1)
+        if ncols_ is None:
+            builder.store(b, builder.bitcast(p, b.type.as_pointer()), align=1)
+        else:
+            emit_store_prefix(builder, b, p, ncols_)
+
+
+def emit_store_prefix(builder, b, p, n_):
+    """IR: store the first n_ bytes of the byte vector b (L = 8 or 16 lanes; 0 <= n_ < L, an i64)
+    at the i8* p, as at most one 8-, 4-, 2- and 1-byte piece (the bits of n_; AVX2 has no
+    byte-masked store): bytes from p + n_ on are not touched."""
+    nbytes = b.type.count
+    wide = ir.IntType(8 * nbytes)
+    v = builder.bitcast(b, wide)
+    off = ir.Constant(_I64, 0)
+    for size in (8, 4, 2, 1):
+        if size >= nbytes:
+            continue
+        bit = builder.icmp_unsigned("!=", builder.and_(n_, ir.Constant(_I64, size)), ir.Constant(_I64, 0))
+        with builder.if_then(bit):
+            shifted = builder.lshr(v, builder.zext(builder.mul(off, ir.Constant(_I64, 8)), wide)
+                                   if nbytes > 8 else builder.mul(off, ir.Constant(_I64, 8)))
+            piece = builder.trunc(shifted, ir.IntType(8 * size))
+            q = builder.bitcast(builder.gep(p, [off]), piece.type.as_pointer())
+            builder.store(piece, q, align=1)
+        off = builder.select(bit, builder.add(off, ir.Constant(_I64, size)), off)
 
 
 def load_table_consts(builder, tp, m0_, nvec, vl):
@@ -594,7 +631,8 @@ def _ukernelq_v512(mr, a, aoff, ars, ags, b, boff, ng, y, yoff, ys, wsum, bias, 
 # cost ~9% on small-K GEMMs (12544x16x96: 0.92 -> 0.83 ms), for ~1.6 s more compile.
 @njit(inline="always", **JIT)
 def _ukernelq_avx2(mr, a, aoff, ars, ags, b, boff, ng, y, yoff, ys, tab, toff, m0, nst, lo, hi):
-    if mr == 6 and nst == 1:
+    """The fused avx2 micro-kernel for mr rows; nst: valid columns of the panel (1..16)."""
+    if mr == 6 and nst <= AVX2_VL:
         _ukq_avx2_6h(a, aoff, ars, ags, b, boff, ng, y, yoff, ys, tab, toff, m0, nst, lo, hi)
     elif mr == 6:
         _ukq_avx2_6(a, aoff, ars, ags, b, boff, ng, y, yoff, ys, tab, toff, m0, nst, lo, hi)
@@ -612,7 +650,7 @@ def _ukernelq_avx2(mr, a, aoff, ars, ags, b, boff, ng, y, yoff, ys, tab, toff, m
 
 @njit(inline="always", **JIT)
 def _ukernelq_avx2q(mr, a, aoff, ars, ags, b, boff, ng, y, yoff, ys, tab, toff, m0, nst, lo, hi):
-    if mr == 6 and nst == 1:
+    if mr == 6 and nst <= AVX2_VL:
         _ukq_avx2q_6h(a, aoff, ars, ags, b, boff, ng, y, yoff, ys, tab, toff, m0, nst, lo, hi)
     elif mr == 6:
         _ukq_avx2q_6(a, aoff, ars, ags, b, boff, ng, y, yoff, ys, tab, toff, m0, nst, lo, hi)
@@ -1006,15 +1044,15 @@ def _worker_avx2(t, nt, split_rows, x, z_x, wpack, wsum, M, K, bias, mult, shift
                 aoff = abase + ip * MR * ng * 4
                 boff = LAYOUT_HEADER + j * ng * NR * G
                 p0 = pc + ip * MR
-                if toff >= 0 and cols % AVX2_VL == 0:     # whole 8-column vectors
+                if toff >= 0:
                     if quads:
                         _ukernelq_avx2q(mr, scratch, aoff, 4 * ng, 4, wpack, boff, ng, y,
-                                        p0 * ys + j * NR, ys, wpack, toff, j * NR,
-                                        cols // AVX2_VL, act_min, act_max)
+                                        p0 * ys + j * NR, ys, wpack, toff, j * NR, cols,
+                                        act_min, act_max)
                     else:
                         _ukernelq_avx2(mr, scratch, aoff, 4 * ng, 4, wpack, boff, ng, y,
-                                       p0 * ys + j * NR, ys, wpack, toff, j * NR,
-                                       cols // AVX2_VL, act_min, act_max)
+                                       p0 * ys + j * NR, ys, wpack, toff, j * NR, cols,
+                                       act_min, act_max)
                 else:
                     if quads:
                         _ukernel_avx2q(mr, scratch, aoff, 4 * ng, 4, wpack, boff, ng, tile)

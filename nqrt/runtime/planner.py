@@ -177,7 +177,7 @@ def prepare(model: NqModel, path: str | None = None) -> Consts:
                 wpack = K.with_winograd_table(wpack, w.shape[1] * group, bias, mult, shift, z_y, group)
             elif node.op == "QConv" and group > 1 and group == m and w.shape[1] == 1:
                 wpack = K.with_depthwise_table(wpack, path, m, w4.shape[2], w4.shape[3], bias, mult,
-                                               shift, z_x, z_y)
+                                               shift, z_x, z_y, sw=int(node.attrs["strides"][-1]))
             else:
                 wpack = K.with_requant_table(wpack, path, int(np.prod(w.shape[1:])), wsum, bias,
                                              mult, shift, z_x, z_y)

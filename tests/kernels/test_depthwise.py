@@ -1,7 +1,8 @@
 """The depthwise kernels vs the naive QConv: the portable one (depthwise_conv_u8: generic vector
 path, scalar channel tail, reference fallback) and, where the CPU has AVX2, the x86 one
 (depthwise_conv_u8_x86: vpmaddwd tap pairs, z_x rows for padding, lane-order requantize),
-the latter also with the plan-time requantize table ("x86_table").
+the latter also with the plan-time requantize table ("x86_table") and, for C < 16, packed for 16
+channels and run staged ("x86_staged": pack_staged_depthwise).
 Strides, asymmetric pads, dilation, kernel sizes (odd and even tap counts), channel counts
 around the 16-lane blocks, zero points, saturation, extreme multipliers, thread invariance."""
 
@@ -15,15 +16,16 @@ from nqrt.kernels.depthwise import (DW_TABLE_HEADER, FLUSH_PAIRS, TABLE_SCALAR, 
                                     append_depthwise_table, depthwise_conv_u8,
                                     depthwise_conv_u8_x86, depthwise_scratch_bytes,
                                     depthwise_scratch_bytes_x86, pack_depthwise_weights,
-                                    pack_depthwise_weights_x86, record_channel,
-                                    split_weight, x86_weight_bytes)
+                                    pack_depthwise_weights_x86, pack_staged_depthwise,
+                                    record_channel,
+                                    split_weight, staged_wpack_bytes, x86_weight_bytes)
 
 from ._util import assert_same, dot_std, requant_params, with_threads
 
 ALIGN = 64
 
 
-KERNELS = ["portable"] + (["x86", "x86_table"] if "avx2" in cpu.available_paths() else [])
+KERNELS = ["portable"] + (["x86", "x86_table", "x86_staged"] if "avx2" in cpu.available_paths() else [])
 
 
 @pytest.fixture(params=KERNELS)
@@ -48,16 +50,22 @@ def run_dw(kernel, x, z_x, w, bias, mult, shift, z_y, lo, hi, strides, pads, dil
     sb = _slice(kernel, C, kh, kw, W, OW)
     scratch = np.full(nthreads * sb, 0xAB, np.uint8)      # garbage: the kernel must not rely on 0s
     xh = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
-    y = np.full((N, OH, OW, C), 77, np.uint8)
+    size = N * OH * OW * C
+    buf = np.full(size + 64, 77, np.uint8)               # 64 sentinel bytes after y
+    y = buf[:size].reshape(N, OH, OW, C)
     if kernel == "portable":
         fn, wpack = depthwise_conv_u8, pack_depthwise_weights(w)
     else:
         fn, wpack = depthwise_conv_u8_x86, pack_depthwise_weights_x86(w)
-    if kernel == "x86_table":
+    if kernel in ("x86_table", "x86_staged"):
         tz_x, tz_y = (z_x, z_y) if table_zps is None else table_zps
-        wpack = append_depthwise_table(wpack, C, kh, kw, bias, mult, shift, tz_x, tz_y)
+        staged = (pack_staged_depthwise(w, bias, mult, shift, tz_x, tz_y)
+                  if kernel == "x86_staged" and C < 16 else None)
+        wpack = staged if staged is not None else append_depthwise_table(
+            wpack, C, kh, kw, bias, mult, shift, tz_x, tz_y)
     fn(xh, z_x, wpack, bias, mult, shift, z_y, lo, hi, kh, kw, strides[0], strides[1], dil[0],
        dil[1], pads[0], pads[1], y, scratch, sb)
+    assert (buf[size:] == 77).all(), "the kernel wrote past the end of y"
     return y.transpose(0, 3, 1, 2), (OH, OW)
 
 
@@ -87,6 +95,15 @@ CASES = {
     "c3_3x7": (1, 3, 8, 30, 3, 7, (1, 1), (1, 3, 1, 3), (1, 1)),
     "c31": (1, 31, 6, 7, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1)),
     "c1": (1, 1, 6, 7, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1)),
+    # C < 16 at other strides ("x86_staged": run as 16 channels)
+    "c12_s2": (1, 12, 11, 14, 3, 3, (2, 2), (1, 1, 1, 1), (1, 1)),
+    "c8_s2_asym_n2": (2, 8, 10, 9, 3, 3, (2, 2), (0, 0, 1, 1), (1, 1)),
+    "c15_5x5_s2": (1, 15, 12, 13, 5, 5, (2, 2), (2, 2, 2, 2), (1, 1)),
+    "c9_s3": (1, 9, 10, 17, 3, 3, (3, 3), (1, 1, 1, 1), (1, 1)),
+    "c5_dil2_s2": (1, 5, 12, 12, 3, 3, (2, 2), (2, 2, 2, 2), (2, 2)),
+    "c6_long_rows": (1, 6, 3, 600, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1)),   # rows of several chunks
+    "c12_big_pad": (1, 12, 3, 3, 3, 3, (1, 1), (3, 3, 3, 3), (1, 1)),
+    "c1_s2": (1, 1, 7, 9, 3, 3, (2, 2), (1, 1, 1, 1), (1, 1)),
     "big_pad": (1, 16, 3, 3, 3, 3, (1, 1), (3, 3, 3, 3), (1, 1)),      # windows fully in padding
     "tiny_spatial": (1, 64, 1, 1, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1)),
     "7x7_s1": (1, 32, 9, 9, 7, 7, (1, 1), (3, 3, 3, 3), (1, 1)),
@@ -196,7 +213,8 @@ def test_prepare_takes_fast_path_for_realistic_multipliers():
     assert _prepare(bias, mult, shift, 100, 3, 3, bc, sh, zd)
 
 
-@pytest.mark.parametrize("N,H,C", [(1, 17, 96), (3, 5, 96), (1, 7, 96), (1, 3, 40), (1, 2, 17),
+@pytest.mark.parametrize("N,H,C", [(1, 17, 12), (3, 5, 8), (1, 1, 12),
+                                   (1, 17, 96), (3, 5, 96), (1, 7, 96), (1, 3, 40), (1, 2, 17),
                                    (1, 3, 88), (1, 2, 120), (1, 1, 400), (1, 2, 200), (1, 1, 136)])
 def test_thread_invariance(kernel, N, H, C):
     """Row split (single-row chunks on small maps) and, with fewer rows than threads (N·OH = 1
@@ -272,3 +290,17 @@ def test_matching_table_is_what_the_kernel_reads():
     rec0_channels = sorted(record_channel(0, lane, C) for lane in range(8))
     assert rec0_channels == [0, 1, 2, 3, 16, 17, 18, 19]       # the wide kernel's lane order
     assert np.flatnonzero(differs).tolist() == rec0_channels
+
+
+@pytest.mark.skipif("avx2" not in cpu.available_paths(), reason="needs the x86 kernel")
+def test_staged_packing_for_realistic_multipliers_and_only_below_16_channels():
+    """pack_staged_depthwise gives the staged layout for C < 16 with realistic multipliers
+    (so the "x86_staged" cases above really run staged), and refuses C >= 16."""
+    rng = np.random.default_rng(4)
+    for C in (1, 4, 12, 15):
+        _, w, bias, mult, shift = make(rng, 1, C, 4, 4, 3, 3)
+        packed = pack_staged_depthwise(w, bias, mult, shift, 128, 120)
+        assert packed is not None and packed.size == staged_wpack_bytes(3, 3)
+    _, w, bias, mult, shift = make(rng, 1, 16, 4, 4, 3, 3)
+    with pytest.raises(ValueError, match="only C < 16"):
+        pack_staged_depthwise(w, bias, mult, shift, 128, 120)
