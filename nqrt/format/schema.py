@@ -205,6 +205,8 @@ _pending(OpSpec("Squeeze", (("x", "act", "uint8"),), ("uint8",), {"axes": ("ints
 _pending(OpSpec("Unsqueeze", (("x", "act", "uint8"),), ("uint8",), {"axes": ("ints", True)}))
 _pending(OpSpec("Pad", (("x", "act", "uint8"),), ("uint8",),
                 {"pads": ("ints", True), "value": ("int", True)}))
+_pending(OpSpec("PadBorder", (("x", "act", "uint8"),), ("uint8",),
+                {"pads": ("ints", True), "mode": ("str", True)}))
 _pending(OpSpec("ResizeNearest", (("x", "act", "uint8"),), ("uint8",),
                 {"scales": ("floats", False), "sizes": ("ints", False),
                  "coordinate_transformation_mode": ("str", True), "nearest_mode": ("str", True)}))
@@ -250,8 +252,11 @@ OPS.update(PENDING_OPS)            # wired into the runtime planner/interpreter
 ALL_OPS: dict[str, OpSpec] = OPS   # the format's op table (one dict: every op is executable)
 
 SAME_SCALE_OPS = frozenset({"MaxPool", "QClip", "Reshape", "Flatten", "Transpose",
-                            "Slice", "Squeeze", "Unsqueeze", "Pad", "ResizeNearest", "ResizeLinear",
+                            "Slice", "Squeeze", "Unsqueeze", "Pad", "PadBorder", "ResizeNearest", "ResizeLinear",
                             "Expand", "ReduceMax", "ReduceMin"})
+
+# PadBorder modes (section 4.13): ONNX Pad's non-constant modes, as numpy.pad names them.
+PAD_BORDER_MODES = ("reflect", "edge", "wrap")
 
 # ResizeNearest string attributes (section 4.12).
 RESIZE_COORDINATE_MODES = ("asymmetric", "half_pixel", "align_corners", "pytorch_half_pixel",

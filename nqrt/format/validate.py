@@ -867,6 +867,33 @@ def _check_pad(where, ins, outs, attrs):
     _same_rank(where, outs[0], r)
 
 
+def _check_pad_border(where, ins, outs, attrs):
+    shape = ins[0]["shape"]
+    r = len(shape)
+    pads = _length(where, attrs, "pads", 2 * r)
+    if attrs["mode"] not in schema.PAD_BORDER_MODES:
+        _fail(f"{where}: attribute mode = {_q(attrs['mode'])} is not one of "
+              f"{', '.join(schema.PAD_BORDER_MODES)}")
+    for d in range(r):
+        if isinstance(shape[d], int) and (pads[d] or pads[d + r]):
+            msg = pad_border_limit(attrs["mode"], shape[d], pads[d], pads[d + r])
+            if msg:
+                _fail(f"{where}: axis {d}: {msg}")
+    _same_rank(where, outs[0], r)
+
+
+def pad_border_limit(mode: str, d: int, b: int, e: int) -> str | None:
+    """Why PadBorder cannot pad an axis of length d by (b, e) in `mode`, or None (section
+    4.13: reflect needs b, e <= d - 1, wrap b, e <= d, edge d >= 1)."""
+    if mode == "reflect" and (d < 2 or b > d - 1 or e > d - 1):
+        return f"reflect pads ({b}, {e}) need pads <= length - 1 = {d - 1}"
+    if mode == "wrap" and (b > d or e > d):
+        return f"wrap pads ({b}, {e}) exceed the length {d}"
+    if d < 1:
+        return "an empty axis cannot be padded"
+    return None
+
+
 def _check_resize_nearest(where, ins, outs, attrs):
     r = len(ins[0]["shape"])
     if r == 0:
@@ -950,6 +977,7 @@ _OP_CHECKS = {
     "Squeeze": _check_squeeze,
     "Unsqueeze": _check_unsqueeze,
     "Pad": _check_pad,
+    "PadBorder": _check_pad_border,
     "ResizeNearest": _check_resize_nearest,
     "ResizeLinear": _check_resize_linear,
     "ResizeCubic": _check_resize_cubic,

@@ -363,9 +363,9 @@ def ConstantOfShape(ctx, n, value=None):
 
 
 def Pad(ctx, n, mode="constant", pads=None, value=0.0):
-    if mode != "constant":
-        raise ctx.unsupported(n, f"attribute mode={mode!r} (only 'constant')")
-    node = ctx.node(n, attrs={"mode": "constant", "pads": pads, "constant_value": value, "axes": None})
+    if mode not in ("constant", "reflect", "edge", "wrap"):
+        raise ctx.unsupported(n, f"attribute mode={mode!r} (constant, reflect, edge or wrap)")
+    node = ctx.node(n, attrs={"mode": mode, "pads": pads, "constant_value": value, "axes": None})
     if node.attrs["constant_value"] is None:
         node.attrs["constant_value"] = 0.0
     return [node]

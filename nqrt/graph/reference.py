@@ -579,8 +579,10 @@ def resize(attrs, x):
 
 
 def pad(attrs, x):
-    if attrs.get("mode", "constant") != "constant":
-        raise UnsupportedOpError(f"Pad mode {attrs['mode']!r} is not supported", {"Pad": []})
+    """ONNX Pad; reflect / edge / wrap are numpy.pad's modes of the same names."""
+    mode = attrs.get("mode", "constant")
+    if mode not in ("constant", "reflect", "edge", "wrap"):
+        raise UnsupportedOpError(f"Pad mode {mode!r} is not supported", {"Pad": []})
     r = x.ndim
     axes = attrs.get("axes")
     axes = list(range(r)) if axes is None else [norm_axis(a, r) for a in axes]
@@ -592,6 +594,8 @@ def pad(attrs, x):
         idx = tuple(slice(max(-b, 0), x.shape[i] - max(-e, 0)) for i, (b, e) in enumerate(widths))
         x = x[idx]
         widths = [(max(b, 0), max(e, 0)) for b, e in widths]
+    if mode != "constant":
+        return np.pad(x, widths, mode=mode)
     cv = attrs.get("constant_value") or 0.0
     return np.pad(x, widths, constant_values=np.asarray(cv, x.dtype))
 

@@ -255,6 +255,31 @@ def pad_args(shape, pads, perm=None):
     return tuple(np.array([row[i] for row in rows], np.int64) for i in range(3))
 
 
+def pad_border_index(d: int, b: int, e: int, mode: str) -> np.ndarray:
+    """PadBorder (spec 4.13) along one axis of length d: the input index of each of the
+    b + d + e outputs, numpy.pad's `mode` ("reflect": mirror without repeating the edge,
+    b, e <= d - 1; "edge": the nearest end; "wrap": periodic, b, e <= d) applied to 0..d-1."""
+    return np.pad(np.arange(d, dtype=np.int64), (b, e), mode=mode)
+
+
+def pad_border_args(shape, pads, mode, perm=None):
+    """(in6, out6 int64[6], index int64[Σ out6]) for resize_nearest_u8 (a gather along each
+    axis by an index table) computing PadBorder on x of logical `shape` stored in physical
+    order `perm`; pads = [b_0.., e_0..] in logical order."""
+    r = len(shape)
+    rows = []
+    for a in _perm(perm, r):
+        d, b, e = int(shape[a]), int(pads[a]), int(pads[a + r])
+        if b == 0 and e == 0:
+            if d != 1:
+                rows.append((d, d, np.arange(d, dtype=np.int64)))
+            continue
+        rows.append((d, d + b + e, pad_border_index(d, b, e, mode)))
+    rows = _pad6(rows, (1, 1, np.zeros(1, np.int64)))
+    return (np.array([row[0] for row in rows], np.int64), np.array([row[1] for row in rows], np.int64),
+            np.concatenate([row[2] for row in rows]).astype(np.int64))
+
+
 def resize_output_length(length_in: int, scale: float) -> int:
     """Spec 4.14: trunc(float32(scale) · float32(L_in)) in float32."""
     return int(np.float32(scale) * np.float32(length_in))

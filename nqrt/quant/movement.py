@@ -15,11 +15,13 @@ import numpy as np
 
 from nqrt import qmath
 from nqrt.format import schema
+from nqrt.format.schema import PAD_BORDER_MODES
+from nqrt.format.validate import pad_border_limit
 from nqrt.errors import ConversionError, UnsupportedOpError
 from nqrt.graph.ir import Graph, Node
 from nqrt.graph.shapes import is_int, norm_axis, resize_params, split_sizes
 from nqrt.quant import qparams as qp
-from nqrt.quant.context import (EXPAND, MAXPOOL, PAD, Q_CLIP, Q_LUT, RESIZE_CUBIC, RESIZE_LINEAR, RESIZE_NEAREST, SLICE,
+from nqrt.quant.context import (EXPAND, MAXPOOL, PAD, PAD_BORDER, Q_CLIP, Q_LUT, RESIZE_CUBIC, RESIZE_LINEAR, RESIZE_NEAREST, SLICE,
                                 SQUEEZE, UNSQUEEZE, QContext, as_ints, fused_act, node_label)
 from nqrt.quant.elementwise import lut_table
 
@@ -95,6 +97,10 @@ def quantize_pad(ctx: QContext, node: Node) -> None:
             ax = norm_axis(ax, r)
             full[ax], full[ax + r] = pads[j], pads[j + len(axes)]
         pads = full
+    mode = node.attrs.get("mode", "constant")
+    if mode != "constant":              # reflect / edge / wrap copy elements of x: x's grid
+        _emit_same(ctx, node, PAD_BORDER, {"pads": pads, "mode": mode})
+        return
     s, z = ctx.qparams(x)
     v = float(node.attrs.get("constant_value") or 0.0)
     code = z if v == 0.0 else int(np.rint(v / s)) + z
@@ -211,6 +217,20 @@ def _check_pad(graph: Graph, node: Node, consumers) -> str | None:
         return "Pad with run-time pads, value or axes"
     if any(int(p) < 0 for p in node.attrs["pads"]):
         return "Pad with negative pads"
+    mode = node.attrs.get("mode", "constant")
+    if mode != "constant":
+        if mode not in PAD_BORDER_MODES:
+            return f"Pad mode {mode!r}"
+        shape = graph.value_info.get(node.inputs[0])
+        shape = None if shape is None else shape.shape
+        pads, r = [int(p) for p in node.attrs["pads"]], len(node.attrs["pads"]) // 2
+        axes = node.attrs.get("axes")
+        if shape is not None and axes is None and len(shape) == r:
+            for d in range(r):
+                if isinstance(shape[d], (int, np.integer)) and (pads[d] or pads[d + r]):
+                    msg = pad_border_limit(mode, int(shape[d]), pads[d], pads[d + r])
+                    if msg:
+                        return f"Pad ({msg})"
     return None
 
 

@@ -35,7 +35,7 @@ GROUPS = (
     ("dequantize_u8",), ("softmax_f32",), ("lrn_f32",), ("layernorm_f32", "qlayernorm_u8"), ("copy_cols_f32",), ("quantize_transpose_f32",), ("dequantize_transpose_u8",),
     # CNN extension ops: run-time kernels with their plan-time geometry helpers
     ("lut_u8", "lut_u8_avx2"), ("mul_u8", "mul_u8_avx2"), ("slice_u8", "slice_args", "slice_range"), ("pad_u8", "pad_args"),
-    ("resize_nearest_u8", "resize_args", "resize_geometry"),
+    ("resize_nearest_u8", "resize_args", "resize_geometry", "pad_border_args"),
     ("resize_linear_u8", "resize_linear_args"), ("resize_cubic_u8", "resize_cubic_args"),
     ("matmul_u8", "matmul_u8_avx2", "matmul_scratch_size"),
     ("qsoftmax_u8",), ("reduce_max_u8",), ("lut2_u8",),

@@ -23,7 +23,7 @@ Layout policy (each op declares what it accepts; `_ensure` transposes otherwise)
 | QReduceMean, ReduceMax, ReduceMin | any in which the reduced axes are adjacent | input's, reduced dims dropped |
 | QGemm | any with the last logical dim physically last | input's |
 | QAdd, QMul, QClip, QLut | any (QAdd/QMul read each input through strides) | a full-shape input's |
-| Slice, Pad, ResizeNearest | any (the kernels' geometry helpers take the perm) | input's |
+| Slice, Pad, PadBorder, ResizeNearest | any (the kernels' geometry helpers take the perm) | input's |
 | Squeeze, Unsqueeze | any: size-1 dims move no bytes | input's, dims dropped / inserted: no instruction |
 | QConcat | the first input's (others transposed to it) | the first input's |
 | Quantize | logical (graph input) | input's |
@@ -53,6 +53,7 @@ from nqrt import qmath
 from nqrt.errors import FormatError, InputError
 from nqrt.format import schema
 from nqrt.format.model import NqModel, NqNode
+from nqrt.format.validate import pad_border_limit
 from nqrt.runtime import _kernels as K
 from nqrt.runtime import encoding as E
 from nqrt.runtime import layout as L
@@ -649,6 +650,33 @@ class _Builder:
         self.emit(E.OP_PAD, x=x.storage, y=y.storage, x_size=L.numel(x.shape), y_size=L.numel(shape),
                   in_shape=self._lp(in6), begin=self._lp(begin6), out_shape=self._lp(out6),
                   value=int(node.attrs["value"]))
+
+    def PadBorder(self, node, i):
+        """Reflect / edge / wrap padding: a gather along each axis by the index tables of
+        pad_border_args, run by the nearest-resize kernel (whole-row copies along an unpadded
+        last axis)."""
+        x = self._input(node)
+        r = len(x.shape)
+        pads = [int(p) for p in node.attrs["pads"]]
+        mode = node.attrs["mode"]
+        if len(pads) != 2 * r or min(pads, default=0) < 0 or mode not in schema.PAD_BORDER_MODES:
+            raise FormatError(f"node {node.name!r} (PadBorder): pads {pads} / mode {mode!r} invalid "
+                              f"for rank {r}")
+        for d in range(r):
+            if pads[d] or pads[d + r]:
+                msg = pad_border_limit(mode, x.shape[d], pads[d], pads[d + r])
+                if msg:
+                    raise InputError(f"node {node.name!r} (PadBorder): input {list(x.shape)}, "
+                                     f"axis {d}: {msg}")
+        try:
+            in6, out6, index = K.pad_border_args(x.shape, pads, mode, x.perm)
+        except ValueError as e:
+            raise FormatError(f"node {node.name!r} (PadBorder): {e}") from None
+        shape = tuple(x.shape[d] + pads[d] + pads[d + r] for d in range(r))
+        y = self._out_u8(node.outputs[0], shape, x.perm)
+        self.emit(E.OP_RESIZE, x=x.storage, y=y.storage, x_size=L.numel(x.shape),
+                  y_size=L.numel(shape), in_shape=self._lp(in6), out_shape=self._lp(out6),
+                  index=self._lp(index), index_len=int(index.size))
 
     def ResizeNearest(self, node, i):
         x = self._input(node)

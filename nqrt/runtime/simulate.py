@@ -299,6 +299,12 @@ def _pad(model, node, env):
     return np.pad(x, [(p[d], p[d + r]) for d in range(r)], constant_values=np.uint8(node.attrs["value"]))
 
 
+def _pad_border(model, node, env):
+    x = env[node.inputs[0]]
+    p, r = node.attrs["pads"], x.ndim
+    return np.pad(x, [(p[d], p[d + r]) for d in range(r)], mode=node.attrs["mode"])
+
+
 def _resize_nearest(model, node, env):
     x = env[node.inputs[0]]
     a = node.attrs
@@ -423,7 +429,7 @@ _OPS = {
     "MaxPool": _maxpool, "QAveragePool": _qaveragepool, "QReduceMean": _qreducemean,
     "QClip": _qclip, "Reshape": _reshape, "Flatten": _flatten, "Transpose": _transpose,
     "QLut": _qlut, "QLut2": _qlut2, "QMul": _qmul, "Slice": _slice, "Squeeze": _squeeze, "Unsqueeze": _unsqueeze,
-    "Pad": _pad, "ResizeNearest": _resize_nearest,
+    "Pad": _pad, "PadBorder": _pad_border, "ResizeNearest": _resize_nearest,
     "ResizeLinear": _resize_linear, "ResizeCubic": _resize_cubic, "QMatMul": _qmatmul, "QSoftmax": _qsoftmax,
     "ReduceMax": _reduce_extreme, "ReduceMin": _reduce_extreme, "Expand": _expand,
 }

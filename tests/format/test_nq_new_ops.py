@@ -1,4 +1,4 @@
-"""The extension ops of the format (QLut, QMul, Slice, Squeeze, Unsqueeze, Pad,
+"""The extension ops of the format (QLut, QMul, Slice, Squeeze, Unsqueeze, Pad, PadBorder,
 ResizeNearest, ResizeLinear, ResizeCubic, QMatMul, Expand, QSoftmax; constant and signed QAdd operands): round trip, and one hostile document per
 validation rule of spec section 5 with its exact message."""
 
@@ -44,8 +44,11 @@ def new_ops_model() -> NqModel:
                     dict(multiplier_a=2**30, multiplier_b=2**30, shift=30, **act), "add_const"))
     t.append(_act("padded", ("N", 4, 7, 8), 0.1, 128))
     n.append(NqNode("Pad", ["plus"], ["padded"], dict(pads=[0, 0, 1, 0, 0, 0, 0, 2], value=128), "pad"))
-    t.append(_act("up", ("N", 4, 14, 16), 0.1, 128))
-    n.append(NqNode("ResizeNearest", ["padded"], ["up"],
+    t.append(_act("bord", ("N", 4, 9, 10), 0.1, 128))
+    n.append(NqNode("PadBorder", ["padded"], ["bord"], dict(pads=[0, 0, 1, 1, 0, 0, 1, 1], mode="reflect"),
+                    "padb"))
+    t.append(_act("up", ("N", 4, 18, 20), 0.1, 128))
+    n.append(NqNode("ResizeNearest", ["bord"], ["up"],
                     dict(scales=[1.0, 1.0, 2.0, 2.0], coordinate_transformation_mode="asymmetric",
                          nearest_mode="floor"), "resize"))
     t.append(_act("down", ("N", 4, 5, 5), 0.1, 128))
@@ -187,6 +190,19 @@ CASES = [
      "node 'pad' (Pad): attribute value = 256 is out of range [0, 255]"),
     ("pad-value-float", lambda d: N(d, "pad")["attrs"].update(value=0.0),
      "node 'pad' (Pad): attribute value must be an int, got float"),
+    # PadBorder
+    ("padb-mode", lambda d: N(d, "padb")["attrs"].update(mode="symmetric"),
+     "node 'padb' (PadBorder): attribute mode = 'symmetric' is not one of reflect, edge, wrap"),
+    ("padb-reflect-too-far", lambda d: N(d, "padb")["attrs"].update(pads=[0, 0, 7, 1, 0, 0, 1, 1]),
+     "node 'padb' (PadBorder): axis 2: reflect pads (7, 1) need pads <= length - 1 = 6"),
+    ("padb-wrap-too-far", lambda d: N(d, "padb")["attrs"].update(pads=[0, 0, 1, 9, 0, 0, 1, 1], mode="wrap"),
+     "node 'padb' (PadBorder): axis 3: wrap pads (9, 1) exceed the length 8"),
+    ("padb-length", lambda d: N(d, "padb")["attrs"].update(pads=[1, 1]),
+     "node 'padb' (PadBorder): attribute pads has 2 values, expected 8"),
+    ("padb-missing-mode", lambda d: N(d, "padb")["attrs"].pop("mode"),
+     "node 'padb' (PadBorder): missing attribute 'mode'"),
+    ("padb-quant", lambda d: T(d, "bord")["quant"].update(zero_point=[0]),
+     "node 'padb' (PadBorder): output 'bord' must have the input's quant"),
     # ResizeLinear
     ("resize-linear-nc", lambda d: N(d, "resize_linear")["attrs"].update(scales=[1.0, 2.0, 2.0, 2.0]),
      "node 'resize_linear' (ResizeLinear): scales[0] and scales[1] (N, C) must be 1, got [1.0, 2.0]"),
