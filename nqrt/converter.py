@@ -255,8 +255,9 @@ def convert(model, output_path, calibration, *, calibration_method: str = "minma
     weight_bits: 8 (int8 weights in [-127, 127]) or 7 ([-63, 63]: about 6 dB less weight
     SQNR, and on AVX2 CPUs without VNNI the exact vpmaddubsw kernel, ~1.2x faster convs/GEMMs;
     depthwise convs keep 8 bits).
-    merge_branches: merge parallel Conv branches that an Add sums (RepVGG / MobileOne blocks
-    exported without re-parameterization, x + conv(x) position encodings) into one Conv
+    merge_branches: merge parallel Conv branches of equal groups that an Add sums (RepVGG /
+    MobileOne blocks exported without re-parameterization, x + dwconv(x) position encodings)
+    into one Conv
     (graph/passes/merge_parallel_convs.py); False keeps each branch quantized on its own.
     Raises FormatError (unreadable model), UnsupportedOpError (every unsupported op at once),
     InputError (bad calibration data or arguments), ConversionError (no valid integer model).

@@ -32,7 +32,10 @@ def _only_conv(g):
     return convs[0]
 
 
-def test_repvgg_block_becomes_one_conv_with_the_relu():
+def test_repvgg_block_merges_its_convs_and_keeps_the_identity_branch():
+    """3x3 conv-BN + 1x1 conv-BN become one 3x3 conv; the BN of x (a per-channel branch) is not
+    embedded in a dense kernel (module docstring: it would set every tap's weight step), so it
+    stays a depthwise 1x1 conv and the Add, which then takes the Relu."""
     b = Builder(seed=1)
     c = 8
     s = b.op("Add", [_conv_bn(b, "x", c, c, 3), _conv_bn(b, "x", c, c, 1)])
@@ -40,11 +43,11 @@ def test_repvgg_block_becomes_one_conv_with_the_relu():
     y = b.op("Relu", [s])
     m = b.model([("x", ["N", c, 10, 10])], [y])
     g = assert_matches_ort(m, {"x": (c, 10, 10)})
-    assert op_counts(g) == {"Conv": 1}
-    conv = _only_conv(g)
-    assert conv.attrs["kernel_shape"] == [3, 3] and conv.attrs["pads"] == [1, 1, 1, 1]
-    assert conv.attrs["group"] == 1 and conv.attrs["act"][0] == 0
-    assert conv.outputs == [y]
+    assert op_counts(g) == {"Conv": 2, "Add": 1}
+    dense = next(n for n in g.nodes if n.op == "Conv" and n.attrs["group"] == 1)
+    assert dense.attrs["kernel_shape"] == [3, 3] and dense.attrs["pads"] == [1, 1, 1, 1]
+    assert g.nodes[-1].op == "Add" and g.nodes[-1].attrs["act"][0] == 0
+    assert g.nodes[-1].outputs == [y]
 
 
 def test_mobileone_depthwise_stride2_branches_odd_size():
@@ -81,19 +84,20 @@ def test_residual_around_a_depthwise_conv_merges_the_identity(identity_first):
     np.testing.assert_array_equal(merged[:, 0, 0, :], orig[:, 0, 0, :])
 
 
-def test_identity_into_a_grouped_conv_and_a_dilated_with_a_pointwise_branch():
+def test_identity_stays_beside_a_grouped_conv_and_a_dilated_merges_with_a_pointwise_branch():
     b = Builder(seed=4)
     c = 8
     g2 = b.op("Conv", ["x", b.weight(c, c // 2, 3, 3)], kernel_shape=[3, 3], pads=[1, 1, 1, 1], group=2)
-    s = b.op("Add", [g2, _bn(b, "x", c)])                 # per-channel branch into group 2
+    s = b.op("Add", [g2, _bn(b, "x", c)])                 # per-channel branch: group 8 != 2
     dil = b.op("Add", [_conv_bn(b, s, c, c, 3, dil=2), _conv_bn(b, s, c, c, 1)])
     m = b.model([("x", ["N", c, 9, 9])], [dil])
     g = assert_matches_ort(m, {"x": (c, 9, 9)})
     convs = [n for n in g.nodes if n.op == "Conv"]
-    assert op_counts(g) == {"Conv": 2}
-    assert convs[0].attrs["group"] == 2
-    assert convs[1].attrs["dilations"] == [2, 2] and convs[1].attrs["pads"] == [2, 2, 2, 2]
-    assert convs[1].attrs["kernel_shape"] == [3, 3]
+    assert op_counts(g) == {"Conv": 3, "Add": 1}
+    assert sorted(n.attrs["group"] for n in convs) == [1, 2, c]
+    merged = convs[-1]
+    assert merged.attrs["dilations"] == [2, 2] and merged.attrs["pads"] == [2, 2, 2, 2]
+    assert merged.attrs["kernel_shape"] == [3, 3]
 
 
 def _near_miss(kind):

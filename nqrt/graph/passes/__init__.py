@@ -15,8 +15,8 @@ Each pass is one module with `run(graph) -> graph` (it may mutate its argument):
   fuse_l2norm      x / max(‖x‖_2, eps) along the last axis (F.normalize) and LpNormalization
                    -> RMSNormalization; any other ReduceL2 -> Sqrt(ReduceSum(x·x))
   fold_batchnorm   BN / per-channel Mul/Add folded into Conv/Gemm, or -> depthwise 1x1 Conv
-  merge_parallel_convs  Add(Conv(x), Conv(x)) and Add(Conv(x), x) -> one Conv (RepVGG /
-                   MobileOne branches exported without re-parameterization)
+  merge_parallel_convs  Add(Conv(x), Conv(x)) of equal groups and Add(dwConv(x), x) -> one
+                   Conv (RepVGG / MobileOne branches exported without re-parameterization)
   crop_conv_taps   Conv kernel taps that only ever read padding dropped (dilated ASPP convs)
   fuse_swish       Mul(x, Sigmoid(x)) -> Swish(x); Mul(x, HardSigmoid(x)) -> HardSwish(x);
                    the exported exact GELU x·0.5·(1 + erf(x/√2)) -> Gelu(x)

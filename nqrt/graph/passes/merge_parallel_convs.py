@@ -24,22 +24,22 @@ only by the Add and is not a graph output.  Both branches must
   * give the same output length for any input length: the end pad E = e + (D·(K − 1) − P) −
     (d·(k − 1) − p) (the merged window's extra reach past the branch's) must be equal for both
     branches, so floor((L + P + E − D(K − 1) − 1) / s) equals the branch's for every L;
-  * have equal groups, or one of them be per-channel (group = C_in = M, one input channel per
-    output: the identity or a BN-only branch), which embeds in any grouping: channel c's tap
-    goes to W[c, c mod (C_in / G)].
+  * have equal groups.  So an identity or BN-only branch (a per-channel 1×1 Conv, group = C)
+    merges into a depthwise conv but not into a dense one: there it would be one large tap in
+    a kernel of C_in·k·k small ones, which sets that kernel's per-channel quantization step
+    (measured, random-weight timm models: MobileOne-S1 32.1 dB unmerged, 31.6 with the
+    depthwise merges only, 22.9 with the identity also merged into its 1×1 convs over up to
+    512 channels; MobileOne-S0 30.9 / 34.9 / 28.8).  That identity stays a depthwise 1×1
+    Conv and an Add.
 The Add's fused activation (if any) moves to the merged Conv.  The sum is formed in float64
 and stored in float32, like fold_batchnorm's folds; the merged Conv equals the Add up to float
 rounding.  A chain Add(Add(a, b), c) merges in one sweep: the inner Add becomes a Conv, which
 the outer Add then sees as a branch.
 
 Quantization: the merged kernel is quantized per output channel as one kernel, so its largest
-branch (e.g. an identity tap of gain 1 beside k×k weights of 0.06) sets the step of all its
-taps; in exchange the branch outputs are no longer rounded to 8 bits each before the Add.
-Random-weight timm models (4 inputs, SQNR against ONNX Runtime FP32, batch-1 latency):
-mobileone_s0 30.9 -> 28.8 dB, 13.8 -> 2.8 ms; repvgg_a0 37.9 -> 38.4 dB, 9.0 -> 6.6 ms;
-fastvit_t8 23.8 -> 24.1 dB, 9.6 -> 8.2 ms; davit_tiny, twins_svt_small (identity merges of
-their conv position encodings) +0.3 / +0.2 dB; efficientvit_m0 -0.6 dB.  Trained weights may
-fare differently (RepVGG's merged kernels are known to quantize worse than a plain conv's), so
+branch sets the step of all its taps; in exchange the branch outputs are no longer rounded to
+8 bits each before the Add.  Trained weights may fare differently from the random ones
+measured here (RepVGG's merged kernels are known to quantize worse than a plain conv's), so
 the converter can keep the branches (convert(merge_branches=False), --keep-branches).
 """
 
@@ -59,10 +59,6 @@ class _Branch:
         self.w, self.bias, self.group = w, bias, group
         self.strides, self.dilations, self.pads = list(strides), list(dilations), list(pads)
         self.node = node                      # the Conv to remove; None for the identity
-
-    @property
-    def per_channel(self) -> bool:
-        return self.w.shape[1] == 1 and self.group == self.w.shape[0]
 
 
 def _conv_branch(t: str, add: Node, graph: Graph, producers, consumers, outputs) -> _Branch | None:
@@ -97,15 +93,8 @@ def _merge(b1: _Branch, b2: _Branch, c_in: int):
     if b2.w.ndim - 2 != nk or b1.w.shape[0] != b2.w.shape[0] or b1.strides != b2.strides:
         return None
     m = b1.w.shape[0]
-    if b1.group == b2.group:
-        group = b1.group
-    elif b1.per_channel and m == c_in:
-        group = b2.group
-    elif b2.per_channel and m == c_in:
-        group = b1.group
-    else:
-        return None
-    if c_in % group or m % group:
+    group = b1.group
+    if b2.group != group or c_in % group or m % group:
         return None
     k1, k2 = b1.w.shape[2:], b2.w.shape[2:]
     dil, begin, end, size, taps = [], [], [], [], []
@@ -132,11 +121,7 @@ def _merge(b1: _Branch, b2: _Branch, c_in: int):
     w = np.zeros((m, cg) + tuple(size), np.float64)
     for i, b in enumerate((b1, b2)):
         window = tuple(slice(taps[j][i], taps[j][i] + b.w.shape[2 + j]) for j in range(nk))
-        if b.group == group:
-            w[(slice(None), slice(None)) + window] += b.w
-        else:                      # per-channel branch: channel c reads input c, local c mod cg
-            rows = np.arange(m)
-            w[(rows, rows % cg) + window] += b.w[:, 0]
+        w[(slice(None), slice(None)) + window] += b.w
     bias = b1.bias.astype(np.float64) + b2.bias.astype(np.float64)
     return w.astype(np.float32), bias.astype(np.float32), group, dil, begin + end
 
