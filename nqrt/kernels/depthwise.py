@@ -917,6 +917,20 @@ def tap_addresses(ad, xa, za, n, H, W, C, ih0, iw0, kh, kw, dh, dw):
             ad[i * kw + j] = a
 
 
+@njit(inline="always", **JIT)
+def next_rows(ctr, r0, r1, rchunk, nchunk):
+    """A task's next range of output rows: all of [r0, r1) when rchunk == 0 (nchunk = 1), else
+    chunk c = fetch_add(ctr) of rchunk rows (threads take chunks until none is left, so a
+    slower thread takes fewer); an empty range once c >= nchunk."""
+    if rchunk <= 0:
+        return r0, r1
+    c = fetch_add(ctr, 0)
+    if c >= nchunk:
+        return r0, r0
+    ra = r0 + c * rchunk
+    return ra, min(r1, ra + rchunk)
+
+
 @njit(**JIT)
 def _dw_task_x86(x, z_x, wpack, bias, mult, shift, z_y, act_min, act_max, kh, kw, sh, sw, dh,
                  dw, pad_t, pad_l, y, sl, r0, r1, b0, b1, tail, ctr, rchunk):
@@ -979,13 +993,9 @@ def _dw_task_x86(x, z_x, wpack, bias, mult, shift, z_y, act_min, act_max, kh, kw
                                zdrep)
     nchunk = (r1 - r0 + rchunk - 1) // rchunk if rchunk > 0 else 1
     for _ in range(nchunk):
-        ra, rb = r0, r1
-        if rchunk > 0:
-            c = fetch_add(ctr, 0)
-            if c >= nchunk:
-                break
-            ra = r0 + c * rchunk
-            rb = min(r1, ra + rchunk)
+        ra, rb = next_rows(ctr, r0, r1, rchunk, nchunk)
+        if rb <= ra:
+            break
         for r in range(ra, rb):
             n = r // OH
             oh = r - n * OH
@@ -1305,13 +1315,9 @@ def _dw_task_staged(x, z_x, wpack, z_y, act_min, act_max, kh, kw, sh, sw, dh, dw
     ow_lo, ow_hi = interior_columns(OW, W, kw, sw, dw, pad_l)
     nchunk = (r1 - r0 + rchunk - 1) // rchunk if rchunk > 0 else 1
     for _ in range(nchunk):
-        rs, re = r0, r1
-        if rchunk > 0:
-            c = fetch_add(ctr, 0)
-            if c >= nchunk:
-                break
-            rs = r0 + c * rchunk
-            re = min(r1, rs + rchunk)
+        rs, re = next_rows(ctr, r0, r1, rchunk, nchunk)
+        if re <= rs:
+            break
         for r in range(rs, re):
             n = r // OH
             oh = r - n * OH
