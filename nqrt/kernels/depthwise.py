@@ -30,7 +30,8 @@ whole call takes the scalar path.  When C is not a multiple of 16 (72, 88, 120 i
 MobileNetV3), the last vector block starts at C − 16 and overlaps the one before it: its
 overlapping channels are computed again by the same formula, so they are written with the
 same values.  Only C < 16 leaves channels to a scalar loop with the spec's formula (on x86 at
-stride 1, a row's interior pixels are one flat span instead: _dw_flat).
+stride 1, a row's interior pixels are one flat span instead: _dw_flat); on x86 such a layer is
+normally packed for 16 channels at load time and run staged (section "C < 16 (x86)" at the end).
 """
 
 import numpy as np
