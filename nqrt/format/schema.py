@@ -220,7 +220,7 @@ _pending(OpSpec("ResizeCubic", (("x", "act", "uint8"),), ("uint8",),
 
 _pending(OpSpec(
     "QMatMul",
-    (("a", "act", "uint8"), ("b", "act", "uint8")),
+    (("a", "act", "uint8"), ("b", "any", "uint8")),
     ("uint8",),
     {"multiplier": ("int", True), "shift": ("int", True), **_ACT},
 ))

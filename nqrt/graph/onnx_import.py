@@ -604,6 +604,11 @@ def Resize(ctx, n, mode="nearest", coordinate_transformation_mode="half_pixel",
     return [node]
 
 
+def Einsum(ctx, n, equation=""):
+    """Kept as is; lower_einsum turns the two-operand batched-product form into a MatMul."""
+    return [ctx.node(n, attrs={"equation": equation.decode() if isinstance(equation, bytes) else str(equation)})]
+
+
 def Upsample(ctx, n, mode="nearest", scales=None):
     mode = _resize_mode(ctx, n, mode)
     return [ctx.node(n, op="Resize", inputs=[n.inputs[0], "", n.inputs[1]] if len(n.inputs) > 1 else n.inputs[:1],
@@ -613,7 +618,7 @@ def Upsample(ctx, n, mode="nearest", scales=None):
 
 
 IMPORTERS = {
-    "Conv": Conv, "ConvTranspose": ConvTranspose, "Gemm": Gemm, "MatMul": MatMul,
+    "Conv": Conv, "ConvTranspose": ConvTranspose, "Gemm": Gemm, "MatMul": MatMul, "Einsum": Einsum,
     "Add": Add, "Sub": Sub, "Mul": Mul, "Div": Div, "Sum": Sum, "Concat": Concat,
     "MaxPool": MaxPool, "AveragePool": AveragePool,
     "GlobalAveragePool": GlobalAveragePool, "GlobalMaxPool": GlobalMaxPool,

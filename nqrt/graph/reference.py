@@ -694,6 +694,7 @@ OPS: dict[str, Callable] = {
     "ConvTranspose": conv_transpose,
     "Gemm": gemm,
     "MatMul": lambda attrs, a, b: np.matmul(a, b),
+    "Einsum": lambda attrs, *xs: np.einsum(attrs["equation"], *xs),
     "Add": _binary(np.add),
     "Sub": _binary(np.subtract),
     "Mul": _binary(np.multiply),

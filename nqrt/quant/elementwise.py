@@ -102,7 +102,7 @@ def _emit_lut2(ctx: QContext, node: Node) -> None:
     swap = p in ctx.graph.constants
     a, b = (q, p) if swap else (p, q)
     if b in ctx.graph.constants:
-        b_name, s_b, z_b = _const_operand(ctx, node, ctx.graph.constants[b])
+        b_name, s_b, z_b = const_operand(ctx, node, ctx.graph.constants[b])
     else:
         b_name, (s_b, z_b) = ctx.x(b), ctx.qparams(b)
     ctx.new_u8_from_range(y, act, label)
@@ -132,7 +132,7 @@ def _scalar_function(node: Node, graph: Graph, k: int):
 # QAdd / QMul
 # ---------------------------------------------------------------------------------------
 
-def _const_operand(ctx: QContext, node: Node, c: np.ndarray) -> tuple[str, float, int]:
+def const_operand(ctx: QContext, node: Node, c: np.ndarray) -> tuple[str, float, int]:
     """A constant operand as a uint8 constant with per-tensor (s, z) from its min/max."""
     c = np.asarray(c, np.float64)
     s, z = qp.activation_qparams(float(c.min()), float(c.max()), what=f"{node_label(node)} constant")
@@ -195,7 +195,7 @@ def quantize_binary(ctx: QContext, node: Node) -> None:
         return
     if node.op == "Div":                             # x / c
         c = 1.0 / c
-    name, s_c, _ = _const_operand(ctx, node, c)
+    name, s_c, _ = const_operand(ctx, node, c)
     if node.op in ("Mul", "Div"):
         _emit_mul(ctx, node, x, name, s_c)
     else:

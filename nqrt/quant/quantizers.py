@@ -179,16 +179,22 @@ def quantize_concat(ctx: QContext, node: Node) -> None:
 
 def quantize_matmul(ctx: QContext, node: Node) -> None:
     """MatMul of two run-time tensors (attention: Q·Kᵀ, softmax·V): QMatMul with one
-    per-tensor multiplier s_a·s_b / s_y (spec 4.19).  MatMul with a constant B is a Gemm."""
+    per-tensor multiplier s_a·s_b / s_y (spec 4.19).  MatMul with a 2-D constant B is a Gemm;
+    a batched constant B (rank >= 3: one matrix per head, e.g. relative-position tables) is a
+    uint8 constant on its own per-tensor grid (min/max), the QMatMul's b."""
     label = node_label(node)
     a, b = node.inputs[:2]
     y = node.outputs[0]
     act = fused_act(node)
     ctx.new_u8_from_range(y, act, label)
-    (s_a, _), (s_b, _), (s_y, z_y) = ctx.qparams(a), ctx.qparams(b), ctx.qparams(y)
+    if b in ctx.graph.constants:
+        b_ref, s_b, _ = elementwise.const_operand(ctx, node, ctx.graph.constants[b])
+    else:
+        b_ref, (s_b, _) = ctx.x(b), ctx.qparams(b)
+    (s_a, _), (s_y, z_y) = ctx.qparams(a), ctx.qparams(y)
     m0, n = qp.multiplier(s_a * s_b / s_y, label)
     act_min, act_max = qp.act_clamp(act, s_y, z_y)
-    ctx.emit(Q_MATMUL, [ctx.x(a), ctx.x(b)], [ctx.x(y)],
+    ctx.emit(Q_MATMUL, [ctx.x(a), b_ref], [ctx.x(y)],
              {"multiplier": int(m0), "shift": int(n), "act_min": act_min, "act_max": act_max}, label)
 
 
@@ -453,7 +459,7 @@ def _check_gemm(graph: Graph, node: Node, consumers) -> str | None:
 
 
 def _check_matmul(graph: Graph, node: Node, consumers) -> str | None:
-    if any(not t or t in graph.constants for t in node.inputs[:2]):
+    if not all(node.inputs[:2]) or node.inputs[0] in graph.constants:
         return "MatMul with a constant left operand (a constant right operand is a Gemm)"
     shapes = [graph.value_info.get(t) for t in node.inputs[:2]]
     if any(v is None or v.shape is None or len(v.shape) < 2 for v in shapes):

@@ -3,6 +3,7 @@
 Each pass is one module with `run(graph) -> graph` (it may mutate its argument):
   remove_identity  Identity / Dropout / same-dtype Cast removed
   fold_constants   constant subgraphs evaluated, symbolic Shape->Reshape chains folded
+  lower_einsum     two-operand Einsum (a batched matrix product) -> Transpose / MatMul
   canonicalize     Gemm/MatMul -> canonical Gemm, Conv bias always present, Sum -> Add
   lower_instancenorm  InstanceNormalization -> LayerNormalization(axis 2) + channel Mul, Add
   lower_space_depth  DepthToSpace / SpaceToDepth -> Reshape / Transpose / Reshape (the spec's)
@@ -40,12 +41,12 @@ from nqrt.errors import InputError, UnsupportedOpError, name_list
 from nqrt.graph.ir import Graph
 from nqrt.graph.passes import (canonicalize, crop_conv_taps, dead_code, fold_batchnorm,
                                fold_constants, fuse_activation, fuse_l2norm, fuse_layernorm, fuse_swish,
-                               lower_convtranspose, merge_parallel_convs, lower_gather, lower_instancenorm, lower_space_depth,
+                               lower_convtranspose, lower_einsum, merge_parallel_convs, lower_gather, lower_instancenorm, lower_space_depth,
                                lower_strided_gather,
                                remove_identity, sink_output_moves)
 from nqrt.graph.shapes import annotate
 
-PIPELINE = (remove_identity, fold_constants, canonicalize, lower_instancenorm, lower_space_depth,
+PIPELINE = (remove_identity, fold_constants, lower_einsum, canonicalize, lower_instancenorm, lower_space_depth,
             lower_gather, lower_strided_gather, fuse_layernorm, fuse_l2norm, fold_batchnorm, merge_parallel_convs,
             crop_conv_taps, fuse_swish, fuse_activation,
             lower_convtranspose, sink_output_moves, dead_code)
@@ -126,7 +127,10 @@ def optimize(graph: Graph, input_shapes: dict[str, tuple] | None = None,
             f"unsupported operators: Shape (dynamic shape computation not foldable; nodes: "
             f"{name_list(shape_nodes)}){hint}", {"Shape": shape_nodes})
     graph.validate()
-    annotate(graph)
+    inf = annotate(graph)
+    for v in graph.outputs:          # an output the importer could not shape (its op was lowered)
+        if (v.shape is None or any(d is None for d in v.shape)) and v.name in inf.shapes:
+            v.shape = inf.shapes[v.name]
     return graph
 
 

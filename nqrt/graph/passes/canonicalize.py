@@ -60,6 +60,8 @@ def _gemm(node: Node, graph: Graph, names: NameGen, shapes) -> list[Node]:
     if attrs.get("transA", 0):
         raise _unsupported(node, "attribute transA=1 with a run-time A")
     b = graph.constants[b_name]
+    if b.ndim > 2 and node.op == "MatMul" and a_name not in graph.constants:
+        return [node]              # batched constant B (one matrix per head): QMatMul, B uint8
     if b.ndim != 2:
         raise _unsupported(node, f"{node.op} with a constant B of rank {b.ndim} (only 2-D)")
     alpha, beta = float(attrs.get("alpha", 1.0)), float(attrs.get("beta", 1.0))
